@@ -1,0 +1,240 @@
+//! The result stream: framed JSON lines that the agent writes on ttyS1 and the host decodes.
+//!
+//! Every line is a [`Frame`] with a sequence number starting at 0; the last one carries
+//! [`Event::End`] with the number of frames before it. A stream without its end, with a gap in
+//! the numbering or with a garbled line is incomplete, and an incomplete run is never a pass.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One line of the result stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub seq: u64,
+    /// Guest uptime (CLOCK_BOOTTIME) in milliseconds when the event was sent.
+    pub t_ms: u64,
+    pub event: Event,
+}
+
+/// What the agent reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// The agent runs as /init and has opened the result port.
+    Hello {
+        kernel: String,
+    },
+    /// Set-up (mounts, swap, cgroups, sysctls) is done; the first step starts next.
+    Ready,
+    /// Every counter read at one moment, keyed like `vmstat.pgscan_kswapd`, `W/memory.current`.
+    Sample {
+        label: String,
+        values: BTreeMap<String, u64>,
+    },
+    StepStart {
+        step: String,
+    },
+    StepEnd {
+        step: String,
+        exit: Exit,
+        wall_ms: u64,
+        stderr: String,
+    },
+    /// Something the agent could not do; the run is failed, but the agent carries on reporting.
+    Error {
+        context: String,
+        message: String,
+    },
+    /// The last frame: `frames` counts the frames sent before it.
+    End {
+        frames: u64,
+    },
+}
+
+/// How a workload process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Exit {
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Exit::Exited { code } => write!(f, "exited {code}"),
+            Exit::Signaled { signal } => write!(f, "killed by {}", signal_name(signal)),
+        }
+    }
+}
+
+/// `9` -> `SIGKILL`; the names a workload is likely to die of.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        6 => "SIGABRT".into(),
+        7 => "SIGBUS".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// A decoded stream: every frame in order, and what was wrong with it if anything.
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
+    pub frames: Vec<Frame>,
+    /// `None` when the stream ended with a valid [`Event::End`].
+    pub problem: Option<String>,
+}
+
+impl Stream {
+    pub fn is_complete(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.frames.iter().map(|f| &f.event)
+    }
+}
+
+/// Decodes the bytes read from the result port. Never fails: what cannot be read is a `problem`.
+pub fn decode_stream(bytes: &[u8]) -> Stream {
+    let text = String::from_utf8_lossy(bytes);
+    let mut stream = Stream::default();
+    let mut ended = false;
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = raw.trim_matches(|c: char| c == '\r' || c == '\0' || c.is_whitespace());
+        if line.is_empty() {
+            continue;
+        }
+        if ended {
+            stream.problem = Some(format!("line {}: data after the end frame", i + 1));
+            return stream;
+        }
+        let frame: Frame = match serde_json::from_str(line) {
+            Ok(f) => f,
+            Err(e) => {
+                stream.problem = Some(format!("line {}: garbled frame ({e})", i + 1));
+                return stream;
+            }
+        };
+        let expected = stream.frames.len() as u64;
+        if frame.seq != expected {
+            stream.problem = Some(format!(
+                "line {}: frame {} follows frame {} (frames were lost)",
+                i + 1,
+                frame.seq,
+                expected as i64 - 1
+            ));
+            return stream;
+        }
+        if let Event::End { frames } = frame.event {
+            if frames != expected {
+                stream.problem = Some(format!(
+                    "end frame counts {frames} frames, {expected} arrived"
+                ));
+                return stream;
+            }
+            ended = true;
+        }
+        stream.frames.push(frame);
+    }
+    if !ended {
+        stream.problem = Some(match stream.frames.last() {
+            None => "no frame arrived from the agent".into(),
+            Some(f) => format!("the stream stops after frame {} without its end", f.seq),
+        });
+    }
+    stream
+}
+
+/// Encodes one frame as a line (with its newline).
+pub fn encode_frame(frame: &Frame) -> String {
+    let mut line = serde_json::to_string(frame).expect("frames always serialize");
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(events: Vec<Event>) -> String {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| {
+                encode_frame(&Frame {
+                    seq: i as u64,
+                    t_ms: i as u64 * 10,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    fn good() -> Vec<Event> {
+        vec![
+            Event::Hello {
+                kernel: "6.12.117".into(),
+            },
+            Event::StepEnd {
+                step: "anon".into(),
+                exit: Exit::Signaled { signal: 9 },
+                wall_ms: 5,
+                stderr: String::new(),
+            },
+            Event::End { frames: 2 },
+        ]
+    }
+
+    #[test]
+    fn complete_stream_decodes() {
+        let s = decode_stream(frames(good()).replace('\n', "\r\n").as_bytes());
+        assert!(s.is_complete(), "{:?}", s.problem);
+        assert_eq!(s.frames.len(), 3);
+    }
+
+    #[test]
+    fn truncation_is_detected() {
+        let text = frames(good());
+        let cut = &text[..text.len() - 10];
+        let s = decode_stream(cut.as_bytes());
+        assert!(s.problem.unwrap().contains("garbled"));
+        let lines: Vec<&str> = text.lines().take(2).collect();
+        let s = decode_stream(lines.join("\n").as_bytes());
+        assert!(s.problem.unwrap().contains("without its end"));
+        assert!(decode_stream(b"").problem.unwrap().contains("no frame"));
+    }
+
+    #[test]
+    fn lost_and_extra_frames_are_detected() {
+        let text = frames(good());
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.remove(1);
+        assert!(
+            decode_stream(lines.join("\n").as_bytes())
+                .problem
+                .unwrap()
+                .contains("lost")
+        );
+        let extra = format!("{text}{text}");
+        assert!(
+            decode_stream(extra.as_bytes())
+                .problem
+                .unwrap()
+                .contains("after the end")
+        );
+    }
+
+    #[test]
+    fn exit_reads_like_a_fact() {
+        assert_eq!(
+            Exit::Signaled { signal: 9 }.to_string(),
+            "killed by SIGKILL"
+        );
+        assert_eq!(Exit::Exited { code: 0 }.to_string(), "exited 0");
+    }
+}

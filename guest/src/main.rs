@@ -1,0 +1,432 @@
+//! The guest agent: runs as /init in the lab VM, sets the lab up, runs its steps, reports, powers off.
+//!
+//! It is PID 1, so it never panics or exits its way out: every failure becomes an `Error` event,
+//! the stream always ends with `End`, and the VM always powers off. Workloads run in child
+//! processes (this binary again, as `/init worker <step-json>`) that move themselves into their
+//! cgroup before touching memory; the agent itself stays in the root cgroup with
+//! oom_score_adj -1000.
+
+use guest::event::{Event, Exit, Frame, encode_frame};
+use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single};
+use guest::spec::{LabSpec, Step, StepKind, SwapKind};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RESULT_PORT: &str = "/dev/ttyS1";
+const PLAN: &str = "/lab/plan.json";
+const CGROOT: &str = "/sys/fs/cgroup";
+const DATA: &str = "/data";
+
+type Result<T, E = String> = std::result::Result<T, E>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("worker") {
+        // A workload child: its failures are its exit status and stderr, read by the agent.
+        let code = match worker(args.get(2).map(String::as_str).unwrap_or("")) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                2
+            }
+        };
+        std::process::exit(code);
+    }
+    std::panic::set_hook(Box::new(|info| eprintln!("agent: {info}")));
+    let mut out = Emitter::open();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent(&mut out)));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => out.error("agent", e),
+        Err(_) => out.error("agent", "the agent panicked (see the console)".into()),
+    }
+    out.end();
+    power_off();
+}
+
+/// Writes framed events to the result port.
+struct Emitter {
+    port: Option<File>,
+    seq: u64,
+}
+
+impl Emitter {
+    fn open() -> Emitter {
+        let _ = mount("devtmpfs", "/dev", "devtmpfs", 0);
+        let port = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(RESULT_PORT)
+            .map_err(|e| eprintln!("agent: cannot open {RESULT_PORT}: {e}"))
+            .ok();
+        if let Some(p) = &port {
+            set_raw(p);
+        }
+        Emitter { port, seq: 0 }
+    }
+
+    fn send(&mut self, event: Event) {
+        let frame = Frame {
+            seq: self.seq,
+            t_ms: uptime_ms(),
+            event,
+        };
+        self.seq += 1;
+        let line = encode_frame(&frame);
+        if let Some(p) = &mut self.port {
+            if let Err(e) = p.write_all(line.as_bytes()) {
+                eprintln!("agent: writing the result port failed: {e}");
+            }
+        }
+    }
+
+    fn error(&mut self, context: &str, message: String) {
+        eprintln!("agent: {context}: {message}");
+        self.send(Event::Error {
+            context: context.into(),
+            message,
+        });
+    }
+
+    fn end(&mut self) {
+        let frames = self.seq;
+        self.send(Event::End { frames });
+        if let Some(p) = &self.port {
+            // The UART drains slowly: wait until every byte has left before powering off.
+            unsafe { libc::tcdrain(p.as_raw_fd()) };
+        }
+    }
+}
+
+fn agent(out: &mut Emitter) -> Result<()> {
+    out.send(Event::Hello {
+        kernel: kernel_release(),
+    });
+    let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
+    let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
+    setup(&spec)?;
+    out.send(Event::Ready);
+    out.send(Event::Sample {
+        label: "start".into(),
+        values: sample(&spec),
+    });
+    for step in &spec.steps {
+        out.send(Event::StepStart {
+            step: step.name().into(),
+        });
+        let started = Instant::now();
+        match run_step(step) {
+            Ok((exit, stderr)) => out.send(Event::StepEnd {
+                step: step.name().into(),
+                exit,
+                wall_ms: started.elapsed().as_millis() as u64,
+                stderr,
+            }),
+            Err(e) => out.error(&format!("step {}", step.name()), e),
+        }
+        out.send(Event::Sample {
+            label: format!("after:{}", step.name()),
+            values: sample(&spec),
+        });
+    }
+    Ok(())
+}
+
+fn setup(spec: &LabSpec) -> Result<()> {
+    for dir in ["/proc", "/sys", DATA] {
+        let _ = fs::create_dir_all(dir);
+    }
+    mount("proc", "/proc", "proc", 0)?;
+    mount("sysfs", "/sys", "sysfs", 0)?;
+    mount("cgroup2", CGROOT, "cgroup2", 0)?;
+    write("/proc/self/oom_score_adj", "-1000")?;
+    for (key, value) in &spec.vm.sysctl {
+        write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
+    }
+    if let Some(swap) = &spec.vm.swap {
+        match swap.kind {
+            SwapKind::Zram => zram_swap(swap.size.0)?,
+        }
+    }
+    if spec.steps.iter().any(|s| s.kind == StepKind::ReadFile) {
+        mount_data_disk()?;
+    }
+    write(&format!("{CGROOT}/cgroup.subtree_control"), "+memory")?;
+    for cg in &spec.cgroups {
+        let dir = format!("{CGROOT}/{}", cg.name);
+        fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
+        let limits = [
+            ("memory.max", cg.memory_max),
+            ("memory.high", cg.memory_high),
+            ("memory.swap.max", cg.swap_max),
+        ];
+        for (file, size) in limits {
+            if let Some(size) = size {
+                write(&format!("{dir}/{file}"), &size.0.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mount_data_disk() -> Result<()> {
+    let src = CString::new("/dev/vda").unwrap();
+    let dst = CString::new(DATA).unwrap();
+    let fstype = CString::new("ext4").unwrap();
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mounting the data disk /dev/vda on {DATA}: {}",
+            errno()
+        ));
+    }
+    Ok(())
+}
+
+/// Sizes zram0, writes a swap signature on it and enables it.
+fn zram_swap(size: u64) -> Result<()> {
+    write("/sys/block/zram0/disksize", &size.to_string())?;
+    let page = 4096usize;
+    let mut header = vec![0u8; page];
+    header[1024..1028].copy_from_slice(&1u32.to_le_bytes()); // version
+    let last_page = (size / page as u64 - 1) as u32;
+    header[1028..1032].copy_from_slice(&last_page.to_le_bytes());
+    header[page - 10..].copy_from_slice(b"SWAPSPACE2");
+    let mut dev = OpenOptions::new()
+        .write(true)
+        .open("/dev/zram0")
+        .map_err(|e| format!("opening /dev/zram0: {e}"))?;
+    dev.write_all(&header)
+        .map_err(|e| format!("writing the swap header: {e}"))?;
+    drop(dev);
+    let path = CString::new("/dev/zram0").unwrap();
+    if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
+        return Err(format!("swapon /dev/zram0: {}", errno()));
+    }
+    Ok(())
+}
+
+/// Runs one step; workloads run in a child process and their ending is the result.
+fn run_step(step: &Step) -> Result<(Exit, String)> {
+    if step.kind == StepKind::Sleep {
+        std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+        return Ok((Exit::Exited { code: 0 }, String::new()));
+    }
+    let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
+    let mut child = Command::new("/proc/self/exe")
+        .arg("worker")
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the workload: {e}"))?;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the workload: {e}"))?;
+    let exit = match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Exited { code },
+        (None, Some(signal)) => Exit::Signaled { signal },
+        (None, None) => return Err(format!("workload ended strangely: {status:?}")),
+    };
+    Ok((exit, stderr))
+}
+
+/// The workload process: leaves the agent's OOM protection, joins its cgroup, does the work.
+fn worker(json: &str) -> Result<()> {
+    let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
+    write("/proc/self/oom_score_adj", "0")?;
+    if let Some(cg) = &step.cgroup {
+        write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
+    }
+    let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    match step.kind {
+        StepKind::Anon => {
+            touch_anon(size)?;
+            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+            Ok(())
+        }
+        StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
+        StepKind::Sleep => Ok(()),
+    }
+}
+
+/// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
+/// so that neither the zero page nor zram's same-filled pages can stand in for it.
+fn touch_anon(size: usize) -> Result<()> {
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(format!("mmap {size} bytes: {}", errno()));
+    }
+    let words = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u64, size / 8) };
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for w in words.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *w = x;
+    }
+    Ok(())
+}
+
+fn read_file(path: &str, size: usize) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| format!("opening {path}: {e}"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < size {
+        let want = buf.len().min(size - done);
+        let n = f
+            .read(&mut buf[..want])
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{path} ended after {done} of {size} bytes"));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
+/// the sample, so an expectation on it is reported as "not reported by this kernel".
+fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
+    fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
+        for (k, n) in pairs.into_iter().flatten() {
+            v.insert(format!("{prefix}{k}"), n);
+        }
+    }
+    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
+    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
+    let one = |path: &str| {
+        read(path)
+            .and_then(|t| parse_single(&t).ok())
+            .map(|n| vec![(String::new(), n)])
+    };
+    let mut v = BTreeMap::new();
+    add(&mut v, "vmstat.", kv("/proc/vmstat"));
+    add(
+        &mut v,
+        "meminfo.",
+        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
+    );
+    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
+    for cg in &spec.cgroups {
+        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
+        add(
+            &mut v,
+            &format!("{name}/memory.stat."),
+            kv(&format!("{dir}/memory.stat")),
+        );
+        add(
+            &mut v,
+            &format!("{name}/memory.events."),
+            kv(&format!("{dir}/memory.events")),
+        );
+        add(
+            &mut v,
+            &format!("{name}/memory.pressure."),
+            psi(&format!("{dir}/memory.pressure")),
+        );
+        for file in ["memory.current", "memory.peak", "memory.swap.current"] {
+            add(
+                &mut v,
+                &format!("{name}/{file}"),
+                one(&format!("{dir}/{file}")),
+            );
+        }
+    }
+    v
+}
+
+fn read(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn write(path: &str, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| format!("writing {value:?} to {path}: {e}"))
+}
+
+fn mount(src: &str, dst: &str, fstype: &str, flags: libc::c_ulong) -> Result<()> {
+    let (s, d, t) = (
+        CString::new(src).unwrap(),
+        CString::new(dst).unwrap(),
+        CString::new(fstype).unwrap(),
+    );
+    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, std::ptr::null()) };
+    if rc != 0 {
+        return Err(format!("mounting {fstype} on {dst}: {}", errno()));
+    }
+    Ok(())
+}
+
+fn set_raw(port: &File) {
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(port.as_raw_fd(), &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            libc::cfsetospeed(&mut t, libc::B115200);
+            libc::tcsetattr(port.as_raw_fd(), libc::TCSANOW, &t);
+        }
+    }
+}
+
+fn uptime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+fn kernel_release() -> String {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    unsafe { libc::uname(&mut u) };
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Syncs and restarts; the kernel runs with `reboot=t` and QEMU with `-no-reboot`, so a restart
+/// ends QEMU. If even that fails, returning from main panics the kernel, which also ends QEMU.
+fn power_off() {
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+}

@@ -1,0 +1,238 @@
+//! Pure parsers for the kernel's text interfaces and for human sizes ("64M").
+//!
+//! Every parser returns an error naming the line it could not read instead of guessing: a counter
+//! that is missing must never be read as 0.
+
+use std::fmt;
+
+/// A parse failure: what was expected and the 1-based line it was not found on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err(line: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// Parses `key value` lines: /proc/vmstat, memory.stat, memory.events, memory.swap.events.
+pub fn parse_key_values(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_ascii_whitespace();
+        let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err(i + 1, format!("expected `key value`, found {line:?}")));
+        };
+        let value = value.parse::<u64>().map_err(|_| {
+            err(
+                i + 1,
+                format!("value of {key:?} is not a number: {value:?}"),
+            )
+        })?;
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Parses a PSI file (/proc/pressure/memory, memory.pressure) into `some.total`, `full.total`
+/// (microseconds stalled) and `some.avg10` ... (hundredths of a percent).
+pub fn parse_psi(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut parts = line.split_ascii_whitespace();
+        let Some(kind) = parts.next() else { continue };
+        if kind != "some" && kind != "full" {
+            return Err(err(
+                i + 1,
+                format!("expected `some` or `full`, found {kind:?}"),
+            ));
+        }
+        for field in parts {
+            let Some((name, value)) = field.split_once('=') else {
+                return Err(err(i + 1, format!("expected name=value, found {field:?}")));
+            };
+            let parsed = if name == "total" {
+                value.parse::<u64>().ok()
+            } else {
+                parse_hundredths(value)
+            };
+            let Some(parsed) = parsed else {
+                return Err(err(
+                    i + 1,
+                    format!("{kind} {name} is not a number: {value:?}"),
+                ));
+            };
+            out.push((format!("{kind}.{name}"), parsed));
+        }
+    }
+    Ok(out)
+}
+
+/// "12.34" -> 1234.
+fn parse_hundredths(s: &str) -> Option<u64> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let frac = format!("{frac:0<2}");
+    Some(int.parse::<u64>().ok()? * 100 + frac.get(..2)?.parse::<u64>().ok()?)
+}
+
+/// Parses /proc/meminfo into bytes (`MemFree:  1234 kB` -> ("MemFree", 1263616)).
+pub fn parse_meminfo(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((key, rest)) = line.split_once(':') else {
+            return Err(err(i + 1, format!("expected `Key: value`, found {line:?}")));
+        };
+        let mut parts = rest.split_ascii_whitespace();
+        let number = parts.next().and_then(|n| n.parse::<u64>().ok());
+        let Some(number) = number else {
+            return Err(err(i + 1, format!("value of {key:?} is not a number")));
+        };
+        let scale = match parts.next() {
+            None => 1,
+            Some("kB") => 1024,
+            Some(unit) => return Err(err(i + 1, format!("unknown unit {unit:?} for {key:?}"))),
+        };
+        out.push((key.to_string(), number * scale));
+    }
+    Ok(out)
+}
+
+/// Parses a one-number cgroup file (memory.current, memory.peak); `max` is `u64::MAX`.
+pub fn parse_single(text: &str) -> Result<u64, ParseError> {
+    let t = text.trim();
+    if t == "max" {
+        return Ok(u64::MAX);
+    }
+    t.parse::<u64>()
+        .map_err(|_| err(1, format!("expected a number, found {t:?}")))
+}
+
+/// Parses a size such as `64M`, `1G`, `512K`, `64MiB` or `4096` (binary units) into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(format!(
+            "size {s:?} does not start with a number (write e.g. \"64M\")"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?} is too large"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => {
+            return Err(format!(
+                "size {s:?} has an unknown unit {unit:?} (use K, M or G, e.g. \"64M\")"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Formats bytes the way a person writes them in lab.toml: `64M`, `1G`, `1536K`, `100`.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    if bytes >= 1 << 20 {
+        return format!("{:.1}M", bytes as f64 / (1 << 20) as f64);
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmstat_lines_parse() {
+        let v =
+            parse_key_values("nr_free_pages 1234\npgscan_kswapd 0\n\npgscan_direct 17\n").unwrap();
+        assert_eq!(v[0], ("nr_free_pages".into(), 1234));
+        assert_eq!(v[2], ("pgscan_direct".into(), 17));
+        assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn vmstat_garbage_names_its_line() {
+        let e = parse_key_values("a 1\nb two\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("\"b\""), "{e}");
+        assert_eq!(parse_key_values("a 1 2").unwrap_err().line, 1);
+        assert_eq!(parse_key_values("lonely").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn psi_parses_totals_and_averages() {
+        let text = "some avg10=1.50 avg60=0.00 avg300=0.00 total=123456\n\
+                    full avg10=0.25 avg60=0.00 avg300=0.00 total=99\n";
+        let v = parse_psi(text).unwrap();
+        assert!(v.contains(&("some.total".into(), 123456)));
+        assert!(v.contains(&("some.avg10".into(), 150)));
+        assert!(v.contains(&("full.avg10".into(), 25)));
+        assert!(v.contains(&("full.total".into(), 99)));
+        assert!(parse_psi("most total=1").is_err());
+        assert!(parse_psi("some total=x").is_err());
+    }
+
+    #[test]
+    fn meminfo_is_bytes() {
+        let v = parse_meminfo("MemTotal:  1000 kB\nHugePages_Total:  0\n").unwrap();
+        assert_eq!(v[0], ("MemTotal".into(), 1024000));
+        assert_eq!(v[1], ("HugePages_Total".into(), 0));
+        assert!(parse_meminfo("MemTotal: 1 MB").is_err());
+    }
+
+    #[test]
+    fn single_values() {
+        assert_eq!(parse_single("4096\n").unwrap(), 4096);
+        assert_eq!(parse_single("max\n").unwrap(), u64::MAX);
+        assert!(parse_single("").is_err());
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("64Q").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("M").is_err());
+        assert!(
+            parse_size("99999999999999G")
+                .unwrap_err()
+                .contains("too large")
+        );
+        for b in [64 << 20, 1 << 30, 1536 << 10, 100] {
+            assert_eq!(parse_size(&format_size(b)).unwrap(), b);
+        }
+        assert_eq!(format_size(100 << 20), "100M");
+    }
+}

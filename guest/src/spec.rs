@@ -1,0 +1,832 @@
+//! The lab spec: what a lab sets up, runs, observes and expects.
+//!
+//! The host deserializes it from `labs/<id>/lab.toml` and validates it with [`LabSpec::validate`];
+//! the guest deserializes the same type from the JSON plan baked into the initramfs.
+
+use crate::parse::{format_size, parse_size};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    pub id: String,
+    pub title: String,
+    /// The claim from the source notes that this lab puts to the test.
+    #[serde(default)]
+    pub claim: String,
+    pub vm: Vm,
+    #[serde(default, rename = "cgroup")]
+    pub cgroups: Vec<Cgroup>,
+    #[serde(rename = "step")]
+    pub steps: Vec<Step>,
+    /// Counters shown for every step, with the rule that turns them into snapshot facts.
+    #[serde(default, rename = "observe")]
+    pub observe: Vec<Observe>,
+    #[serde(default, rename = "expect")]
+    pub expect: Vec<Expect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// Guest RAM (QEMU -m).
+    pub memory: Size,
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    #[serde(default)]
+    pub swap: Option<Swap>,
+    /// Written to /proc/sys before the first step, e.g. `"vm.swappiness" = "100"`.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+    /// Seconds the whole boot and run may take under TCG before QEMU is killed.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_cpus() -> u32 {
+    2
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swap {
+    pub kind: SwapKind,
+    pub size: Size,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapKind {
+    /// A compressed RAM block device set up by the agent.
+    Zram,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cgroup {
+    /// The directory under /sys/fs/cgroup; also the prefix of its counters (`W/memory.stat.x`).
+    pub name: String,
+    #[serde(default)]
+    pub memory_max: Option<Size>,
+    #[serde(default)]
+    pub memory_high: Option<Size>,
+    #[serde(default)]
+    pub swap_max: Option<Size>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub kind: StepKind,
+    /// Defaults to the kind; names must be unique within a lab.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The cgroup the workload runs in (its task is moved there before it starts); root if absent.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Bytes to touch (anon) or read (read-file).
+    #[serde(default)]
+    pub size: Option<Size>,
+    /// read-file: the file on the ext4 data disk (created by the host); default "data".
+    #[serde(default)]
+    pub file: Option<String>,
+    /// sleep: milliseconds; anon: how long to hold the memory after touching it.
+    #[serde(default)]
+    pub ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// mmap anonymous memory and write pseudo-random bytes to every page.
+    Anon,
+    /// Read a file on the ext4 data disk through the page cache.
+    ReadFile,
+    /// Wait; lets kswapd and the lazy stat flush catch up.
+    Sleep,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Anon => "anon",
+            StepKind::ReadFile => "read-file",
+            StepKind::Sleep => "sleep",
+        }
+    }
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.kind.as_str())
+    }
+
+    /// The data-disk file a read-file step reads.
+    pub fn file_name(&self) -> &str {
+        self.file.as_deref().unwrap_or("data")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observe {
+    pub counter: CounterExpr,
+    #[serde(default)]
+    pub class: ClassRule,
+}
+
+/// How an observed delta becomes a snapshot fact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassRule {
+    /// `0`, `>0` or `<0`: robust for counters that move by thousands or not at all.
+    #[default]
+    Sign,
+    /// The exact number: only for small event counts such as oom_kill.
+    Exact,
+    /// Shown with its number but kept out of the snapshot (noisy).
+    Shown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// A counter or a sum of counters, e.g. `vmstat.pgscan_anon + vmstat.pgscan_file`.
+    #[serde(default)]
+    pub counter: Option<CounterExpr>,
+    /// The step whose change is judged; absent: the whole run (first to last sample).
+    #[serde(default)]
+    pub step: Option<String>,
+    /// A condition on the change across the step (or run).
+    #[serde(default)]
+    pub delta: Option<Condition>,
+    /// A condition on the value after the step (or run).
+    #[serde(default)]
+    pub value: Option<Condition>,
+    /// How the step's workload must end, e.g. "exited 0" or "killed by SIGKILL".
+    #[serde(default)]
+    pub exit: Option<String>,
+    /// One line for the student: why this is what the kernel does.
+    pub why: String,
+}
+
+/// A size in bytes, written as `64M` in lab.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_size(self.0))
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"64M\" or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A comparison such as `> 0`, `== 1` or `>= 100`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Condition {
+    pub op: Op,
+    pub rhs: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+}
+
+impl Condition {
+    pub fn holds(&self, x: i64) -> bool {
+        match self.op {
+            Op::Eq => x == self.rhs,
+            Op::Ne => x != self.rhs,
+            Op::Gt => x > self.rhs,
+            Op::Ge => x >= self.rhs,
+            Op::Lt => x < self.rhs,
+            Op::Le => x <= self.rhs,
+        }
+    }
+}
+
+impl TryFrom<String> for Condition {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim();
+        let ops = [
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+        ];
+        let Some((sym, op)) = ops.iter().find(|(sym, _)| t.starts_with(sym)) else {
+            return Err(format!(
+                "condition {s:?} must start with ==, !=, >, >=, < or <= (e.g. \"> 0\")"
+            ));
+        };
+        let rest = t[sym.len()..].trim();
+        let rhs = match rest.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => parse_size(rest)
+                .ok()
+                .and_then(|b| i64::try_from(b).ok())
+                .ok_or_else(|| format!("condition {s:?}: {rest:?} is not a number or size"))?,
+        };
+        Ok(Condition { op: *op, rhs })
+    }
+}
+
+impl From<Condition> for String {
+    fn from(c: Condition) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op.symbol(), self.rhs)
+    }
+}
+
+/// A counter or a sum of counters, each a sample key such as `vmstat.pgscan_kswapd`,
+/// `W/memory.stat.pgscan_direct`, `W/memory.events.max`, `W/memory.current`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CounterExpr {
+    pub terms: Vec<String>,
+}
+
+impl TryFrom<String> for CounterExpr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let terms: Vec<String> = s.split('+').map(|t| t.trim().to_string()).collect();
+        if terms.iter().any(|t| t.is_empty()) {
+            return Err(format!("counter {s:?} has an empty term"));
+        }
+        for t in &terms {
+            check_counter_syntax(t)?;
+        }
+        Ok(CounterExpr { terms })
+    }
+}
+
+impl From<CounterExpr> for String {
+    fn from(c: CounterExpr) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for CounterExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.terms.join(" + "))
+    }
+}
+
+impl CounterExpr {
+    /// The cgroups the expression reads (the part before `/`).
+    pub fn cgroups(&self) -> impl Iterator<Item = &str> {
+        self.terms
+            .iter()
+            .filter_map(|t| t.split_once('/').map(|(cg, _)| cg))
+    }
+
+    /// Sums the terms in a sample; `Err` names the first term the kernel did not report.
+    pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<u64, String> {
+        let mut sum = 0u64;
+        for t in &self.terms {
+            sum = sum.saturating_add(*values.get(t).ok_or_else(|| t.clone())?);
+        }
+        Ok(sum)
+    }
+}
+
+/// Families of sample keys, as the agent produces them. The first element is the prefix
+/// (after `<cgroup>/` for cgroup files), the second says whether a key name follows.
+pub const GLOBAL_FAMILIES: &[(&str, bool)] =
+    &[("vmstat.", true), ("meminfo.", true), ("pressure.", true)];
+pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
+    ("memory.stat.", true),
+    ("memory.events.", true),
+    ("memory.pressure.", true),
+    ("memory.current", false),
+    ("memory.peak", false),
+    ("memory.swap.current", false),
+];
+
+fn check_counter_syntax(term: &str) -> Result<(), String> {
+    let (families, rest) = match term.split_once('/') {
+        Some((cg, rest)) => {
+            check_name(cg).map_err(|e| format!("counter {term:?}: {e}"))?;
+            (CGROUP_FAMILIES, rest)
+        }
+        None => (GLOBAL_FAMILIES, term),
+    };
+    for (prefix, keyed) in families {
+        if *keyed {
+            if let Some(key) = rest.strip_prefix(prefix) {
+                if !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
+                    return Ok(());
+                }
+            }
+        } else if rest == *prefix {
+            return Ok(());
+        }
+    }
+    let known: Vec<String> = families
+        .iter()
+        .map(|(p, keyed)| {
+            if *keyed {
+                format!("{p}<key>")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    let scope = if families == CGROUP_FAMILIES {
+        "<cgroup>/"
+    } else {
+        ""
+    };
+    Err(format!(
+        "counter {term:?} is not one of {scope}{}",
+        known.join(", ")
+    ))
+}
+
+/// Cgroup and step names: short, no path separators or spaces.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "name {name:?} must be 1-64 letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// A semantic error in a spec: the table (`vm`, `cgroup`, `step`, `expect`, `observe`, or ""
+/// for top-level keys), the index of the table in its array, the key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub table: &'static str,
+    pub index: Option<usize>,
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.table, self.index) {
+            ("", _) => write!(f, "field `{}`: {}", self.key, self.message),
+            (t, Some(i)) => write!(
+                f,
+                "[[{t}]] #{} field `{}`: {}",
+                i + 1,
+                self.key,
+                self.message
+            ),
+            (t, None) => write!(f, "[{t}] field `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl LabSpec {
+    /// Checks what serde cannot: references between tables, required fields per step kind,
+    /// sizes that cannot fit the guest. Returns every problem, not just the first.
+    pub fn validate(&self) -> Vec<SpecError> {
+        let mut errs = Vec::new();
+        let mut e = |table, index, key, message: String| {
+            errs.push(SpecError {
+                table,
+                index,
+                key,
+                message,
+            })
+        };
+        if let Err(m) = check_name(&self.id) {
+            e("", None, "id", m);
+        }
+        let ram = self.vm.memory.0;
+        if ram < 64 << 20 {
+            e(
+                "vm",
+                None,
+                "memory",
+                format!("{} is too small to boot (at least 64M)", self.vm.memory),
+            );
+        }
+        if !(1..=8).contains(&self.vm.cpus) {
+            e(
+                "vm",
+                None,
+                "cpus",
+                format!("{} cpus: use 1 to 8", self.vm.cpus),
+            );
+        }
+        if let Some(swap) = &self.vm.swap {
+            if swap.size.0 < 1 << 20 || swap.size.0 > ram {
+                e(
+                    "vm",
+                    None,
+                    "swap",
+                    format!("swap size {} must be 1M .. guest RAM", swap.size),
+                );
+            }
+        }
+        for key in self.vm.sysctl.keys() {
+            if key.is_empty() || key.contains("..") || key.starts_with('/') {
+                e(
+                    "vm",
+                    None,
+                    "sysctl",
+                    format!("{key:?} is not a sysctl name like vm.swappiness"),
+                );
+            }
+        }
+        let mut cg_names: Vec<&str> = Vec::new();
+        for (i, cg) in self.cgroups.iter().enumerate() {
+            if let Err(m) = check_name(&cg.name) {
+                e("cgroup", Some(i), "name", m);
+            }
+            if cg_names.contains(&cg.name.as_str()) {
+                e(
+                    "cgroup",
+                    Some(i),
+                    "name",
+                    format!("cgroup {:?} is declared twice", cg.name),
+                );
+            }
+            cg_names.push(&cg.name);
+            for (key, size) in [
+                ("memory_max", cg.memory_max),
+                ("memory_high", cg.memory_high),
+            ] {
+                if let Some(size) = size {
+                    if size.0 > ram {
+                        e(
+                            "cgroup",
+                            Some(i),
+                            key,
+                            format!("{size} is more than the guest's RAM ({})", self.vm.memory),
+                        );
+                    }
+                    if size.0 < 1 << 20 {
+                        e(
+                            "cgroup",
+                            Some(i),
+                            key,
+                            format!("{size} is below 1M; the workload could not even start"),
+                        );
+                    }
+                }
+            }
+            if cg.swap_max.is_some() && self.vm.swap.is_none() {
+                e(
+                    "cgroup",
+                    Some(i),
+                    "swap_max",
+                    "the lab has no swap ([vm] swap)".into(),
+                );
+            }
+        }
+        let mut step_names: Vec<&str> = Vec::new();
+        for (i, st) in self.steps.iter().enumerate() {
+            if let Err(m) = check_name(st.name()) {
+                e("step", Some(i), "name", m);
+            }
+            if step_names.contains(&st.name()) {
+                e(
+                    "step",
+                    Some(i),
+                    "name",
+                    format!(
+                        "step name {:?} is used twice: give each step its own `name`",
+                        st.name()
+                    ),
+                );
+            }
+            step_names.push(st.name());
+            if let Some(cg) = &st.cgroup {
+                if !cg_names.contains(&cg.as_str()) {
+                    e(
+                        "step",
+                        Some(i),
+                        "cgroup",
+                        format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
+                    );
+                }
+            }
+            let needs_size = matches!(st.kind, StepKind::Anon | StepKind::ReadFile);
+            match (needs_size, st.size) {
+                (true, None) => e(
+                    "step",
+                    Some(i),
+                    "size",
+                    format!("a {} step needs a size", st.kind.as_str()),
+                ),
+                (true, Some(s)) if s.0 == 0 => {
+                    e("step", Some(i), "size", "size must be more than 0".into())
+                }
+                (true, Some(s)) if st.kind == StepKind::ReadFile && s.0 > 4 << 30 => e(
+                    "step",
+                    Some(i),
+                    "size",
+                    format!("{s} is more than the data disk can hold (4G)"),
+                ),
+                (false, Some(_)) => e(
+                    "step",
+                    Some(i),
+                    "size",
+                    format!("a {} step takes no size", st.kind.as_str()),
+                ),
+                _ => {}
+            }
+            if st.kind == StepKind::Sleep && st.ms.is_none() {
+                e("step", Some(i), "ms", "a sleep step needs ms".into());
+            }
+            if st.file.is_some() && st.kind != StepKind::ReadFile {
+                e(
+                    "step",
+                    Some(i),
+                    "file",
+                    "only read-file steps take a file".into(),
+                );
+            }
+            if let Some(f) = &st.file {
+                if let Err(m) = check_name(f) {
+                    e("step", Some(i), "file", m);
+                }
+            }
+        }
+        if self.steps.is_empty() {
+            e("", None, "step", "a lab needs at least one [[step]]".into());
+        }
+        let check_cgroups = |expr: &CounterExpr| -> Option<String> {
+            expr.cgroups()
+                .find(|cg| !cg_names.contains(cg))
+                .map(|cg| format!("counter {expr} reads cgroup {cg:?}, which is not declared"))
+        };
+        for (i, ob) in self.observe.iter().enumerate() {
+            if let Some(m) = check_cgroups(&ob.counter) {
+                e("observe", Some(i), "counter", m);
+            }
+        }
+        for (i, ex) in self.expect.iter().enumerate() {
+            if let Some(step) = &ex.step {
+                if !step_names.contains(&step.as_str()) {
+                    e(
+                        "expect",
+                        Some(i),
+                        "step",
+                        format!(
+                            "no step is named {step:?} (steps: {})",
+                            step_names.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(c) = &ex.counter {
+                if let Some(m) = check_cgroups(c) {
+                    e("expect", Some(i), "counter", m);
+                }
+            }
+            match (
+                &ex.counter,
+                ex.delta.is_some() || ex.value.is_some(),
+                &ex.exit,
+            ) {
+                (Some(_), true, None) => {}
+                (None, false, Some(exit)) => {
+                    if ex.step.is_none() {
+                        e(
+                            "expect",
+                            Some(i),
+                            "step",
+                            "an exit expectation needs the step it is about".into(),
+                        );
+                    }
+                    if !(exit.starts_with("exited ") || exit.starts_with("killed by ")) {
+                        e(
+                            "expect",
+                            Some(i),
+                            "exit",
+                            format!("{exit:?}: write \"exited 0\" or \"killed by SIGKILL\""),
+                        );
+                    }
+                }
+                (Some(_), false, _) => e(
+                    "expect",
+                    Some(i),
+                    "delta",
+                    "a counter expectation needs `delta` or `value`".into(),
+                ),
+                _ => e(
+                    "expect",
+                    Some(i),
+                    "counter",
+                    "an expectation has either `counter` with `delta`/`value`, or `exit`".into(),
+                ),
+            }
+            if ex.why.trim().is_empty() {
+                e(
+                    "expect",
+                    Some(i),
+                    "why",
+                    "say in one line why the kernel behaves so".into(),
+                );
+            }
+        }
+        errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> LabSpec {
+        LabSpec {
+            id: "t".into(),
+            title: "T".into(),
+            claim: String::new(),
+            vm: Vm {
+                memory: Size(256 << 20),
+                cpus: 2,
+                swap: None,
+                sysctl: BTreeMap::new(),
+                timeout_secs: 60,
+            },
+            cgroups: vec![Cgroup {
+                name: "W".into(),
+                memory_max: Some(Size(32 << 20)),
+                memory_high: None,
+                swap_max: None,
+            }],
+            steps: vec![Step {
+                kind: StepKind::Anon,
+                name: None,
+                cgroup: Some("W".into()),
+                size: Some(Size(64 << 20)),
+                file: None,
+                ms: None,
+            }],
+            observe: vec![],
+            expect: vec![Expect {
+                counter: Some("W/memory.events.oom_kill".to_string().try_into().unwrap()),
+                step: Some("anon".into()),
+                delta: Some("== 1".to_string().try_into().unwrap()),
+                value: None,
+                exit: None,
+                why: "the group is over its limit with nothing to reclaim".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_good_spec_validates_and_round_trips_through_json() {
+        let s = base();
+        assert_eq!(s.validate(), vec![]);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: LabSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let mut s = base();
+        s.steps[0].cgroup = Some("X".into());
+        s.expect[0].step = Some("nope".into());
+        s.expect[0].counter = Some("Y/memory.current".to_string().try_into().unwrap());
+        let errs = s.validate();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text[0].contains("[[step]] #1 field `cgroup`"), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("no step is named \"nope\"")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.contains("cgroup \"Y\"")), "{text:?}");
+    }
+
+    #[test]
+    fn sizes_must_fit_the_guest() {
+        let mut s = base();
+        s.cgroups[0].memory_max = Some(Size(1 << 30));
+        let errs = s.validate();
+        assert_eq!(errs[0].key, "memory_max");
+        assert!(errs[0].message.contains("more than the guest's RAM"));
+    }
+
+    #[test]
+    fn duplicate_step_names_are_rejected() {
+        let mut s = base();
+        s.steps.push(s.steps[0].clone());
+        assert!(
+            s.validate()
+                .iter()
+                .any(|e| e.message.contains("used twice"))
+        );
+    }
+
+    #[test]
+    fn conditions_parse() {
+        let c = Condition::try_from("> 0".to_string()).unwrap();
+        assert!(c.holds(1) && !c.holds(0));
+        let c = Condition::try_from(">=64M".to_string()).unwrap();
+        assert_eq!(c.rhs, 64 << 20);
+        assert_eq!(
+            Condition::try_from("==1".to_string()).unwrap().to_string(),
+            "== 1"
+        );
+        assert!(Condition::try_from("~ 3".to_string()).is_err());
+        assert!(Condition::try_from("> lots".to_string()).is_err());
+    }
+
+    #[test]
+    fn counters_parse_and_evaluate() {
+        let c =
+            CounterExpr::try_from("vmstat.pgscan_anon + vmstat.pgscan_file".to_string()).unwrap();
+        let mut v = BTreeMap::new();
+        v.insert("vmstat.pgscan_anon".to_string(), 3);
+        assert_eq!(c.eval(&v), Err("vmstat.pgscan_file".to_string()));
+        v.insert("vmstat.pgscan_file".to_string(), 4);
+        assert_eq!(c.eval(&v), Ok(7));
+        for bad in [
+            "vmstat",
+            "memory.stat.x",
+            "W/vmstat.x",
+            "a b/memory.current",
+            "W/memory.current.x",
+            "",
+        ] {
+            assert!(CounterExpr::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+        for good in [
+            "W/memory.events.oom_kill",
+            "pressure.some.total",
+            "W/memory.peak",
+        ] {
+            assert!(CounterExpr::try_from(good.to_string()).is_ok(), "{good}");
+        }
+    }
+}

@@ -80,10 +80,10 @@ impl Emitter {
         };
         self.seq += 1;
         let line = encode_frame(&frame);
-        if let Some(p) = &mut self.port {
-            if let Err(e) = p.write_all(line.as_bytes()) {
-                eprintln!("agent: writing the result port failed: {e}");
-            }
+        if let Some(p) = &mut self.port
+            && let Err(e) = p.write_all(line.as_bytes())
+        {
+            eprintln!("agent: writing the result port failed: {e}");
         }
     }
 
@@ -391,7 +391,6 @@ fn set_raw(port: &File) {
         let mut t: libc::termios = std::mem::zeroed();
         if libc::tcgetattr(port.as_raw_fd(), &mut t) == 0 {
             libc::cfmakeraw(&mut t);
-            libc::cfsetospeed(&mut t, libc::B115200);
             libc::tcsetattr(port.as_raw_fd(), libc::TCSANOW, &t);
         }
     }

@@ -157,7 +157,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Formats bytes the way a person writes them in lab.toml: `64M`, `1G`, `1536K`, `100`.
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -376,14 +376,13 @@ fn check_counter_syntax(term: &str) -> Result<(), String> {
     };
     for (prefix, keyed) in families {
         if *keyed {
-            if let Some(key) = rest.strip_prefix(prefix) {
-                if !key.is_empty()
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-                {
-                    return Ok(());
-                }
+            if let Some(key) = rest.strip_prefix(prefix)
+                && !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Ok(());
             }
         } else if rest == *prefix {
             return Ok(());
@@ -484,15 +483,15 @@ impl LabSpec {
                 format!("{} cpus: use 1 to 8", self.vm.cpus),
             );
         }
-        if let Some(swap) = &self.vm.swap {
-            if swap.size.0 < 1 << 20 || swap.size.0 > ram {
-                e(
-                    "vm",
-                    None,
-                    "swap",
-                    format!("swap size {} must be 1M .. guest RAM", swap.size),
-                );
-            }
+        if let Some(swap) = &self.vm.swap
+            && (swap.size.0 < 1 << 20 || swap.size.0 > ram)
+        {
+            e(
+                "vm",
+                None,
+                "swap",
+                format!("swap size {} must be 1M .. guest RAM", swap.size),
+            );
         }
         for key in self.vm.sysctl.keys() {
             if key.is_empty() || key.contains("..") || key.starts_with('/') {
@@ -567,15 +566,15 @@ impl LabSpec {
                 );
             }
             step_names.push(st.name());
-            if let Some(cg) = &st.cgroup {
-                if !cg_names.contains(&cg.as_str()) {
-                    e(
-                        "step",
-                        Some(i),
-                        "cgroup",
-                        format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
-                    );
-                }
+            if let Some(cg) = &st.cgroup
+                && !cg_names.contains(&cg.as_str())
+            {
+                e(
+                    "step",
+                    Some(i),
+                    "cgroup",
+                    format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
+                );
             }
             let needs_size = matches!(st.kind, StepKind::Anon | StepKind::ReadFile);
             match (needs_size, st.size) {
@@ -613,10 +612,10 @@ impl LabSpec {
                     "only read-file steps take a file".into(),
                 );
             }
-            if let Some(f) = &st.file {
-                if let Err(m) = check_name(f) {
-                    e("step", Some(i), "file", m);
-                }
+            if let Some(f) = &st.file
+                && let Err(m) = check_name(f)
+            {
+                e("step", Some(i), "file", m);
             }
         }
         if self.steps.is_empty() {
@@ -633,23 +632,23 @@ impl LabSpec {
             }
         }
         for (i, ex) in self.expect.iter().enumerate() {
-            if let Some(step) = &ex.step {
-                if !step_names.contains(&step.as_str()) {
-                    e(
-                        "expect",
-                        Some(i),
-                        "step",
-                        format!(
-                            "no step is named {step:?} (steps: {})",
-                            step_names.join(", ")
-                        ),
-                    );
-                }
+            if let Some(step) = &ex.step
+                && !step_names.contains(&step.as_str())
+            {
+                e(
+                    "expect",
+                    Some(i),
+                    "step",
+                    format!(
+                        "no step is named {step:?} (steps: {})",
+                        step_names.join(", ")
+                    ),
+                );
             }
-            if let Some(c) = &ex.counter {
-                if let Some(m) = check_cgroups(c) {
-                    e("expect", Some(i), "counter", m);
-                }
+            if let Some(c) = &ex.counter
+                && let Some(m) = check_cgroups(c)
+            {
+                e("expect", Some(i), "counter", m);
             }
             match (
                 &ex.counter,

@@ -1,1 +1,139 @@
-fn main() {}
+//! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
+
+mod cache;
+mod disk;
+mod initramfs;
+mod kernel;
+mod lab;
+mod progress;
+mod qemu;
+mod report;
+mod setup;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Experiments on Linux memory reclaim, run on a real kernel in QEMU.
+///
+/// Each lab boots a minimal kernel (built once from Debian's linux-source-6.12, then cached),
+/// creates cgroup v2 groups, applies memory pressure, and reports what the kernel's own
+/// counters (/proc/vmstat, memory.stat, memory.events, PSI) did, with the reasons.
+///
+/// Start with:  cargo xtask list          then:  cargo xtask lab 2-cgroup-limit
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, after_help = CACHE_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const CACHE_HELP: &str = "Files: built kernels, the extracted source and data disks are cached in \
+$KERNEL_LAB_CACHE (default ~/.cache/kernel-lab); per-run files live under target/kernel-lab \
+(the last run of each lab is kept in target/kernel-lab/last/<id>/).";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a lab: build what is missing, boot it, print the explained report, check its snapshot.
+    ///
+    /// Exits non-zero when an expectation fails, the snapshot differs, or the run is incomplete.
+    Lab {
+        /// Lab id (`2-cgroup-limit`), its number (`2`), a unique prefix, or a path to a lab directory.
+        lab: String,
+        #[command(flatten)]
+        opts: RunArgs,
+    },
+    /// List the labs with their titles.
+    List,
+    /// Build (or find in the cache) the guest kernel and print its path.
+    Kernel {
+        #[command(flatten)]
+        src: KernelArgs,
+        /// Rebuild even if a cached kernel exists (e.g. after editing a local tree).
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Install the system packages kernel-lab needs (apt-get, as root).
+    Setup,
+}
+
+#[derive(Args, Clone)]
+struct KernelArgs {
+    /// Kernel source: a Linux tree or tarball [env: KERNEL_LAB_SRC; default: /usr/src/linux-source-6.12.tar.xz]
+    #[arg(long, value_name = "DIR|TARBALL")]
+    kernel_src: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    src: KernelArgs,
+    /// Accelerator: auto picks KVM only where it really works (/dev/kvm opens and the CPU has vmx/svm).
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: qemu::Accel,
+    /// Seconds before a hung guest is killed [default: the lab's vm.timeout_secs]
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Rebuild the kernel even if one is cached.
+    #[arg(long)]
+    rebuild_kernel: bool,
+    /// Never install packages; say what is missing instead.
+    #[arg(long)]
+    no_install: bool,
+}
+
+fn main() -> ExitCode {
+    progress::install_interrupt_handler();
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        Command::Lab { lab, opts } => {
+            let labs = lab::catalog()?;
+            let found = lab::resolve(&lab, &labs)?;
+            let run_opts = lab::RunOptions {
+                kernel_src: opts.src.kernel_src,
+                accel: opts.accel,
+                rebuild_kernel: opts.rebuild_kernel,
+                install: !opts.no_install,
+                timeout: opts.timeout,
+            };
+            lab::run(&found, &run_opts)
+        }
+        Command::List => {
+            for l in lab::catalog()? {
+                match lab::load(&l.spec_path()) {
+                    Ok(spec) => println!("{:<22} {}", l.id, spec.title),
+                    Err(e) => println!("{:<22} (broken: {e:#})", l.id),
+                }
+            }
+            Ok(true)
+        }
+        Command::Kernel { src, rebuild } => {
+            setup::ensure(true, src.kernel_src.is_none())?;
+            let source = kernel::locate(src.kernel_src.as_deref())?;
+            let k = kernel::ensure(&source, &kernel::fragments(&[])?, rebuild)?;
+            eprintln!(
+                "kernel {} ({})",
+                k.key,
+                if k.built { "built now" } else { "cached" }
+            );
+            println!("{}", k.image.display());
+            Ok(true)
+        }
+        Command::Setup => {
+            setup::ensure(true, true)?;
+            eprintln!("setup: everything kernel-lab needs is installed");
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The ext4 data disk: files of the sizes the lab's read steps need, made with `mkfs.ext4 -d`
+//! (no root, no loop mount), cached by content and attached to QEMU with snapshot=on.
+
+use crate::cache::{self, KeyHasher};
+use anyhow::{Context, Result, bail};
+use guest::spec::{LabSpec, StepKind};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The files a lab reads: name -> the largest size any step reads of it.
+pub fn files_needed(spec: &LabSpec) -> BTreeMap<String, u64> {
+    let mut files = BTreeMap::new();
+    for step in spec.steps.iter().filter(|s| s.kind == StepKind::ReadFile) {
+        let size = step.size.map(|s| s.0).unwrap_or(0);
+        let e = files.entry(step.file_name().to_string()).or_insert(0);
+        *e = (*e).max(size);
+    }
+    files
+}
+
+/// Returns the cached image holding `files`, making it if needed; `None` when none are needed.
+pub fn ensure(files: &BTreeMap<String, u64>) -> Result<Option<PathBuf>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut h = KeyHasher::new();
+    h.add(b"data disk 1");
+    for (name, size) in files {
+        h.add(name.as_bytes()).add(&size.to_le_bytes());
+    }
+    let cache = cache::cache_dir()?;
+    let dir = cache.join("disks");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let image = dir.join(format!("data-{}.img", h.hex()));
+    if image.is_file() {
+        return Ok(Some(image));
+    }
+    let _lock = cache::lock(&cache, &format!("disk-{}", h.hex()))?;
+    if image.is_file() {
+        return Ok(Some(image));
+    }
+    let staging_dir = tempfile::Builder::new().prefix("data-").tempdir_in(&dir)?;
+    let mut total = 0;
+    for (name, size) in files {
+        write_pattern(&staging_dir.path().join(name), *size)?;
+        total += size;
+    }
+    // Room for metadata and the journal.
+    let image_size = (total + total / 8 + (24 << 20)).next_multiple_of(1 << 20);
+    let staging = cache::staging_path(&image);
+    fs::File::create(&staging)?.set_len(image_size)?;
+    let out = duct::cmd!(
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-L",
+        "data",
+        "-d",
+        staging_dir.path(),
+        &staging
+    )
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .context("running mkfs.ext4 (install e2fsprogs)")?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&staging);
+        bail!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    fs::rename(&staging, &image)?;
+    Ok(Some(image))
+}
+
+/// Non-zero, block-varying content, so the file has real blocks (mkfs leaves zeros as holes).
+fn write_pattern(path: &std::path::Path, size: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
+    let mut block = [0u8; 4096];
+    for i in 0..size.div_ceil(4096) {
+        block.fill((i as u8) | 1);
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        let n = (size - i * 4096).min(4096) as usize;
+        f.write_all(&block[..n])?;
+    }
+    f.flush()?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The initramfs: the static guest agent as /init plus the lab's JSON plan, as a newc cpio
+//! written from Rust (no root, no cpio tool). Left uncompressed: TCG decompresses slowly and the
+//! archive is small.
+
+use crate::cache;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+/// One archive member.
+pub enum Entry<'a> {
+    Dir {
+        path: &'a str,
+    },
+    File {
+        path: &'a str,
+        mode: u32,
+        data: &'a [u8],
+    },
+    CharDev {
+        path: &'a str,
+        major: u32,
+        minor: u32,
+    },
+}
+
+/// Writes a newc ("070701") archive with its TRAILER!!!.
+pub fn cpio(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut member = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)| {
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{dmaj:08x}{dmin:08x}{rmaj:08x}{rmin:08x}{namesize:08x}{check:08x}",
+            uid = 0,
+            gid = 0,
+            nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 },
+            mtime = 0,
+            size = data.len(),
+            dmaj = 0,
+            dmin = 0,
+            rmaj = rdev.0,
+            rmin = rdev.1,
+            namesize = name.len() + 1,
+            check = 0,
+        );
+        ino += 1;
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad4(out);
+        out.extend_from_slice(data);
+        pad4(out);
+    };
+    for e in entries {
+        match *e {
+            Entry::Dir { path } => member(&mut out, path, 0o040755, &[], (0, 0)),
+            Entry::File { path, mode, data } => {
+                member(&mut out, path, 0o100000 | mode, data, (0, 0))
+            }
+            Entry::CharDev { path, major, minor } => {
+                member(&mut out, path, 0o020600, &[], (major, minor))
+            }
+        }
+    }
+    member(&mut out, "TRAILER!!!", 0, &[], (0, 0));
+    out
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// Builds the static agent (glibc, crt-static) in target/guest; cargo makes a warm build a no-op.
+pub fn build_agent() -> Result<PathBuf> {
+    let root = cache::project_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = root.join("target/guest");
+    let target = "x86_64-unknown-linux-gnu";
+    let out = duct::cmd!(
+        cargo,
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "guest",
+        "--bin",
+        "kernel-lab-agent",
+        "--target",
+        target,
+        "--target-dir",
+        &target_dir
+    )
+    .dir(&root)
+    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .context("running cargo build for the guest agent")?;
+    if !out.status.success() {
+        bail!(
+            "building the guest agent failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(target_dir.join(target).join("release/kernel-lab-agent"))
+}
+
+/// Writes the initramfs for one run: /init = agent, /lab/plan.json = plan.
+pub fn write(dest: &Path, agent: &Path, plan_json: &str) -> Result<()> {
+    let agent =
+        std::fs::read(agent).with_context(|| format!("reading the agent {}", agent.display()))?;
+    let archive = cpio(&[
+        Entry::Dir { path: "dev" },
+        Entry::CharDev {
+            path: "dev/console",
+            major: 5,
+            minor: 1,
+        },
+        Entry::Dir { path: "proc" },
+        Entry::Dir { path: "sys" },
+        Entry::Dir { path: "data" },
+        Entry::Dir { path: "lab" },
+        Entry::File {
+            path: "init",
+            mode: 0o755,
+            data: &agent,
+        },
+        Entry::File {
+            path: "lab/plan.json",
+            mode: 0o644,
+            data: plan_json.as_bytes(),
+        },
+    ]);
+    std::fs::write(dest, archive).with_context(|| format!("writing {}", dest.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the archive back with the same rules, as the kernel's unpacker does.
+    fn members(mut a: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
+            assert_eq!(&a[..6], b"070701");
+            let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
+            let name = String::from_utf8(a[110..110 + namesize - 1].to_vec()).unwrap();
+            let data_start = (offset + 110 + namesize).next_multiple_of(4) - offset;
+            let data = a[data_start..data_start + size].to_vec();
+            let next = (offset + data_start + size).next_multiple_of(4) - offset;
+            offset += next;
+            a = &a[next..];
+            if name == "TRAILER!!!" {
+                assert!(a.is_empty());
+                return out;
+            }
+            out.push((name, mode, data));
+        }
+    }
+
+    #[test]
+    fn cpio_round_trips() {
+        let archive = cpio(&[
+            Entry::Dir { path: "dev" },
+            Entry::CharDev {
+                path: "dev/console",
+                major: 5,
+                minor: 1,
+            },
+            Entry::File {
+                path: "init",
+                mode: 0o755,
+                data: b"abcde",
+            },
+            Entry::File {
+                path: "lab/plan.json",
+                mode: 0o644,
+                data: b"{}",
+            },
+        ]);
+        assert_eq!(archive.len() % 4, 0);
+        let m = members(&archive);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].1, 0o040755);
+        assert_eq!(m[1].1, 0o020600);
+        assert_eq!(m[2], ("init".to_string(), 0o100755, b"abcde".to_vec()));
+        assert_eq!(m[3].2, b"{}");
+    }
+}

@@ -1,0 +1,556 @@
+//! The guest kernel: find the source, merge config fragments, build once, cache by hash.
+//!
+//! Key = hash(source identity, every fragment's text, build recipe version). A warm lookup only
+//! stats the source and reads the fragments: it never runs make. A cold build extracts a
+//! tarball once, runs `make tinyconfig`, merges the fragments, runs `olddefconfig`, checks that
+//! every requested option survived, builds vmlinux (booted through its PVH entry) with a
+//! progress line, and publishes it into the cache with a rename.
+
+use crate::cache::{self, KeyHasher};
+use crate::progress;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bump when the way kernels are built changes, so old cache entries are not reused.
+const RECIPE: &str = "kernel-lab recipe 1: tinyconfig + fragments, vmlinux";
+pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+pub const SOURCE_ENV: &str = "KERNEL_LAB_SRC";
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Tarball,
+    Tree,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    /// What makes this source this source: path, size and mtime (tarball), or git state (tree).
+    pub identity: String,
+}
+
+/// The flag, else `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball.
+pub fn locate(flag: Option<&Path>) -> Result<Source> {
+    let (path, origin) = match (flag, std::env::var_os(SOURCE_ENV)) {
+        (Some(p), _) => (p.to_path_buf(), "--kernel-src"),
+        (None, Some(p)) => (PathBuf::from(p), SOURCE_ENV),
+        (None, None) => (PathBuf::from(DEFAULT_TARBALL), "the default"),
+    };
+    let meta = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(_) if origin == "the default" => bail!(
+            "no kernel source: {DEFAULT_TARBALL} is missing\n  install it: apt-get install --no-install-recommends linux-source-6.12\n  or point at any Linux tree or tarball: --kernel-src PATH (or {SOURCE_ENV}=PATH)"
+        ),
+        Err(e) => bail!(
+            "kernel source {} (from {origin}) cannot be read: {e}",
+            path.display()
+        ),
+    };
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("resolving {}", path.display()))?;
+    if meta.is_dir() {
+        if !path.join("Makefile").is_file() || !path.join("mm/vmscan.c").is_file() {
+            bail!(
+                "{} (from {origin}) is not a Linux source tree (no Makefile or mm/vmscan.c)",
+                path.display()
+            );
+        }
+        Ok(Source {
+            identity: tree_identity(&path),
+            path,
+            kind: SourceKind::Tree,
+        })
+    } else {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        let identity = format!("tarball {} {} {:?}", path.display(), meta.len(), mtime);
+        Ok(Source {
+            path,
+            kind: SourceKind::Tarball,
+            identity,
+        })
+    }
+}
+
+/// A git tree is identified by HEAD and its uncommitted changes; any other tree by its path and
+/// version (edit such a tree and pass --rebuild-kernel).
+fn tree_identity(path: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(path)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["diff", "HEAD"]).unwrap_or_default();
+            let mut h = KeyHasher::new();
+            h.add(dirty.as_bytes());
+            format!(
+                "tree {} git {} diff {}",
+                path.display(),
+                head.trim(),
+                h.hex()
+            )
+        }
+        None => format!(
+            "tree {} {}",
+            path.display(),
+            makefile_version(path).unwrap_or_default()
+        ),
+    }
+}
+
+/// `6.12.117` from a tree's Makefile.
+pub fn makefile_version(tree: &Path) -> Option<String> {
+    let text = fs::read_to_string(tree.join("Makefile")).ok()?;
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim_start()
+                .strip_prefix('=')
+                .map(|v| v.trim().to_string())
+        })
+    };
+    Some(format!(
+        "{}.{}.{}{}",
+        field("VERSION")?,
+        field("PATCHLEVEL")?,
+        field("SUBLEVEL")?,
+        field("EXTRAVERSION").unwrap_or_default()
+    ))
+}
+
+/// A config fragment: its file name and text.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    pub name: String,
+    pub text: String,
+}
+
+/// kernel-configs/base.config plus the named extra fragments (e.g. a lab's `memcg-v1`).
+pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
+    let dir = cache::project_root().join("kernel-configs");
+    let mut out = Vec::new();
+    for name in std::iter::once("base").chain(extra.iter().map(String::as_str)) {
+        let path = dir.join(format!("{name}.config"));
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("reading kernel config fragment {}", path.display()))?;
+        out.push(Fragment {
+            name: name.to_string(),
+            text,
+        });
+    }
+    Ok(out)
+}
+
+/// A requested option: `CONFIG_X=value`, or `CONFIG_X` unset (`# CONFIG_X is not set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// The options a fragment asks for; comments and blank lines are ignored.
+pub fn requested_options(fragment: &str) -> Vec<Requested> {
+    fragment
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("# ") {
+                let name = rest.strip_suffix(" is not set")?;
+                return name.starts_with("CONFIG_").then(|| Requested {
+                    name: name.into(),
+                    value: None,
+                });
+            }
+            let (name, value) = line.split_once('=')?;
+            name.starts_with("CONFIG_").then(|| Requested {
+                name: name.into(),
+                value: Some(value.into()),
+            })
+        })
+        .collect()
+}
+
+/// Appends the fragments to a base .config, replacing every line about an option they set
+/// (what scripts/kconfig/merge_config.sh does).
+pub fn merge_config(base: &str, fragments: &[Fragment]) -> String {
+    let requested: Vec<Requested> = fragments
+        .iter()
+        .flat_map(|f| requested_options(&f.text))
+        .collect();
+    let mentions = |line: &str, name: &str| {
+        line.strip_prefix(name).is_some_and(|r| r.starts_with('='))
+            || line.strip_prefix("# ").and_then(|r| r.strip_prefix(name)) == Some(" is not set")
+    };
+    let mut out: String = base
+        .lines()
+        .filter(|l| !requested.iter().any(|r| mentions(l, &r.name)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for r in &requested {
+        match &r.value {
+            Some(v) => out.push_str(&format!("{}={v}\n", r.name)),
+            None => out.push_str(&format!("# {} is not set\n", r.name)),
+        }
+    }
+    out
+}
+
+/// The requested options that the final .config does not honour, as `CONFIG_X=y (got: ...)`.
+pub fn lost_options(requested: &[Requested], config: &str) -> Vec<String> {
+    let current = |name: &str| {
+        config.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix('='))
+                .map(str::to_string)
+        })
+    };
+    requested
+        .iter()
+        .filter_map(|r| {
+            let got = current(&r.name);
+            let ok = match (&r.value, &got) {
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => false,
+                (None, None) => true,
+                (None, Some(got)) => got == "n",
+            };
+            (!ok).then(|| {
+                let want = r
+                    .value
+                    .as_deref()
+                    .map(|v| format!("={v}"))
+                    .unwrap_or_else(|| " unset".into());
+                let got = got
+                    .map(|g| format!("={g}"))
+                    .unwrap_or_else(|| " unset".into());
+                format!("{}{want} (got{got})", r.name)
+            })
+        })
+        .collect()
+}
+
+/// A built kernel in the cache.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub image: PathBuf,
+    pub key: String,
+    /// True when this call built it (false: taken from the cache).
+    pub built: bool,
+}
+
+pub fn cache_key(source: &Source, fragments: &[Fragment]) -> String {
+    let mut h = KeyHasher::new();
+    h.add(RECIPE.as_bytes()).add(source.identity.as_bytes());
+    for f in fragments {
+        h.add(f.name.as_bytes()).add(f.text.as_bytes());
+    }
+    h.hex()
+}
+
+/// Returns the cached kernel for (source, fragments), building it first if needed.
+pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<Kernel> {
+    let cache = cache::cache_dir()?;
+    let key = cache_key(source, fragments);
+    let entry = cache.join("kernels").join(&key);
+    let image = entry.join("vmlinux");
+    if image.is_file() && !rebuild {
+        return Ok(Kernel {
+            image,
+            key,
+            built: false,
+        });
+    }
+    let _lock = cache::lock(&cache, &format!("kernel-{key}"))?;
+    if image.is_file() && !rebuild {
+        return Ok(Kernel {
+            image,
+            key,
+            built: false,
+        }); // another process built it meanwhile
+    }
+    let tree = source_tree(&cache, source)?;
+    let build = cache.join("build").join(&key);
+    fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
+    let log = build.join("kernel-lab-build.log");
+    configure(&tree, &build, fragments, &log)?;
+    let objects_hint = fs::read_to_string(cache.join("kernels/objects-last-build"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .or(Some(760));
+    let objects = make(&tree, &build, &["vmlinux"], &log, objects_hint)?;
+    let _ = fs::write(
+        cache.join("kernels/objects-last-build"),
+        objects.to_string(),
+    );
+    let staging = cache::staging_path(&entry);
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    fs::copy(build.join("vmlinux"), staging.join("vmlinux"))
+        .context("copying vmlinux into the cache")?;
+    fs::copy(build.join(".config"), staging.join("config"))
+        .context("copying .config into the cache")?;
+    fs::write(staging.join("source"), &source.identity)?;
+    cache::publish(&staging, &entry)?;
+    Ok(Kernel {
+        image,
+        key,
+        built: true,
+    })
+}
+
+/// A tree is used in place (built with O=); a tarball is extracted once into the cache.
+fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
+    if let SourceKind::Tree = source.kind {
+        return Ok(source.path.clone());
+    }
+    let mut h = KeyHasher::new();
+    let dir = cache
+        .join("src")
+        .join(h.add(source.identity.as_bytes()).hex());
+    let _lock = cache::lock(cache, &format!("src-{}", h.hex()))?;
+    if let Some(tree) = single_subdir(&dir) {
+        return Ok(tree);
+    }
+    let staging = cache::staging_path(&dir);
+    fs::create_dir_all(&staging)?;
+    let started = Instant::now();
+    eprintln!(
+        "  kernel: extracting {} (once; about 15 s) ...",
+        source.path.display()
+    );
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&source.path)
+        .arg("-C")
+        .arg(&staging)
+        .status()
+        .context("running tar (is tar installed?)")?;
+    if !status.success() {
+        let _ = fs::remove_dir_all(&staging);
+        bail!("extracting {} failed ({status})", source.path.display());
+    }
+    cache::publish(&staging, &dir)?;
+    eprintln!(
+        "  kernel: extracted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    single_subdir(&dir)
+        .with_context(|| format!("{} did not hold one Linux tree", source.path.display()))
+}
+
+fn single_subdir(dir: &Path) -> Option<PathBuf> {
+    let mut subdirs = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("Makefile").is_file());
+    let first = subdirs.next()?;
+    subdirs.next().is_none().then_some(first)
+}
+
+fn configure(tree: &Path, build: &Path, fragments: &[Fragment], log: &Path) -> Result<()> {
+    make(tree, build, &["tinyconfig"], log, None)?;
+    let config_path = build.join(".config");
+    let base = fs::read_to_string(&config_path).context("reading the tinyconfig .config")?;
+    fs::write(&config_path, merge_config(&base, fragments))?;
+    make(tree, build, &["olddefconfig"], log, None)?;
+    let config = fs::read_to_string(&config_path)?;
+    let requested: Vec<Requested> = fragments
+        .iter()
+        .flat_map(|f| requested_options(&f.text))
+        .collect();
+    let lost = lost_options(&requested, &config);
+    if !lost.is_empty() {
+        bail!(
+            "these kernel options did not survive `make olddefconfig` (a dependency is missing, or this kernel version lacks them):\n  {}\nfragments: kernel-configs/{{{}}}.config; final config: {}",
+            lost.join("\n  "),
+            fragments
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs make with its output in `log`, showing progress; returns how many objects it compiled.
+fn make(
+    tree: &Path,
+    build: &Path,
+    targets: &[&str],
+    log: &Path,
+    objects_hint: Option<usize>,
+) -> Result<usize> {
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let handle = duct::cmd(
+        "make",
+        [
+            "-C".into(),
+            tree.as_os_str().to_owned(),
+            format!("O={}", build.display()).into(),
+            format!("-j{jobs}").into(),
+        ]
+        .into_iter()
+        .chain(targets.iter().map(|t| t.into())),
+    )
+    .stdin_null()
+    .stdout_file(log_file.try_clone()?)
+    .stderr_file(log_file)
+    .unchecked()
+    .start()
+    .context("starting make (is build-essential installed?)")?;
+    let started = Instant::now();
+    let what = targets.join(" ");
+    let tty = std::io::stderr().is_terminal();
+    let mut last_print = Instant::now();
+    let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let mut objects = 0;
+    loop {
+        if progress::interrupted() {
+            let _ = handle.kill();
+            bail!("interrupted while running make {what}; the cache is unchanged");
+        }
+        if let Some(out) = handle.try_wait().context("waiting for make")? {
+            if !out.status.success() {
+                let tail = progress::tail(log, 30);
+                bail!(
+                    "make {what} failed ({}); the last lines of {}:\n{tail}",
+                    out.status,
+                    log.display()
+                );
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if targets == ["vmlinux"] && (tty || last_print.elapsed() >= Duration::from_secs(30)) {
+            let text = fs::read(log).unwrap_or_default();
+            let new =
+                String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+            objects = new
+                .lines()
+                .filter(|l| l.trim_start().starts_with("CC "))
+                .count();
+            let last = new
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("  "))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let of = objects_hint.map(|n| format!("/~{n}")).unwrap_or_default();
+            progress::status(&format!(
+                "kernel: building vmlinux, {} elapsed, {objects}{of} files compiled, last: {last}",
+                progress::mmss(started.elapsed())
+            ));
+            last_print = Instant::now();
+        }
+    }
+    if targets == ["vmlinux"] {
+        progress::status_done(&format!(
+            "kernel: built vmlinux in {} (log: {})",
+            progress::mmss(started.elapsed()),
+            log.display()
+        ));
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(text: &str) -> Fragment {
+        Fragment {
+            name: "t".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn requested_options_read_both_forms() {
+        let r =
+            requested_options("# comment\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"lz4\"\n\n");
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[1],
+            Requested {
+                name: "CONFIG_B".into(),
+                value: None
+            }
+        );
+        assert_eq!(r[2].value.as_deref(), Some("\"lz4\""));
+    }
+
+    #[test]
+    fn merge_replaces_and_appends() {
+        let base = "CONFIG_A=n\n# CONFIG_B is not set\nCONFIG_AB=y\nCONFIG_D=y\n";
+        let merged = merge_config(
+            base,
+            &[frag("CONFIG_A=y\nCONFIG_B=y\n# CONFIG_D is not set\n")],
+        );
+        assert_eq!(
+            merged,
+            "CONFIG_AB=y\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_D is not set\n"
+        );
+    }
+
+    #[test]
+    fn lost_options_names_what_did_not_survive() {
+        let req = requested_options(
+            "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n# CONFIG_D is not set\nCONFIG_E=4\n",
+        );
+        let config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_E=4\n";
+        let lost = lost_options(&req, config);
+        assert_eq!(
+            lost,
+            vec![
+                "CONFIG_B=y (got unset)".to_string(),
+                "CONFIG_C unset (got=y)".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_base_fragment_is_well_formed() {
+        let f = fragments(&[]).unwrap();
+        let req = requested_options(&f[0].text);
+        assert!(
+            req.iter().any(|r| r.name == "CONFIG_MEMCG"),
+            "base.config lost CONFIG_MEMCG"
+        );
+        assert!(req.len() > 40);
+    }
+
+    #[test]
+    fn makefile_version_reads_a_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("Makefile"),
+            "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\nNAME = x\n",
+        )
+        .unwrap();
+        assert_eq!(makefile_version(dir.path()).as_deref(), Some("6.12.117"));
+    }
+}

@@ -1,0 +1,498 @@
+//! Labs on disk: the catalog under labs/, id resolution ("did you mean"), loading and validating
+//! lab.toml with file:line:field errors, and running one lab end to end.
+
+use crate::cache;
+use crate::progress::{self, Phases};
+use crate::{disk, initramfs, kernel, qemu, report, setup};
+use anyhow::{Context, Result, bail};
+use guest::event::{Event, decode_stream};
+use guest::spec::{LabSpec, SpecError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A lab found on disk.
+#[derive(Debug, Clone)]
+pub struct LabDir {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl LabDir {
+    pub fn spec_path(&self) -> PathBuf {
+        self.dir.join("lab.toml")
+    }
+}
+
+/// Every labs/<id>/lab.toml, in catalog order (by the number the id starts with).
+pub fn catalog() -> Result<Vec<LabDir>> {
+    let root = cache::project_root().join("labs");
+    let mut labs: Vec<LabDir> = std::fs::read_dir(&root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("lab.toml").is_file())
+        .map(|e| LabDir {
+            id: e.file_name().to_string_lossy().into_owned(),
+            dir: e.path(),
+        })
+        .collect();
+    labs.sort_by_key(|l| (leading_number(&l.id), l.id.clone()));
+    Ok(labs)
+}
+
+fn leading_number(id: &str) -> u32 {
+    id.split('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Resolves what the user typed: a path to a lab directory or lab.toml, an exact id, a number
+/// (`2` is `2-cgroup-limit`), or a unique prefix; otherwise an error with the closest ids.
+pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
+    let as_path = Path::new(query);
+    if query.contains('/') || as_path.is_dir() && as_path.join("lab.toml").is_file() {
+        let dir = if as_path.is_file() {
+            as_path.parent().unwrap_or(Path::new("."))
+        } else {
+            as_path
+        };
+        if !dir.join("lab.toml").is_file() {
+            bail!("{query}: no lab.toml there");
+        }
+        let dir = dir.canonicalize()?;
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(LabDir { id, dir });
+    }
+    if let Some(l) = labs.iter().find(|l| l.id == query) {
+        return Ok(l.clone());
+    }
+    if let Ok(n) = query.parse::<u32>()
+        && let Some(l) = labs.iter().find(|l| leading_number(&l.id) == n)
+    {
+        return Ok(l.clone());
+    }
+    let prefixed: Vec<&LabDir> = labs.iter().filter(|l| l.id.starts_with(query)).collect();
+    if prefixed.len() == 1 {
+        return Ok(prefixed[0].clone());
+    }
+    if prefixed.len() > 1 {
+        let ids: Vec<&str> = prefixed.iter().map(|l| l.id.as_str()).collect();
+        bail!("lab {query:?} is ambiguous: it could be {}", ids.join(", "));
+    }
+    let mut scored: Vec<(usize, &str)> = labs
+        .iter()
+        .map(|l| {
+            // Compare with the whole id and with the id without its number.
+            let name = l.id.split_once('-').map(|(_, n)| n).unwrap_or(&l.id);
+            (
+                edit_distance(query, &l.id).min(edit_distance(query, name)),
+                l.id.as_str(),
+            )
+        })
+        .collect();
+    scored.sort();
+    let list = labs
+        .iter()
+        .map(|l| l.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match scored.first() {
+        Some((d, id)) if *d <= query.len().max(3) / 2 + 1 => {
+            bail!("no lab {query:?}; did you mean {id:?}? (labs: {list})")
+        }
+        _ => bail!("no lab {query:?} (labs: {list}; `cargo xtask list` describes them)"),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses and validates a lab.toml; errors name the file, the line and the field.
+pub fn load(path: &Path) -> Result<LabSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_spec(&text, &path.display().to_string())
+}
+
+/// [`load`] on text; `origin` names the file in errors.
+pub fn parse_spec(text: &str, origin: &str) -> Result<LabSpec> {
+    let spec: LabSpec = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
+    })?;
+    let errs = spec.validate();
+    if !errs.is_empty() {
+        let lines: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{origin}:{}: {e}", locate(text, e)))
+            .collect();
+        bail!(
+            "{} problem(s) in the lab spec:\n  {}",
+            errs.len(),
+            lines.join("\n  ")
+        );
+    }
+    Ok(spec)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// The line of a semantic error: the key inside the n-th `[[table]]` (or `[table]`), else the
+/// table header, else 1.
+fn locate(text: &str, e: &SpecError) -> usize {
+    let header = match (e.table, e.index) {
+        ("", _) => None,
+        (t, Some(_)) => Some(format!("[[{t}]]")),
+        (t, None) => Some(format!("[{t}]")),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    if let Some(h) = &header {
+        let mut seen = 0;
+        let target = e.index.unwrap_or(0);
+        match lines.iter().enumerate().find(|(_, l)| {
+            let hit = l.trim() == h;
+            if hit {
+                seen += 1;
+            }
+            hit && seen == target + 1
+        }) {
+            Some((i, _)) => start = i,
+            None => return 1,
+        }
+    }
+    for (i, l) in lines
+        .iter()
+        .enumerate()
+        .skip(start + usize::from(header.is_some()))
+    {
+        let t = l.trim_start();
+        if header.is_some() && t.starts_with('[') {
+            break;
+        }
+        if t.strip_prefix(e.key)
+            .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    start + 1
+}
+
+/// Options for one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub kernel_src: Option<PathBuf>,
+    pub accel: qemu::Accel,
+    pub rebuild_kernel: bool,
+    pub install: bool,
+    pub timeout: Option<u64>,
+}
+
+/// Runs one lab: set-up, kernel, initramfs, disk, QEMU, report, snapshot. Returns whether it
+/// passed (every expectation held and the snapshot matched).
+pub fn run(lab: &LabDir, opts: &RunOptions) -> Result<bool> {
+    let total = Instant::now();
+    let mut phases = Phases::default();
+    let spec = load(&lab.spec_path())?;
+    eprintln!("lab {}: {}", spec.id, spec.title);
+    phases.time("setup", || {
+        setup::ensure(opts.install, opts.kernel_src.is_none())
+    })?;
+    let accel = qemu::resolve_accel(opts.accel)?;
+    let kernel = phases.time("kernel", || -> Result<kernel::Kernel> {
+        let source = kernel::locate(opts.kernel_src.as_deref())?;
+        let fragments = kernel::fragments(&[])?;
+        kernel::ensure(&source, &fragments, opts.rebuild_kernel)
+    })?;
+    let agent = phases.time("agent", initramfs::build_agent)?;
+    let scratch_root = cache::target_dir()?.join("tmp");
+    std::fs::create_dir_all(&scratch_root)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}-", spec.id))
+        .tempdir_in(&scratch_root)?;
+    let initrd = scratch.path().join("initramfs.cpio");
+    phases.time("initramfs", || -> Result<()> {
+        let plan = serde_json::to_string(&spec)?;
+        initramfs::write(&initrd, &agent, &plan)
+    })?;
+    let data_disk = phases.time("disk", || disk::ensure(&disk::files_needed(&spec)))?;
+    let console_log = scratch.path().join("console.log");
+    let results = scratch.path().join("results.jsonl");
+    let vm = qemu::VmArgs {
+        accel,
+        memory: spec.vm.memory.0,
+        cpus: spec.vm.cpus,
+        kernel: &kernel.image,
+        initrd: &initrd,
+        data_disk: data_disk.as_deref(),
+        console_log: &console_log,
+        results: &results,
+        tsc_khz: if accel == qemu::Accel::Tcg {
+            qemu::host_tsc_khz()
+        } else {
+            None
+        },
+    };
+    let timeout = Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs));
+    let accel_name = if accel == qemu::Accel::Kvm {
+        "KVM"
+    } else {
+        "TCG"
+    };
+    progress::status(&format!(
+        "booting {} ({accel_name}, {} RAM, {} cpus) ...",
+        spec.id, spec.vm.memory, spec.vm.cpus
+    ));
+    let mut shown = 0usize;
+    let outcome = qemu::run(&qemu::argv(&vm), scratch.path(), timeout, || {
+        // Show each step as the agent starts it.
+        let Ok(bytes) = std::fs::read(&results) else {
+            return;
+        };
+        let stream = decode_stream(&bytes);
+        for f in stream.frames.iter().skip(shown) {
+            if let Event::StepStart { step } = &f.event {
+                progress::status(&format!(
+                    "{}: step {step} (guest time {:.1}s) ...",
+                    spec.id,
+                    f.t_ms as f64 / 1000.0
+                ));
+            }
+        }
+        shown = stream.frames.len();
+    })?;
+    progress::status_done(&format!(
+        "{}: QEMU ran {:.2}s",
+        spec.id,
+        outcome.wall.as_secs_f64()
+    ));
+    phases.add("qemu", outcome.wall);
+    let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
+    let kept = keep_artifacts(&spec.id, &console_log, &results)?;
+    let mut problems = Vec::new();
+    match outcome.status {
+        None => problems.push(format!(
+            "the guest did not finish within {}s and QEMU was killed",
+            timeout.as_secs()
+        )),
+        Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
+        Some(_) => {}
+    }
+    if let Some(p) = &stream.problem {
+        problems.push(format!("result stream incomplete: {p}"));
+    }
+    let eval = report::evaluate(&spec, &stream);
+    let report_started = Instant::now();
+    let terminal = report::render_terminal(&spec, &eval);
+    print!("{terminal}");
+    let mut passed = eval.passed() && problems.is_empty();
+    if !problems.is_empty() || !eval.problems.is_empty() {
+        println!("\nthe run is not valid:");
+        for p in problems.iter().chain(&eval.problems) {
+            println!("  - {p}");
+        }
+        println!(
+            "  console tail ({}):\n{}",
+            kept.join("console.log").display(),
+            progress::tail(&kept.join("console.log"), 25)
+        );
+    } else {
+        let snapshot = report::render_snapshot(&spec, &eval);
+        let matched = report::check_snapshot(&lab.dir.join("snapshots"), &spec.id, &snapshot);
+        passed &= matched;
+        println!(
+            "snapshot labs/{}/snapshots/{}.snap: {}",
+            spec.id,
+            spec.id,
+            if matched {
+                "matches"
+            } else {
+                "DIFFERS (review with `cargo insta review`)"
+            }
+        );
+    }
+    phases.add("report", report_started.elapsed());
+    let boot = eval
+        .ready_ms
+        .map(|ms| format!(", guest boot to agent-ready {:.2}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    println!(
+        "phases: {}, total {:.2}s{boot}",
+        phases.render(),
+        total.elapsed().as_secs_f64()
+    );
+    println!(
+        "kernel: {} ({}); results kept in {}",
+        eval.kernel.as_deref().unwrap_or("?"),
+        if kernel.built { "built now" } else { "cached" },
+        kept.display()
+    );
+    println!("{}: {}", spec.id, if passed { "PASS" } else { "FAIL" });
+    Ok(passed)
+}
+
+/// Copies the console log and result stream to target/kernel-lab/last/<id>/ for later reading.
+fn keep_artifacts(id: &str, console: &Path, results: &Path) -> Result<PathBuf> {
+    let dir = cache::target_dir()?.join("last").join(id);
+    std::fs::create_dir_all(&dir)?;
+    for (src, name) in [(console, "console.log"), (results, "results.jsonl")] {
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::copy(src, &tmp).or_else(|_| std::fs::write(&tmp, b"").map(|_| 0));
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labs(ids: &[&str]) -> Vec<LabDir> {
+        ids.iter()
+            .map(|id| LabDir {
+                id: id.to_string(),
+                dir: PathBuf::from(id),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_resolve_by_number_prefix_and_suggestion() {
+        let l = labs(&[
+            "1-global-pressure",
+            "2-cgroup-limit",
+            "10-dirty-writeback",
+            "12-psi-blocking",
+        ]);
+        assert_eq!(resolve("2", &l).unwrap().id, "2-cgroup-limit");
+        assert_eq!(resolve("1", &l).unwrap().id, "1-global-pressure");
+        assert_eq!(resolve("2-cg", &l).unwrap().id, "2-cgroup-limit");
+        let ones = labs(&["10-dirty-writeback", "11-mglru-vs-classic"]);
+        assert!(
+            resolve("1", &ones)
+                .unwrap_err()
+                .to_string()
+                .contains("ambiguous")
+        );
+        let e = resolve("2-cgroup-limt", &l).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"2-cgroup-limit\""), "{e}");
+        let e = resolve("cgroup-limit", &l).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"2-cgroup-limit\""), "{e}");
+        let e = resolve("zzzzzzzzzzzz", &l).unwrap_err().to_string();
+        assert!(
+            !e.contains("did you mean") && e.contains("labs: 1-global-pressure"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    const GOOD: &str = "id = \"t\"\ntitle = \"T\"\n\n[vm]\nmemory = \"256M\"\n\n[[cgroup]]\nname = \"W\"\nmemory_max = \"32M\"\n\n[[step]]\nkind = \"anon\"\ncgroup = \"W\"\nsize = \"64M\"\n";
+
+    #[test]
+    fn a_good_spec_loads() {
+        let s = parse_spec(GOOD, "lab.toml").unwrap();
+        assert_eq!(s.cgroups[0].memory_max.unwrap().0, 32 << 20);
+        assert_eq!(s.vm.cpus, 2);
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_file_line_and_column() {
+        let e = parse_spec(
+            &GOOD.replace("memory = \"256M\"", "memory = \"256Q\""),
+            "labs/x/lab.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("labs/x/lab.toml:5:"), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
+        let e = parse_spec(
+            &GOOD.replace("size = \"64M\"", "size = \"64M\"\ncolour = 3"),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("f:15:") && e.contains("unknown field `colour`"),
+            "{e}"
+        );
+        let e = parse_spec(
+            &GOOD.replace("memory_max = \"32M\"", "memory_max = [1]"),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f:9:"), "{e}");
+        let e = parse_spec("id = \"t\"\ntitle = ", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f:2:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line_of_the_field() {
+        let e = parse_spec(&GOOD.replace("cgroup = \"W\"", "cgroup = \"X\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:13: [[step]] #1 field `cgroup`: cgroup \"X\" is not declared"),
+            "{e}"
+        );
+        let e = parse_spec(
+            &GOOD.replace("memory_max = \"32M\"", "memory_max = \"1G\""),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f:9: [[cgroup]] #1 field `memory_max`"), "{e}");
+    }
+
+    #[test]
+    fn every_lab_in_the_catalog_loads() {
+        let labs = catalog().unwrap();
+        assert!(labs.len() >= 2);
+        for l in labs {
+            let spec = load(&l.spec_path()).unwrap();
+            assert_eq!(
+                spec.id,
+                l.id,
+                "the id in {} must match its directory",
+                l.spec_path().display()
+            );
+            assert!(
+                l.dir.join("README.md").is_file(),
+                "{} has no README.md",
+                l.id
+            );
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! QEMU: the argv (a pure function), accelerator choice, and running it with a timeout.
+//!
+//! The guest is a `microvm` (no PCI, no ACPI, no firmware tables to parse) booting vmlinux through
+//! its PVH entry, with the console on ttyS0 and the result stream on ttyS1, both to files. No
+//! network, and the data disk is attached with snapshot=on so runs never modify it.
+
+use crate::progress;
+use anyhow::{Context, Result, bail};
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when /dev/kvm opens and the CPU has vmx/svm, TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// What one VM gets.
+#[derive(Debug, Clone)]
+pub struct VmArgs<'a> {
+    pub accel: Accel,
+    pub memory: u64,
+    pub cpus: u32,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub data_disk: Option<&'a Path>,
+    pub console_log: &'a Path,
+    pub results: &'a Path,
+    /// The host TSC in kHz: TCG guests on microvm hang in TSC calibration without it.
+    pub tsc_khz: Option<u64>,
+}
+
+/// The kernel command line.
+pub fn cmdline(a: &VmArgs) -> String {
+    let mut parts = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        "panic=-1".into(),
+        "reboot=t".into(),
+        "rdinit=/init".into(),
+        "8250.nr_uarts=2".into(),
+    ];
+    if let Some(khz) = a.tsc_khz {
+        parts.push(format!("tsc_early_khz={khz}"));
+    }
+    parts.join(" ")
+}
+
+/// The full argv after the program name. `accel` must be resolved (not `Auto`).
+pub fn argv(a: &VmArgs) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+        for i in items {
+            v.push(i.as_ref().to_owned());
+        }
+    };
+    let (accel, cpu) = match a.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg | Accel::Auto => ("tcg", "qemu64"),
+    };
+    let mem = format!("{}M", a.memory >> 20);
+    let smp = a.cpus.to_string();
+    let console = path_arg("file,id=console,path=", a.console_log);
+    let results = path_arg("file,id=results,path=", a.results);
+    let append = cmdline(a);
+    push(&[
+        &"-M",
+        &"microvm,acpi=off",
+        &"-accel",
+        &accel,
+        &"-cpu",
+        &cpu,
+        &"-m",
+        &mem,
+        &"-smp",
+        &smp,
+        &"-nodefaults",
+        &"-no-user-config",
+        &"-display",
+        &"none",
+        &"-no-reboot",
+        &"-nic",
+        &"none",
+        &"-chardev",
+        &console,
+        &"-serial",
+        &"chardev:console",
+        &"-chardev",
+        &results,
+        &"-device",
+        &"isa-serial,chardev=results,iobase=0x2f8,irq=3",
+        &"-kernel",
+        &a.kernel,
+        &"-initrd",
+        &a.initrd,
+        &"-append",
+        &append,
+    ]);
+    if let Some(disk) = a.data_disk {
+        let drive = path_arg("if=none,id=data,format=raw,snapshot=on,file=", disk);
+        push(&[
+            &"-drive",
+            &drive,
+            &"-device",
+            &"virtio-blk-device,drive=data",
+        ]);
+    }
+    v
+}
+
+/// `prefix` + path, with QEMU's comma escaping (a comma in a path is written twice).
+fn path_arg(prefix: &str, path: &Path) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(path.to_string_lossy().replace(',', ",,"));
+    s
+}
+
+/// Resolves `Auto`: KVM only if /dev/kvm opens read-write **and** the CPU advertises vmx/svm
+/// (on some hosts /dev/kvm exists but guests hang). An explicit `Kvm` that cannot work is an error.
+pub fn resolve_accel(requested: Accel) -> Result<Accel> {
+    let usable = || {
+        let opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let virt = flags
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+        opens && virt
+    };
+    match requested {
+        Accel::Tcg => Ok(Accel::Tcg),
+        Accel::Auto => Ok(if usable() { Accel::Kvm } else { Accel::Tcg }),
+        Accel::Kvm if usable() => Ok(Accel::Kvm),
+        Accel::Kvm => bail!(
+            "--accel kvm: /dev/kvm is not usable here (it must open read-write and the CPU must have vmx or svm); use --accel tcg"
+        ),
+    }
+}
+
+/// The host TSC frequency in kHz, from /proc/cpuinfo.
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+/// How a QEMU run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub wall: Duration,
+    /// `None` when it was killed at the timeout.
+    pub status: Option<std::process::ExitStatus>,
+}
+
+/// Runs QEMU until it exits or `timeout` passes (then it is killed and reaped). `on_tick` is
+/// called about every 100 ms while it runs (progress). Ctrl-C kills it and returns an error.
+pub fn run(
+    argv: &[OsString],
+    scratch: &Path,
+    timeout: Duration,
+    mut on_tick: impl FnMut(),
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let handle = duct::cmd(QEMU, argv)
+        .env("TMPDIR", scratch) // snapshot=on overlays go here, removed with the run
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .with_context(|| format!("starting {QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)"))?;
+    loop {
+        if let Some(out) = handle.try_wait().context("waiting for qemu")? {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && !stderr.trim().is_empty() {
+                bail!("qemu failed ({}): {}", out.status, stderr.trim());
+            }
+            return Ok(Outcome {
+                wall: started.elapsed(),
+                status: Some(out.status),
+            });
+        }
+        if progress::interrupted() {
+            let _ = handle.kill();
+            bail!("interrupted: qemu was stopped");
+        }
+        if started.elapsed() > timeout {
+            handle.kill().context("killing qemu at the timeout")?;
+            return Ok(Outcome {
+                wall: started.elapsed(),
+                status: None,
+            });
+        }
+        on_tick();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args<'a>(disk: Option<&'a Path>) -> VmArgs<'a> {
+        VmArgs {
+            accel: Accel::Tcg,
+            memory: 256 << 20,
+            cpus: 2,
+            kernel: Path::new("/c/vmlinux"),
+            initrd: Path::new("/r/initramfs.cpio"),
+            data_disk: disk,
+            console_log: Path::new("/r/console,1.log"),
+            results: Path::new("/r/results.jsonl"),
+            tsc_khz: Some(2445406),
+        }
+    }
+
+    fn joined(a: &VmArgs) -> String {
+        argv(a)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn argv_pins_memory_cpus_and_ports() {
+        let s = joined(&args(None));
+        assert!(
+            s.starts_with("-M microvm,acpi=off -accel tcg -cpu qemu64 -m 256M -smp 2 "),
+            "{s}"
+        );
+        assert!(
+            s.contains("-chardev file,id=console,path=/r/console,,1.log -serial chardev:console"),
+            "{s}"
+        );
+        assert!(
+            s.contains("isa-serial,chardev=results,iobase=0x2f8,irq=3"),
+            "{s}"
+        );
+        assert!(s.contains("-nic none") && s.contains("-no-reboot"), "{s}");
+        assert!(!s.contains("-drive"), "{s}");
+    }
+
+    #[test]
+    fn argv_attaches_the_disk_read_only_in_effect() {
+        let s = joined(&args(Some(Path::new("/c/data.img"))));
+        assert!(s.contains("-drive if=none,id=data,format=raw,snapshot=on,file=/c/data.img -device virtio-blk-device,drive=data"), "{s}");
+    }
+
+    #[test]
+    fn cmdline_powers_off_on_panic_and_sets_tsc() {
+        let mut a = args(None);
+        let c = cmdline(&a);
+        assert!(
+            c.contains("panic=-1") && c.contains("reboot=t") && c.contains("tsc_early_khz=2445406"),
+            "{c}"
+        );
+        a.tsc_khz = None;
+        assert!(!cmdline(&a).contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        let mut a = args(None);
+        a.accel = Accel::Kvm;
+        assert!(joined(&a).contains("-accel kvm -cpu host"));
+    }
+}

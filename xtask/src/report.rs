@@ -1,0 +1,498 @@
+//! Turning a result stream into facts: per-step deltas, their classes, expectation verdicts,
+//! the student's report (numbers beside classes) and the normalised snapshot (classes only).
+
+use guest::event::{Event, Exit, Stream};
+use guest::spec::{ClassRule, CounterExpr, Expect, LabSpec};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// One counter over one step.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub counter: CounterExpr,
+    pub rule: ClassRule,
+    /// The change across the step, or the counter the kernel did not report.
+    pub delta: Result<i64, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub name: String,
+    pub describe: String,
+    pub exit: Option<Exit>,
+    pub wall_ms: u64,
+    pub stderr: String,
+    pub observed: Vec<Observed>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub expect: Expect,
+    /// What was judged, e.g. `W/memory.stat.pgscan_direct delta > 0 [step read]`.
+    pub what: String,
+    /// What was found, e.g. `16834` or `not reported by this kernel: vmstat.x`.
+    pub actual: String,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub kernel: Option<String>,
+    pub ready_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub steps: Vec<StepResult>,
+    pub verdicts: Vec<Verdict>,
+    /// Errors the agent reported and samples that are missing: the run is not valid.
+    pub problems: Vec<String>,
+}
+
+impl Evaluation {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty() && self.verdicts.iter().all(|v| v.pass)
+    }
+}
+
+/// The snapshot class of a change.
+pub fn class(rule: ClassRule, delta: i64) -> Option<String> {
+    match rule {
+        ClassRule::Sign => Some(match delta.signum() {
+            0 => "0".into(),
+            1 => ">0".into(),
+            _ => "<0".into(),
+        }),
+        ClassRule::Exact => Some(delta.to_string()),
+        ClassRule::Shown => None,
+    }
+}
+
+fn delta(
+    expr: &CounterExpr,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Result<i64, String> {
+    let (b, a) = (expr.eval(before)?, expr.eval(after)?);
+    Ok((i128::from(a) - i128::from(b)).clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+}
+
+/// Evaluates a (possibly incomplete) stream against the spec. Pure: no I/O.
+pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
+    let mut ev = Evaluation::default();
+    let mut samples: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut ends: BTreeMap<String, (Exit, u64, String)> = BTreeMap::new();
+    for f in &stream.frames {
+        match &f.event {
+            Event::Hello { kernel } => ev.kernel = Some(kernel.clone()),
+            Event::Ready => ev.ready_ms = Some(f.t_ms),
+            Event::Sample { label, values } => {
+                samples.insert(label.clone(), values.clone());
+            }
+            Event::StepEnd {
+                step,
+                exit,
+                wall_ms,
+                stderr,
+            } => {
+                ends.insert(step.clone(), (*exit, *wall_ms, stderr.clone()));
+            }
+            Event::Error { context, message } => {
+                ev.problems.push(format!("agent: {context}: {message}"))
+            }
+            Event::End { .. } => ev.end_ms = Some(f.t_ms),
+            Event::StepStart { .. } => {}
+        }
+    }
+    // Observed counters: the spec's list, then every expectation's counter not yet in it.
+    let mut observe: Vec<(CounterExpr, ClassRule)> = spec
+        .observe
+        .iter()
+        .map(|o| (o.counter.clone(), o.class))
+        .collect();
+    for ex in &spec.expect {
+        if let Some(c) = &ex.counter
+            && !observe.iter().any(|(o, _)| o == c)
+        {
+            observe.push((c.clone(), ClassRule::Sign));
+        }
+    }
+    let empty = BTreeMap::new();
+    let label_before = |i: usize| {
+        if i == 0 {
+            "start".to_string()
+        } else {
+            format!("after:{}", spec.steps[i - 1].name())
+        }
+    };
+    for (i, step) in spec.steps.iter().enumerate() {
+        let before = samples.get(&label_before(i));
+        let after = samples.get(&format!("after:{}", step.name()));
+        if before.is_none() || after.is_none() {
+            ev.problems.push(format!(
+                "no counters were sampled around step {}",
+                step.name()
+            ));
+        }
+        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+        let observed = observe
+            .iter()
+            .map(|(c, rule)| Observed {
+                counter: c.clone(),
+                rule: *rule,
+                delta: delta(c, before, after),
+            })
+            .collect();
+        let end = ends.get(step.name());
+        let mut describe = step.kind.as_str().to_string();
+        if let Some(size) = step.size {
+            describe.push_str(&format!(" {size}"));
+        }
+        describe.push_str(&format!(
+            " in {}",
+            step.cgroup.as_deref().unwrap_or("the root cgroup")
+        ));
+        ev.steps.push(StepResult {
+            name: step.name().to_string(),
+            describe,
+            exit: end.map(|e| e.0),
+            wall_ms: end.map(|e| e.1).unwrap_or(0),
+            stderr: end.map(|e| e.2.clone()).unwrap_or_default(),
+            observed,
+        });
+    }
+    let last = spec
+        .steps
+        .last()
+        .map(|s| format!("after:{}", s.name()))
+        .unwrap_or_default();
+    for ex in &spec.expect {
+        let (before, after, scope) = match &ex.step {
+            Some(name) => {
+                let i = spec
+                    .steps
+                    .iter()
+                    .position(|s| s.name() == name)
+                    .unwrap_or(0);
+                (
+                    samples.get(&label_before(i)),
+                    samples.get(&format!("after:{name}")),
+                    format!("step {name}"),
+                )
+            }
+            None => (
+                samples.get("start"),
+                samples.get(&last),
+                "whole run".to_string(),
+            ),
+        };
+        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+        let verdict = match (&ex.counter, ex.delta, ex.value, &ex.exit) {
+            (Some(c), Some(cond), _, _) => {
+                let what = format!("Δ {c} {cond} [{scope}]");
+                match delta(c, before, after) {
+                    Ok(d) => Verdict {
+                        expect: ex.clone(),
+                        what,
+                        actual: d.to_string(),
+                        pass: cond.holds(d),
+                    },
+                    Err(t) => Verdict {
+                        expect: ex.clone(),
+                        what,
+                        actual: format!("not reported by this kernel: {t}"),
+                        pass: false,
+                    },
+                }
+            }
+            (Some(c), None, Some(cond), _) => {
+                let what = format!("{c} {cond} [after {scope}]");
+                match c.eval(after) {
+                    Ok(v) => {
+                        let v = i64::try_from(v).unwrap_or(i64::MAX);
+                        Verdict {
+                            expect: ex.clone(),
+                            what,
+                            actual: v.to_string(),
+                            pass: cond.holds(v),
+                        }
+                    }
+                    Err(t) => Verdict {
+                        expect: ex.clone(),
+                        what,
+                        actual: format!("not reported by this kernel: {t}"),
+                        pass: false,
+                    },
+                }
+            }
+            (_, _, _, Some(want)) => {
+                let step = ex.step.as_deref().unwrap_or("");
+                let got = ends
+                    .get(step)
+                    .map(|e| e.0.to_string())
+                    .unwrap_or_else(|| "did not finish".into());
+                Verdict {
+                    expect: ex.clone(),
+                    what: format!("step {step} {want}"),
+                    pass: &got == want,
+                    actual: got,
+                }
+            }
+            _ => Verdict {
+                expect: ex.clone(),
+                what: "?".into(),
+                actual: "malformed expectation".into(),
+                pass: false,
+            },
+        };
+        ev.verdicts.push(verdict);
+    }
+    ev
+}
+
+/// The report for the student: every observed counter with its real change and its class, and
+/// every expectation with its verdict and why.
+pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n== {} — {}", spec.id, spec.title);
+    if !spec.claim.is_empty() {
+        let _ = writeln!(out, "claim under test: {}", spec.claim);
+    }
+    let width = ev
+        .steps
+        .iter()
+        .flat_map(|s| &s.observed)
+        .map(|o| o.counter.to_string().len())
+        .max()
+        .unwrap_or(20);
+    for s in &ev.steps {
+        let exit = s
+            .exit
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "did not finish".into());
+        let _ = writeln!(
+            out,
+            "\nstep {} ({}): {exit} after {:.2}s",
+            s.name,
+            s.describe,
+            s.wall_ms as f64 / 1000.0
+        );
+        if !s.stderr.trim().is_empty() {
+            let _ = writeln!(out, "  workload said: {}", s.stderr.trim());
+        }
+        for o in &s.observed {
+            let (num, cls) = match &o.delta {
+                Ok(d) => (
+                    format!("{d:+}"),
+                    class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
+                ),
+                Err(t) => ("?".into(), format!("not reported by this kernel: {t}")),
+            };
+            let _ = writeln!(
+                out,
+                "  Δ {:<width$}  {num:>12}  {cls}",
+                o.counter.to_string()
+            );
+        }
+    }
+    if !ev.verdicts.is_empty() {
+        let _ = writeln!(out, "\nexpectations:");
+        for v in &ev.verdicts {
+            let _ = writeln!(
+                out,
+                "  {}  {}  (got {})",
+                if v.pass { "PASS" } else { "FAIL" },
+                v.what,
+                v.actual
+            );
+            let _ = writeln!(out, "        why: {}", v.expect.why);
+        }
+    }
+    out
+}
+
+/// The normalised report: qualitative facts only, stable across runs and machines.
+pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "lab: {}", spec.id);
+    for s in &ev.steps {
+        let exit = s
+            .exit
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "did not finish".into());
+        let _ = writeln!(out, "step {} ({}): {exit}", s.name, s.describe);
+        for o in &s.observed {
+            let cls = match &o.delta {
+                Ok(d) => class(o.rule, *d),
+                Err(_) => Some("not reported".into()),
+            };
+            if let Some(cls) = cls {
+                let _ = writeln!(out, "  Δ {}: {cls}", o.counter);
+            }
+        }
+    }
+    let _ = writeln!(out, "expectations:");
+    for v in &ev.verdicts {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            if v.pass { "pass" } else { "FAIL" },
+            v.what
+        );
+    }
+    out
+}
+
+/// Compares with (or, when insta is told to, records) labs/<id>/snapshots/<id>.snap.
+/// insta prints the diff and writes `.snap.new` for `cargo insta review` outside CI.
+pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(dir);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // insta has printed the diff already
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!(name, text))
+    }));
+    std::panic::set_hook(previous_hook);
+    result.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest::event::{Frame, decode_stream, encode_frame};
+
+    fn spec() -> LabSpec {
+        let text = r#"
+id = "t"
+title = "T"
+[vm]
+memory = "256M"
+[[cgroup]]
+name = "W"
+memory_max = "32M"
+[[step]]
+kind = "anon"
+cgroup = "W"
+size = "64M"
+[[observe]]
+counter = "vmstat.pgscan_kswapd"
+[[observe]]
+counter = "W/memory.events.oom_kill"
+class = "exact"
+[[expect]]
+counter = "W/memory.events.oom_kill"
+step = "anon"
+delta = "== 1"
+why = "over the limit with nothing to reclaim"
+[[expect]]
+step = "anon"
+exit = "killed by SIGKILL"
+why = "the OOM killer sends SIGKILL"
+[[expect]]
+counter = "vmstat.nonexistent_counter"
+delta = "== 0"
+why = "a counter this kernel does not have"
+"#;
+        crate::lab::parse_spec(text, "t").unwrap()
+    }
+
+    fn stream(oom_after: u64) -> Stream {
+        let sample = |oom: u64| {
+            let mut v = BTreeMap::new();
+            v.insert("vmstat.pgscan_kswapd".to_string(), 5);
+            v.insert("W/memory.events.oom_kill".to_string(), oom);
+            v
+        };
+        let events = vec![
+            Event::Hello {
+                kernel: "6.12.117".into(),
+            },
+            Event::Ready,
+            Event::Sample {
+                label: "start".into(),
+                values: sample(0),
+            },
+            Event::StepStart {
+                step: "anon".into(),
+            },
+            Event::StepEnd {
+                step: "anon".into(),
+                exit: Exit::Signaled { signal: 9 },
+                wall_ms: 10,
+                stderr: String::new(),
+            },
+            Event::Sample {
+                label: "after:anon".into(),
+                values: sample(oom_after),
+            },
+            Event::End { frames: 6 },
+        ];
+        let text: String = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| {
+                encode_frame(&Frame {
+                    seq: i as u64,
+                    t_ms: 100 * i as u64,
+                    event,
+                })
+            })
+            .collect();
+        decode_stream(text.as_bytes())
+    }
+
+    #[test]
+    fn deltas_classes_and_verdicts() {
+        let ev = evaluate(&spec(), &stream(1));
+        assert!(ev.problems.is_empty(), "{:?}", ev.problems);
+        assert_eq!(ev.kernel.as_deref(), Some("6.12.117"));
+        assert_eq!(ev.ready_ms, Some(100));
+        let s = &ev.steps[0];
+        assert_eq!(s.observed[0].delta, Ok(0));
+        assert_eq!(s.observed[1].delta, Ok(1));
+        assert!(ev.verdicts[0].pass && ev.verdicts[1].pass);
+        // A counter the kernel did not report is a failure, never a 0.
+        assert!(!ev.verdicts[2].pass);
+        assert!(
+            ev.verdicts[2].actual.contains("not reported"),
+            "{}",
+            ev.verdicts[2].actual
+        );
+        assert!(!ev.passed());
+    }
+
+    #[test]
+    fn snapshot_holds_classes_not_numbers() {
+        let ev = evaluate(&spec(), &stream(1));
+        let snap = render_snapshot(&spec(), &ev);
+        assert!(
+            snap.contains("step anon (anon 64M in W): killed by SIGKILL"),
+            "{snap}"
+        );
+        assert!(snap.contains("Δ vmstat.pgscan_kswapd: 0"), "{snap}");
+        assert!(snap.contains("Δ W/memory.events.oom_kill: 1"), "{snap}");
+        assert!(
+            snap.contains("FAIL: Δ vmstat.nonexistent_counter == 0 [whole run]"),
+            "{snap}"
+        );
+        let term = render_terminal(&spec(), &ev);
+        assert!(term.contains("why: the OOM killer sends SIGKILL"), "{term}");
+    }
+
+    #[test]
+    fn a_failed_expectation_is_reported() {
+        let ev = evaluate(&spec(), &stream(0));
+        assert!(!ev.verdicts[0].pass);
+        assert_eq!(ev.verdicts[0].actual, "0");
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(class(ClassRule::Sign, 0).unwrap(), "0");
+        assert_eq!(class(ClassRule::Sign, 17).unwrap(), ">0");
+        assert_eq!(class(ClassRule::Sign, -3).unwrap(), "<0");
+        assert_eq!(class(ClassRule::Exact, 1).unwrap(), "1");
+        assert_eq!(class(ClassRule::Shown, 1), None);
+    }
+}

@@ -31,7 +31,7 @@ fn assert_lab_passes(lab: &str) {
     assert!(o.status.success(), "lab {lab} failed:\n{out}");
     assert!(out.contains(&format!("{lab}: PASS")), "{out}");
     assert!(
-        out.contains("snapshot labs/") && out.contains(": matches"),
+        out.contains(&format!("snapshot {lab}.snap: matches")),
         "{out}"
     );
     assert!(!out.contains("FAIL "), "{out}");

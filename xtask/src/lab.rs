@@ -212,13 +212,37 @@ pub struct RunOptions {
     pub timeout: Option<u64>,
 }
 
-/// Runs one lab: set-up, kernel, initramfs, disk, QEMU, report, snapshot. Returns whether it
-/// passed (every expectation held and the snapshot matched).
-pub fn run(lab: &LabDir, opts: &RunOptions) -> Result<bool> {
-    let total = Instant::now();
-    let mut phases = Phases::default();
-    let spec = load(&lab.spec_path())?;
-    eprintln!("lab {}: {}", spec.id, spec.title);
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub spec: LabSpec,
+    pub eval: report::Evaluation,
+    /// Why the run itself is not valid (timeout, QEMU failure, incomplete stream, agent errors).
+    pub problems: Vec<String>,
+    /// `None` when the run was not valid enough to compare.
+    pub snapshot_matched: Option<bool>,
+    pub phases: Phases,
+    pub total: Duration,
+    pub kernel_built: bool,
+    /// target/kernel-lab/last/<id>/: console.log and results.jsonl of this run.
+    pub kept: PathBuf,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty() && self.eval.passed() && self.snapshot_matched == Some(true)
+    }
+}
+
+/// What a VM needs that does not depend on the lab: the kernel, the agent, the accelerator.
+pub struct Prepared {
+    pub kernel: kernel::Kernel,
+    pub agent: PathBuf,
+    pub accel: qemu::Accel,
+}
+
+/// Set-up, kernel and agent, each timed into `phases`.
+pub fn prepare(opts: &RunOptions, phases: &mut Phases) -> Result<Prepared> {
     phases.time("setup", || {
         setup::ensure(opts.install, opts.kernel_src.is_none())
     })?;
@@ -229,42 +253,95 @@ pub fn run(lab: &LabDir, opts: &RunOptions) -> Result<bool> {
         kernel::ensure(&source, &fragments, opts.rebuild_kernel)
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
-    let scratch_root = cache::target_dir()?.join("tmp");
-    std::fs::create_dir_all(&scratch_root)?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}-", spec.id))
-        .tempdir_in(&scratch_root)?;
+    Ok(Prepared {
+        kernel,
+        agent,
+        accel,
+    })
+}
+
+/// A per-run scratch directory under target/kernel-lab/tmp, removed on drop.
+fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
+    let root = cache::target_dir()?.join("tmp");
+    std::fs::create_dir_all(&root)?;
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(&root)?)
+}
+
+/// Boots the kernel with an /init that powers off at once; returns QEMU's wall time.
+pub fn floor(p: &Prepared) -> Result<Duration> {
+    let dir = scratch("floor")?;
+    let initrd = dir.path().join("initramfs.cpio");
+    initramfs::write(&initrd, &p.agent, "")?;
+    let (console_log, results) = (dir.path().join("console.log"), dir.path().join("results"));
+    let vm = qemu::VmArgs {
+        accel: p.accel,
+        memory: 256 << 20,
+        cpus: 2,
+        kernel: &p.kernel.image,
+        initrd: &initrd,
+        data_disk: None,
+        console_log: &console_log,
+        results: &results,
+        tsc_khz: if p.accel == qemu::Accel::Tcg {
+            qemu::host_tsc_khz()
+        } else {
+            None
+        },
+        extra_cmdline: vec!["kernel_lab=floor".into()],
+    };
+    let out = qemu::run(&qemu::argv(&vm), dir.path(), Duration::from_secs(60), || {})?;
+    match out.status {
+        Some(s) if s.success() => Ok(out.wall),
+        _ => bail!(
+            "the floor boot did not power off cleanly; console:\n{}",
+            progress::tail(&console_log, 20)
+        ),
+    }
+}
+
+/// Runs one lab: set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison.
+/// Prints progress only; [`print`] shows the report.
+pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
+    let total = Instant::now();
+    let mut phases = Phases::default();
+    let spec = load(&lab.spec_path())?;
+    eprintln!("lab {}: {}", spec.id, spec.title);
+    let p = prepare(opts, &mut phases)?;
+    let scratch = scratch(&spec.id)?;
     let initrd = scratch.path().join("initramfs.cpio");
     phases.time("initramfs", || -> Result<()> {
         let plan = serde_json::to_string(&spec)?;
-        initramfs::write(&initrd, &agent, &plan)
+        initramfs::write(&initrd, &p.agent, &plan)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::files_needed(&spec)))?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
-        accel,
+        accel: p.accel,
         memory: spec.vm.memory.0,
         cpus: spec.vm.cpus,
-        kernel: &kernel.image,
+        kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: data_disk.as_deref(),
         console_log: &console_log,
         results: &results,
-        tsc_khz: if accel == qemu::Accel::Tcg {
+        tsc_khz: if p.accel == qemu::Accel::Tcg {
             qemu::host_tsc_khz()
         } else {
             None
         },
+        extra_cmdline: vec![],
     };
     let timeout = Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs));
-    let accel_name = if accel == qemu::Accel::Kvm {
+    let accel_name = if p.accel == qemu::Accel::Kvm {
         "KVM"
     } else {
         "TCG"
     };
     progress::status(&format!(
-        "booting {} ({accel_name}, {} RAM, {} cpus) ...",
+        "{}: booting ({accel_name}, {} RAM, {} cpus) ...",
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut shown = 0usize;
@@ -302,57 +379,80 @@ pub fn run(lab: &LabDir, opts: &RunOptions) -> Result<bool> {
         Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
         Some(_) => {}
     }
-    if let Some(p) = &stream.problem {
-        problems.push(format!("result stream incomplete: {p}"));
+    if let Some(problem) = &stream.problem {
+        problems.push(format!("result stream incomplete: {problem}"));
     }
-    let eval = report::evaluate(&spec, &stream);
     let report_started = Instant::now();
-    let terminal = report::render_terminal(&spec, &eval);
-    print!("{terminal}");
-    let mut passed = eval.passed() && problems.is_empty();
-    if !problems.is_empty() || !eval.problems.is_empty() {
+    let eval = report::evaluate(&spec, &stream);
+    problems.extend(eval.problems.iter().cloned());
+    let snapshot_matched = problems.is_empty().then(|| {
+        let snapshot = report::render_snapshot(&spec, &eval);
+        report::check_snapshot(&lab.dir.join("snapshots"), &spec.id, &snapshot)
+    });
+    phases.add("report", report_started.elapsed());
+    Ok(RunResult {
+        spec,
+        eval,
+        problems,
+        snapshot_matched,
+        phases,
+        total: total.elapsed(),
+        kernel_built: p.kernel.built,
+        kept,
+    })
+}
+
+/// Prints the explained report, the validity problems with the console tail, and the verdict.
+pub fn print(r: &RunResult) {
+    print!("{}", report::render_terminal(&r.spec, &r.eval));
+    if !r.problems.is_empty() {
         println!("\nthe run is not valid:");
-        for p in problems.iter().chain(&eval.problems) {
+        for p in &r.problems {
             println!("  - {p}");
         }
+        let console = r.kept.join("console.log");
         println!(
             "  console tail ({}):\n{}",
-            kept.join("console.log").display(),
-            progress::tail(&kept.join("console.log"), 25)
+            console.display(),
+            progress::tail(&console, 25)
         );
-    } else {
-        let snapshot = report::render_snapshot(&spec, &eval);
-        let matched = report::check_snapshot(&lab.dir.join("snapshots"), &spec.id, &snapshot);
-        passed &= matched;
+    }
+    if let Some(matched) = r.snapshot_matched {
+        let id = &r.spec.id;
         println!(
-            "snapshot labs/{}/snapshots/{}.snap: {}",
-            spec.id,
-            spec.id,
+            "\nsnapshot {id}.snap: {}",
             if matched {
                 "matches"
             } else {
-                "DIFFERS (review with `cargo insta review`)"
+                "DIFFERS (see the diff above; review with `cargo insta review`)"
             }
         );
     }
-    phases.add("report", report_started.elapsed());
-    let boot = eval
+    let boot = r
+        .eval
         .ready_ms
-        .map(|ms| format!(", guest boot to agent-ready {:.2}s", ms as f64 / 1000.0))
+        .map(|ms| format!(" (guest: agent ready at {:.2}s uptime)", ms as f64 / 1000.0))
         .unwrap_or_default();
     println!(
         "phases: {}, total {:.2}s{boot}",
-        phases.render(),
-        total.elapsed().as_secs_f64()
+        r.phases.render(),
+        r.total.as_secs_f64()
     );
     println!(
-        "kernel: {} ({}); results kept in {}",
-        eval.kernel.as_deref().unwrap_or("?"),
-        if kernel.built { "built now" } else { "cached" },
-        kept.display()
+        "kernel {} ({}); console log and raw results: {}",
+        r.eval.kernel.as_deref().unwrap_or("?"),
+        if r.kernel_built {
+            "built now"
+        } else {
+            "cached"
+        },
+        r.kept.display()
     );
-    println!("{}: {}", spec.id, if passed { "PASS" } else { "FAIL" });
-    Ok(passed)
+    println!(
+        "{}: {}",
+        r.spec.id,
+        if r.passed() { "PASS" } else { "FAIL" }
+    );
 }
 
 /// Copies the console log and result stream to target/kernel-lab/last/<id>/ for later reading.

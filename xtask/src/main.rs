@@ -1,5 +1,6 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
+mod bench;
 mod cache;
 mod disk;
 mod initramfs;
@@ -46,6 +47,20 @@ enum Command {
     },
     /// List the labs with their titles.
     List,
+    /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
+    Bench {
+        /// The lab to time.
+        #[arg(default_value = "2-cgroup-limit")]
+        lab: String,
+        /// Counted runs (after one warm-up).
+        #[arg(short = 'n', long, default_value_t = 5)]
+        runs: usize,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: RunArgs,
+    },
     /// Build (or find in the cache) the guest kernel and print its path.
     Kernel {
         #[command(flatten)]
@@ -83,6 +98,18 @@ struct RunArgs {
     no_install: bool,
 }
 
+impl From<RunArgs> for lab::RunOptions {
+    fn from(a: RunArgs) -> Self {
+        lab::RunOptions {
+            kernel_src: a.src.kernel_src,
+            accel: a.accel,
+            rebuild_kernel: a.rebuild_kernel,
+            install: !a.no_install,
+            timeout: a.timeout,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     progress::install_interrupt_handler();
     match run(Cli::parse()) {
@@ -98,16 +125,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Lab { lab, opts } => {
-            let labs = lab::catalog()?;
-            let found = lab::resolve(&lab, &labs)?;
-            let run_opts = lab::RunOptions {
-                kernel_src: opts.src.kernel_src,
-                accel: opts.accel,
-                rebuild_kernel: opts.rebuild_kernel,
-                install: !opts.no_install,
-                timeout: opts.timeout,
-            };
-            lab::run(&found, &run_opts)
+            let found = lab::resolve(&lab, &lab::catalog()?)?;
+            let result = lab::execute(&found, &opts.into())?;
+            lab::print(&result);
+            Ok(result.passed())
+        }
+        Command::Bench {
+            lab,
+            runs,
+            json,
+            opts,
+        } => {
+            let found = lab::resolve(&lab, &lab::catalog()?)?;
+            let figures = bench::bench(&found, &opts.into(), runs.max(1))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", bench::render(&found.id, runs, &figures));
+            }
+            Ok(true)
         }
         Command::List => {
             for l in lab::catalog()? {

@@ -33,6 +33,8 @@ pub struct VmArgs<'a> {
     pub results: &'a Path,
     /// The host TSC in kHz: TCG guests on microvm hang in TSC calibration without it.
     pub tsc_khz: Option<u64>,
+    /// Appended to the kernel command line (unknown `key=value` words reach /init's environment).
+    pub extra_cmdline: Vec<String>,
 }
 
 /// The kernel command line.
@@ -48,6 +50,7 @@ pub fn cmdline(a: &VmArgs) -> String {
     if let Some(khz) = a.tsc_khz {
         parts.push(format!("tsc_early_khz={khz}"));
     }
+    parts.extend(a.extra_cmdline.iter().cloned());
     parts.join(" ")
 }
 
@@ -227,6 +230,7 @@ mod tests {
             console_log: Path::new("/r/console,1.log"),
             results: Path::new("/r/results.jsonl"),
             tsc_khz: Some(2445406),
+            extra_cmdline: vec![],
         }
     }
 

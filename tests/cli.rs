@@ -48,7 +48,7 @@ fn a_bad_spec_is_rejected_before_boot_with_file_and_line() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains("tests/labs/bad-spec/lab.toml:15: [[step]] #1 field `cgroup`"),
+        out.contains("tests/labs/bad-spec/lab.toml:14: [[step]] #1 field `cgroup`"),
         "{out}"
     );
     assert!(!out.contains("booting"), "{out}");

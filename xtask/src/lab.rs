@@ -404,7 +404,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
 
 /// Prints the explained report, the validity problems with the console tail, and the verdict.
 pub fn print(r: &RunResult) {
-    print!("{}", report::render_terminal(&r.spec, &r.eval));
+    if r.eval.samples > 0 {
+        print!("{}", report::render_terminal(&r.spec, &r.eval));
+    }
     if !r.problems.is_empty() {
         println!("\nthe run is not valid:");
         for p in &r.problems {
@@ -428,16 +430,19 @@ pub fn print(r: &RunResult) {
             }
         );
     }
-    let boot = r
-        .eval
-        .ready_ms
-        .map(|ms| format!(" (guest: agent ready at {:.2}s uptime)", ms as f64 / 1000.0))
-        .unwrap_or_default();
     println!(
-        "phases: {}, total {:.2}s{boot}",
+        "phases: {}, total {:.2}s",
         r.phases.render(),
         r.total.as_secs_f64()
     );
+    if let (Some(ready), Some(end)) = (r.eval.ready_ms, r.eval.end_ms) {
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        println!(
+            "  in the guest: boot to agent ready {:.2}s, lab steps and sampling {:.2}s",
+            secs(ready),
+            secs(end - ready)
+        );
+    }
     println!(
         "kernel {} ({}); console log and raw results: {}",
         r.eval.kernel.as_deref().unwrap_or("?"),

@@ -45,6 +45,8 @@ pub struct Evaluation {
     pub verdicts: Vec<Verdict>,
     /// Errors the agent reported and samples that are missing: the run is not valid.
     pub problems: Vec<String>,
+    /// How many counter samples arrived (0: nothing to report on).
+    pub samples: usize,
 }
 
 impl Evaluation {
@@ -85,6 +87,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             Event::Hello { kernel } => ev.kernel = Some(kernel.clone()),
             Event::Ready => ev.ready_ms = Some(f.t_ms),
             Event::Sample { label, values } => {
+                ev.samples += 1;
                 samples.insert(label.clone(), values.clone());
             }
             Event::StepEnd {

@@ -7,7 +7,16 @@
 use std::process::{Command, Output};
 
 /// Every lab directory under labs/, each with its test below.
-const LABS: &[&str] = &["1-global-pressure", "2-cgroup-limit"];
+const LABS: &[&str] = &[
+    "1-global-pressure",
+    "2-cgroup-limit",
+    "3-oom-kinds",
+    "4-memory-high",
+    "5-proactive",
+    "9-anon-file-tmpfs",
+    "10-dirty-writeback",
+    "12-psi-blocking",
+];
 
 fn run_lab(lab: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -45,6 +54,36 @@ fn lab_1_global_pressure() {
 #[test]
 fn lab_2_cgroup_limit() {
     assert_lab_passes("2-cgroup-limit");
+}
+
+#[test]
+fn lab_3_oom_kinds() {
+    assert_lab_passes("3-oom-kinds");
+}
+
+#[test]
+fn lab_4_memory_high() {
+    assert_lab_passes("4-memory-high");
+}
+
+#[test]
+fn lab_5_proactive() {
+    assert_lab_passes("5-proactive");
+}
+
+#[test]
+fn lab_9_anon_file_tmpfs() {
+    assert_lab_passes("9-anon-file-tmpfs");
+}
+
+#[test]
+fn lab_10_dirty_writeback() {
+    assert_lab_passes("10-dirty-writeback");
+}
+
+#[test]
+fn lab_12_psi_blocking() {
+    assert_lab_passes("12-psi-blocking");
 }
 
 #[test]

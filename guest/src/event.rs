@@ -56,8 +56,14 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Exit {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
+    /// A background step whose process is ready and holds its memory until the lab ends.
+    Holding,
 }
 
 impl fmt::Display for Exit {
@@ -65,6 +71,7 @@ impl fmt::Display for Exit {
         match *self {
             Exit::Exited { code } => write!(f, "exited {code}"),
             Exit::Signaled { signal } => write!(f, "killed by {}", signal_name(signal)),
+            Exit::Holding => write!(f, "holding its memory in the background"),
         }
     }
 }

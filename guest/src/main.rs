@@ -23,6 +23,7 @@ const RESULT_PORT: &str = "/dev/ttyS1";
 const PLAN: &str = "/lab/plan.json";
 const CGROOT: &str = "/sys/fs/cgroup";
 const DATA: &str = "/data";
+const TMPFS: &str = "/lab-tmp";
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -122,12 +123,13 @@ fn agent(out: &mut Emitter) -> Result<()> {
         label: "start".into(),
         values: sample(&spec),
     });
+    let mut holders = Vec::new();
     for step in &spec.steps {
         out.send(Event::StepStart {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(step) {
+        match run_step(step, &mut holders) {
             Ok((exit, stderr)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
@@ -140,6 +142,10 @@ fn agent(out: &mut Emitter) -> Result<()> {
             label: format!("after:{}", step.name()),
             values: sample(&spec),
         });
+    }
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
     }
     Ok(())
 }
@@ -160,8 +166,16 @@ fn setup(spec: &LabSpec) -> Result<()> {
             SwapKind::Zram => zram_swap(swap.size.0)?,
         }
     }
-    if spec.steps.iter().any(|s| s.kind == StepKind::ReadFile) {
-        mount_data_disk()?;
+    let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
+    if uses(StepKind::ReadFile) || uses(StepKind::WriteFile) {
+        mount_data_disk(uses(StepKind::WriteFile))?;
+    }
+    if uses(StepKind::TmpfsFill) {
+        let _ = fs::create_dir_all(TMPFS);
+        mount("tmpfs", TMPFS, "tmpfs", 0)?;
+    }
+    if let Some(on) = spec.vm.mglru {
+        write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
     }
     write(&format!("{CGROOT}/cgroup.subtree_control"), "+memory")?;
     for cg in &spec.cgroups {
@@ -177,30 +191,17 @@ fn setup(spec: &LabSpec) -> Result<()> {
                 write(&format!("{dir}/{file}"), &size.0.to_string())?;
             }
         }
+        if cg.oom_group {
+            write(&format!("{dir}/memory.oom.group"), "1")?;
+        }
     }
     Ok(())
 }
 
-fn mount_data_disk() -> Result<()> {
-    let src = CString::new("/dev/vda").unwrap();
-    let dst = CString::new(DATA).unwrap();
-    let fstype = CString::new("ext4").unwrap();
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_RDONLY,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "mounting the data disk /dev/vda on {DATA}: {}",
-            errno()
-        ));
-    }
-    Ok(())
+/// The ext4 data disk (/dev/vda); QEMU attaches it with snapshot=on, so writes never persist.
+fn mount_data_disk(writable: bool) -> Result<()> {
+    let flags = if writable { 0 } else { libc::MS_RDONLY };
+    mount("/dev/vda", DATA, "ext4", flags)
 }
 
 /// Sizes zram0, writes a swap signature on it and enables it.
@@ -227,7 +228,7 @@ fn zram_swap(size: u64) -> Result<()> {
 }
 
 /// Runs one step; workloads run in a child process and their ending is the result.
-fn run_step(step: &Step) -> Result<(Exit, String)> {
+fn run_step(step: &Step, holders: &mut Vec<std::process::Child>) -> Result<(Exit, String)> {
     if step.kind == StepKind::Sleep {
         std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
         return Ok((Exit::Exited { code: 0 }, String::new()));
@@ -237,10 +238,25 @@ fn run_step(step: &Step) -> Result<(Exit, String)> {
         .arg("worker")
         .arg(json)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
+    if step.background {
+        // A holder reports "ready" on stdout once its memory is in place, then waits to be
+        // killed at the end of the lab. EOF instead of "ready" means it died first.
+        let mut line = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let mut byte = [0u8; 1];
+            while out.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                line.push(byte[0] as char);
+            }
+        }
+        if line == "ready" {
+            holders.push(child);
+            return Ok((Exit::Holding, String::new()));
+        }
+    }
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
@@ -260,24 +276,45 @@ fn run_step(step: &Step) -> Result<(Exit, String)> {
 fn worker(json: &str) -> Result<()> {
     let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
     write("/proc/self/oom_score_adj", "0")?;
-    if let Some(cg) = &step.cgroup {
+    if let (Some(cg), true) = (&step.cgroup, step.joins_cgroup()) {
         write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
     }
     let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    work(&step, size)?;
+    if step.background {
+        println!("ready");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    Ok(())
+}
+
+fn work(step: &Step, size: usize) -> Result<()> {
     match step.kind {
         StepKind::Anon => {
-            touch_anon(size)?;
+            touch_anon(size, step.pageout)?;
             std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
             Ok(())
         }
         StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
+        StepKind::WriteFile => write_file(&format!("{DATA}/{}", step.file_name()), size),
+        StepKind::TmpfsFill => write_file(&format!("{TMPFS}/{}", step.file_name()), size),
+        StepKind::Reclaim => {
+            let cg = step.cgroup.as_deref().unwrap_or("");
+            let mut arg = size.to_string();
+            if let Some(sw) = step.swappiness {
+                arg.push_str(&format!(" swappiness={sw}"));
+            }
+            write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+        }
         StepKind::Sleep => Ok(()),
     }
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
 /// so that neither the zero page nor zram's same-filled pages can stand in for it.
-fn touch_anon(size: usize) -> Result<()> {
+fn touch_anon(size: usize, pageout: bool) -> Result<()> {
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -298,6 +335,25 @@ fn touch_anon(size: usize) -> Result<()> {
         x ^= x >> 7;
         x ^= x << 17;
         *w = x;
+    }
+    if pageout && unsafe { libc::madvise(ptr, size, libc::MADV_PAGEOUT) } != 0 {
+        return Err(format!("madvise(MADV_PAGEOUT): {}", errno()));
+    }
+    Ok(())
+}
+
+/// Writes `size` bytes of non-zero data with plain write(2): the pages stay dirty in the page
+/// cache until writeback (or reclaim) writes them.
+fn write_file(path: &str, size: usize) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| format!("creating {path}: {e}"))?;
+    let mut buf = vec![0x5au8; 1 << 20];
+    let mut done = 0;
+    while done < size {
+        let n = buf.len().min(size - done);
+        buf[..8].copy_from_slice(&(done as u64).to_le_bytes());
+        f.write_all(&buf[..n])
+            .map_err(|e| format!("writing {path} at {done}: {e}"))?;
+        done += n;
     }
     Ok(())
 }

@@ -43,6 +43,16 @@ pub struct Vm {
     /// Seconds the whole boot and run may take under TCG before QEMU is killed.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// NUMA nodes (the kernel fakes them with `numa=fake=N`); each gets its own kswapd.
+    #[serde(default = "default_nodes")]
+    pub numa_nodes: u32,
+    /// Multi-generational LRU on or off (/sys/kernel/mm/lru_gen/enabled); absent: as booted (on).
+    #[serde(default)]
+    pub mglru: Option<bool>,
+}
+
+fn default_nodes() -> u32 {
+    1
 }
 
 fn default_cpus() -> u32 {
@@ -78,6 +88,9 @@ pub struct Cgroup {
     pub memory_high: Option<Size>,
     #[serde(default)]
     pub swap_max: Option<Size>,
+    /// memory.oom.group: the OOM killer kills the whole group at once.
+    #[serde(default)]
+    pub oom_group: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +112,16 @@ pub struct Step {
     /// sleep: milliseconds; anon: how long to hold the memory after touching it.
     #[serde(default)]
     pub ms: Option<u64>,
+    /// anon: after touching, ask the kernel to page it all out (madvise MADV_PAGEOUT).
+    #[serde(default)]
+    pub pageout: bool,
+    /// reclaim: the `swappiness=` argument written to memory.reclaim (6.12+).
+    #[serde(default)]
+    pub swappiness: Option<u32>,
+    /// Keep the process (and its memory) alive after the work until the lab ends; the next
+    /// step starts once the work is done.
+    #[serde(default)]
+    pub background: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +131,12 @@ pub enum StepKind {
     Anon,
     /// Read a file on the ext4 data disk through the page cache.
     ReadFile,
+    /// Write a file on the ext4 data disk (dirty page cache, written back later).
+    WriteFile,
+    /// Write a file on a tmpfs: shmem pages, which live on the anon LRU and need swap.
+    TmpfsFill,
+    /// Proactive reclaim: write `size [swappiness=N]` to the cgroup's memory.reclaim.
+    Reclaim,
     /// Wait; lets kswapd and the lazy stat flush catch up.
     Sleep,
 }
@@ -117,6 +146,9 @@ impl StepKind {
         match self {
             StepKind::Anon => "anon",
             StepKind::ReadFile => "read-file",
+            StepKind::WriteFile => "write-file",
+            StepKind::TmpfsFill => "tmpfs-fill",
+            StepKind::Reclaim => "reclaim",
             StepKind::Sleep => "sleep",
         }
     }
@@ -127,7 +159,12 @@ impl Step {
         self.name.as_deref().unwrap_or(self.kind.as_str())
     }
 
-    /// The data-disk file a read-file step reads.
+    /// Whether the step's process joins its cgroup (a reclaim step acts on the group from outside).
+    pub fn joins_cgroup(&self) -> bool {
+        self.kind != StepKind::Reclaim
+    }
+
+    /// The data-disk (read-file, write-file) or tmpfs (tmpfs-fill) file the step uses.
     pub fn file_name(&self) -> &str {
         self.file.as_deref().unwrap_or("data")
     }
@@ -475,6 +512,14 @@ impl LabSpec {
                 format!("{} is too small to boot (at least 64M)", self.vm.memory),
             );
         }
+        if !(1..=4).contains(&self.vm.numa_nodes) {
+            e(
+                "vm",
+                None,
+                "numa_nodes",
+                format!("{} nodes: use 1 to 4", self.vm.numa_nodes),
+            );
+        }
         if !(1..=8).contains(&self.vm.cpus) {
             e(
                 "vm",
@@ -576,7 +621,7 @@ impl LabSpec {
                     format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
                 );
             }
-            let needs_size = matches!(st.kind, StepKind::Anon | StepKind::ReadFile);
+            let needs_size = st.kind != StepKind::Sleep;
             match (needs_size, st.size) {
                 (true, None) => e(
                     "step",
@@ -604,12 +649,41 @@ impl LabSpec {
             if st.kind == StepKind::Sleep && st.ms.is_none() {
                 e("step", Some(i), "ms", "a sleep step needs ms".into());
             }
-            if st.file.is_some() && st.kind != StepKind::ReadFile {
+            let takes_file = matches!(
+                st.kind,
+                StepKind::ReadFile | StepKind::WriteFile | StepKind::TmpfsFill
+            );
+            if st.file.is_some() && !takes_file {
+                let m = "only read-file, write-file and tmpfs-fill steps take a file";
+                e("step", Some(i), "file", m.into());
+            }
+            if st.pageout && st.kind != StepKind::Anon {
                 e(
                     "step",
                     Some(i),
-                    "file",
-                    "only read-file steps take a file".into(),
+                    "pageout",
+                    "only anon steps take pageout".into(),
+                );
+            }
+            if st.background && matches!(st.kind, StepKind::Sleep | StepKind::Reclaim) {
+                let m = format!("a {} step cannot run in the background", st.kind.as_str());
+                e("step", Some(i), "background", m);
+            }
+            if st.kind == StepKind::Reclaim && st.cgroup.is_none() {
+                let m = "a reclaim step needs the cgroup to reclaim from";
+                e("step", Some(i), "cgroup", m.into());
+            }
+            if st.swappiness.is_some() && st.kind != StepKind::Reclaim {
+                let m =
+                    "only reclaim steps take swappiness (cgroup v2 has no per-group vm.swappiness)";
+                e("step", Some(i), "swappiness", m.into());
+            }
+            if st.swappiness.is_some_and(|s| s > 200) {
+                e(
+                    "step",
+                    Some(i),
+                    "swappiness",
+                    "swappiness is 0..=200".into(),
                 );
             }
             if let Some(f) = &st.file
@@ -715,12 +789,15 @@ mod tests {
                 swap: None,
                 sysctl: BTreeMap::new(),
                 timeout_secs: 60,
+                numa_nodes: 1,
+                mglru: None,
             },
             cgroups: vec![Cgroup {
                 name: "W".into(),
                 memory_max: Some(Size(32 << 20)),
                 memory_high: None,
                 swap_max: None,
+                oom_group: false,
             }],
             steps: vec![Step {
                 kind: StepKind::Anon,
@@ -729,6 +806,9 @@ mod tests {
                 size: Some(Size(64 << 20)),
                 file: None,
                 ms: None,
+                pageout: false,
+                swappiness: None,
+                background: false,
             }],
             observe: vec![],
             expect: vec![Expect {

@@ -9,24 +9,39 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// The files a lab reads: name -> the largest size any step reads of it.
-pub fn files_needed(spec: &LabSpec) -> BTreeMap<String, u64> {
-    let mut files = BTreeMap::new();
-    for step in spec.steps.iter().filter(|s| s.kind == StepKind::ReadFile) {
-        let size = step.size.map(|s| s.0).unwrap_or(0);
-        let e = files.entry(step.file_name().to_string()).or_insert(0);
-        *e = (*e).max(size);
-    }
-    files
+/// What a lab needs of the data disk.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DiskPlan {
+    /// Files to read: name -> the largest size any step reads of it.
+    pub files: BTreeMap<String, u64>,
+    /// Room for the files the write-file steps write.
+    pub free: u64,
 }
 
-/// Returns the cached image holding `files`, making it if needed; `None` when none are needed.
-pub fn ensure(files: &BTreeMap<String, u64>) -> Result<Option<PathBuf>> {
-    if files.is_empty() {
+pub fn plan(spec: &LabSpec) -> DiskPlan {
+    let mut p = DiskPlan::default();
+    for step in &spec.steps {
+        let size = step.size.map(|s| s.0).unwrap_or(0);
+        match step.kind {
+            StepKind::ReadFile => {
+                let e = p.files.entry(step.file_name().to_string()).or_insert(0);
+                *e = (*e).max(size);
+            }
+            StepKind::WriteFile => p.free += size,
+            _ => {}
+        }
+    }
+    p
+}
+
+/// Returns the cached image for `plan`, making it if needed; `None` when no disk is needed.
+pub fn ensure(plan: &DiskPlan) -> Result<Option<PathBuf>> {
+    if plan.files.is_empty() && plan.free == 0 {
         return Ok(None);
     }
+    let files = &plan.files;
     let mut h = KeyHasher::new();
-    h.add(b"data disk 1");
+    h.add(b"data disk 1").add(&plan.free.to_le_bytes());
     for (name, size) in files {
         h.add(name.as_bytes()).add(&size.to_le_bytes());
     }
@@ -47,7 +62,8 @@ pub fn ensure(files: &BTreeMap<String, u64>) -> Result<Option<PathBuf>> {
         write_pattern(&staging_dir.path().join(name), *size)?;
         total += size;
     }
-    // Room for metadata and the journal.
+    // Room for the written files, metadata and the journal.
+    let total = total + plan.free;
     let image_size = (total + total / 8 + (24 << 20)).next_multiple_of(1 << 20);
     let staging = cache::staging_path(&image);
     fs::File::create(&staging)?.set_len(image_size)?;

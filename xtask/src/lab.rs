@@ -290,6 +290,7 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
             None
         },
         extra_cmdline: vec!["kernel_lab=floor".into()],
+        numa_nodes: 1,
     };
     let out = qemu::run(&qemu::argv(&vm), dir.path(), Duration::from_secs(60), || {})?;
     match out.status {
@@ -315,7 +316,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         let plan = serde_json::to_string(&spec)?;
         initramfs::write(&initrd, &p.agent, &plan)
     })?;
-    let data_disk = phases.time("disk", || disk::ensure(&disk::files_needed(&spec)))?;
+    let data_disk = phases.time("disk", || disk::ensure(&disk::plan(&spec)))?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
@@ -333,6 +334,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
             None
         },
         extra_cmdline: vec![],
+        numa_nodes: spec.vm.numa_nodes,
     };
     let timeout = Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs));
     let accel_name = if p.accel == qemu::Accel::Kvm {

@@ -42,6 +42,9 @@ enum Command {
     Lab {
         /// Lab id (`2-cgroup-limit`), its number (`2`), a unique prefix, or a path to a lab directory.
         lab: String,
+        /// Run it N times and report how many runs passed (a flaky lab is a failing lab).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        repeat: usize,
         #[command(flatten)]
         opts: RunArgs,
     },
@@ -124,11 +127,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Lab { lab, opts } => {
+        Command::Lab { lab, repeat, opts } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let result = lab::execute(&found, &opts.into())?;
-            lab::print(&result);
-            Ok(result.passed())
+            let opts = opts.into();
+            let mut passed = 0;
+            let mut walls = Vec::new();
+            for i in 0..repeat.max(1) {
+                if repeat > 1 {
+                    eprintln!("run {}/{repeat}", i + 1);
+                }
+                let result = lab::execute(&found, &opts)?;
+                lab::print(&result);
+                passed += usize::from(result.passed());
+                walls.push(result.total.as_secs_f64());
+            }
+            if repeat > 1 {
+                let f = bench::figure("total", walls);
+                println!(
+                    "{}: {passed}/{repeat} runs passed; wall median {:.2}s (min {:.2}s, max {:.2}s)",
+                    found.id, f.median, f.min, f.max
+                );
+            }
+            Ok(passed == repeat.max(1))
         }
         Command::Bench {
             lab,

@@ -35,6 +35,8 @@ pub struct VmArgs<'a> {
     pub tsc_khz: Option<u64>,
     /// Appended to the kernel command line (unknown `key=value` words reach /init's environment).
     pub extra_cmdline: Vec<String>,
+    /// NUMA nodes, faked by the kernel (`numa=fake=N`): microvm has no ACPI SRAT to describe them.
+    pub numa_nodes: u32,
 }
 
 /// The kernel command line.
@@ -49,6 +51,9 @@ pub fn cmdline(a: &VmArgs) -> String {
     ];
     if let Some(khz) = a.tsc_khz {
         parts.push(format!("tsc_early_khz={khz}"));
+    }
+    if a.numa_nodes > 1 {
+        parts.push(format!("numa=fake={}", a.numa_nodes));
     }
     parts.extend(a.extra_cmdline.iter().cloned());
     parts.join(" ")
@@ -231,6 +236,7 @@ mod tests {
             results: Path::new("/r/results.jsonl"),
             tsc_khz: Some(2445406),
             extra_cmdline: vec![],
+            numa_nodes: 1,
         }
     }
 

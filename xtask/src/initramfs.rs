@@ -92,7 +92,12 @@ pub fn build_agent() -> Result<PathBuf> {
         &target_dir
     )
     .dir(&root)
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    // Static glibc, and not position-independent: a static-pie binary relocates itself at
+    // start, which costs page faults under TCG.
+    .env(
+        "RUSTFLAGS",
+        "-C target-feature=+crt-static -C relocation-model=static",
+    )
     .stderr_to_stdout()
     .stdout_capture()
     .unchecked()

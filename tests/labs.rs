@@ -13,8 +13,11 @@ const LABS: &[&str] = &[
     "3-oom-kinds",
     "4-memory-high",
     "5-proactive",
+    "6-kswapd-per-node",
+    "7-watermarks",
     "9-anon-file-tmpfs",
     "10-dirty-writeback",
+    "11-mglru-vs-classic",
     "12-psi-blocking",
 ];
 
@@ -72,6 +75,16 @@ fn lab_5_proactive() {
 }
 
 #[test]
+fn lab_6_kswapd_per_node() {
+    assert_lab_passes("6-kswapd-per-node");
+}
+
+#[test]
+fn lab_7_watermarks() {
+    assert_lab_passes("7-watermarks");
+}
+
+#[test]
 fn lab_9_anon_file_tmpfs() {
     assert_lab_passes("9-anon-file-tmpfs");
 }
@@ -79,6 +92,11 @@ fn lab_9_anon_file_tmpfs() {
 #[test]
 fn lab_10_dirty_writeback() {
     assert_lab_passes("10-dirty-writeback");
+}
+
+#[test]
+fn lab_11_mglru_vs_classic() {
+    assert_lab_passes("11-mglru-vs-classic");
 }
 
 #[test]

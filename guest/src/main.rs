@@ -7,7 +7,7 @@
 //! oom_score_adj -1000.
 
 use guest::event::{Event, Exit, Frame, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single};
+use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
 use guest::spec::{LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -24,6 +24,7 @@ const PLAN: &str = "/lab/plan.json";
 const CGROOT: &str = "/sys/fs/cgroup";
 const DATA: &str = "/data";
 const TMPFS: &str = "/lab-tmp";
+const V1ROOT: &str = "/cgroup-v1";
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -129,7 +130,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(step, &mut holders) {
+        match run_step(&spec, step, &mut holders) {
             Ok((exit, stderr)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
@@ -228,10 +229,32 @@ fn zram_swap(size: u64) -> Result<()> {
 }
 
 /// Runs one step; workloads run in a child process and their ending is the result.
-fn run_step(step: &Step, holders: &mut Vec<std::process::Child>) -> Result<(Exit, String)> {
-    if step.kind == StepKind::Sleep {
-        std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
-        return Ok((Exit::Exited { code: 0 }, String::new()));
+fn run_step(
+    spec: &LabSpec,
+    step: &Step,
+    holders: &mut Vec<std::process::Child>,
+) -> Result<(Exit, String)> {
+    let done = Ok((Exit::Exited { code: 0 }, String::new()));
+    match step.kind {
+        StepKind::Sleep => {
+            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+            return done;
+        }
+        StepKind::Sysctl => {
+            for (key, value) in &step.set {
+                write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
+            }
+            return done;
+        }
+        StepKind::CgroupV1 => {
+            for mut h in holders.drain(..) {
+                let _ = h.kill();
+                let _ = h.wait();
+            }
+            cgroup_v1(spec)?;
+            return done;
+        }
+        _ => {}
     }
     let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
     let mut child = Command::new("/proc/self/exe")
@@ -279,6 +302,14 @@ fn worker(json: &str) -> Result<()> {
     if let (Some(cg), true) = (&step.cgroup, step.joins_cgroup()) {
         write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
     }
+    if let Some(node) = step.numa_node {
+        let mask: libc::c_ulong = 1 << node;
+        const MPOL_BIND: libc::c_long = 2;
+        let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
+        if rc != 0 {
+            return Err(format!("binding memory to node {node}: {}", errno()));
+        }
+    }
     let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
     if step.background {
@@ -308,8 +339,33 @@ fn work(step: &Step, size: usize) -> Result<()> {
             }
             write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
         }
-        StepKind::Sleep => Ok(()),
+        StepKind::Sleep | StepKind::Sysctl | StepKind::CgroupV1 => Ok(()),
     }
+}
+
+/// Hands the memory controller from cgroup v2 to a v1 hierarchy at /cgroup-v1 with a group V:
+/// a controller can be bound to one hierarchy only, so the v2 groups go first.
+fn cgroup_v1(spec: &LabSpec) -> Result<()> {
+    for cg in &spec.cgroups {
+        fs::remove_dir(format!("{CGROOT}/{}", cg.name))
+            .map_err(|e| format!("removing cgroup {}: {e}", cg.name))?;
+    }
+    write(&format!("{CGROOT}/cgroup.subtree_control"), "-memory")?;
+    let _ = fs::create_dir_all(V1ROOT);
+    let (s, d, t, o) = (
+        CString::new("cgroup").unwrap(),
+        CString::new(V1ROOT).unwrap(),
+        CString::new("cgroup").unwrap(),
+        CString::new("memory").unwrap(),
+    );
+    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), 0, o.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(format!(
+            "mounting the cgroup v1 memory controller: {} (the kernel needs CONFIG_MEMCG_V1)",
+            errno()
+        ));
+    }
+    fs::create_dir(format!("{V1ROOT}/V")).map_err(|e| format!("creating v1 group V: {e}"))
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
@@ -398,6 +454,30 @@ fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
         read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
     );
     add(&mut v, "pressure.", psi("/proc/pressure/memory"));
+    add(
+        &mut v,
+        "zoneinfo.",
+        read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
+    );
+    add(&mut v, "kswapd.", Some(kswapd_threads()));
+    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
+        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
+    add(
+        &mut v,
+        "lru_gen.enabled",
+        lru_gen.map(|n| vec![(String::new(), n)]),
+    );
+    let v1 = format!("{V1ROOT}/V");
+    if fs::metadata(&v1).is_ok() {
+        add(&mut v, "v1.memory.stat.", kv(&format!("{v1}/memory.stat")));
+        for file in [
+            "memory.swappiness",
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+        ] {
+            add(&mut v, &format!("v1.{file}"), one(&format!("{v1}/{file}")));
+        }
+    }
     for cg in &spec.cgroups {
         let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
         add(
@@ -415,7 +495,12 @@ fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
             &format!("{name}/memory.pressure."),
             psi(&format!("{dir}/memory.pressure")),
         );
-        for file in ["memory.current", "memory.peak", "memory.swap.current"] {
+        for file in [
+            "memory.current",
+            "memory.peak",
+            "memory.swap.current",
+            "memory.swappiness",
+        ] {
             add(
                 &mut v,
                 &format!("{name}/{file}"),
@@ -424,6 +509,39 @@ fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
         }
     }
     v
+}
+
+/// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
+fn kswapd_threads() -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let Some(comm) = read(&format!("{}/comm", dir.display())) else {
+            continue;
+        };
+        let Some(node) = comm.trim().strip_prefix("kswapd") else {
+            continue;
+        };
+        let Some(stat) = read(&format!("{}/stat", dir.display())) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+    }
+    out.push(("threads".into(), out.len() as u64));
+    out
 }
 
 fn read(path: &str) -> Option<String> {

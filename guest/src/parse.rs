@@ -116,6 +116,40 @@ pub fn parse_meminfo(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
     Ok(out)
 }
 
+/// Parses /proc/zoneinfo into `<node>.<zone>.<field>` for the watermark fields
+/// (free, boost, min, low, high, spanned, present, managed), in pages.
+pub fn parse_zoneinfo(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    const FIELDS: &[&str] = &[
+        "free", "boost", "min", "low", "high", "spanned", "present", "managed",
+    ];
+    let mut out = Vec::new();
+    let mut zone: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("Node ") {
+            let Some((node, z)) = rest.split_once(", zone") else {
+                return Err(err(
+                    i + 1,
+                    format!("expected `Node N, zone NAME`, found {line:?}"),
+                ));
+            };
+            zone = Some(format!("{}.{}", node.trim(), z.trim()));
+            continue;
+        }
+        let Some(zone) = &zone else { continue };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (name, value) = match words.as_slice() {
+            ["pages", "free", v] => ("free", *v),
+            [name, v] if FIELDS.contains(name) => (*name, *v),
+            _ => continue,
+        };
+        let v = value
+            .parse::<u64>()
+            .map_err(|_| err(i + 1, format!("{name} is not a number: {value:?}")))?;
+        out.push((format!("{zone}.{name}"), v));
+    }
+    Ok(out)
+}
+
 /// Parses a one-number cgroup file (memory.current, memory.peak); `max` is `u64::MAX`.
 pub fn parse_single(text: &str) -> Result<u64, ParseError> {
     let t = text.trim();
@@ -208,6 +242,18 @@ mod tests {
         assert_eq!(v[0], ("MemTotal".into(), 1024000));
         assert_eq!(v[1], ("HugePages_Total".into(), 0));
         assert!(parse_meminfo("MemTotal: 1 MB").is_err());
+    }
+
+    #[test]
+    fn zoneinfo_watermarks() {
+        let text = "Node 0, zone    DMA32\n  pages free     3988\n        boost    0\n        min      33\n        low      41\n        high     49\n        managed  3840\n        protection: (0, 0)\n      nr_free_pages 3988\nNode 1, zone   Normal\n  pages free     7\n        min      1\n";
+        let v = parse_zoneinfo(text).unwrap();
+        assert!(v.contains(&("0.DMA32.free".into(), 3988)));
+        assert!(v.contains(&("0.DMA32.low".into(), 41)));
+        assert!(v.contains(&("0.DMA32.managed".into(), 3840)));
+        assert!(v.contains(&("1.Normal.min".into(), 1)));
+        assert!(!v.iter().any(|(k, _)| k.contains("nr_free")));
+        assert!(parse_zoneinfo("Node 0, zone DMA\n        min      x\n").is_err());
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct Vm {
     /// Multi-generational LRU on or off (/sys/kernel/mm/lru_gen/enabled); absent: as booted (on).
     #[serde(default)]
     pub mglru: Option<bool>,
+    /// Extra kernel config fragments (kernel-configs/<name>.config) this lab needs; each set of
+    /// fragments is built and cached as its own kernel.
+    #[serde(default)]
+    pub kernel_config: Vec<String>,
 }
 
 fn default_nodes() -> u32 {
@@ -122,6 +126,12 @@ pub struct Step {
     /// step starts once the work is done.
     #[serde(default)]
     pub background: bool,
+    /// Bind the workload's memory to this NUMA node (set_mempolicy MPOL_BIND).
+    #[serde(default)]
+    pub numa_node: Option<u32>,
+    /// sysctl: the settings to write, e.g. `{ "vm.watermark_scale_factor" = "200" }`.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +147,11 @@ pub enum StepKind {
     TmpfsFill,
     /// Proactive reclaim: write `size [swappiness=N]` to the cgroup's memory.reclaim.
     Reclaim,
+    /// Write sysctls (`set`) in the middle of a lab.
+    Sysctl,
+    /// Move the memory controller from cgroup v2 to a v1 hierarchy (needs CONFIG_MEMCG_V1):
+    /// removes the v2 groups, mounts v1 at /sys/fs/cgroup-v1 and creates group `V` there.
+    CgroupV1,
     /// Wait; lets kswapd and the lazy stat flush catch up.
     Sleep,
 }
@@ -149,6 +164,8 @@ impl StepKind {
             StepKind::WriteFile => "write-file",
             StepKind::TmpfsFill => "tmpfs-fill",
             StepKind::Reclaim => "reclaim",
+            StepKind::Sysctl => "sysctl",
+            StepKind::CgroupV1 => "cgroup-v1",
             StepKind::Sleep => "sleep",
         }
     }
@@ -162,6 +179,14 @@ impl Step {
     /// Whether the step's process joins its cgroup (a reclaim step acts on the group from outside).
     pub fn joins_cgroup(&self) -> bool {
         self.kind != StepKind::Reclaim
+    }
+
+    /// Steps the agent does itself, without a workload process.
+    pub fn in_agent(&self) -> bool {
+        matches!(
+            self.kind,
+            StepKind::Sleep | StepKind::Sysctl | StepKind::CgroupV1
+        )
     }
 
     /// The data-disk (read-file, write-file) or tmpfs (tmpfs-fill) file the step uses.
@@ -209,6 +234,9 @@ pub struct Expect {
     /// How the step's workload must end, e.g. "exited 0" or "killed by SIGKILL".
     #[serde(default)]
     pub exit: Option<String>,
+    /// Whether the kernel reports the counter at all (e.g. cgroup v2 has no memory.swappiness).
+    #[serde(default)]
+    pub present: Option<bool>,
     /// One line for the student: why this is what the kernel does.
     pub why: String,
 }
@@ -338,23 +366,37 @@ impl fmt::Display for Condition {
     }
 }
 
-/// A counter or a sum of counters, each a sample key such as `vmstat.pgscan_kswapd`,
-/// `W/memory.stat.pgscan_direct`, `W/memory.events.max`, `W/memory.current`.
+/// A counter, or a sum and difference of counters; each a sample key such as
+/// `vmstat.pgscan_kswapd`, `W/memory.stat.pgscan_direct`, `W/memory.events.max`,
+/// `W/memory.current`, `zoneinfo.0.DMA32.low`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CounterExpr {
-    pub terms: Vec<String>,
+    /// (subtracted?, sample key), in order.
+    pub terms: Vec<(bool, String)>,
 }
 
 impl TryFrom<String> for CounterExpr {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let terms: Vec<String> = s.split('+').map(|t| t.trim().to_string()).collect();
-        if terms.iter().any(|t| t.is_empty()) {
-            return Err(format!("counter {s:?} has an empty term"));
-        }
-        for t in &terms {
-            check_counter_syntax(t)?;
+        let mut terms = Vec::new();
+        let mut neg = false;
+        let mut current = String::new();
+        // Split on `+` and on ` - ` (a `-` inside a name such as `my-group/` stays).
+        let text = s.replace(" - ", " \u{1} ");
+        for ch in text.chars().chain(std::iter::once('+')) {
+            if ch == '+' || ch == '\u{1}' {
+                let t = current.trim().to_string();
+                if t.is_empty() {
+                    return Err(format!("counter {s:?} has an empty term"));
+                }
+                check_counter_syntax(&t)?;
+                terms.push((neg, t));
+                neg = ch == '\u{1}';
+                current.clear();
+            } else {
+                current.push(ch);
+            }
         }
         Ok(CounterExpr { terms })
     }
@@ -368,7 +410,15 @@ impl From<CounterExpr> for String {
 
 impl fmt::Display for CounterExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.terms.join(" + "))
+        for (i, (neg, t)) in self.terms.iter().enumerate() {
+            match (i, neg) {
+                (0, false) => write!(f, "{t}")?,
+                (0, true) => write!(f, "-{t}")?,
+                (_, false) => write!(f, " + {t}")?,
+                (_, true) => write!(f, " - {t}")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -377,23 +427,31 @@ impl CounterExpr {
     pub fn cgroups(&self) -> impl Iterator<Item = &str> {
         self.terms
             .iter()
-            .filter_map(|t| t.split_once('/').map(|(cg, _)| cg))
+            .filter_map(|(_, t)| t.split_once('/').map(|(cg, _)| cg))
     }
 
-    /// Sums the terms in a sample; `Err` names the first term the kernel did not report.
-    pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<u64, String> {
-        let mut sum = 0u64;
-        for t in &self.terms {
-            sum = sum.saturating_add(*values.get(t).ok_or_else(|| t.clone())?);
+    /// Evaluates the terms in a sample; `Err` names the first term the kernel did not report.
+    pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<i64, String> {
+        let mut sum = 0i128;
+        for (neg, t) in &self.terms {
+            let v = i128::from(*values.get(t).ok_or_else(|| t.clone())?);
+            sum += if *neg { -v } else { v };
         }
-        Ok(sum)
+        Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
 }
 
 /// Families of sample keys, as the agent produces them. The first element is the prefix
 /// (after `<cgroup>/` for cgroup files), the second says whether a key name follows.
-pub const GLOBAL_FAMILIES: &[(&str, bool)] =
-    &[("vmstat.", true), ("meminfo.", true), ("pressure.", true)];
+pub const GLOBAL_FAMILIES: &[(&str, bool)] = &[
+    ("vmstat.", true),
+    ("meminfo.", true),
+    ("pressure.", true),
+    ("zoneinfo.", true),
+    ("kswapd.", true),
+    ("lru_gen.enabled", false),
+    ("v1.", true),
+];
 pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
     ("memory.stat.", true),
     ("memory.events.", true),
@@ -401,6 +459,7 @@ pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
     ("memory.current", false),
     ("memory.peak", false),
     ("memory.swap.current", false),
+    ("memory.swappiness", false),
 ];
 
 fn check_counter_syntax(term: &str) -> Result<(), String> {
@@ -512,6 +571,11 @@ impl LabSpec {
                 format!("{} is too small to boot (at least 64M)", self.vm.memory),
             );
         }
+        for name in &self.vm.kernel_config {
+            if let Err(m) = check_name(name) {
+                e("vm", None, "kernel_config", m);
+            }
+        }
         if !(1..=4).contains(&self.vm.numa_nodes) {
             e(
                 "vm",
@@ -621,7 +685,7 @@ impl LabSpec {
                     format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
                 );
             }
-            let needs_size = st.kind != StepKind::Sleep;
+            let needs_size = !st.in_agent();
             match (needs_size, st.size) {
                 (true, None) => e(
                     "step",
@@ -665,7 +729,31 @@ impl LabSpec {
                     "only anon steps take pageout".into(),
                 );
             }
-            if st.background && matches!(st.kind, StepKind::Sleep | StepKind::Reclaim) {
+            if st.kind == StepKind::Sysctl && st.set.is_empty() {
+                e(
+                    "step",
+                    Some(i),
+                    "set",
+                    "a sysctl step needs `set = { \"vm.x\" = \"v\" }`".into(),
+                );
+            }
+            if !st.set.is_empty() && st.kind != StepKind::Sysctl {
+                e(
+                    "step",
+                    Some(i),
+                    "set",
+                    "only sysctl steps take `set`".into(),
+                );
+            }
+            if st.numa_node.is_some_and(|n| n >= self.vm.numa_nodes) {
+                let m = format!(
+                    "node {} does not exist ([vm] numa_nodes = {})",
+                    st.numa_node.unwrap_or(0),
+                    self.vm.numa_nodes
+                );
+                e("step", Some(i), "numa_node", m);
+            }
+            if st.background && (st.in_agent() || st.kind == StepKind::Reclaim) {
                 let m = format!("a {} step cannot run in the background", st.kind.as_str());
                 e("step", Some(i), "background", m);
             }
@@ -791,6 +879,7 @@ mod tests {
                 timeout_secs: 60,
                 numa_nodes: 1,
                 mglru: None,
+                kernel_config: vec![],
             },
             cgroups: vec![Cgroup {
                 name: "W".into(),
@@ -809,6 +898,8 @@ mod tests {
                 pageout: false,
                 swappiness: None,
                 background: false,
+                numa_node: None,
+                set: BTreeMap::new(),
             }],
             observe: vec![],
             expect: vec![Expect {
@@ -817,6 +908,7 @@ mod tests {
                 delta: Some("== 1".to_string().try_into().unwrap()),
                 value: None,
                 exit: None,
+                present: None,
                 why: "the group is over its limit with nothing to reclaim".into(),
             }],
         }
@@ -890,6 +982,12 @@ mod tests {
         assert_eq!(c.eval(&v), Err("vmstat.pgscan_file".to_string()));
         v.insert("vmstat.pgscan_file".to_string(), 4);
         assert_eq!(c.eval(&v), Ok(7));
+        let d =
+            CounterExpr::try_from("vmstat.pgscan_anon - vmstat.pgscan_file".to_string()).unwrap();
+        assert_eq!(d.eval(&v), Ok(-1));
+        assert_eq!(d.to_string(), "vmstat.pgscan_anon - vmstat.pgscan_file");
+        let g = CounterExpr::try_from("my-group/memory.current".to_string()).unwrap();
+        assert_eq!(g.cgroups().collect::<Vec<_>>(), vec!["my-group"]);
         for bad in [
             "vmstat",
             "memory.stat.x",

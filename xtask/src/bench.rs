@@ -49,7 +49,8 @@ pub fn bench(lab: &LabDir, opts: &RunOptions, runs: usize) -> Result<Vec<Figure>
             .or_default()
             .push(d.as_secs_f64());
     };
-    let prepared = lab::prepare(opts, &mut Phases::default())?;
+    let spec = lab::load(&lab.spec_path())?;
+    let prepared = lab::prepare(opts, &spec.vm.kernel_config, &mut Phases::default())?;
     for i in 0..=runs {
         let floor = lab::floor(&prepared)?;
         let r = lab::execute(lab, opts)?;

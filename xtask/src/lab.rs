@@ -242,14 +242,14 @@ pub struct Prepared {
 }
 
 /// Set-up, kernel and agent, each timed into `phases`.
-pub fn prepare(opts: &RunOptions, phases: &mut Phases) -> Result<Prepared> {
+pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> Result<Prepared> {
     phases.time("setup", || {
         setup::ensure(opts.install, opts.kernel_src.is_none())
     })?;
     let accel = qemu::resolve_accel(opts.accel)?;
     let kernel = phases.time("kernel", || -> Result<kernel::Kernel> {
         let source = kernel::locate(opts.kernel_src.as_deref())?;
-        let fragments = kernel::fragments(&[])?;
+        let fragments = kernel::fragments(fragments)?;
         kernel::ensure(&source, &fragments, opts.rebuild_kernel)
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
@@ -309,7 +309,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let mut phases = Phases::default();
     let spec = load(&lab.spec_path())?;
     eprintln!("lab {}: {}", spec.id, spec.title);
-    let p = prepare(opts, &mut phases)?;
+    let p = prepare(opts, &spec.vm.kernel_config, &mut phases)?;
     let scratch = scratch(&spec.id)?;
     let initrd = scratch.path().join("initramfs.cpio");
     phases.time("initramfs", || -> Result<()> {

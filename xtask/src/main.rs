@@ -71,6 +71,9 @@ enum Command {
         /// Rebuild even if a cached kernel exists (e.g. after editing a local tree).
         #[arg(long)]
         rebuild: bool,
+        /// Extra config fragment from kernel-configs/ (without .config), as labs ask for them.
+        #[arg(long = "fragment", value_name = "NAME")]
+        fragments: Vec<String>,
     },
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
@@ -174,10 +177,14 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Kernel { src, rebuild } => {
+        Command::Kernel {
+            src,
+            rebuild,
+            fragments,
+        } => {
             setup::ensure(true, src.kernel_src.is_none())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::fragments(&[])?, rebuild)?;
+            let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
             eprintln!(
                 "kernel {} ({})",
                 k.key,

@@ -74,7 +74,7 @@ fn delta(
     after: &BTreeMap<String, u64>,
 ) -> Result<i64, String> {
     let (b, a) = (expr.eval(before)?, expr.eval(after)?);
-    Ok((i128::from(a) - i128::from(b)).clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+    Ok(a.saturating_sub(b))
 }
 
 /// Evaluates a (possibly incomplete) stream against the spec. Pure: no I/O.
@@ -189,6 +189,17 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
         };
         let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
         let verdict = match (&ex.counter, ex.delta, ex.value, &ex.exit) {
+            (Some(c), None, None, None) if ex.present.is_some() => {
+                let want = ex.present.unwrap_or(true);
+                let got = c.eval(after).is_ok();
+                let word = |p: bool| if p { "present" } else { "absent" };
+                Verdict {
+                    expect: ex.clone(),
+                    what: format!("{c} is {} [after {scope}]", word(want)),
+                    actual: word(got).into(),
+                    pass: got == want,
+                }
+            }
             (Some(c), Some(cond), _, _) => {
                 let what = format!("Δ {c} {cond} [{scope}]");
                 match delta(c, before, after) {

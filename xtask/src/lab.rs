@@ -407,7 +407,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
 /// Prints the explained report, the validity problems with the console tail, and the verdict.
 pub fn print(r: &RunResult) {
     if r.eval.samples > 0 {
-        print!("{}", report::render_terminal(&r.spec, &r.eval));
+        let text = report::render_terminal(&r.spec, &r.eval);
+        let _ = std::fs::write(r.kept.join("report.txt"), &text);
+        print!("{text}");
     }
     if !r.problems.is_empty() {
         println!("\nthe run is not valid:");

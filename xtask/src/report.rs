@@ -220,15 +220,12 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             (Some(c), None, Some(cond), _) => {
                 let what = format!("{c} {cond} [after {scope}]");
                 match c.eval(after) {
-                    Ok(v) => {
-                        let v = i64::try_from(v).unwrap_or(i64::MAX);
-                        Verdict {
-                            expect: ex.clone(),
-                            what,
-                            actual: v.to_string(),
-                            pass: cond.holds(v),
-                        }
-                    }
+                    Ok(v) => Verdict {
+                        expect: ex.clone(),
+                        what,
+                        actual: v.to_string(),
+                        pass: cond.holds(v),
+                    },
                     Err(t) => Verdict {
                         expect: ex.clone(),
                         what,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cache;
+mod check;
 mod disk;
 mod initramfs;
 mod kernel;
@@ -50,6 +51,32 @@ enum Command {
     },
     /// List the labs with their titles.
     List,
+    /// Run every lab (or some) on one or more kernels, for CI: summary table, JSON, JUnit XML.
+    ///
+    /// Exits non-zero if any lab failed or passed only sometimes (flaky).
+    Check {
+        /// Only these labs (ids, numbers or prefixes); repeatable. Default: the whole catalog.
+        #[arg(long = "lab", value_name = "LAB")]
+        labs: Vec<String>,
+        /// Kernel sources to check (trees or tarballs); repeatable. Default: Debian's 6.12 tarball.
+        #[arg(long = "kernel-src", value_name = "DIR|TARBALL")]
+        kernels: Vec<PathBuf>,
+        /// Run each lab N times; a lab that passes only sometimes is reported as flaky.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        repeat: usize,
+        /// Run only shard I of N (deterministic split of kernel x lab, for CI matrices).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<check::Shard>,
+        /// Where to write check.json and junit.xml.
+        #[arg(long, value_name = "DIR", default_value = "target/kernel-lab/check")]
+        out: PathBuf,
+        /// Accelerator (see `lab --help`).
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: qemu::Accel,
+        /// Never install packages; say what is missing instead.
+        #[arg(long)]
+        no_install: bool,
+    },
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
         /// The lab to time.
@@ -167,6 +194,48 @@ fn run(cli: Cli) -> Result<bool> {
                 print!("{}", bench::render(&found.id, runs, &figures));
             }
             Ok(true)
+        }
+        Command::Check {
+            labs,
+            kernels,
+            repeat,
+            shard,
+            out,
+            accel,
+            no_install,
+        } => {
+            let selected = check::select(&labs, &lab::catalog()?)?;
+            let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
+                vec![None]
+            } else {
+                kernels.into_iter().map(Some).collect()
+            };
+            let run = lab::RunOptions {
+                kernel_src: None,
+                accel,
+                rebuild_kernel: false,
+                install: !no_install,
+                timeout: None,
+            };
+            let opts = check::CheckOptions {
+                labs: selected,
+                kernels,
+                repeat: repeat.max(1),
+                shard,
+                run,
+            };
+            let started = std::time::Instant::now();
+            let entries = check::check(&opts)?;
+            print!("\n{}", check::render_table(&entries));
+            let (json, xml) = check::write_reports(&cache::project_root().join(&out), &entries)?;
+            println!(
+                "check: {} lab runs in {:.1}s; wrote {} and {}",
+                entries.iter().map(|e| e.runs).sum::<usize>(),
+                started.elapsed().as_secs_f64(),
+                json.display(),
+                xml.display()
+            );
+            Ok(entries.iter().all(|e| e.result == "passed"))
         }
         Command::List => {
             for l in lab::catalog()? {

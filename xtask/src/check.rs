@@ -1,0 +1,351 @@
+//! `cargo xtask check`: every lab (or a filter) on one or more kernels, repeated, sharded, with a
+//! summary table, a JSON summary and JUnit XML for CI systems.
+
+use crate::lab::{self, LabDir, RunOptions, RunResult};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// `I/N`: this machine runs shard I (1-based) of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?}: write I/N, e.g. 1/4"))?;
+        let (index, count) = (i.trim().parse::<usize>(), n.trim().parse::<usize>());
+        match (index, count) {
+            (Ok(index), Ok(count)) if count >= 1 && (1..=count).contains(&index) => {
+                Ok(Shard { index, count })
+            }
+            _ => Err(format!("shard {s:?}: I and N are numbers with 1 <= I <= N")),
+        }
+    }
+}
+
+/// The items of shard `shard`: item k (in the given order) belongs to shard k mod N + 1, so
+/// every item is in exactly one shard and shards differ in size by at most one.
+pub fn shard_items<T: Clone>(items: &[T], shard: Shard) -> Vec<T> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| k % shard.count + 1 == shard.index)
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+/// What one lab did on one kernel over its repeats.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub lab: String,
+    pub kernel: String,
+    pub runs: usize,
+    pub passed: usize,
+    /// passed (every run), flaky (some runs), failed (no run).
+    pub result: &'static str,
+    pub median_wall_secs: f64,
+    /// What failed, from the first failing run: expectations, snapshot, run problems.
+    pub failures: Vec<String>,
+}
+
+fn classify(runs: usize, passed: usize) -> &'static str {
+    match passed {
+        p if p == runs => "passed",
+        0 => "failed",
+        _ => "flaky",
+    }
+}
+
+/// Why a run did not pass, in one line each.
+pub fn failure_lines(r: &RunResult) -> Vec<String> {
+    let mut out: Vec<String> = r.problems.clone();
+    out.extend(
+        r.eval
+            .verdicts
+            .iter()
+            .filter(|v| !v.pass)
+            .map(|v| format!("expectation {} (got {})", v.what, v.actual)),
+    );
+    if r.snapshot_matched == Some(false) {
+        out.push(format!("snapshot {}.snap differs", r.spec.id));
+    }
+    out
+}
+
+pub struct CheckOptions {
+    pub labs: Vec<LabDir>,
+    pub kernels: Vec<Option<PathBuf>>,
+    pub repeat: usize,
+    pub shard: Option<Shard>,
+    pub run: RunOptions,
+}
+
+/// Runs the (sharded) matrix; returns one entry per (kernel, lab).
+pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
+    let mut items: Vec<(Option<PathBuf>, LabDir)> = Vec::new();
+    for k in &opts.kernels {
+        for l in &opts.labs {
+            items.push((k.clone(), l.clone()));
+        }
+    }
+    if let Some(shard) = opts.shard {
+        items = shard_items(&items, shard);
+    }
+    let mut entries = Vec::new();
+    for (kernel, lab) in items {
+        let run_opts = RunOptions {
+            kernel_src: kernel.clone(),
+            ..opts.run.clone()
+        };
+        let label = kernel
+            .as_ref()
+            .map(|p| kernel_label(p))
+            .unwrap_or_else(|| "default".into());
+        let mut passed = 0;
+        let mut walls = Vec::new();
+        let mut failures = Vec::new();
+        for i in 0..opts.repeat {
+            eprintln!(
+                "check: {} on {label}, run {}/{}",
+                lab.id,
+                i + 1,
+                opts.repeat
+            );
+            let r = lab::execute(&lab, &run_opts)?;
+            walls.push(r.total.as_secs_f64());
+            if r.passed() {
+                passed += 1;
+            } else {
+                if failures.is_empty() {
+                    failures = failure_lines(&r);
+                }
+                lab::print(&r);
+            }
+        }
+        let median = crate::bench::figure("wall", walls).median;
+        entries.push(Entry {
+            lab: lab.id.clone(),
+            kernel: label,
+            runs: opts.repeat,
+            passed,
+            result: classify(opts.repeat, passed),
+            median_wall_secs: median,
+            failures,
+        });
+    }
+    Ok(entries)
+}
+
+/// A short name for a kernel source: its version if it is a tree, else its file name.
+fn kernel_label(p: &Path) -> String {
+    crate::kernel::makefile_version(p).unwrap_or_else(|| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
+pub fn render_table(entries: &[Entry]) -> String {
+    let w = entries
+        .iter()
+        .map(|e| e.lab.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let kw = entries
+        .iter()
+        .map(|e| e.kernel.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<w$}  {:<kw$}  {:<7}  {:>6}  {:>8}\n",
+        "lab", "kernel", "result", "passed", "wall"
+    );
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<kw$}  {:<7}  {:>6}  {:>7.2}s",
+            e.lab,
+            e.kernel,
+            e.result,
+            format!("{}/{}", e.passed, e.runs),
+            e.median_wall_secs
+        );
+        for f in &e.failures {
+            let _ = writeln!(out, "    {f}");
+        }
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&apos;".into(),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => " ".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// JUnit XML: one testcase per (kernel, lab); a flaky or failed lab is a failure.
+pub fn junit(entries: &[Entry]) -> String {
+    let failures = entries.iter().filter(|e| e.result != "passed").count();
+    let time: f64 = entries
+        .iter()
+        .map(|e| e.median_wall_secs * e.runs as f64)
+        .sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"kernel-lab\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">",
+        entries.len()
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"kernel-lab\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">",
+        entries.len()
+    );
+    for e in entries {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"kernel-lab.{}\" name=\"{}\" time=\"{:.3}\"",
+            xml_escape(&e.kernel),
+            xml_escape(&e.lab),
+            e.median_wall_secs
+        );
+        if e.result == "passed" {
+            out.push_str("/>\n");
+        } else {
+            let msg = format!("{}: {}/{} runs passed", e.result, e.passed, e.runs);
+            let _ = writeln!(
+                out,
+                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                xml_escape(&msg),
+                xml_escape(&e.failures.join("\n"))
+            );
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// Writes check.json and junit.xml into `dir`; returns their paths.
+pub fn write_reports(dir: &Path, entries: &[Entry]) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("check.json");
+    let xml = dir.join("junit.xml");
+    std::fs::write(&json, serde_json::to_string_pretty(entries)?)?;
+    std::fs::write(&xml, junit(entries))?;
+    Ok((json, xml))
+}
+
+/// Resolves the `--lab` filters against the catalog (all labs when empty).
+pub fn select(filters: &[String], catalog: &[LabDir]) -> Result<Vec<LabDir>> {
+    if filters.is_empty() {
+        return Ok(catalog.to_vec());
+    }
+    let labs = filters
+        .iter()
+        .map(|f| lab::resolve(f, catalog))
+        .collect::<Result<Vec<_>>>()?;
+    if labs.is_empty() {
+        bail!("no lab selected");
+    }
+    Ok(labs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_items() {
+        let items: Vec<usize> = (0..13).collect();
+        for n in 1..=5 {
+            let mut seen: Vec<usize> = (1..=n)
+                .flat_map(|i| shard_items(&items, Shard { index: i, count: n }))
+                .collect();
+            seen.sort();
+            assert_eq!(
+                seen, items,
+                "with {n} shards every item must be in exactly one"
+            );
+            let sizes: Vec<usize> = (1..=n)
+                .map(|i| shard_items(&items, Shard { index: i, count: n }).len())
+                .collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        for bad in ["0/4", "5/4", "x/2", "3", "1/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+
+    fn entry(lab: &str, passed: usize) -> Entry {
+        Entry {
+            lab: lab.into(),
+            kernel: "6.12.117".into(),
+            runs: 3,
+            passed,
+            result: classify(3, passed),
+            median_wall_secs: 2.5,
+            failures: if passed == 3 {
+                vec![]
+            } else {
+                vec!["expectation Δ vmstat.x > 0 [step <a>] (got 0) & \"q\"".into()]
+            },
+        }
+    }
+
+    #[test]
+    fn flaky_is_not_passed() {
+        assert_eq!(classify(3, 3), "passed");
+        assert_eq!(classify(3, 2), "flaky");
+        assert_eq!(classify(3, 0), "failed");
+    }
+
+    #[test]
+    fn junit_is_well_formed_and_counts_failures() {
+        let xml = junit(&[entry("1-a", 3), entry("2-b", 1), entry("3-c", 0)]);
+        assert!(xml.contains("tests=\"3\" failures=\"2\""), "{xml}");
+        assert!(
+            xml.contains(
+                "<testcase classname=\"kernel-lab.6.12.117\" name=\"1-a\" time=\"2.500\"/>"
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("<failure message=\"flaky: 1/3 runs passed\">expectation Δ vmstat.x &gt; 0 [step &lt;a&gt;] (got 0) &amp; &quot;q&quot;</failure>"), "{xml}");
+        // Balanced tags: every opened testcase with a failure is closed.
+        assert_eq!(xml.matches("<testcase").count(), 3);
+        assert_eq!(xml.matches("</testcase>").count(), 2);
+        assert!(xml.trim_end().ends_with("</testsuites>"));
+    }
+
+    #[test]
+    fn json_summary_round_trips() {
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&[entry("1-a", 3)]).unwrap()).unwrap();
+        assert_eq!(v[0]["result"], "passed");
+        assert_eq!(v[0]["passed"], 3);
+    }
+}

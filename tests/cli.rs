@@ -63,3 +63,72 @@ fn help_teaches() {
         assert!(out.contains(word), "lab --help lacks {word}: {out}");
     }
 }
+
+fn xtask_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running xtask")
+}
+
+#[test]
+fn missing_tools_name_the_install_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_str().unwrap();
+    let o = xtask_env(&["lab", "2", "--no-install"], &[("PATH", path)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("missing: qemu-system-x86_64"), "{out}");
+    assert!(
+        out.contains("apt-get install --no-install-recommends qemu-system-x86"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_kernel_source_is_named() {
+    let o = xtask_env(
+        &["lab", "2", "--no-install"],
+        &[("KERNEL_LAB_SRC", "/nonexistent/linux")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("kernel source /nonexistent/linux (from KERNEL_LAB_SRC) cannot be read"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn an_unwritable_cache_is_named() {
+    let o = xtask_env(
+        &["lab", "2", "--no-install"],
+        &[("KERNEL_LAB_CACHE", "/proc/kernel-lab-cache")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot create the cache directory /proc/kernel-lab-cache"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn toml_syntax_errors_name_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("broken");
+    std::fs::create_dir(&lab).unwrap();
+    std::fs::write(
+        lab.join("lab.toml"),
+        "id = \"broken\"\ntitle = \"x\"\n[vm]\nmemory = \"256M\"\ncpus = \"two\"\n",
+    )
+    .unwrap();
+    let o = xtask(&["lab", lab.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("broken/lab.toml:5:8:"), "{out}");
+    assert!(out.contains("invalid type"), "{out}");
+}

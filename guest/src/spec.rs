@@ -814,7 +814,7 @@ impl LabSpec {
             }
             match (
                 &ex.counter,
-                ex.delta.is_some() || ex.value.is_some(),
+                ex.delta.is_some() || ex.value.is_some() || ex.present.is_some(),
                 &ex.exit,
             ) {
                 (Some(_), true, None) => {}

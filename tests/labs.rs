@@ -15,6 +15,7 @@ const LABS: &[&str] = &[
     "5-proactive",
     "6-kswapd-per-node",
     "7-watermarks",
+    "8-swappiness-v1-v2",
     "9-anon-file-tmpfs",
     "10-dirty-writeback",
     "11-mglru-vs-classic",
@@ -82,6 +83,11 @@ fn lab_6_kswapd_per_node() {
 #[test]
 fn lab_7_watermarks() {
     assert_lab_passes("7-watermarks");
+}
+
+#[test]
+fn lab_8_swappiness_v1_v2() {
+    assert_lab_passes("8-swappiness-v1-v2");
 }
 
 #[test]

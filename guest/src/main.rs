@@ -118,11 +118,11 @@ fn agent(out: &mut Emitter) -> Result<()> {
     });
     let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
-    setup(&spec)?;
+    let probe = setup(&spec)?;
     out.send(Event::Ready);
     out.send(Event::Sample {
         label: "start".into(),
-        values: sample(&spec),
+        values: sample(&spec, &probe),
     });
     let mut holders = Vec::new();
     for step in &spec.steps {
@@ -130,7 +130,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(&spec, step, &mut holders) {
+        match run_step(step, &mut holders) {
             Ok((exit, stderr)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
@@ -141,7 +141,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
         }
         out.send(Event::Sample {
             label: format!("after:{}", step.name()),
-            values: sample(&spec),
+            values: sample(&spec, &probe),
         });
     }
     for mut h in holders {
@@ -151,7 +151,8 @@ fn agent(out: &mut Emitter) -> Result<()> {
     Ok(())
 }
 
-fn setup(spec: &LabSpec) -> Result<()> {
+/// Mounts, sysctls, swap, disks and cgroups; returns the v1 probe's counters (if asked for).
+fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     for dir in ["/proc", "/sys", DATA] {
         let _ = fs::create_dir_all(dir);
     }
@@ -178,7 +179,19 @@ fn setup(spec: &LabSpec) -> Result<()> {
     if let Some(on) = spec.vm.mglru {
         write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
     }
-    write(&format!("{CGROOT}/cgroup.subtree_control"), "+memory")?;
+    let probe = if spec.vm.cgroup_v1_probe {
+        cgroup_v1_probe()?
+    } else {
+        BTreeMap::new()
+    };
+    // After a v1 probe the controller returns to v2 once the v1 root is destroyed (RCU): retry.
+    let started = Instant::now();
+    while let Err(e) = write(&format!("{CGROOT}/cgroup.subtree_control"), "+memory") {
+        if !spec.vm.cgroup_v1_probe || started.elapsed() > Duration::from_secs(5) {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for cg in &spec.cgroups {
         let dir = format!("{CGROOT}/{}", cg.name);
         fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
@@ -196,7 +209,7 @@ fn setup(spec: &LabSpec) -> Result<()> {
             write(&format!("{dir}/memory.oom.group"), "1")?;
         }
     }
-    Ok(())
+    Ok(probe)
 }
 
 /// The ext4 data disk (/dev/vda); QEMU attaches it with snapshot=on, so writes never persist.
@@ -229,11 +242,7 @@ fn zram_swap(size: u64) -> Result<()> {
 }
 
 /// Runs one step; workloads run in a child process and their ending is the result.
-fn run_step(
-    spec: &LabSpec,
-    step: &Step,
-    holders: &mut Vec<std::process::Child>,
-) -> Result<(Exit, String)> {
+fn run_step(step: &Step, holders: &mut Vec<std::process::Child>) -> Result<(Exit, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new()));
     match step.kind {
         StepKind::Sleep => {
@@ -244,14 +253,6 @@ fn run_step(
             for (key, value) in &step.set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
-            return done;
-        }
-        StepKind::CgroupV1 => {
-            for mut h in holders.drain(..) {
-                let _ = h.kill();
-                let _ = h.wait();
-            }
-            cgroup_v1(spec)?;
             return done;
         }
         _ => {}
@@ -339,18 +340,13 @@ fn work(step: &Step, size: usize) -> Result<()> {
             }
             write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
         }
-        StepKind::Sleep | StepKind::Sysctl | StepKind::CgroupV1 => Ok(()),
+        StepKind::Sleep | StepKind::Sysctl => Ok(()),
     }
 }
 
-/// Hands the memory controller from cgroup v2 to a v1 hierarchy at /cgroup-v1 with a group V:
-/// a controller can be bound to one hierarchy only, so the v2 groups go first.
-fn cgroup_v1(spec: &LabSpec) -> Result<()> {
-    for cg in &spec.cgroups {
-        fs::remove_dir(format!("{CGROOT}/{}", cg.name))
-            .map_err(|e| format!("removing cgroup {}: {e}", cg.name))?;
-    }
-    write(&format!("{CGROOT}/cgroup.subtree_control"), "-memory")?;
+/// Mounts the v1 memory controller, reads its root group's files, and unmounts it again so
+/// that cgroup v2 can take the controller: `v1.memory.swappiness`, `v1.memory.stat.<key>` ...
+fn cgroup_v1_probe() -> Result<BTreeMap<String, u64>> {
     let _ = fs::create_dir_all(V1ROOT);
     let (s, d, t, o) = (
         CString::new("cgroup").unwrap(),
@@ -365,7 +361,27 @@ fn cgroup_v1(spec: &LabSpec) -> Result<()> {
             errno()
         ));
     }
-    fs::create_dir(format!("{V1ROOT}/V")).map_err(|e| format!("creating v1 group V: {e}"))
+    // Read the v1 root's files: a child group would outlive the umount as a dying memcg and
+    // keep the hierarchy (and so the controller) from returning to v2.
+    let group = V1ROOT;
+    let mut v = BTreeMap::new();
+    let files = read(&format!("{group}/memory.stat")).and_then(|t| parse_key_values(&t).ok());
+    for (k, n) in files.into_iter().flatten() {
+        v.insert(format!("v1.memory.stat.{k}"), n);
+    }
+    for file in [
+        "memory.swappiness",
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+    ] {
+        if let Some(n) = read(&format!("{group}/{file}")).and_then(|t| parse_single(&t).ok()) {
+            v.insert(format!("v1.{file}"), n);
+        }
+    }
+    if unsafe { libc::umount(d.as_ptr()) } != 0 {
+        return Err(format!("unmounting the v1 hierarchy: {}", errno()));
+    }
+    Ok(v)
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
@@ -433,7 +449,7 @@ fn read_file(path: &str, size: usize) -> Result<()> {
 
 /// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
 /// the sample, so an expectation on it is reported as "not reported by this kernel".
-fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
+fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
@@ -446,7 +462,7 @@ fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
             .and_then(|t| parse_single(&t).ok())
             .map(|n| vec![(String::new(), n)])
     };
-    let mut v = BTreeMap::new();
+    let mut v = probe.clone();
     add(&mut v, "vmstat.", kv("/proc/vmstat"));
     add(
         &mut v,
@@ -467,17 +483,6 @@ fn sample(spec: &LabSpec) -> BTreeMap<String, u64> {
         "lru_gen.enabled",
         lru_gen.map(|n| vec![(String::new(), n)]),
     );
-    let v1 = format!("{V1ROOT}/V");
-    if fs::metadata(&v1).is_ok() {
-        add(&mut v, "v1.memory.stat.", kv(&format!("{v1}/memory.stat")));
-        for file in [
-            "memory.swappiness",
-            "memory.limit_in_bytes",
-            "memory.usage_in_bytes",
-        ] {
-            add(&mut v, &format!("v1.{file}"), one(&format!("{v1}/{file}")));
-        }
-    }
     for cg in &spec.cgroups {
         let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
         add(

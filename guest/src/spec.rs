@@ -53,6 +53,11 @@ pub struct Vm {
     /// fragments is built and cached as its own kernel.
     #[serde(default)]
     pub kernel_config: Vec<String>,
+    /// Before cgroup v2 is set up, mount the v1 memory controller (needs CONFIG_MEMCG_V1),
+    /// record the v1 root group's files as `v1.*` counters, and hand the controller back to v2.
+    /// (A controller serves one hierarchy at a time, and cannot leave v2 once v2 groups used it.)
+    #[serde(default)]
+    pub cgroup_v1_probe: bool,
 }
 
 fn default_nodes() -> u32 {
@@ -149,9 +154,6 @@ pub enum StepKind {
     Reclaim,
     /// Write sysctls (`set`) in the middle of a lab.
     Sysctl,
-    /// Move the memory controller from cgroup v2 to a v1 hierarchy (needs CONFIG_MEMCG_V1):
-    /// removes the v2 groups, mounts v1 at /sys/fs/cgroup-v1 and creates group `V` there.
-    CgroupV1,
     /// Wait; lets kswapd and the lazy stat flush catch up.
     Sleep,
 }
@@ -165,7 +167,6 @@ impl StepKind {
             StepKind::TmpfsFill => "tmpfs-fill",
             StepKind::Reclaim => "reclaim",
             StepKind::Sysctl => "sysctl",
-            StepKind::CgroupV1 => "cgroup-v1",
             StepKind::Sleep => "sleep",
         }
     }
@@ -183,10 +184,7 @@ impl Step {
 
     /// Steps the agent does itself, without a workload process.
     pub fn in_agent(&self) -> bool {
-        matches!(
-            self.kind,
-            StepKind::Sleep | StepKind::Sysctl | StepKind::CgroupV1
-        )
+        matches!(self.kind, StepKind::Sleep | StepKind::Sysctl)
     }
 
     /// The data-disk (read-file, write-file) or tmpfs (tmpfs-fill) file the step uses.
@@ -880,6 +878,7 @@ mod tests {
                 numa_nodes: 1,
                 mglru: None,
                 kernel_config: vec![],
+                cgroup_v1_probe: false,
             },
             cgroups: vec![Cgroup {
                 name: "W".into(),

@@ -105,17 +105,16 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             Event::StepStart { .. } => {}
         }
     }
-    // Observed counters: the spec's list, then every expectation's counter not yet in it.
-    let mut observe: Vec<(CounterExpr, ClassRule)> = spec
-        .observe
-        .iter()
-        .map(|o| (o.counter.clone(), o.class))
-        .collect();
+    // Observed counters: the spec's list at every step, then each expectation's counter not in
+    // that list, at the expectation's own step only (at every step for a whole-run one): facts
+    // nobody asked about at other steps stay out of the snapshot.
+    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>)> =
+        spec.observe.iter().map(|o| (o.counter.clone(), o.class, None)).collect();
     for ex in &spec.expect {
         if let Some(c) = &ex.counter
-            && !observe.iter().any(|(o, _)| o == c)
+            && !observe.iter().any(|(o, _, at)| o == c && (at.is_none() || *at == ex.step))
         {
-            observe.push((c.clone(), ClassRule::Sign));
+            observe.push((c.clone(), ClassRule::Sign, ex.step.clone()));
         }
     }
     let empty = BTreeMap::new();
@@ -138,7 +137,8 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
         let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
         let observed = observe
             .iter()
-            .map(|(c, rule)| Observed {
+            .filter(|(_, _, at)| at.as_deref().is_none_or(|at| at == step.name()))
+            .map(|(c, rule, _)| Observed {
                 counter: c.clone(),
                 rule: *rule,
                 delta: delta(c, before, after),

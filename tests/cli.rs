@@ -132,3 +132,40 @@ fn toml_syntax_errors_name_line_and_column() {
     assert!(out.contains("broken/lab.toml:5:8:"), "{out}");
     assert!(out.contains("invalid type"), "{out}");
 }
+
+#[test]
+fn bad_set_values_are_rejected_before_boot() {
+    for (set, want) in [
+        (
+            "colour=red",
+            "no such variable (this lab has: anon_size, memory_max, read_size, swap)",
+        ),
+        (
+            "memory_max=lots",
+            "size \"lots\" does not start with a number",
+        ),
+        (
+            "memory_max=1G",
+            "field `memory_max`: 1G is more than the guest's RAM (256M)",
+        ),
+        ("memory_max", "write name=value"),
+    ] {
+        let o = xtask(&["lab", "2", "--set", set]);
+        assert_eq!(o.status.code(), Some(2), "--set {set}: {}", text(&o));
+        let out = text(&o);
+        assert!(out.contains(want), "--set {set}: {out}");
+        assert!(!out.contains("booting"), "--set {set} booted: {out}");
+    }
+}
+
+#[test]
+fn vars_lists_the_knobs() {
+    let o = xtask(&["lab", "2", "--vars"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("memory_max     32M      W's memory.max"),
+        "{out}"
+    );
+    assert!(out.contains("swap           off"), "{out}");
+}

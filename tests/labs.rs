@@ -143,3 +143,211 @@ fn every_lab_has_a_vm_test() {
         "add a #[test] for each lab in tests/labs.rs and list it in LABS"
     );
 }
+
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("running xtask lab --json");
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("--json is not JSON ({e}):\n{}", text(&o)))
+}
+
+/// The delta of `counter` in step `step` of a `--json` result.
+fn delta(v: &serde_json::Value, step: &str, counter: &str) -> i64 {
+    let s = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == step)
+        .unwrap_or_else(|| panic!("no step {step}"));
+    let o = s["observed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["counter"] == counter)
+        .unwrap_or_else(|| panic!("{counter} not observed"));
+    o["delta"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{counter}: {o}"))
+}
+
+#[test]
+fn set_changes_the_vm_and_the_facts() {
+    // Anonymous memory instead of page cache, no swap: W's task is OOM-killed.
+    let v = run_json(&[
+        "lab",
+        "2",
+        "--set",
+        "read_size=0",
+        "--set",
+        "anon_size=64M",
+        "--json",
+    ]);
+    assert_eq!(v["variant"]["skipped_steps"][0], "read", "{}", v["variant"]);
+    let anon = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "anon")
+        .unwrap();
+    assert_eq!(anon["exit"], "killed by SIGKILL", "{anon}");
+    assert_eq!(delta(&v, "anon", "W/memory.events.oom_kill"), 1);
+    assert!(
+        v["snapshot"]["diff_from_default"]
+            .as_str()
+            .unwrap()
+            .contains("+ step anon (anon 64M in W): killed by SIGKILL")
+    );
+    // The timeline of raw samples is there for notebooks.
+    let samples = v["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["event"]["type"] == "sample")
+        .count();
+    assert!(samples >= 2, "{samples} samples");
+    // With zram swap the same workload survives and swaps.
+    let v = run_json(&[
+        "lab",
+        "2",
+        "--set",
+        "read_size=0",
+        "--set",
+        "anon_size=64M",
+        "--set",
+        "swap=128M",
+        "--json",
+    ]);
+    let anon = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "anon")
+        .unwrap();
+    assert_eq!(anon["exit"], "exited 0", "{anon}");
+    assert_eq!(delta(&v, "anon", "W/memory.events.oom_kill"), 0);
+}
+
+#[test]
+fn a_guest_kernel_panic_is_reported_not_passed() {
+    let o = run_lab("tests/labs/kernel-panic");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("the run is not valid"), "{out}");
+    assert!(out.contains("result stream incomplete"), "{out}");
+    assert!(
+        out.contains("Kernel panic - not syncing"),
+        "the console tail must show the panic: {out}"
+    );
+    assert!(out.contains("kernel-panic: FAIL"), "{out}");
+}
+
+#[test]
+fn a_hung_guest_is_killed_at_the_timeout() {
+    let started = std::time::Instant::now();
+    let o = run_lab("tests/labs/hang");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.contains("did not finish within 8s and QEMU was killed"),
+        "{out}"
+    );
+    assert!(out.contains("last seen: step-start forever"), "{out}");
+    assert!(out.contains("hang: FAIL"), "{out}");
+}
+
+#[test]
+fn two_runs_of_the_same_lab_at_once_both_pass() {
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["lab", "tests/labs/wrong-expectation"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        // Each run is complete and judged on its own: the false expectation fails, nothing else.
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(
+            out.contains("snapshot wrong-expectation.snap: matches"),
+            "{out}"
+        );
+        assert!(!out.contains("not valid"), "{out}");
+    }
+}
+
+#[test]
+fn sigterm_stops_qemu_and_cleans_up() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["lab", "tests/labs/hang"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("step forever") {
+        line.clear();
+    }
+    assert!(
+        line.contains("step forever"),
+        "the guest never started its step"
+    );
+    let pid = child.id() as i32;
+    let scratch = qemu_scratch_dirs(pid);
+    assert!(!scratch.is_empty(), "no QEMU of ours was running");
+    unsafe { libc_kill(pid, 15) };
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(rest.contains("interrupted"), "{rest}");
+    for dir in scratch {
+        assert!(
+            !std::path::Path::new(&dir).exists(),
+            "{dir} was left behind"
+        );
+    }
+    assert!(qemu_scratch_dirs(pid).is_empty(), "QEMU is still running");
+}
+
+/// The scratch directories (TMPDIR) of QEMU processes whose parent is `parent`.
+fn qemu_scratch_dirs(parent: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid: i32 = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if ppid == parent && comm.starts_with("qemu-system") {
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            for var in env.split(|b| *b == 0) {
+                if let Some(dir) = var.strip_prefix(b"TMPDIR=") {
+                    out.push(String::from_utf8_lossy(dir).into_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

@@ -3,7 +3,7 @@
 
 use crate::cache;
 use crate::progress::{self, Phases};
-use crate::{disk, initramfs, kernel, qemu, report, setup};
+use crate::{disk, initramfs, kernel, qemu, report, setup, vars};
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, decode_stream};
 use guest::spec::{LabSpec, SpecError};
@@ -127,30 +127,65 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Parses and validates a lab.toml; errors name the file, the line and the field.
 pub fn load(path: &Path) -> Result<LabSpec> {
+    Ok(load_with(path, &[])?.spec)
+}
+
+/// A spec as loaded with its variables resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub spec: LabSpec,
+    pub vars: Vec<vars::Var>,
+    /// The `--set` values given.
+    pub sets: std::collections::BTreeMap<String, String>,
+    /// Steps left out because their size resolved to 0.
+    pub skipped: Vec<String>,
+}
+
+/// [`load`] with `--set name=value` overrides of the lab's `[vars]`.
+pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_spec(&text, &path.display().to_string())
+    parse_full(&text, &path.display().to_string(), sets)
 }
 
 /// [`load`] on text; `origin` names the file in errors.
+#[cfg(test)]
 pub fn parse_spec(text: &str, origin: &str) -> Result<LabSpec> {
-    let spec: LabSpec = toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    Ok(parse_full(text, origin, &[])?.spec)
+}
+
+fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
+    let (declared, text) = vars::extract(text, origin)?;
+    let sets = vars::parse_sets(sets, &declared)?;
+    let text = vars::substitute(&text, &declared, &sets, origin)?;
+    let mut spec: LabSpec = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
         anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
     })?;
+    let skipped = vars::switch_off_zeroes(&mut spec);
     let errs = spec.validate();
     if !errs.is_empty() {
         let lines: Vec<String> = errs
             .iter()
-            .map(|e| format!("{origin}:{}: {e}", locate(text, e)))
+            .map(|e| format!("{origin}:{}: {e}", locate(&text, e)))
             .collect();
+        let hint = if sets.is_empty() {
+            ""
+        } else {
+            " (with the --set values given)"
+        };
         bail!(
-            "{} problem(s) in the lab spec:\n  {}",
+            "{} problem(s) in the lab spec{hint}:\n  {}",
             errs.len(),
             lines.join("\n  ")
         );
     }
-    Ok(spec)
+    Ok(Loaded {
+        spec,
+        vars: declared,
+        sets,
+        skipped,
+    })
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -210,6 +245,9 @@ pub struct RunOptions {
     pub rebuild_kernel: bool,
     pub install: bool,
     pub timeout: Option<u64>,
+    /// `--set name=value`: run a variant of the lab; its facts are compared with the default
+    /// snapshot as a diff, not as a pass/fail.
+    pub sets: Vec<String>,
 }
 
 /// Everything one run produced.
@@ -219,18 +257,33 @@ pub struct RunResult {
     pub eval: report::Evaluation,
     /// Why the run itself is not valid (timeout, QEMU failure, incomplete stream, agent errors).
     pub problems: Vec<String>,
-    /// `None` when the run was not valid enough to compare.
+    /// `None` when the run was not valid enough to compare, or is a `--set` variant.
     pub snapshot_matched: Option<bool>,
+    /// For a `--set` variant: the values set and the steps left out.
+    pub variant: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
+    /// For a `--set` variant: how its facts differ from the default snapshot.
+    pub variant_diff: Option<String>,
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
     /// target/kernel-lab/last/<id>/: console.log and results.jsonl of this run.
     pub kept: PathBuf,
+    /// Every frame the agent sent (samples included).
+    pub frames: Vec<guest::event::Frame>,
 }
 
 impl RunResult {
+    /// A default run passes when every expectation holds and the snapshot matches; a `--set`
+    /// variant when it ran to the end (its facts may rightly differ).
     pub fn passed(&self) -> bool {
-        self.problems.is_empty() && self.eval.passed() && self.snapshot_matched == Some(true)
+        match self.variant {
+            Some(_) => self.problems.is_empty(),
+            None => {
+                self.problems.is_empty()
+                    && self.eval.passed()
+                    && self.snapshot_matched == Some(true)
+            }
+        }
     }
 }
 
@@ -307,7 +360,8 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();
     let mut phases = Phases::default();
-    let spec = load(&lab.spec_path())?;
+    let loaded = load_with(&lab.spec_path(), &opts.sets)?;
+    let spec = loaded.spec.clone();
     eprintln!("lab {}: {}", spec.id, spec.title);
     let p = prepare(opts, &spec.vm.kernel_config, &mut phases)?;
     let scratch = scratch(&spec.id)?;
@@ -373,34 +427,110 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
     let kept = keep_artifacts(&spec.id, &console_log, &results)?;
     let mut problems = Vec::new();
+    let last_seen = match stream.frames.last() {
+        Some(f) => format!(
+            "last seen: {} at {:.2}s guest uptime",
+            describe(&f.event),
+            f.t_ms as f64 / 1000.0
+        ),
+        None => "nothing arrived from the agent".into(),
+    };
     match outcome.status {
         None => problems.push(format!(
-            "the guest did not finish within {}s and QEMU was killed",
+            "the guest did not finish within {}s and QEMU was killed; {last_seen}",
             timeout.as_secs()
         )),
         Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
         Some(_) => {}
     }
     if let Some(problem) = &stream.problem {
-        problems.push(format!("result stream incomplete: {problem}"));
+        let seen = if outcome.status.is_none() {
+            String::new()
+        } else {
+            format!("; {last_seen}")
+        };
+        problems.push(format!("result stream incomplete: {problem}{seen}"));
     }
     let report_started = Instant::now();
     let eval = report::evaluate(&spec, &stream);
     problems.extend(eval.problems.iter().cloned());
-    let snapshot_matched = problems.is_empty().then(|| {
-        let snapshot = report::render_snapshot(&spec, &eval);
-        report::check_snapshot(&lab.dir.join("snapshots"), &spec.id, &snapshot)
-    });
+    let snapshot = report::render_snapshot(&spec, &eval);
+    let snapshot_dir = lab.dir.join("snapshots");
+    let (snapshot_matched, variant_diff) = match (problems.is_empty(), loaded.sets.is_empty()) {
+        (false, _) => (None, None),
+        (true, true) => (
+            Some(report::check_snapshot(&snapshot_dir, &spec.id, &snapshot)),
+            None,
+        ),
+        (true, false) => {
+            let default = report::read_snapshot(&snapshot_dir, &spec.id).unwrap_or_default();
+            (None, Some(report::line_diff(&default, &snapshot)))
+        }
+    };
     phases.add("report", report_started.elapsed());
     Ok(RunResult {
+        frames: stream.frames.clone(),
         spec,
         eval,
         problems,
+        variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
+        variant_diff,
         snapshot_matched,
         phases,
         total: total.elapsed(),
         kernel_built: p.kernel.built,
         kept,
+    })
+}
+
+/// The whole result for notebooks and tools (`--json`); the schema is documented in README.md.
+pub fn to_json(r: &RunResult) -> serde_json::Value {
+    use serde_json::json;
+    let steps: Vec<_> = r
+        .eval
+        .steps
+        .iter()
+        .map(|s| {
+            let observed: Vec<_> = s
+                .observed
+                .iter()
+                .map(|o| match &o.delta {
+                    Ok(d) => json!({"counter": o.counter.to_string(), "delta": d, "class": report::class(o.rule, *d)}),
+                    Err(t) => json!({"counter": o.counter.to_string(), "delta": null, "missing": t}),
+                })
+                .collect();
+            json!({"name": s.name, "describe": s.describe, "exit": s.exit.map(|e| e.to_string()),
+                   "wall_ms": s.wall_ms, "stderr": s.stderr, "observed": observed})
+        })
+        .collect();
+    let expectations: Vec<_> = r
+        .eval
+        .verdicts
+        .iter()
+        .map(|v| json!({"what": v.what, "actual": v.actual, "pass": v.pass, "why": v.expect.why}))
+        .collect();
+    let phases: serde_json::Map<String, serde_json::Value> = r
+        .phases
+        .list
+        .iter()
+        .map(|(n, d)| (n.clone(), json!(d.as_secs_f64())))
+        .collect();
+    json!({
+        "schema": "kernel-lab/result/1",
+        "lab": r.spec.id,
+        "title": r.spec.title,
+        "kernel": r.eval.kernel,
+        "passed": r.passed(),
+        "variant": r.variant.as_ref().map(|(sets, skipped)| json!({"set": sets, "skipped_steps": skipped})),
+        "problems": r.problems,
+        "steps": steps,
+        "expectations": expectations,
+        "snapshot": {"matched": r.snapshot_matched, "diff_from_default": r.variant_diff},
+        "phases_secs": phases,
+        "total_secs": r.total.as_secs_f64(),
+        "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
+        "spec": r.spec,
+        "frames": r.frames,
     })
 }
 
@@ -422,6 +552,21 @@ pub fn print(r: &RunResult) {
             console.display(),
             progress::tail(&console, 25)
         );
+    }
+    if let (Some((sets, skipped)), Some(diff)) = (&r.variant, &r.variant_diff) {
+        let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "\nvariant {}: facts compared with the lab's default snapshot",
+            sets.join(" ")
+        );
+        if !skipped.is_empty() {
+            println!("  steps left out (size 0): {}", skipped.join(", "));
+        }
+        if diff.is_empty() {
+            println!("  (no difference: the same facts as the default run)");
+        } else {
+            print!("{diff}");
+        }
     }
     if let Some(matched) = r.snapshot_matched {
         let id = &r.spec.id;
@@ -457,11 +602,27 @@ pub fn print(r: &RunResult) {
         },
         r.kept.display()
     );
-    println!(
-        "{}: {}",
-        r.spec.id,
-        if r.passed() { "PASS" } else { "FAIL" }
-    );
+    match (&r.variant, r.passed()) {
+        (Some(_), true) => println!(
+            "{}: variant ran to the end (facts above; not judged)",
+            r.spec.id
+        ),
+        (Some(_), false) => println!("{}: variant did not run to the end", r.spec.id),
+        (None, passed) => println!("{}: {}", r.spec.id, if passed { "PASS" } else { "FAIL" }),
+    }
+}
+
+/// One event in a few words, for "last seen".
+fn describe(e: &Event) -> String {
+    match e {
+        Event::Hello { .. } => "hello".into(),
+        Event::Ready => "ready".into(),
+        Event::Sample { label, .. } => format!("sample {label}"),
+        Event::StepStart { step } => format!("step-start {step}"),
+        Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
+        Event::Error { context, message } => format!("error {context}: {message}"),
+        Event::End { .. } => "end".into(),
+    }
 }
 
 /// Copies the console log and result stream to target/kernel-lab/last/<id>/ for later reading.

@@ -11,6 +11,7 @@ mod progress;
 mod qemu;
 mod report;
 mod setup;
+mod vars;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +47,17 @@ enum Command {
         /// Run it N times and report how many runs passed (a flaky lab is a failing lab).
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
+        /// Change one of the lab's variables for this run (see --vars), e.g. --set memory_max=128M.
+        /// The report then shows how the facts differ from the lab's default snapshot.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// List the lab's variables (its knobs) with their meaning and default, and exit.
+        #[arg(long)]
+        vars: bool,
+        /// Print the whole result as JSON (spec, every sample, steps, facts, verdicts, phases)
+        /// instead of the report.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         opts: RunArgs,
     },
@@ -139,6 +151,7 @@ impl From<RunArgs> for lab::RunOptions {
             rebuild_kernel: a.rebuild_kernel,
             install: !a.no_install,
             timeout: a.timeout,
+            sets: vec![],
         }
     }
 }
@@ -157,9 +170,27 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Lab { lab, repeat, opts } => {
+        Command::Lab {
+            lab,
+            repeat,
+            sets,
+            vars,
+            json,
+            opts,
+        } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let opts = opts.into();
+            if vars {
+                let loaded = lab::load_with(&found.spec_path(), &[])?;
+                if loaded.vars.is_empty() {
+                    println!("{} has no variables", found.id);
+                }
+                for v in &loaded.vars {
+                    println!("{:<14} {:<8} {}", v.name, v.default, v.help);
+                }
+                return Ok(true);
+            }
+            let mut opts: lab::RunOptions = opts.into();
+            opts.sets = sets;
             let mut passed = 0;
             let mut walls = Vec::new();
             for i in 0..repeat.max(1) {
@@ -167,7 +198,11 @@ fn run(cli: Cli) -> Result<bool> {
                     eprintln!("run {}/{repeat}", i + 1);
                 }
                 let result = lab::execute(&found, &opts)?;
-                lab::print(&result);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&lab::to_json(&result))?);
+                } else {
+                    lab::print(&result);
+                }
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
@@ -216,6 +251,7 @@ fn run(cli: Cli) -> Result<bool> {
                 rebuild_kernel: false,
                 install: !no_install,
                 timeout: None,
+                sets: vec![],
             };
             let opts = check::CheckOptions {
                 labs: selected,

@@ -108,11 +108,16 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
     // Observed counters: the spec's list at every step, then each expectation's counter not in
     // that list, at the expectation's own step only (at every step for a whole-run one): facts
     // nobody asked about at other steps stay out of the snapshot.
-    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>)> =
-        spec.observe.iter().map(|o| (o.counter.clone(), o.class, None)).collect();
+    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>)> = spec
+        .observe
+        .iter()
+        .map(|o| (o.counter.clone(), o.class, None))
+        .collect();
     for ex in &spec.expect {
         if let Some(c) = &ex.counter
-            && !observe.iter().any(|(o, _, at)| o == c && (at.is_none() || *at == ex.step))
+            && !observe
+                .iter()
+                .any(|(o, _, at)| o == c && (at.is_none() || *at == ex.step))
         {
             observe.push((c.clone(), ClassRule::Sign, ex.step.clone()));
         }
@@ -352,6 +357,43 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
     out
 }
 
+/// The body of a committed snapshot (after insta's header), if there is one.
+pub fn read_snapshot(dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.snap"))).ok()?;
+    let body = text.strip_prefix("---\n")?.split_once("\n---\n")?.1;
+    Some(body.to_string())
+}
+
+/// A line diff (longest common subsequence): `- ` lines only in `old`, `+ ` only in `new`,
+/// unchanged lines left out. Empty when the texts have the same lines.
+pub fn line_diff(old: &str, new: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("  - {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("  + {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
 /// Compares with (or, when insta is told to, records) labs/<id>/snapshots/<id>.snap.
 /// insta prints the diff and writes `.snap.new` for `cargo insta review` outside CI.
 pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
@@ -496,6 +538,13 @@ why = "a counter this kernel does not have"
         let ev = evaluate(&spec(), &stream(0));
         assert!(!ev.verdicts[0].pass);
         assert_eq!(ev.verdicts[0].actual, "0");
+    }
+
+    #[test]
+    fn line_diff_shows_only_changes() {
+        let d = line_diff("a\nb\nc\n", "a\nB\nc\nd\n");
+        assert_eq!(d, "  - b\n  + B\n  + d\n");
+        assert_eq!(line_diff("x\ny\n", "x\ny\n"), "");
     }
 
     #[test]

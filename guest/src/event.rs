@@ -35,6 +35,11 @@ pub enum Event {
     StepStart {
         step: String,
     },
+    /// A few counters read on a fixed interval while a step runs (the timeline).
+    Tick {
+        step: String,
+        values: BTreeMap<String, u64>,
+    },
     StepEnd {
         step: String,
         exit: Exit,

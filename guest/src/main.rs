@@ -130,7 +130,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(step, &mut holders) {
+        match run_step(&spec, step, out, &mut holders) {
             Ok((exit, stderr)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
@@ -242,11 +242,25 @@ fn zram_swap(size: u64) -> Result<()> {
 }
 
 /// Runs one step; workloads run in a child process and their ending is the result.
-fn run_step(step: &Step, holders: &mut Vec<std::process::Child>) -> Result<(Exit, String)> {
+fn run_step(
+    spec: &LabSpec,
+    step: &Step,
+    out: &mut Emitter,
+    holders: &mut Vec<std::process::Child>,
+) -> Result<(Exit, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new()));
+    let mut ticker = Ticker::new(spec, step);
     match step.kind {
         StepKind::Sleep => {
-            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+            let until = Instant::now() + Duration::from_millis(step.ms.unwrap_or(0));
+            while Instant::now() < until {
+                ticker.tick(out);
+                std::thread::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(10)),
+                );
+            }
             return done;
         }
         StepKind::Sysctl => {
@@ -281,19 +295,97 @@ fn run_step(step: &Step, holders: &mut Vec<std::process::Child>) -> Result<(Exit
             return Ok((Exit::Holding, String::new()));
         }
     }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {
+                ticker.tick(out);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("waiting for the workload: {e}")),
+        }
+    };
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the workload: {e}"))?;
     let exit = match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Exited { code },
         (None, Some(signal)) => Exit::Signaled { signal },
         (None, None) => return Err(format!("workload ended strangely: {status:?}")),
     };
     Ok((exit, stderr))
+}
+
+/// Sends a [`Event::Tick`] with the timeline counters every `tick_ms` while a step runs.
+struct Ticker<'a> {
+    spec: &'a LabSpec,
+    step: &'a str,
+    every: Option<Duration>,
+    next: Instant,
+}
+
+impl<'a> Ticker<'a> {
+    fn new(spec: &'a LabSpec, step: &'a Step) -> Self {
+        let every = (spec.vm.tick_ms > 0).then(|| Duration::from_millis(spec.vm.tick_ms));
+        Ticker {
+            spec,
+            step: step.name(),
+            every,
+            next: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, out: &mut Emitter) {
+        let Some(every) = self.every else { return };
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + every;
+        out.send(Event::Tick {
+            step: self.step.into(),
+            values: timeline_values(self.spec),
+        });
+    }
+}
+
+/// The few counters of the timeline: free memory, each group's usage, reclaim and swap-out.
+fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
+    const VMSTAT: &[&str] = &[
+        "pgscan_kswapd",
+        "pgscan_direct",
+        "pgsteal_kswapd",
+        "pgsteal_direct",
+        "pswpout",
+    ];
+    let mut v = BTreeMap::new();
+    if let Some(pairs) = read("/proc/vmstat").and_then(|t| parse_key_values(&t).ok()) {
+        for (k, n) in pairs
+            .into_iter()
+            .filter(|(k, _)| VMSTAT.contains(&k.as_str()))
+        {
+            v.insert(format!("vmstat.{k}"), n);
+        }
+    }
+    if let Some(pairs) = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()) {
+        if let Some((_, n)) = pairs.into_iter().find(|(k, _)| k == "MemFree") {
+            v.insert("meminfo.MemFree".into(), n);
+        }
+    }
+    for cg in &spec.cgroups {
+        let dir = format!("{CGROOT}/{}", cg.name);
+        if let Some(n) = read(&format!("{dir}/memory.current")).and_then(|t| parse_single(&t).ok())
+        {
+            v.insert(format!("{}/memory.current", cg.name), n);
+        }
+        let stat = read(&format!("{dir}/memory.stat")).and_then(|t| parse_key_values(&t).ok());
+        for (k, n) in stat.into_iter().flatten() {
+            if k == "pgscan_direct" || k == "pgscan_kswapd" {
+                v.insert(format!("{}/memory.stat.{k}", cg.name), n);
+            }
+        }
+    }
+    v
 }
 
 /// The workload process: leaves the agent's OOM protection, joins its cgroup, does the work.

@@ -58,6 +58,13 @@ pub struct Vm {
     /// (A controller serves one hierarchy at a time, and cannot leave v2 once v2 groups used it.)
     #[serde(default)]
     pub cgroup_v1_probe: bool,
+    /// Timeline: read a few counters every `tick_ms` while a step runs (0: off).
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+}
+
+fn default_tick() -> u64 {
+    100
 }
 
 fn default_nodes() -> u32 {
@@ -199,6 +206,9 @@ pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
+    /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`.
+    #[serde(default)]
+    pub explain: BTreeMap<String, String>,
 }
 
 /// How an observed delta becomes a snapshot fact.
@@ -787,6 +797,19 @@ impl LabSpec {
                 .map(|cg| format!("counter {expr} reads cgroup {cg:?}, which is not declared"))
         };
         for (i, ob) in self.observe.iter().enumerate() {
+            for key in ob.explain.keys() {
+                let ok = match ob.class {
+                    ClassRule::Sign => ["0", ">0", "<0"].contains(&key.as_str()),
+                    ClassRule::Exact => key.parse::<i64>().is_ok(),
+                    ClassRule::Shown => false,
+                };
+                if !ok {
+                    let m = format!(
+                        "explain key {key:?} is not a class of this counter (sign: \"0\", \">0\", \"<0\"; exact: a number; shown counters have no class)"
+                    );
+                    e("observe", Some(i), "explain", m);
+                }
+            }
             if let Some(m) = check_cgroups(&ob.counter) {
                 e("observe", Some(i), "counter", m);
             }
@@ -879,6 +902,7 @@ mod tests {
                 mglru: None,
                 kernel_config: vec![],
                 cgroup_v1_probe: false,
+                tick_ms: 100,
             },
             cgroups: vec![Cgroup {
                 name: "W".into(),

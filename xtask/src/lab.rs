@@ -3,7 +3,7 @@
 
 use crate::cache;
 use crate::progress::{self, Phases};
-use crate::{disk, initramfs, kernel, qemu, report, setup, vars};
+use crate::{disk, initramfs, kernel, qemu, report, setup, timeline, vars};
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, decode_stream};
 use guest::spec::{LabSpec, SpecError};
@@ -270,6 +270,8 @@ pub struct RunResult {
     pub kept: PathBuf,
     /// Every frame the agent sent (samples included).
     pub frames: Vec<guest::event::Frame>,
+    /// The timeline chart written for this run, if the run had a timeline.
+    pub timeline_svg: Option<PathBuf>,
 }
 
 impl RunResult {
@@ -468,7 +470,18 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         }
     };
     phases.add("report", report_started.elapsed());
+    let timeline_svg = (!eval.timeline.is_empty())
+        .then(|| {
+            let (panels, marks) = report::timeline_panels(&eval);
+            let svg = kept.join("timeline.svg");
+            let title = format!("{}: {}", spec.id, spec.title);
+            std::fs::write(&svg, timeline::svg(&title, &panels, &marks))
+                .ok()
+                .map(|_| svg)
+        })
+        .flatten();
     Ok(RunResult {
+        timeline_svg,
         frames: stream.frames.clone(),
         spec,
         eval,
@@ -529,6 +542,8 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "phases_secs": phases,
         "total_secs": r.total.as_secs_f64(),
         "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
+        "timeline_svg": r.timeline_svg,
+        "timeline": r.eval.timeline.iter().map(|(t, step, values)| json!({"t_ms": t, "step": step, "values": values})).collect::<Vec<_>>(),
         "spec": r.spec,
         "frames": r.frames,
     })
@@ -540,6 +555,9 @@ pub fn print(r: &RunResult) {
         let text = report::render_terminal(&r.spec, &r.eval);
         let _ = std::fs::write(r.kept.join("report.txt"), &text);
         print!("{text}");
+    }
+    if let Some(svg) = &r.timeline_svg {
+        println!("\ntimeline chart: {}", svg.display());
     }
     if !r.problems.is_empty() {
         println!("\nthe run is not valid:");
@@ -619,6 +637,7 @@ fn describe(e: &Event) -> String {
         Event::Ready => "ready".into(),
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
+        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),
         Event::End { .. } => "end".into(),

@@ -11,6 +11,7 @@ mod progress;
 mod qemu;
 mod report;
 mod setup;
+mod timeline;
 mod vars;
 
 use anyhow::Result;

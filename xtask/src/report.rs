@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::timeline;
+
 /// One counter over one step.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -14,6 +16,8 @@ pub struct Observed {
     pub rule: ClassRule,
     /// The change across the step, or the counter the kernel did not report.
     pub delta: Result<i64, String>,
+    /// What this counter's class means, from the spec's `explain` (for the student).
+    pub explain: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,10 @@ pub struct Evaluation {
     pub problems: Vec<String>,
     /// How many counter samples arrived (0: nothing to report on).
     pub samples: usize,
+    /// Timeline ticks: (guest uptime ms, step, counters).
+    pub timeline: Vec<(u64, String, BTreeMap<String, u64>)>,
+    /// When each step started (guest uptime ms).
+    pub step_starts: Vec<(u64, String)>,
 }
 
 impl Evaluation {
@@ -102,24 +110,29 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                 ev.problems.push(format!("agent: {context}: {message}"))
             }
             Event::End { .. } => ev.end_ms = Some(f.t_ms),
-            Event::StepStart { .. } => {}
+            Event::StepStart { step } => ev.step_starts.push((f.t_ms, step.clone())),
+            Event::Tick { step, values } => {
+                ev.timeline.push((f.t_ms, step.clone(), values.clone()))
+            }
         }
     }
     // Observed counters: the spec's list at every step, then each expectation's counter not in
     // that list, at the expectation's own step only (at every step for a whole-run one): facts
     // nobody asked about at other steps stay out of the snapshot.
-    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>)> = spec
+    type Explain = BTreeMap<String, String>;
+    let no_words = Explain::new();
+    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>, &Explain)> = spec
         .observe
         .iter()
-        .map(|o| (o.counter.clone(), o.class, None))
+        .map(|o| (o.counter.clone(), o.class, None, &o.explain))
         .collect();
     for ex in &spec.expect {
         if let Some(c) = &ex.counter
             && !observe
                 .iter()
-                .any(|(o, _, at)| o == c && (at.is_none() || *at == ex.step))
+                .any(|(o, _, at, _)| o == c && (at.is_none() || *at == ex.step))
         {
-            observe.push((c.clone(), ClassRule::Sign, ex.step.clone()));
+            observe.push((c.clone(), ClassRule::Sign, ex.step.clone(), &no_words));
         }
     }
     let empty = BTreeMap::new();
@@ -142,11 +155,20 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
         let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
         let observed = observe
             .iter()
-            .filter(|(_, _, at)| at.as_deref().is_none_or(|at| at == step.name()))
-            .map(|(c, rule, _)| Observed {
-                counter: c.clone(),
-                rule: *rule,
-                delta: delta(c, before, after),
+            .filter(|(_, _, at, _)| at.as_deref().is_none_or(|at| at == step.name()))
+            .map(|(c, rule, _, words)| {
+                let delta = delta(c, before, after);
+                let explain = delta
+                    .as_ref()
+                    .ok()
+                    .and_then(|d| class(*rule, *d))
+                    .and_then(|k| words.get(&k).cloned());
+                Observed {
+                    counter: c.clone(),
+                    rule: *rule,
+                    delta,
+                    explain,
+                }
             })
             .collect();
         let end = ends.get(step.name());
@@ -307,7 +329,11 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
                 "  Δ {:<width$}  {num:>12}  {cls}",
                 o.counter.to_string()
             );
+            if let Some(words) = &o.explain {
+                let _ = writeln!(out, "      → {words}");
+            }
         }
+        out.push_str(&timeline_lines(ev, &s.name));
     }
     if !ev.verdicts.is_empty() {
         let _ = writeln!(out, "\nexpectations:");
@@ -321,6 +347,111 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             );
             let _ = writeln!(out, "        why: {}", v.expect.why);
         }
+    }
+    out
+}
+
+/// The timeline series of a run: memory (MiB) and reclaim rates (pages/s), for the SVG.
+pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>) {
+    let first_tick = ev.timeline.first().map(|t| t.0).unwrap_or(0);
+    let t0 = ev
+        .step_starts
+        .first()
+        .map(|s| s.0)
+        .unwrap_or(first_tick)
+        .min(first_tick);
+    let secs = |ms: u64| ms.saturating_sub(t0) as f64 / 1000.0;
+    let keys: std::collections::BTreeSet<&String> =
+        ev.timeline.iter().flat_map(|t| t.2.keys()).collect();
+    let series = |key: &str, scale: f64| timeline::Series {
+        name: key.to_string(),
+        points: ev
+            .timeline
+            .iter()
+            .filter_map(|(t, _, v)| v.get(key).map(|n| (secs(*t), *n as f64 * scale)))
+            .collect(),
+    };
+    let mib = 1.0 / (1u64 << 20) as f64;
+    let memory: Vec<timeline::Series> = keys
+        .iter()
+        .filter(|k| k.ends_with("memory.current") || k.as_str() == "meminfo.MemFree")
+        .map(|k| series(k, mib))
+        .collect();
+    let reclaim: Vec<timeline::Series> = keys
+        .iter()
+        .filter(|k| k.contains("pgscan") || k.contains("pgsteal") || k.contains("pswpout"))
+        .map(|k| {
+            let s = series(k, 1.0);
+            timeline::Series {
+                name: format!("{k} /s"),
+                points: timeline::rates(&s.points),
+            }
+        })
+        .collect();
+    let marks = ev
+        .step_starts
+        .iter()
+        .filter(|(t, _)| *t >= t0)
+        .map(|(t, s)| (secs(*t), format!("step {s}")))
+        .collect();
+    let panels = vec![
+        timeline::Panel {
+            title: "memory".into(),
+            unit: "MiB".into(),
+            series: memory,
+        },
+        timeline::Panel {
+            title: "reclaim and swap-out".into(),
+            unit: "pages/s".into(),
+            series: reclaim,
+        },
+    ];
+    (panels, marks)
+}
+
+/// A compact terminal chart of one step: one sparkline per moving timeline counter.
+fn timeline_lines(ev: &Evaluation, step: &str) -> String {
+    let ticks: Vec<&BTreeMap<String, u64>> = ev
+        .timeline
+        .iter()
+        .filter(|t| t.1 == step)
+        .map(|t| &t.2)
+        .collect();
+    if ticks.len() < 3 {
+        return String::new();
+    }
+    let mut out = format!("  timeline ({} ticks):\n", ticks.len());
+    let keys: std::collections::BTreeSet<&String> = ticks.iter().flat_map(|t| t.keys()).collect();
+    for key in keys {
+        let values: Vec<f64> = ticks
+            .iter()
+            .map(|t| t.get(key).copied().unwrap_or(0) as f64)
+            .collect();
+        let cumulative =
+            key.contains("pgscan") || key.contains("pgsteal") || key.contains("pswpout");
+        let shown: Vec<f64> = if cumulative {
+            values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect()
+        } else {
+            values.clone()
+        };
+        if shown.iter().all(|v| *v == shown[0]) {
+            continue; // flat lines say nothing
+        }
+        let (label, max) = if cumulative {
+            (
+                format!("{key} per tick"),
+                format!("max {:.0}", shown.iter().cloned().fold(0.0, f64::max)),
+            )
+        } else {
+            (
+                key.to_string(),
+                format!(
+                    "max {:.1}M",
+                    shown.iter().cloned().fold(0.0, f64::max) / (1u64 << 20) as f64
+                ),
+            )
+        };
+        let _ = writeln!(out, "    {label:<40} {} {max}", timeline::sparkline(&shown));
     }
     out
 }

@@ -367,10 +367,10 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
             v.insert(format!("vmstat.{k}"), n);
         }
     }
-    if let Some(pairs) = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()) {
-        if let Some((_, n)) = pairs.into_iter().find(|(k, _)| k == "MemFree") {
-            v.insert("meminfo.MemFree".into(), n);
-        }
+    if let Some(pairs) = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok())
+        && let Some((_, n)) = pairs.into_iter().find(|(k, _)| k == "MemFree")
+    {
+        v.insert("meminfo.MemFree".into(), n);
     }
     for cg in &spec.cgroups {
         let dir = format!("{CGROOT}/{}", cg.name);

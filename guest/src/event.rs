@@ -35,6 +35,12 @@ pub enum Event {
     StepStart {
         step: String,
     },
+    /// The vmscan trace lines recorded during a step, and which cgroup each workload pid was in.
+    Trace {
+        step: String,
+        lines: Vec<String>,
+        workers: BTreeMap<String, String>,
+    },
     /// A few counters read on a fixed interval while a step runs (the timeline).
     Tick {
         step: String,

@@ -25,6 +25,21 @@ const CGROOT: &str = "/sys/fs/cgroup";
 const DATA: &str = "/data";
 const TMPFS: &str = "/lab-tmp";
 const V1ROOT: &str = "/cgroup-v1";
+const TRACEFS: &str = "/sys/kernel/tracing";
+/// The vmscan tracepoints recorded when a lab asks for tracing (absent ones are skipped).
+const TRACEPOINTS: &[&str] = &[
+    "mm_vmscan_wakeup_kswapd",
+    "mm_vmscan_kswapd_wake",
+    "mm_vmscan_kswapd_sleep",
+    "mm_vmscan_direct_reclaim_begin",
+    "mm_vmscan_direct_reclaim_end",
+    "mm_vmscan_memcg_reclaim_begin",
+    "mm_vmscan_memcg_reclaim_end",
+    "mm_vmscan_memcg_softlimit_reclaim_begin",
+    "mm_vmscan_memcg_softlimit_reclaim_end",
+    "mm_vmscan_node_reclaim_begin",
+    "mm_vmscan_node_reclaim_end",
+];
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -125,12 +140,17 @@ fn agent(out: &mut Emitter) -> Result<()> {
         values: sample(&spec, &probe),
     });
     let mut holders = Vec::new();
+    let mut workers: BTreeMap<String, String> = BTreeMap::new();
     for step in &spec.steps {
+        if spec.vm.trace {
+            // Opening `trace` for writing with truncation empties the ring buffer.
+            let _ = fs::write(format!("{TRACEFS}/trace"), "");
+        }
         out.send(Event::StepStart {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(&spec, step, out, &mut holders) {
+        match run_step(&spec, step, out, &mut holders, &mut workers) {
             Ok((exit, stderr)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
@@ -138,6 +158,19 @@ fn agent(out: &mut Emitter) -> Result<()> {
                 stderr,
             }),
             Err(e) => out.error(&format!("step {}", step.name()), e),
+        }
+        if spec.vm.trace {
+            let text = read(&format!("{TRACEFS}/trace")).unwrap_or_default();
+            let lines = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            out.send(Event::Trace {
+                step: step.name().into(),
+                lines,
+                workers: workers.clone(),
+            });
         }
         out.send(Event::Sample {
             label: format!("after:{}", step.name()),
@@ -175,6 +208,18 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     if uses(StepKind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
+    }
+    if spec.vm.trace {
+        mount("tracefs", TRACEFS, "tracefs", 0)?;
+        write(&format!("{TRACEFS}/trace_clock"), "boot")?;
+        write(&format!("{TRACEFS}/buffer_size_kb"), "4096")?;
+        for tp in TRACEPOINTS {
+            let enable = format!("{TRACEFS}/events/vmscan/{tp}/enable");
+            if fs::metadata(&enable).is_ok() {
+                write(&enable, "1")?;
+            }
+        }
+        write(&format!("{TRACEFS}/tracing_on"), "1")?;
     }
     if let Some(on) = spec.vm.mglru {
         write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
@@ -247,6 +292,7 @@ fn run_step(
     step: &Step,
     out: &mut Emitter,
     holders: &mut Vec<std::process::Child>,
+    workers: &mut BTreeMap<String, String>,
 ) -> Result<(Exit, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new()));
     let mut ticker = Ticker::new(spec, step);
@@ -280,6 +326,12 @@ fn run_step(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
+    let cgroup = step
+        .cgroup
+        .clone()
+        .filter(|_| step.joins_cgroup())
+        .unwrap_or_else(|| "root".into());
+    workers.insert(child.id().to_string(), cgroup);
     if step.background {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.

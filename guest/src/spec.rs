@@ -61,6 +61,10 @@ pub struct Vm {
     /// Timeline: read a few counters every `tick_ms` while a step runs (0: off).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
+    /// Record the vmscan tracepoints during each step (adds the `tracing` kernel fragment):
+    /// reclaim episodes per task with their blocked time, kswapd wake-ups per node.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 fn default_tick() -> u64 {
@@ -458,6 +462,7 @@ pub const GLOBAL_FAMILIES: &[(&str, bool)] = &[
     ("zoneinfo.", true),
     ("kswapd.", true),
     ("lru_gen.enabled", false),
+    ("trace.", true),
     ("v1.", true),
 ];
 pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
@@ -903,6 +908,7 @@ mod tests {
                 kernel_config: vec![],
                 cgroup_v1_probe: false,
                 tick_ms: 100,
+                trace: false,
             },
             cgroups: vec![Cgroup {
                 name: "W".into(),

@@ -50,7 +50,7 @@ pub fn bench(lab: &LabDir, opts: &RunOptions, runs: usize) -> Result<Vec<Figure>
             .push(d.as_secs_f64());
     };
     let spec = lab::load(&lab.spec_path())?;
-    let prepared = lab::prepare(opts, &spec.vm.kernel_config, &mut Phases::default())?;
+    let prepared = lab::prepare(opts, &lab::kernel_fragments(&spec), &mut Phases::default())?;
     for i in 0..=runs {
         let floor = lab::floor(&prepared)?;
         let r = lab::execute(lab, opts)?;

@@ -315,6 +315,15 @@ pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> 
     })
 }
 
+/// The extra kernel fragments a lab needs: its own, and `tracing` when it traces.
+pub fn kernel_fragments(spec: &LabSpec) -> Vec<String> {
+    let mut f = spec.vm.kernel_config.clone();
+    if spec.vm.trace && !f.iter().any(|x| x == "tracing") {
+        f.push("tracing".into());
+    }
+    f
+}
+
 /// A per-run scratch directory under target/kernel-lab/tmp, removed on drop.
 fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
     let root = cache::target_dir()?.join("tmp");
@@ -365,7 +374,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let loaded = load_with(&lab.spec_path(), &opts.sets)?;
     let spec = loaded.spec.clone();
     eprintln!("lab {}: {}", spec.id, spec.title);
-    let p = prepare(opts, &spec.vm.kernel_config, &mut phases)?;
+    let p = prepare(opts, &kernel_fragments(&spec), &mut phases)?;
     let scratch = scratch(&spec.id)?;
     let initrd = scratch.path().join("initramfs.cpio");
     phases.time("initramfs", || -> Result<()> {
@@ -472,10 +481,10 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     phases.add("report", report_started.elapsed());
     let timeline_svg = (!eval.timeline.is_empty())
         .then(|| {
-            let (panels, marks) = report::timeline_panels(&eval);
+            let (panels, marks, spans) = report::timeline_panels(&eval);
             let svg = kept.join("timeline.svg");
             let title = format!("{}: {}", spec.id, spec.title);
-            std::fs::write(&svg, timeline::svg(&title, &panels, &marks))
+            std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans))
                 .ok()
                 .map(|_| svg)
         })
@@ -543,6 +552,7 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "total_secs": r.total.as_secs_f64(),
         "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
         "timeline_svg": r.timeline_svg,
+        "trace": r.eval.traces.iter().map(|(step, f)| json!({"step": step, "facts": f})).collect::<Vec<_>>(),
         "timeline": r.eval.timeline.iter().map(|(t, step, values)| json!({"t_ms": t, "step": step, "values": values})).collect::<Vec<_>>(),
         "spec": r.spec,
         "frames": r.frames,
@@ -638,6 +648,7 @@ fn describe(e: &Event) -> String {
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
         Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),
         Event::End { .. } => "end".into(),

@@ -12,6 +12,7 @@ mod qemu;
 mod report;
 mod setup;
 mod timeline;
+mod trace;
 mod vars;
 
 use anyhow::Result;

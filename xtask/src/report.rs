@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::timeline;
+use crate::{timeline, trace};
 
 /// One counter over one step.
 #[derive(Debug, Clone)]
@@ -55,6 +55,12 @@ pub struct Evaluation {
     pub timeline: Vec<(u64, String, BTreeMap<String, u64>)>,
     /// When each step started (guest uptime ms).
     pub step_starts: Vec<(u64, String)>,
+    /// Per traced step: its trace facts (`trace.*` counters).
+    pub traces: Vec<(String, BTreeMap<String, u64>)>,
+    /// Per traced step: the report lines of its trace (per task, per node).
+    pub trace_text: BTreeMap<String, String>,
+    /// Per traced step: reclaim episodes and kswapd wake-ups as (start ms, end ms, who).
+    pub trace_spans: Vec<(u64, u64, String)>,
 }
 
 impl Evaluation {
@@ -81,6 +87,10 @@ fn delta(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> Result<i64, String> {
+    // trace.* counters are measured per step (the trace is cleared before each step).
+    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
+        return expr.eval(after);
+    }
     let (b, a) = (expr.eval(before)?, expr.eval(after)?);
     Ok(a.saturating_sub(b))
 }
@@ -111,9 +121,75 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             }
             Event::End { .. } => ev.end_ms = Some(f.t_ms),
             Event::StepStart { step } => ev.step_starts.push((f.t_ms, step.clone())),
+            Event::Trace {
+                step,
+                lines,
+                workers,
+            } => {
+                let events: Vec<trace::TraceEvent> =
+                    lines.iter().filter_map(|l| trace::parse_line(l)).collect();
+                let summary = trace::summarize(&events);
+                let cgroup_of: BTreeMap<u32, String> = workers
+                    .iter()
+                    .filter_map(|(pid, cg)| Some((pid.parse().ok()?, cg.clone())))
+                    .collect();
+                let mut facts = trace::facts(&summary, &cgroup_of);
+                // Zeros for every group and node that did nothing: "no episode" is a fact too.
+                for cg in spec
+                    .cgroups
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .chain(["root", "other"])
+                {
+                    for kind in ["memcg_reclaim", "direct_reclaim"] {
+                        for what in ["episodes", "blocked_us", "longest_us", "nr_reclaimed"] {
+                            facts
+                                .entry(format!("trace.{cg}.{kind}.{what}"))
+                                .or_insert(0);
+                        }
+                    }
+                }
+                for nid in 0..spec.vm.numa_nodes {
+                    facts
+                        .entry(format!("trace.kswapd.{nid}.wakes"))
+                        .or_insert(0);
+                    facts
+                        .entry(format!("trace.kswapd.{nid}.awake_us"))
+                        .or_insert(0);
+                }
+                let ms = |us: u64| us / 1000;
+                for (kind, map) in [
+                    ("memcg reclaim", &summary.memcg),
+                    ("direct reclaim", &summary.direct),
+                ] {
+                    for ((comm, pid), ep) in map {
+                        let who = cgroup_of
+                            .get(pid)
+                            .map(|c| format!("{c} {kind}"))
+                            .unwrap_or(format!("{comm}-{pid} {kind}"));
+                        ev.trace_spans
+                            .extend(ep.spans.iter().map(|(a, b)| (ms(*a), ms(*b), who.clone())));
+                    }
+                }
+                for (nid, ep) in &summary.kswapd {
+                    ev.trace_spans.extend(
+                        ep.spans
+                            .iter()
+                            .map(|(a, b)| (ms(*a), ms(*b), format!("kswapd{nid} awake"))),
+                    );
+                }
+                ev.trace_text
+                    .insert(step.clone(), trace::render(&summary, &cgroup_of));
+                ev.traces.push((step.clone(), facts));
+            }
             Event::Tick { step, values } => {
                 ev.timeline.push((f.t_ms, step.clone(), values.clone()))
             }
+        }
+    }
+    for (step, facts) in &ev.traces {
+        if let Some(after) = samples.get_mut(&format!("after:{step}")) {
+            after.extend(facts.iter().map(|(k, v)| (k.clone(), *v)));
         }
     }
     // Observed counters: the spec's list at every step, then each expectation's counter not in
@@ -334,6 +410,10 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             }
         }
         out.push_str(&timeline_lines(ev, &s.name));
+        if let Some(text) = ev.trace_text.get(&s.name) {
+            out.push_str("  reclaim trace (vmscan tracepoints):\n");
+            out.push_str(text);
+        }
     }
     if !ev.verdicts.is_empty() {
         let _ = writeln!(out, "\nexpectations:");
@@ -352,7 +432,9 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
 }
 
 /// The timeline series of a run: memory (MiB) and reclaim rates (pages/s), for the SVG.
-pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>) {
+type Spans = Vec<(f64, f64, String)>;
+
+pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>, Spans) {
     let first_tick = ev.timeline.first().map(|t| t.0).unwrap_or(0);
     let t0 = ev
         .step_starts
@@ -406,7 +488,13 @@ pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, Stri
             series: reclaim,
         },
     ];
-    (panels, marks)
+    let spans = ev
+        .trace_spans
+        .iter()
+        .filter(|(a, _, _)| *a >= t0)
+        .map(|(a, b, w)| (secs(*a), secs(*b), w.clone()))
+        .collect();
+    (panels, marks, spans)
 }
 
 /// A compact terminal chart of one step: one sparkline per moving timeline counter.

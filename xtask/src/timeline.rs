@@ -47,11 +47,27 @@ fn nice_max(x: f64) -> f64 {
 }
 
 /// Renders panels stacked vertically, sharing the time axis; `marks` are (seconds, label)
-/// vertical lines, e.g. step starts.
-pub fn svg(title: &str, panels: &[Panel], marks: &[(f64, String)]) -> String {
+/// vertical lines, e.g. step starts; `spans` are (start, end, who) intervals, e.g. reclaim
+/// episodes from the trace, drawn as bars, one row per `who`, under the last panel.
+pub fn svg(
+    title: &str,
+    panels: &[Panel],
+    marks: &[(f64, String)],
+    spans: &[(f64, f64, String)],
+) -> String {
     let (w, ph, left, right, top) = (1040.0, 260.0, 80.0, 320.0, 40.0);
     let pw = w - left - right;
-    let h = top + panels.len() as f64 * (ph + 50.0) + 20.0;
+    let mut rows: Vec<&str> = Vec::new();
+    for (_, _, who) in spans {
+        if !rows.contains(&who.as_str()) {
+            rows.push(who);
+        }
+    }
+    let h = top
+        + panels.len() as f64 * (ph + 50.0)
+        + 20.0
+        + rows.len() as f64 * 18.0
+        + if rows.is_empty() { 0.0 } else { 30.0 };
     let t_max = nice_max(
         panels
             .iter()
@@ -155,6 +171,35 @@ pub fn svg(title: &str, panels: &[Panel], marks: &[(f64, String)]) -> String {
         }
         let _ = writeln!(out, "</g>");
     }
+    if !rows.is_empty() {
+        let y0 = top + panels.len() as f64 * (ph + 50.0) + 10.0;
+        let x = |t: f64| left + t / t_max * pw;
+        let _ = writeln!(
+            out,
+            "<g class=\"spans\"><text x=\"{left}\" y=\"{y0}\" font-size=\"13\">reclaim episodes and kswapd wake-ups (trace)</text>"
+        );
+        for (r, who) in rows.iter().enumerate() {
+            let y = y0 + 8.0 + r as f64 * 18.0;
+            let color = COLORS[(r + 3) % COLORS.len()];
+            let _ = writeln!(
+                out,
+                "<text x=\"{}\" y=\"{}\">{}</text>",
+                left + pw + 10.0,
+                y + 11.0,
+                esc(who)
+            );
+            for (a, b, w) in spans.iter().filter(|s| s.2 == *who) {
+                let _ = w;
+                let width = (x(*b) - x(*a)).max(1.0);
+                let _ = writeln!(
+                    out,
+                    "<rect class=\"span\" x=\"{:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"14\" fill=\"{color}\" fill-opacity=\"0.7\"/>",
+                    x(*a)
+                );
+            }
+        }
+        let _ = writeln!(out, "</g>");
+    }
     out.push_str("</svg>\n");
     out
 }
@@ -217,7 +262,17 @@ mod tests {
 
     #[test]
     fn svg_has_one_polyline_per_series_and_escapes_names() {
-        let s = svg("lab <2>", &[panel(), panel()], &[(0.5, "step read".into())]);
+        let spans = vec![
+            (0.1, 0.2, "W memcg reclaim".to_string()),
+            (0.3, 0.3, "kswapd0 awake".to_string()),
+        ];
+        let s = svg(
+            "lab <2>",
+            &[panel(), panel()],
+            &[(0.5, "step read".into())],
+            &spans,
+        );
+        assert_eq!(s.matches("<rect class=\"span\"").count(), 2);
         assert_eq!(s.matches("<polyline class=\"series\"").count(), 4);
         assert!(s.contains("data-name=\"MemFree &lt;&amp;&gt;\""));
         assert!(s.contains("lab &lt;2&gt;"));

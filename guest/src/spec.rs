@@ -560,6 +560,18 @@ impl fmt::Display for SpecError {
 }
 
 impl LabSpec {
+    /// Whether any observed or expected counter starts with `prefix` (e.g. `zoneinfo.`).
+    pub fn refers_to(&self, prefix: &str) -> bool {
+        let exprs = self
+            .observe
+            .iter()
+            .map(|o| &o.counter)
+            .chain(self.expect.iter().filter_map(|e| e.counter.as_ref()));
+        exprs
+            .flat_map(|c| &c.terms)
+            .any(|(_, t)| t.starts_with(prefix))
+    }
+
     /// Checks what serde cannot: references between tables, required fields per step kind,
     /// sizes that cannot fit the guest. Returns every problem, not just the first.
     pub fn validate(&self) -> Vec<SpecError> {

@@ -438,7 +438,12 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
     let kept = keep_artifacts(&spec.id, &console_log, &results)?;
     let mut problems = Vec::new();
-    let last_seen = match stream.frames.last() {
+    let meaningful = stream
+        .frames
+        .iter()
+        .rev()
+        .find(|f| !matches!(f.event, Event::Tick { .. }));
+    let mut last_seen = match meaningful {
         Some(f) => format!(
             "last seen: {} at {:.2}s guest uptime",
             describe(&f.event),
@@ -446,6 +451,16 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         ),
         None => "nothing arrived from the agent".into(),
     };
+    if let Some(f) = stream
+        .frames
+        .last()
+        .filter(|f| matches!(f.event, Event::Tick { .. }))
+    {
+        last_seen.push_str(&format!(
+            ", then timeline ticks until {:.2}s",
+            f.t_ms as f64 / 1000.0
+        ));
+    }
     match outcome.status {
         None => problems.push(format!(
             "the guest did not finish within {}s and QEMU was killed; {last_seen}",

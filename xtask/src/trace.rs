@@ -226,7 +226,7 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
 mod tests {
     use super::*;
 
-    // Lines in the format of a 6.12 guest's /sys/kernel/tracing/trace (trace_clock=boot).
+    // The layout of /sys/kernel/tracing/trace (header and padding), with made-up values.
     const CAPTURED: &str = "\
 # tracer: nop
 #
@@ -244,6 +244,32 @@ mod tests {
              exe-90      [000] .....     3.004000: mm_vmscan_direct_reclaim_end: nr_reclaimed=40
          kswapd0-40      [000] .....     3.100100: mm_vmscan_kswapd_sleep: nid=0
 ";
+
+    // Captured from the 6.12.117 guest (labs 1 and 2), as the agent sends them (runs of spaces
+    // squeezed). Note the `.N...` flags (need-resched) on one line.
+    const REAL: &str = "\
+exe-40 [000] ..... 3.054908: mm_vmscan_wakeup_kswapd: nid=0 order=0 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO
+kswapd0-33 [001] ..... 3.058549: mm_vmscan_kswapd_wake: nid=0 order=0
+exe-40 [000] ..... 3.069292: mm_vmscan_direct_reclaim_begin: order=0 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO
+exe-40 [000] ..... 3.073723: mm_vmscan_direct_reclaim_end: nr_reclaimed=64
+kswapd0-33 [001] ..... 4.034840: mm_vmscan_kswapd_sleep: nid=0
+exe-37 [001] .N... 3.141701: mm_vmscan_memcg_reclaim_begin: order=0 gfp_flags=GFP_HIGHUSER_MOVABLE
+exe-37 [000] ..... 3.249662: mm_vmscan_memcg_reclaim_end: nr_reclaimed=64
+";
+
+    #[test]
+    fn captured_lines_parse_and_summarize() {
+        let e: Vec<TraceEvent> = REAL.lines().filter_map(parse_line).collect();
+        assert_eq!(e.len(), 7);
+        assert_eq!(e[1].comm, "kswapd0");
+        assert_eq!(e[5].cpu, 1);
+        assert_eq!(e[5].ts_us, 3_141_701);
+        let s = summarize(&e);
+        assert_eq!(s.kswapd[&0].total_us, 976_291);
+        assert_eq!(s.direct[&("exe".to_string(), 40)].nr_reclaimed, 64);
+        assert_eq!(s.memcg[&("exe".to_string(), 37)].longest_us, 107_961);
+        assert_eq!(s.wakeup_requests, 1);
+    }
 
     fn events() -> Vec<TraceEvent> {
         CAPTURED.lines().filter_map(parse_line).collect()

@@ -351,3 +351,53 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn the_shell_answers_commands_and_powers_off_on_exit() {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["lab", "2", "--shell"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut wait_for = |needle: &str, seen: &mut Vec<String>| {
+        while std::time::Instant::now() < deadline {
+            match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("never saw {needle:?}; output:\n{}", seen.join("\n"));
+    };
+    wait_for("run a step:", &mut seen);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"cat /sys/fs/cgroup/W/memory.max\nlab-step read\nexit\n").unwrap();
+    wait_for("33554432", &mut seen);
+    wait_for("step read: exited 0", &mut seen);
+    wait_for("W/memory.stat.pgscan_direct: 0 ->", &mut seen);
+    wait_for("shell session ended, the VM powered off", &mut seen);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", seen.join("\n"));
+}

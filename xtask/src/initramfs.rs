@@ -21,6 +21,10 @@ pub enum Entry<'a> {
         major: u32,
         minor: u32,
     },
+    Symlink {
+        path: &'a str,
+        target: &'a str,
+    },
 }
 
 /// Writes a newc ("070701") archive with its TRAILER!!!.
@@ -58,6 +62,9 @@ pub fn cpio(entries: &[Entry]) -> Vec<u8> {
             }
             Entry::CharDev { path, major, minor } => {
                 member(&mut out, path, 0o020600, &[], (major, minor))
+            }
+            Entry::Symlink { path, target } => {
+                member(&mut out, path, 0o120777, target.as_bytes(), (0, 0))
             }
         }
     }
@@ -112,11 +119,22 @@ pub fn build_agent() -> Result<PathBuf> {
     Ok(target_dir.join(target).join("release/kernel-lab-agent"))
 }
 
-/// Writes the initramfs for one run: /init = agent, /lab/plan.json = plan.
-pub fn write(dest: &Path, agent: &Path, plan_json: &str) -> Result<()> {
+/// Busybox applets linked into /bin for `--shell`.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "grep", "head", "tail", "free", "ps", "top", "dd", "sleep", "mkdir",
+    "rmdir", "mount", "umount", "sync", "wc", "sort", "uniq", "awk", "sed", "vi", "less", "watch",
+    "find", "du", "df", "uptime", "kill", "seq", "tr", "cut", "env", "dmesg", "clear",
+];
+
+/// Where busybox-static puts its binary on Debian/Ubuntu.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Writes the initramfs for one run: /init = agent, /lab/plan.json = plan; with `shell`, also
+/// busybox and its applets in /bin, and `lab-step` to run one step by hand.
+pub fn write(dest: &Path, agent: &Path, plan_json: &str, shell: bool) -> Result<()> {
     let agent =
         std::fs::read(agent).with_context(|| format!("reading the agent {}", agent.display()))?;
-    let archive = cpio(&[
+    let mut entries = vec![
         Entry::Dir { path: "dev" },
         Entry::CharDev {
             path: "dev/console",
@@ -137,7 +155,39 @@ pub fn write(dest: &Path, agent: &Path, plan_json: &str) -> Result<()> {
             mode: 0o644,
             data: plan_json.as_bytes(),
         },
-    ]);
+    ];
+    let busybox = if shell {
+        let need = format!("--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static");
+        let bytes = std::fs::read(BUSYBOX).with_context(|| need.clone())?;
+        // A dynamic busybox names its loader; there is no libc in the initramfs to load.
+        if bytes.windows(8).any(|w| w == b"ld-linux") {
+            bail!("{BUSYBOX} is dynamically linked; {need}");
+        }
+        bytes
+    } else {
+        Vec::new()
+    };
+    let applets: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
+    if shell {
+        entries.push(Entry::Dir { path: "bin" });
+        entries.push(Entry::File {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: &busybox,
+        });
+        for a in &applets {
+            entries.push(Entry::Symlink {
+                path: a,
+                target: "busybox",
+            });
+        }
+        entries.push(Entry::File {
+            path: "bin/lab-step",
+            mode: 0o755,
+            data: b"#!/bin/sh\nexec /init step \"$@\"\n",
+        });
+    }
+    let archive = cpio(&entries);
     std::fs::write(dest, archive).with_context(|| format!("writing {}", dest.display()))
 }
 
@@ -189,10 +239,15 @@ mod tests {
                 mode: 0o644,
                 data: b"{}",
             },
+            Entry::Symlink {
+                path: "bin/sh",
+                target: "busybox",
+            },
         ]);
         assert_eq!(archive.len() % 4, 0);
         let m = members(&archive);
-        assert_eq!(m.len(), 4);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m[4], ("bin/sh".to_string(), 0o120777, b"busybox".to_vec()));
         assert_eq!(m[0].1, 0o040755);
         assert_eq!(m[1].1, 0o020600);
         assert_eq!(m[2], ("init".to_string(), 0o100755, b"abcde".to_vec()));

@@ -248,6 +248,8 @@ pub struct RunOptions {
     /// `--set name=value`: run a variant of the lab; its facts are compared with the default
     /// snapshot as a diff, not as a pass/fail.
     pub sets: Vec<String>,
+    /// `--shell`: set the lab up and give the user a busybox shell instead of running steps.
+    pub shell: bool,
 }
 
 /// Everything one run produced.
@@ -263,6 +265,8 @@ pub struct RunResult {
     pub variant: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
     /// For a `--set` variant: how its facts differ from the default snapshot.
     pub variant_diff: Option<String>,
+    /// A `--shell` session (no steps run, nothing judged).
+    pub shell: bool,
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
@@ -278,6 +282,9 @@ impl RunResult {
     /// A default run passes when every expectation holds and the snapshot matches; a `--set`
     /// variant when it ran to the end (its facts may rightly differ).
     pub fn passed(&self) -> bool {
+        if self.shell {
+            return self.problems.is_empty();
+        }
         match self.variant {
             Some(_) => self.problems.is_empty(),
             None => {
@@ -337,7 +344,7 @@ fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
 pub fn floor(p: &Prepared) -> Result<Duration> {
     let dir = scratch("floor")?;
     let initrd = dir.path().join("initramfs.cpio");
-    initramfs::write(&initrd, &p.agent, "")?;
+    initramfs::write(&initrd, &p.agent, "", false)?;
     let (console_log, results) = (dir.path().join("console.log"), dir.path().join("results"));
     let vm = qemu::VmArgs {
         accel: p.accel,
@@ -355,8 +362,15 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
         },
         extra_cmdline: vec!["kernel_lab=floor".into()],
         numa_nodes: 1,
+        console_stdio: false,
     };
-    let out = qemu::run(&qemu::argv(&vm), dir.path(), Duration::from_secs(60), || {})?;
+    let out = qemu::run(
+        &qemu::argv(&vm),
+        dir.path(),
+        Duration::from_secs(60),
+        false,
+        || {},
+    )?;
     match out.status {
         Some(s) if s.success() => Ok(out.wall),
         _ => bail!(
@@ -379,7 +393,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let initrd = scratch.path().join("initramfs.cpio");
     phases.time("initramfs", || -> Result<()> {
         let plan = serde_json::to_string(&spec)?;
-        initramfs::write(&initrd, &p.agent, &plan)
+        initramfs::write(&initrd, &p.agent, &plan, opts.shell)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(&spec)))?;
     let console_log = scratch.path().join("console.log");
@@ -398,10 +412,18 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         } else {
             None
         },
-        extra_cmdline: vec![],
+        extra_cmdline: if opts.shell {
+            vec!["kernel_lab=shell".into()]
+        } else {
+            vec![]
+        },
         numa_nodes: spec.vm.numa_nodes,
+        console_stdio: opts.shell,
     };
-    let timeout = Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs));
+    let timeout = match opts.shell {
+        true => Duration::from_secs(opts.timeout.unwrap_or(24 * 3600)),
+        false => Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs)),
+    };
     let accel_name = if p.accel == qemu::Accel::Kvm {
         "KVM"
     } else {
@@ -412,23 +434,29 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut shown = 0usize;
-    let outcome = qemu::run(&qemu::argv(&vm), scratch.path(), timeout, || {
-        // Show each step as the agent starts it.
-        let Ok(bytes) = std::fs::read(&results) else {
-            return;
-        };
-        let stream = decode_stream(&bytes);
-        for f in stream.frames.iter().skip(shown) {
-            if let Event::StepStart { step } = &f.event {
-                progress::status(&format!(
-                    "{}: step {step} (guest time {:.1}s) ...",
-                    spec.id,
-                    f.t_ms as f64 / 1000.0
-                ));
+    let outcome = qemu::run(
+        &qemu::argv(&vm),
+        scratch.path(),
+        timeout,
+        opts.shell,
+        || {
+            // Show each step as the agent starts it.
+            let Ok(bytes) = std::fs::read(&results) else {
+                return;
+            };
+            let stream = decode_stream(&bytes);
+            for f in stream.frames.iter().skip(shown) {
+                if let Event::StepStart { step } = &f.event {
+                    progress::status(&format!(
+                        "{}: step {step} (guest time {:.1}s) ...",
+                        spec.id,
+                        f.t_ms as f64 / 1000.0
+                    ));
+                }
             }
-        }
-        shown = stream.frames.len();
-    })?;
+            shown = stream.frames.len();
+        },
+    )?;
     progress::status_done(&format!(
         "{}: QEMU ran {:.2}s",
         spec.id,
@@ -479,10 +507,14 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     }
     let report_started = Instant::now();
     let eval = report::evaluate(&spec, &stream);
-    problems.extend(eval.problems.iter().cloned());
+    if !opts.shell {
+        // (A shell session runs no steps: their missing samples are no problem.)
+        problems.extend(eval.problems.iter().cloned());
+    }
     let snapshot = report::render_snapshot(&spec, &eval);
     let snapshot_dir = lab.dir.join("snapshots");
     let (snapshot_matched, variant_diff) = match (problems.is_empty(), loaded.sets.is_empty()) {
+        _ if opts.shell => (None, None),
         (false, _) => (None, None),
         (true, true) => (
             Some(report::check_snapshot(&snapshot_dir, &spec.id, &snapshot)),
@@ -505,6 +537,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         })
         .flatten();
     Ok(RunResult {
+        shell: opts.shell,
         timeline_svg,
         frames: stream.frames.clone(),
         spec,
@@ -576,6 +609,17 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
 
 /// Prints the explained report, the validity problems with the console tail, and the verdict.
 pub fn print(r: &RunResult) {
+    if r.shell {
+        match r.problems.is_empty() {
+            true => println!("{}: shell session ended, the VM powered off", r.spec.id),
+            false => println!(
+                "{}: shell session ended badly: {}",
+                r.spec.id,
+                r.problems.join("; ")
+            ),
+        }
+        return;
+    }
     if r.eval.samples > 0 {
         let text = report::render_terminal(&r.spec, &r.eval);
         let _ = std::fs::write(r.kept.join("report.txt"), &text);

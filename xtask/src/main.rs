@@ -60,6 +60,11 @@ enum Command {
         /// instead of the report.
         #[arg(long)]
         json: bool,
+        /// Boot the lab's VM with its cgroups, swap and disks set up, and open a busybox shell
+        /// on this terminal instead of running the steps; `lab-step NAME` runs one step there.
+        /// `exit` powers the VM off. Needs busybox-static.
+        #[arg(long, conflicts_with_all = ["json", "repeat"])]
+        shell: bool,
         #[command(flatten)]
         opts: RunArgs,
     },
@@ -154,6 +159,7 @@ impl From<RunArgs> for lab::RunOptions {
             install: !a.no_install,
             timeout: a.timeout,
             sets: vec![],
+            shell: false,
         }
     }
 }
@@ -178,6 +184,7 @@ fn run(cli: Cli) -> Result<bool> {
             sets,
             vars,
             json,
+            shell,
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
@@ -193,6 +200,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             let mut opts: lab::RunOptions = opts.into();
             opts.sets = sets;
+            opts.shell = shell;
             let mut passed = 0;
             let mut walls = Vec::new();
             for i in 0..repeat.max(1) {
@@ -254,6 +262,7 @@ fn run(cli: Cli) -> Result<bool> {
                 install: !no_install,
                 timeout: None,
                 sets: vec![],
+                shell: false,
             };
             let opts = check::CheckOptions {
                 labs: selected,

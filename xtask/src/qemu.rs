@@ -37,6 +37,8 @@ pub struct VmArgs<'a> {
     pub extra_cmdline: Vec<String>,
     /// NUMA nodes, faked by the kernel (`numa=fake=N`): microvm has no ACPI SRAT to describe them.
     pub numa_nodes: u32,
+    /// The console on QEMU's stdin/stdout (`--shell`) instead of `console_log`.
+    pub console_stdio: bool,
 }
 
 /// The kernel command line.
@@ -78,7 +80,11 @@ pub fn argv(a: &VmArgs) -> Vec<OsString> {
     };
     let mem = format!("{}M", a.memory >> 20);
     let smp = a.cpus.to_string();
-    let console = path_arg("file,id=console,path=", a.console_log);
+    let console = if a.console_stdio {
+        OsString::from("stdio,id=console,signal=off")
+    } else {
+        path_arg("file,id=console,path=", a.console_log)
+    };
     let results = path_arg("file,id=results,path=", a.results);
     let append = cmdline(a);
     push(&[
@@ -187,17 +193,22 @@ pub fn run(
     argv: &[OsString],
     scratch: &Path,
     timeout: Duration,
+    interactive: bool,
     mut on_tick: impl FnMut(),
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let handle = duct::cmd(QEMU, argv)
+    let mut cmd = duct::cmd(QEMU, argv)
         .env("TMPDIR", scratch) // snapshot=on overlays go here, removed with the run
-        .stdin_null()
-        .stdout_capture()
         .stderr_capture()
-        .unchecked()
-        .start()
-        .with_context(|| format!("starting {QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)"))?;
+        .unchecked();
+    if !interactive {
+        cmd = cmd.stdin_null().stdout_capture();
+    }
+    let handle = cmd.start().with_context(|| {
+        format!(
+            "starting {QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)"
+        )
+    })?;
     loop {
         if let Some(out) = handle.try_wait().context("waiting for qemu")? {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -242,6 +253,7 @@ mod tests {
             tsc_khz: Some(2445406),
             extra_cmdline: vec![],
             numa_nodes: 1,
+            console_stdio: false,
         }
     }
 
@@ -288,6 +300,17 @@ mod tests {
         );
         a.tsc_khz = None;
         assert!(!cmdline(&a).contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn the_shell_puts_the_console_on_stdio() {
+        let mut a = args(None);
+        a.console_stdio = true;
+        let s = joined(&a);
+        assert!(
+            s.contains("-chardev stdio,id=console,signal=off -serial chardev:console"),
+            "{s}"
+        );
     }
 
     #[test]

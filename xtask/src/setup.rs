@@ -63,6 +63,11 @@ const NEEDS: &[Need] = &[
         package: "e2fsprogs",
     },
     Need {
+        what: crate::initramfs::BUSYBOX,
+        present: exists,
+        package: "busybox-static",
+    },
+    Need {
         what: "/usr/include/gelf.h",
         present: exists,
         package: "libelf-dev",

@@ -393,7 +393,9 @@ fn the_shell_answers_commands_and_powers_off_on_exit() {
     };
     wait_for("run a step:", &mut seen);
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"cat /sys/fs/cgroup/W/memory.max\nlab-step read\nexit\n").unwrap();
+    stdin
+        .write_all(b"cat /sys/fs/cgroup/W/memory.max\nlab-step read\nexit\n")
+        .unwrap();
     wait_for("33554432", &mut seen);
     wait_for("step read: exited 0", &mut seen);
     wait_for("W/memory.stat.pgscan_direct: 0 ->", &mut seen);

@@ -157,7 +157,9 @@ pub fn write(dest: &Path, agent: &Path, plan_json: &str, shell: bool) -> Result<
         },
     ];
     let busybox = if shell {
-        let need = format!("--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static");
+        let need = format!(
+            "--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static"
+        );
         let bytes = std::fs::read(BUSYBOX).with_context(|| need.clone())?;
         // A dynamic busybox names its loader; there is no libc in the initramfs to load.
         if bytes.windows(8).any(|w| w == b"ld-linux") {

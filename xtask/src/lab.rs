@@ -778,6 +778,38 @@ mod tests {
     const GOOD: &str = "id = \"t\"\ntitle = \"T\"\n\n[vm]\nmemory = \"256M\"\n\n[[cgroup]]\nname = \"W\"\nmemory_max = \"32M\"\n\n[[step]]\nkind = \"anon\"\ncgroup = \"W\"\nsize = \"64M\"\n";
 
     #[test]
+    fn the_spec_loader_never_panics() {
+        // Deterministic mutations of a valid spec: flipped, cut and duplicated bytes.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let full = format!(
+            "{GOOD}[[expect]]\nstep = \"anon\"\ncounter = \"W/memory.events.oom_kill\"\ndelta = \"== 1\"\nwhy = \"w\"\n[vars]\nm = {{ default = \"1M\", help = \"h\" }}\n"
+        );
+        for _ in 0..3000 {
+            let mut b = full.as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() % b.len() as u64) as usize;
+                match next() % 4 {
+                    0 => b[i] = next() as u8,
+                    1 => b.truncate(i.max(1)),
+                    2 => b.insert(i, b"=\"[]{}$\n"[(next() % 8) as usize]),
+                    _ => {
+                        let tail = b[i..].to_vec();
+                        b.extend_from_slice(&tail);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            let _ = parse_full(&text, "fuzz", &["m=2M".to_string()]);
+        }
+    }
+
+    #[test]
     fn a_good_spec_loads() {
         let s = parse_spec(GOOD, "lab.toml").unwrap();
         assert_eq!(s.cgroups[0].memory_max.unwrap().0, 32 << 20);

@@ -375,7 +375,7 @@ fn the_shell_answers_commands_and_powers_off_on_exit() {
     });
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut wait_for = |needle: &str, seen: &mut Vec<String>| {
+    let wait_for = |needle: &str, seen: &mut Vec<String>| {
         while std::time::Instant::now() < deadline {
             match rx.recv_timeout(std::time::Duration::from_secs(1)) {
                 Ok(line) => {

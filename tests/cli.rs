@@ -1,22 +1,9 @@
 //! Host-only tests of the command line: the catalog, id resolution and spec errors (no VM).
 
-use std::process::{Command, Output};
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("running xtask")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, xtask, xtask_cmd};
+use std::process::Output;
 
 #[test]
 fn list_shows_the_catalog_with_titles() {
@@ -65,9 +52,7 @@ fn help_teaches() {
 }
 
 fn xtask_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut cmd = xtask_cmd(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

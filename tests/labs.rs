@@ -4,7 +4,10 @@
 //! The first test to run builds the kernel (minutes, once; later runs use the cache). The
 //! others wait for it on the cache lock.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{text, xtask, xtask_cmd};
+use std::process::Output;
 
 /// Every lab directory under labs/, each with its test below.
 const LABS: &[&str] = &[
@@ -23,19 +26,7 @@ const LABS: &[&str] = &[
 ];
 
 fn run_lab(lab: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["lab", lab])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("running xtask lab")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    xtask(&["lab", lab])
 }
 
 fn assert_lab_passes(lab: &str) {
@@ -145,11 +136,7 @@ fn every_lab_has_a_vm_test() {
 }
 
 fn run_json(args: &[&str]) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("running xtask lab --json");
+    let o = xtask(args);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("--json is not JSON ({e}):\n{}", text(&o)))
@@ -267,9 +254,7 @@ fn a_hung_guest_is_killed_at_the_timeout() {
 #[test]
 fn two_runs_of_the_same_lab_at_once_both_pass() {
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["lab", "tests/labs/wrong-expectation"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        xtask_cmd(&["lab", "tests/labs/wrong-expectation"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -291,9 +276,7 @@ fn two_runs_of_the_same_lab_at_once_both_pass() {
 #[test]
 fn sigterm_stops_qemu_and_cleans_up() {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["lab", "tests/labs/hang"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    let mut child = xtask_cmd(&["lab", "tests/labs/hang"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -355,9 +338,7 @@ unsafe extern "C" {
 #[test]
 fn the_shell_answers_commands_and_powers_off_on_exit() {
     use std::io::{BufRead, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["lab", "2", "--shell"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    let mut child = xtask_cmd(&["lab", "2", "--shell"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests: the xtask binary, run from the workspace root.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// `xtask ARGS` as a command, in the workspace root.
+pub fn xtask_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    cmd
+}
+
+/// Runs `xtask ARGS` to the end.
+pub fn xtask(args: &[&str]) -> Output {
+    xtask_cmd(args).output().expect("running xtask")
+}
+
+/// stdout and stderr together, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

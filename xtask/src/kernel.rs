@@ -162,12 +162,19 @@ pub struct Requested {
     pub value: Option<String>,
 }
 
-/// The options a fragment asks for; comments and blank lines are ignored.
-pub fn requested_options(fragment: &str) -> Vec<Requested> {
+/// The options a fragment asks for; comments and blank lines are ignored. A line may end with
+/// `# since 6.12` or `# before 6.11`: it then applies only to kernels of those versions
+/// (`version` is the source's `6.12.117`; `None` keeps every line).
+pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested> {
     fragment
         .lines()
         .filter_map(|line| {
-            let line = line.trim();
+            let (line, condition) = split_condition(line.trim());
+            if let (Some(v), Some(c)) = (version, condition) {
+                if !c.holds(v) {
+                    return None;
+                }
+            }
             if let Some(rest) = line.strip_prefix("# ") {
                 let name = rest.strip_suffix(" is not set")?;
                 return name.starts_with("CONFIG_").then(|| Requested {
@@ -178,18 +185,64 @@ pub fn requested_options(fragment: &str) -> Vec<Requested> {
             let (name, value) = line.split_once('=')?;
             name.starts_with("CONFIG_").then(|| Requested {
                 name: name.into(),
-                value: Some(value.into()),
+                value: Some(value.trim().into()),
             })
         })
         .collect()
 }
 
+/// A version condition on a fragment line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionCondition {
+    Since(u32, u32),
+    Before(u32, u32),
+}
+
+impl VersionCondition {
+    /// Whether a kernel `6.12.117` meets the condition (an unreadable version meets all).
+    pub fn holds(self, version: &str) -> bool {
+        let Some(v) = major_minor(version) else {
+            return true;
+        };
+        match self {
+            VersionCondition::Since(a, b) => v >= (a, b),
+            VersionCondition::Before(a, b) => v < (a, b),
+        }
+    }
+}
+
+/// `6.12.117` or `6.12` -> (6, 12).
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// `CONFIG_X=y  # since 6.12` -> (`CONFIG_X=y`, Since(6, 12)).
+fn split_condition(line: &str) -> (&str, Option<VersionCondition>) {
+    for (word, make) in [
+        (
+            " # since ",
+            VersionCondition::Since as fn(u32, u32) -> VersionCondition,
+        ),
+        (" # before ", VersionCondition::Before),
+    ] {
+        if let Some(i) = line.rfind(word) {
+            if let Some((a, b)) = major_minor(&line[i + word.len()..]) {
+                return (line[..i].trim_end(), Some(make(a, b)));
+            }
+        }
+    }
+    (line, None)
+}
+
 /// Appends the fragments to a base .config, replacing every line about an option they set
 /// (what scripts/kconfig/merge_config.sh does).
-pub fn merge_config(base: &str, fragments: &[Fragment]) -> String {
+pub fn merge_config(base: &str, fragments: &[Fragment], version: Option<&str>) -> String {
     let requested: Vec<Requested> = fragments
         .iter()
-        .flat_map(|f| requested_options(&f.text))
+        .flat_map(|f| requested_options(&f.text, version))
         .collect();
     let mentions = |line: &str, name: &str| {
         line.strip_prefix(name).is_some_and(|r| r.starts_with('='))
@@ -365,12 +418,16 @@ fn configure(tree: &Path, build: &Path, fragments: &[Fragment], log: &Path) -> R
     make(tree, build, &["tinyconfig"], log, None)?;
     let config_path = build.join(".config");
     let base = fs::read_to_string(&config_path).context("reading the tinyconfig .config")?;
-    fs::write(&config_path, merge_config(&base, fragments))?;
+    let version = makefile_version(tree);
+    fs::write(
+        &config_path,
+        merge_config(&base, fragments, version.as_deref()),
+    )?;
     make(tree, build, &["olddefconfig"], log, None)?;
     let config = fs::read_to_string(&config_path)?;
     let requested: Vec<Requested> = fragments
         .iter()
-        .flat_map(|f| requested_options(&f.text))
+        .flat_map(|f| requested_options(&f.text, version.as_deref()))
         .collect();
     let lost = lost_options(&requested, &config);
     if !lost.is_empty() {
@@ -490,8 +547,10 @@ mod tests {
 
     #[test]
     fn requested_options_read_both_forms() {
-        let r =
-            requested_options("# comment\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"lz4\"\n\n");
+        let r = requested_options(
+            "# comment\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"lz4\"\n\n",
+            None,
+        );
         assert_eq!(r.len(), 3);
         assert_eq!(
             r[1],
@@ -509,6 +568,7 @@ mod tests {
         let merged = merge_config(
             base,
             &[frag("CONFIG_A=y\nCONFIG_B=y\n# CONFIG_D is not set\n")],
+            None,
         );
         assert_eq!(
             merged,
@@ -517,9 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn version_conditions_select_lines() {
+        let f = "CONFIG_A=y\nCONFIG_NEW=y  # since 6.12\nCONFIG_OLD=y # before 6.11\n# CONFIG_X is not set # since 6.12\n";
+        let names = |v: Option<&str>| -> Vec<String> {
+            requested_options(f, v)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(
+            names(Some("6.12.117")),
+            ["CONFIG_A", "CONFIG_NEW", "CONFIG_X"]
+        );
+        assert_eq!(names(Some("6.1.192")), ["CONFIG_A", "CONFIG_OLD"]);
+        assert_eq!(
+            names(None),
+            ["CONFIG_A", "CONFIG_NEW", "CONFIG_OLD", "CONFIG_X"]
+        );
+        assert_eq!(
+            requested_options(f, Some("6.12.1"))[1].value.as_deref(),
+            Some("y")
+        );
+        let merged = merge_config("", &[frag(f)], Some("6.1.0"));
+        assert_eq!(merged, "CONFIG_A=y\nCONFIG_OLD=y\n");
+    }
+
+    #[test]
     fn lost_options_names_what_did_not_survive() {
         let req = requested_options(
             "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n# CONFIG_D is not set\nCONFIG_E=4\n",
+            None,
         );
         let config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_E=4\n";
         let lost = lost_options(&req, config);
@@ -535,7 +622,7 @@ mod tests {
     #[test]
     fn the_base_fragment_is_well_formed() {
         let f = fragments(&[]).unwrap();
-        let req = requested_options(&f[0].text);
+        let req = requested_options(&f[0].text, None);
         assert!(
             req.iter().any(|r| r.name == "CONFIG_MEMCG"),
             "base.config lost CONFIG_MEMCG"

@@ -170,10 +170,10 @@ pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested
         .lines()
         .filter_map(|line| {
             let (line, condition) = split_condition(line.trim());
-            if let (Some(v), Some(c)) = (version, condition) {
-                if !c.holds(v) {
-                    return None;
-                }
+            if let (Some(v), Some(c)) = (version, condition)
+                && !c.holds(v)
+            {
+                return None;
             }
             if let Some(rest) = line.strip_prefix("# ") {
                 let name = rest.strip_suffix(" is not set")?;
@@ -228,10 +228,10 @@ fn split_condition(line: &str) -> (&str, Option<VersionCondition>) {
         ),
         (" # before ", VersionCondition::Before),
     ] {
-        if let Some(i) = line.rfind(word) {
-            if let Some((a, b)) = major_minor(&line[i + word.len()..]) {
-                return (line[..i].trim_end(), Some(make(a, b)));
-            }
+        if let Some(i) = line.rfind(word)
+            && let Some((a, b)) = major_minor(&line[i + word.len()..])
+        {
+            return (line[..i].trim_end(), Some(make(a, b)));
         }
     }
     (line, None)

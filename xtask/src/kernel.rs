@@ -517,8 +517,19 @@ fn make(
                 .trim()
                 .to_string();
             let of = objects_hint.map(|n| format!("/~{n}")).unwrap_or_default();
+            // Files compile at a roughly even rate after the first minute: extrapolate.
+            let eta = match objects_hint {
+                Some(n) if objects >= 40 && objects < n => {
+                    let per_file = started.elapsed().as_secs_f64() / objects as f64;
+                    format!(
+                        ", about {} left",
+                        progress::mmss(Duration::from_secs_f64(per_file * (n - objects) as f64))
+                    )
+                }
+                _ => String::new(),
+            };
             progress::status(&format!(
-                "kernel: building vmlinux, {} elapsed, {objects}{of} files compiled, last: {last}",
+                "kernel: building vmlinux (a first build takes 5-8 minutes on 2 cores), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
                 progress::mmss(started.elapsed())
             ));
             last_print = Instant::now();

@@ -373,6 +373,10 @@ fn the_shell_answers_commands_and_powers_off_on_exit() {
         panic!("never saw {needle:?}; output:\n{}", seen.join("\n"));
     };
     wait_for("run a step:", &mut seen);
+    // Busybox's line editor drops what was typed before it first reads: wait until the shell
+    // has started (its banner), then a moment more.
+    wait_for("job control turned off", &mut seen);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(b"cat /sys/fs/cgroup/W/memory.max\nlab-step read\nexit\n")

@@ -56,6 +56,18 @@ fn main() {
         };
         std::process::exit(code);
     }
+    if args.get(1).map(String::as_str) == Some("step") {
+        // `lab-step NAME` in the --shell: run one of the lab's steps by hand.
+        std::process::exit(
+            match lab_step(args.get(2).map(String::as_str).unwrap_or("")) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("lab-step: {e}");
+                    1
+                }
+            },
+        );
+    }
     if std::env::var("kernel_lab").as_deref() == Ok("floor") {
         // `kernel_lab=floor` on the kernel command line: measure the boot floor, do nothing.
         power_off();
@@ -139,6 +151,9 @@ fn agent(out: &mut Emitter) -> Result<()> {
         label: "start".into(),
         values: sample(&spec, &probe),
     });
+    if std::env::var("kernel_lab").as_deref() == Ok("shell") {
+        return shell(&spec);
+    }
     let mut holders = Vec::new();
     let mut workers: BTreeMap<String, String> = BTreeMap::new();
     for step in &spec.steps {
@@ -439,6 +454,87 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         }
     }
     v
+}
+
+/// `--shell`: an interactive busybox shell on the console, the lab set up but no step run.
+fn shell(spec: &LabSpec) -> Result<()> {
+    let steps: Vec<&str> = spec.steps.iter().map(|s| s.name()).collect();
+    let groups: Vec<String> = spec
+        .cgroups
+        .iter()
+        .map(|c| format!("{CGROOT}/{}", c.name))
+        .collect();
+    println!(
+        "\nkernel-lab shell: lab {} is set up; no step has run.",
+        spec.id
+    );
+    println!(
+        "  cgroups: {}",
+        if groups.is_empty() {
+            "(none)".into()
+        } else {
+            groups.join(" ")
+        }
+    );
+    println!(
+        "  run a step:   lab-step NAME   (steps: {})",
+        steps.join(", ")
+    );
+    println!(
+        "  look around:  cat /proc/vmstat, cat {}/memory.stat, free",
+        groups.first().map(String::as_str).unwrap_or(CGROOT)
+    );
+    println!("  exit (or Ctrl-D) powers the VM off.\n");
+    let status = Command::new("/bin/sh")
+        .env_clear()
+        .env("PATH", "/bin")
+        .env("HOME", "/")
+        .env("PS1", format!("[{}] # ", spec.id))
+        .status()
+        .map_err(|e| format!("starting /bin/sh: {e}"))?;
+    println!("kernel-lab shell: {status}; powering off");
+    Ok(())
+}
+
+/// Runs one step of the plan in the foreground and prints what it changed.
+fn lab_step(name: &str) -> Result<()> {
+    let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
+    let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
+    let Some(step) = spec.steps.iter().find(|s| s.name() == name) else {
+        let names: Vec<&str> = spec.steps.iter().map(|s| s.name()).collect();
+        return Err(format!("no step {name:?} (steps: {})", names.join(", ")));
+    };
+    let before = sample(&spec, &BTreeMap::new());
+    let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
+    let status = Command::new("/proc/self/exe")
+        .arg("worker")
+        .arg(json)
+        .status()
+        .map_err(|e| format!("starting the workload: {e}"))?;
+    let after = sample(&spec, &BTreeMap::new());
+    let exit = match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Exited { code },
+        (_, signal) => Exit::Signaled {
+            signal: signal.unwrap_or(0),
+        },
+    };
+    println!("step {name}: {exit}");
+    let interesting = |k: &str| {
+        k.contains("pgscan")
+            || k.contains("pgsteal")
+            || k.contains("oom")
+            || k.ends_with(".max")
+            || k.ends_with(".high")
+            || k.contains("pswp")
+            || k.ends_with("memory.current")
+    };
+    for (k, a) in &after {
+        let b = before.get(k).copied().unwrap_or(0);
+        if *a != b && interesting(k) && !k.starts_with("zoneinfo") {
+            println!("  {k}: {b} -> {a} ({:+})", i128::from(*a) - i128::from(b));
+        }
+    }
+    Ok(())
 }
 
 /// The workload process: leaves the agent's OOM protection, joins its cgroup, does the work.

@@ -156,6 +156,23 @@ fn is_newer_than_sources(bin: &Path, root: &Path) -> bool {
     inputs.iter().all(|p| mtime(p).is_none_or(|m| m <= built))
 }
 
+/// Whether an ELF64 binary has a PT_INTERP program header (is dynamically linked).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..count)
+        .any(|i| elf.get(phoff + i * size..phoff + i * size + 4) == Some(&3u32.to_le_bytes()[..]))
+}
+
 /// Busybox applets linked into /bin for `--shell`.
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "grep", "head", "tail", "free", "ps", "top", "dd", "sleep", "mkdir",
@@ -198,8 +215,8 @@ pub fn write(dest: &Path, agent: &Path, plan_json: &str, shell: bool) -> Result<
             "--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static"
         );
         let bytes = std::fs::read(BUSYBOX).with_context(|| need.clone())?;
-        // A dynamic busybox names its loader; there is no libc in the initramfs to load.
-        if bytes.windows(8).any(|w| w == b"ld-linux") {
+        // A dynamic busybox needs a loader and libc, which the initramfs does not have.
+        if has_interpreter(&bytes) {
             bail!("{BUSYBOX} is dynamically linked; {need}");
         }
         bytes
@@ -257,6 +274,14 @@ mod tests {
             }
             out.push((name, mode, data));
         }
+    }
+
+    #[test]
+    fn static_and_dynamic_binaries_are_told_apart() {
+        // The agent is static; the test binary itself is dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_interpreter(&me));
+        assert!(!has_interpreter(b"\x7fELF short"));
     }
 
     #[test]

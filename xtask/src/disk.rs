@@ -57,6 +57,10 @@ pub fn ensure(plan: &DiskPlan) -> Result<Option<PathBuf>> {
         return Ok(Some(image));
     }
     let staging_dir = tempfile::Builder::new().prefix("data-").tempdir_in(&dir)?;
+    let mib: u64 = files.values().sum::<u64>() >> 20;
+    crate::progress::status(&format!(
+        "disk: making the ext4 data disk with {mib} MiB of files (once; cached) ..."
+    ));
     let mut total = 0;
     for (name, size) in files {
         write_pattern(&staging_dir.path().join(name), *size)?;

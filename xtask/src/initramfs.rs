@@ -91,6 +91,9 @@ pub fn build_agent() -> Result<PathBuf> {
     {
         return Ok(bin); // a warm run: skip even cargo's own no-op check (~0.1 s)
     }
+    crate::progress::status(
+        "agent: cargo build of the static guest agent (the first build takes ~30 s) ...",
+    );
     let out = duct::cmd!(
         cargo,
         "build",

@@ -377,12 +377,16 @@ fn run_step(
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
     }
-    let exit = match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Exited { code },
-        (None, Some(signal)) => Exit::Signaled { signal },
-        (None, None) => return Err(format!("workload ended strangely: {status:?}")),
-    };
-    Ok((exit, stderr))
+    Ok((exit_of(status)?, stderr))
+}
+
+/// How a workload process ended.
+fn exit_of(status: std::process::ExitStatus) -> Result<Exit> {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ok(Exit::Exited { code }),
+        (None, Some(signal)) => Ok(Exit::Signaled { signal }),
+        (None, None) => Err(format!("workload ended strangely: {status:?}")),
+    }
 }
 
 /// Sends a [`Event::Tick`] with the timeline counters every `tick_ms` while a step runs.
@@ -512,12 +516,7 @@ fn lab_step(name: &str) -> Result<()> {
         .status()
         .map_err(|e| format!("starting the workload: {e}"))?;
     let after = sample(&spec, &BTreeMap::new());
-    let exit = match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Exited { code },
-        (_, signal) => Exit::Signaled {
-            signal: signal.unwrap_or(0),
-        },
-    };
+    let exit = exit_of(status)?;
     println!("step {name}: {exit}");
     let interesting = |k: &str| {
         k.contains("pgscan")

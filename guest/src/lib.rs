@@ -9,3 +9,19 @@
 pub mod event;
 pub mod parse;
 pub mod spec;
+
+/// The vmscan tracepoints recorded when a lab traces (`[vm] trace = true`); absent ones are
+/// skipped. The host switches them on from the kernel command line, the agent checks them.
+pub const TRACEPOINTS: &[&str] = &[
+    "mm_vmscan_wakeup_kswapd",
+    "mm_vmscan_kswapd_wake",
+    "mm_vmscan_kswapd_sleep",
+    "mm_vmscan_direct_reclaim_begin",
+    "mm_vmscan_direct_reclaim_end",
+    "mm_vmscan_memcg_reclaim_begin",
+    "mm_vmscan_memcg_reclaim_end",
+    "mm_vmscan_memcg_softlimit_reclaim_begin",
+    "mm_vmscan_memcg_softlimit_reclaim_end",
+    "mm_vmscan_node_reclaim_begin",
+    "mm_vmscan_node_reclaim_end",
+];

@@ -26,20 +26,6 @@ const DATA: &str = "/data";
 const TMPFS: &str = "/lab-tmp";
 const V1ROOT: &str = "/cgroup-v1";
 const TRACEFS: &str = "/sys/kernel/tracing";
-/// The vmscan tracepoints recorded when a lab asks for tracing (absent ones are skipped).
-const TRACEPOINTS: &[&str] = &[
-    "mm_vmscan_wakeup_kswapd",
-    "mm_vmscan_kswapd_wake",
-    "mm_vmscan_kswapd_sleep",
-    "mm_vmscan_direct_reclaim_begin",
-    "mm_vmscan_direct_reclaim_end",
-    "mm_vmscan_memcg_reclaim_begin",
-    "mm_vmscan_memcg_reclaim_end",
-    "mm_vmscan_memcg_softlimit_reclaim_begin",
-    "mm_vmscan_memcg_softlimit_reclaim_end",
-    "mm_vmscan_node_reclaim_begin",
-    "mm_vmscan_node_reclaim_end",
-];
 
 type Result<T, E = String> = std::result::Result<T, E>;
 
@@ -226,12 +212,16 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
     if spec.vm.trace {
+        // The host asks for all of this on the kernel command line (cheaper while booting);
+        // set what is not already so, e.g. when booted without those words.
         mount("tracefs", TRACEFS, "tracefs", 0)?;
-        write(&format!("{TRACEFS}/trace_clock"), "boot")?;
-        write(&format!("{TRACEFS}/buffer_size_kb"), "4096")?;
-        for tp in TRACEPOINTS {
+        let clock = read(&format!("{TRACEFS}/trace_clock")).unwrap_or_default();
+        if !clock.contains("[boot]") {
+            write(&format!("{TRACEFS}/trace_clock"), "boot")?;
+        }
+        for tp in guest::TRACEPOINTS {
             let enable = format!("{TRACEFS}/events/vmscan/{tp}/enable");
-            if fs::metadata(&enable).is_ok() {
+            if read(&enable).is_some_and(|v| v.trim() == "0") {
                 write(&enable, "1")?;
             }
         }

@@ -331,6 +331,26 @@ pub fn kernel_fragments(spec: &LabSpec) -> Vec<String> {
     f
 }
 
+/// Kernel command line words for the agent and, when the lab traces, for tracing: the
+/// tracepoints are switched on while the kernel boots, which is cheaper under TCG than
+/// enabling them one by one from user space (each enable patches kernel code).
+fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
+    let mut words = Vec::new();
+    if shell {
+        words.push("kernel_lab=shell".into());
+    }
+    if spec.vm.trace {
+        let events: Vec<String> = guest::TRACEPOINTS
+            .iter()
+            .map(|t| format!("vmscan:{t}"))
+            .collect();
+        words.push(format!("trace_event={}", events.join(",")));
+        words.push("trace_clock=boot".into());
+        words.push("trace_buf_size=4M".into());
+    }
+    words
+}
+
 /// A per-run scratch directory under target/kernel-lab/tmp, removed on drop.
 fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
     let root = cache::target_dir()?.join("tmp");
@@ -412,11 +432,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         } else {
             None
         },
-        extra_cmdline: if opts.shell {
-            vec!["kernel_lab=shell".into()]
-        } else {
-            vec![]
-        },
+        extra_cmdline: guest_cmdline(&spec, opts.shell),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,
     };

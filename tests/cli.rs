@@ -154,3 +154,79 @@ fn vars_lists_the_knobs() {
     );
     assert!(out.contains("swap           off"), "{out}");
 }
+
+/// A stand-in kernel tree whose `make vmlinux` only records its pid and sleeps: enough to
+/// interrupt a "kernel build" in a test without compiling anything.
+fn fake_kernel_tree(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("mm")).unwrap();
+    std::fs::write(dir.join("mm/vmscan.c"), "/* stand-in */\n").unwrap();
+    std::fs::write(
+        dir.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
+         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
+         olddefconfig:\n\ttrue\n\
+         vmlinux:\n\techo $$$$ > $(O)/sleeper.pid; exec sleep 120\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_interrupted_kernel_build_stops_make_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let mut child = xtask_cmd(&["kernel", "--kernel-src", tree.to_str().unwrap()])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the "build" runs, then interrupt it as Ctrl-C or a CI timeout would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid_file = loop {
+        let found = std::fs::read_dir(cache.join("build"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok());
+        if let Some(e) = found
+            .map(|e| e.path().join("sleeper.pid"))
+            .filter(|p| p.exists())
+        {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake build never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sleeper: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("interrupted while running make vmlinux; the cache is unchanged"),
+        "{err}"
+    );
+    // make's own children are gone too, and no kernel was published.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{sleeper}")).exists(),
+        "make's child {sleeper} is still running"
+    );
+    let published = std::fs::read_dir(cache.join("kernels"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(published, 0, "an interrupted build was published");
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}

@@ -11,6 +11,7 @@ use crate::progress;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -461,23 +462,20 @@ fn make(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let handle = duct::cmd(
-        "make",
-        [
-            "-C".into(),
-            tree.as_os_str().to_owned(),
-            format!("O={}", build.display()).into(),
-            format!("-j{jobs}").into(),
-        ]
-        .into_iter()
-        .chain(targets.iter().map(|t| t.into())),
-    )
-    .stdin_null()
-    .stdout_file(log_file.try_clone()?)
-    .stderr_file(log_file)
-    .unchecked()
-    .start()
-    .context("starting make (is build-essential installed?)")?;
+    // make runs in its own process group, so that an interruption stops its compilers too
+    // (killing make alone would leave them running).
+    let mut child = std::process::Command::new("make")
+        .arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", build.display()))
+        .arg(format!("-j{jobs}"))
+        .args(targets)
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .context("starting make (is build-essential installed?)")?;
     let started = Instant::now();
     let what = targets.join(" ");
     let tty = std::io::stderr().is_terminal();
@@ -486,15 +484,18 @@ fn make(
     let mut objects = 0;
     loop {
         if progress::interrupted() {
-            let _ = handle.kill();
+            let group = -(child.id() as i32);
+            unsafe { libc::kill(group, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(200));
+            unsafe { libc::kill(group, libc::SIGKILL) };
+            let _ = child.wait();
             bail!("interrupted while running make {what}; the cache is unchanged");
         }
-        if let Some(out) = handle.try_wait().context("waiting for make")? {
-            if !out.status.success() {
+        if let Some(status) = child.try_wait().context("waiting for make")? {
+            if !status.success() {
                 let tail = progress::tail(log, 30);
                 bail!(
-                    "make {what} failed ({}); the last lines of {}:\n{tail}",
-                    out.status,
+                    "make {what} failed ({status}); the last lines of {}:\n{tail}",
                     log.display()
                 );
             }

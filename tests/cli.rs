@@ -165,7 +165,9 @@ fn fake_kernel_tree(dir: &std::path::Path) {
         "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
          tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
          olddefconfig:\n\ttrue\n\
-         vmlinux:\n\techo $$$$ > $(O)/sleeper.pid; exec sleep 120\n",
+         vmlinux:\n\techo $$$$ > $(O)/sleeper.pid; echo build >> $(O)/../../builds.log; \
+         if [ -n \"$$FULL\" ]; then echo 'cc1: error: No space left on device' >&2; exit 1; fi; \
+         if [ -n \"$$QUICK\" ]; then sleep 1; echo elf > $(O)/vmlinux; else exec sleep 120; fi\n",
     )
     .unwrap();
 }
@@ -229,4 +231,87 @@ fn an_interrupted_kernel_build_stops_make_and_publishes_nothing() {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn concurrent_runs_build_a_kernel_once_under_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let spawn = || {
+        xtask_cmd(&["kernel", "--kernel-src", tree.to_str().unwrap()])
+            .env("KERNEL_LAB_CACHE", &cache)
+            .env("QUICK", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(a.stdout, b.stdout, "both got the same cached kernel");
+    let builds = std::fs::read_to_string(cache.join("builds.log")).unwrap();
+    assert_eq!(
+        builds.lines().count(),
+        1,
+        "the kernel was built {} times",
+        builds.lines().count()
+    );
+}
+
+#[test]
+fn a_full_disk_during_the_build_says_so_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let o = xtask_cmd(&["kernel", "--kernel-src", tree.to_str().unwrap()])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .env("FULL", "1")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("make vmlinux failed"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(
+        out.contains(
+            "the disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.join("kernels"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn no_shell_command_lines_are_built_anywhere() {
+    // Children get argument vectors (Command, duct); nothing goes through a shell, so no user
+    // input can ever be interpreted by one.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let src = std::fs::read_to_string(e.path()).unwrap();
+        for needle in [
+            "Command::new(\"sh\")",
+            "Command::new(\"bash\")",
+            "cmd!(\"sh\"",
+            "cmd(\"sh\"",
+            "\"-c\"",
+        ] {
+            assert!(
+                !src.contains(needle),
+                "{} contains {needle}",
+                e.path().display()
+            );
+        }
+    }
 }

@@ -388,3 +388,29 @@ fn the_shell_answers_commands_and_powers_off_on_exit() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{}", seen.join("\n"));
 }
+
+#[test]
+fn an_agent_that_dies_without_its_end_frame_is_reported() {
+    // Fault injection: the agent aborts right after its first frame, so PID 1 dies.
+    let o = xtask(&[
+        "lab",
+        "tests/labs/wrong-expectation",
+        "--kernel-arg",
+        "kernel_lab=crash",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("the stream stops after frame 0 without its end; last seen: hello"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Attempted to kill init"),
+        "the console tail must show it: {out}"
+    );
+    assert!(
+        out.contains("wrong-expectation: FAIL")
+            && !out.contains("snapshot wrong-expectation.snap: matches"),
+        "{out}"
+    );
+}

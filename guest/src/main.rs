@@ -129,6 +129,11 @@ fn agent(out: &mut Emitter) -> Result<()> {
     out.send(Event::Hello {
         kernel: kernel_release(),
     });
+    if std::env::var("kernel_lab").as_deref() == Ok("crash") {
+        // Fault injection for kernel-lab's own tests (`--kernel-arg kernel_lab=crash`): PID 1
+        // dies without its end frame, as a real crash would.
+        std::process::abort();
+    }
     let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
     let probe = setup(&spec)?;

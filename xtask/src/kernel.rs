@@ -494,8 +494,20 @@ fn make(
         if let Some(status) = child.try_wait().context("waiting for make")? {
             if !status.success() {
                 let tail = progress::tail(log, 30);
+                let hint = if tail.contains("No space left on device") {
+                    format!(
+                        "\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {})",
+                        build
+                            .parent()
+                            .and_then(Path::parent)
+                            .unwrap_or(build)
+                            .display()
+                    )
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "make {what} failed ({status}); the last lines of {}:\n{tail}",
+                    "make {what} failed ({status}); the last lines of {}:\n{tail}{hint}",
                     log.display()
                 );
             }

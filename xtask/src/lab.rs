@@ -141,6 +141,73 @@ pub struct Loaded {
     pub skipped: Vec<String>,
 }
 
+/// Counter names the default kernel (6.12 from kernel-configs/) reports, by family.
+const KNOWN_COUNTERS: &str = include_str!("../../kernel-configs/counters-6.12.txt");
+
+/// Counters in the spec that the default kernel does not have, as located errors (checked
+/// before boot when the lab runs on that kernel; other kernels are checked when they report).
+pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String> {
+    let mut known: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    let mut section = "";
+    for line in KNOWN_COUNTERS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        match line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            Some(name) => section = name,
+            None => known.entry(section).or_default().push(line),
+        }
+    }
+    let family_of = |term: &str| -> Option<(&'static str, String)> {
+        let rest = term.split_once('/').map(|(_, r)| r).unwrap_or(term);
+        for family in ["vmstat", "memory.stat", "memory.events"] {
+            if let Some(key) = rest.strip_prefix(family).and_then(|r| r.strip_prefix('.')) {
+                return Some((family, key.to_string()));
+            }
+        }
+        None
+    };
+    let mut errs = Vec::new();
+    let counters = spec
+        .observe
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ("observe", i, &o.counter))
+        .chain(
+            spec.expect
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.counter.as_ref().map(|c| ("expect", i, c))),
+        );
+    for (table, index, expr) in counters {
+        for (_, term) in &expr.terms {
+            let Some((family, key)) = family_of(term) else {
+                continue;
+            };
+            let names = known.get(family).map(Vec::as_slice).unwrap_or(&[]);
+            if names.contains(&key.as_str()) {
+                continue;
+            }
+            let closest = names
+                .iter()
+                .min_by_key(|n| edit_distance(&key, n))
+                .copied()
+                .unwrap_or("");
+            let e = SpecError {
+                table,
+                index: Some(index),
+                key: "counter",
+                message: format!(
+                    "{term}: the 6.12 kernel has no {family} key {key:?} (closest: {closest:?})"
+                ),
+            };
+            errs.push(format!("{origin}:{}: {e}", locate(text, &e)));
+        }
+    }
+    errs
+}
+
 /// [`load`] with `--set name=value` overrides of the lab's `[vars]`.
 pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
     let text =
@@ -250,6 +317,8 @@ pub struct RunOptions {
     pub sets: Vec<String>,
     /// `--shell`: set the lab up and give the user a busybox shell instead of running steps.
     pub shell: bool,
+    /// `--kernel-arg`: extra words for the guest kernel's command line.
+    pub kernel_args: Vec<String>,
 }
 
 /// Everything one run produced.
@@ -407,6 +476,17 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let mut phases = Phases::default();
     let loaded = load_with(&lab.spec_path(), &opts.sets)?;
     let spec = loaded.spec.clone();
+    if opts.kernel_src.is_none() && std::env::var_os(kernel::SOURCE_ENV).is_none() {
+        let text = std::fs::read_to_string(lab.spec_path())?;
+        let errs = unknown_counters(&spec, &text, &lab.spec_path().display().to_string());
+        if !errs.is_empty() {
+            bail!(
+                "{} counter(s) this kernel does not report:\n  {}",
+                errs.len(),
+                errs.join("\n  ")
+            );
+        }
+    }
     eprintln!("lab {}: {}", spec.id, spec.title);
     let p = prepare(opts, &kernel_fragments(&spec), &mut phases)?;
     let scratch = scratch(&spec.id)?;
@@ -432,7 +512,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         } else {
             None
         },
-        extra_cmdline: guest_cmdline(&spec, opts.shell),
+        extra_cmdline: [guest_cmdline(&spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,
     };
@@ -822,6 +902,30 @@ mod tests {
             }
             let text = String::from_utf8_lossy(&b);
             let _ = parse_full(&text, "fuzz", &["m=2M".to_string()]);
+        }
+    }
+
+    #[test]
+    fn unknown_counters_are_named_with_the_closest_real_one() {
+        let text = format!(
+            "{GOOD}[[expect]]\ncounter = \"vmstat.pgscan_kswapd_normal + W/memory.events.oom_kill\"\ndelta = \"== 0\"\nwhy = \"w\"\n"
+        );
+        let spec = parse_spec(&text, "f").unwrap();
+        let errs = unknown_counters(&spec, &text, "f");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("f:16: [[expect]] #1 field `counter`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].contains("no vmstat key \"pgscan_kswapd_normal\" (closest: \"pgscan_kswapd\")"),
+            "{errs:?}"
+        );
+        // Every lab in the catalog names only counters the kernel has.
+        for l in catalog().unwrap() {
+            let text = std::fs::read_to_string(l.spec_path()).unwrap();
+            let spec = load(&l.spec_path()).unwrap();
+            assert_eq!(unknown_counters(&spec, &text, &l.id), Vec::<String>::new());
         }
     }
 

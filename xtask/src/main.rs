@@ -148,6 +148,9 @@ struct RunArgs {
     /// Never install packages; say what is missing instead.
     #[arg(long)]
     no_install: bool,
+    /// Extra word for the guest kernel's command line, e.g. `initcall_debug` (repeatable).
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    kernel_args: Vec<String>,
 }
 
 impl From<RunArgs> for lab::RunOptions {
@@ -160,6 +163,7 @@ impl From<RunArgs> for lab::RunOptions {
             timeout: a.timeout,
             sets: vec![],
             shell: false,
+            kernel_args: a.kernel_args,
         }
     }
 }
@@ -263,6 +267,7 @@ fn run(cli: Cli) -> Result<bool> {
                 timeout: None,
                 sets: vec![],
                 shell: false,
+                kernel_args: vec![],
             };
             let opts = check::CheckOptions {
                 labs: selected,

@@ -282,6 +282,17 @@ mod tests {
         );
         assert!(s.contains("-nic none") && s.contains("-no-reboot"), "{s}");
         assert!(!s.contains("-drive"), "{s}");
+        // Least privilege: no network device and no host directory shared with the guest.
+        for forbidden in [
+            "-netdev",
+            "virtio-net",
+            "-virtfs",
+            "-fsdev",
+            "9p",
+            "vhost-user",
+        ] {
+            assert!(!s.contains(forbidden), "{forbidden} in {s}");
+        }
     }
 
     #[test]

@@ -46,9 +46,11 @@ pub fn shard_items<T: Clone>(items: &[T], shard: Shard) -> Vec<T> {
 pub struct Entry {
     pub lab: String,
     pub kernel: String,
+    /// `on`, `off`, or `lab` (as the lab says).
+    pub mglru: &'static str,
     pub runs: usize,
     pub passed: usize,
-    /// passed (every run), flaky (some runs), failed (no run).
+    /// passed (every run), flaky (some runs), failed (no run), skipped (does not apply).
     pub result: &'static str,
     pub median_wall_secs: f64,
     /// What failed, from the first failing run: expectations, snapshot, run problems.
@@ -85,60 +87,107 @@ pub struct CheckOptions {
     pub repeat: usize,
     pub shard: Option<Shard>,
     pub run: RunOptions,
+    /// MGLRU modes to run (None: as each lab says).
+    pub mglru: Vec<Option<bool>>,
+}
+
+/// `--mglru`: which LRU implementation(s) to check the labs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mglru {
+    On,
+    Off,
+    Both,
+}
+
+impl Mglru {
+    pub fn modes(self) -> Vec<Option<bool>> {
+        match self {
+            Mglru::On => vec![Some(true)],
+            Mglru::Off => vec![Some(false)],
+            Mglru::Both => vec![Some(true), Some(false)],
+        }
+    }
+}
+
+fn mode_name(m: Option<bool>) -> &'static str {
+    match m {
+        None => "lab",
+        Some(true) => "on",
+        Some(false) => "off",
+    }
 }
 
 /// Runs the (sharded) matrix; returns one entry per (kernel, lab).
 pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
-    let mut items: Vec<(Option<PathBuf>, LabDir)> = Vec::new();
+    let mut items: Vec<(Option<PathBuf>, Option<bool>, LabDir)> = Vec::new();
     for k in &opts.kernels {
-        for l in &opts.labs {
-            items.push((k.clone(), l.clone()));
+        for m in &opts.mglru {
+            for l in &opts.labs {
+                items.push((k.clone(), *m, l.clone()));
+            }
         }
     }
     if let Some(shard) = opts.shard {
         items = shard_items(&items, shard);
     }
     let mut entries = Vec::new();
-    for (kernel, lab) in items {
+    for (kernel, mglru, lab) in items {
         let run_opts = RunOptions {
             kernel_src: kernel.clone(),
+            sets: vec![],
+            mglru,
             ..opts.run.clone()
         };
         let label = kernel
             .as_ref()
             .map(|p| kernel_label(p))
             .unwrap_or_else(|| "default".into());
-        let mut passed = 0;
+        let mut entry = Entry {
+            lab: lab.id.clone(),
+            kernel: label.clone(),
+            mglru: mode_name(mglru),
+            runs: 0,
+            passed: 0,
+            result: "skipped",
+            median_wall_secs: 0.0,
+            failures: vec![],
+        };
+        // A lab that fixes the LRU itself does not apply to the other mode.
+        let own = lab::load(&lab.spec_path())?.vm.mglru;
+        if let (Some(want), Some(own)) = (mglru, own)
+            && want != own
+        {
+            entry.failures.push(format!(
+                "skipped: the lab itself runs with MGLRU {}",
+                mode_name(Some(own))
+            ));
+            entries.push(entry);
+            continue;
+        }
         let mut walls = Vec::new();
-        let mut failures = Vec::new();
         for i in 0..opts.repeat {
             eprintln!(
-                "check: {} on {label}, run {}/{}",
+                "check: {} on {label} (MGLRU {}), run {}/{}",
                 lab.id,
+                mode_name(mglru),
                 i + 1,
                 opts.repeat
             );
             let r = lab::execute(&lab, &run_opts)?;
             walls.push(r.total.as_secs_f64());
             if r.passed() {
-                passed += 1;
+                entry.passed += 1;
             } else {
-                if failures.is_empty() {
-                    failures = failure_lines(&r);
+                if entry.failures.is_empty() {
+                    entry.failures = failure_lines(&r);
                 }
                 lab::print(&r);
             }
         }
-        let median = crate::bench::figure("wall", walls).median;
-        entries.push(Entry {
-            lab: lab.id.clone(),
-            kernel: label,
-            runs: opts.repeat,
-            passed,
-            result: classify(opts.repeat, passed),
-            median_wall_secs: median,
-            failures,
-        });
+        entry.runs = opts.repeat;
+        entry.result = classify(opts.repeat, entry.passed);
+        entry.median_wall_secs = crate::bench::figure("wall", walls).median;
+        entries.push(entry);
     }
     Ok(entries)
 }
@@ -166,15 +215,16 @@ pub fn render_table(entries: &[Entry]) -> String {
         .unwrap_or(6)
         .max(6);
     let mut out = format!(
-        "{:<w$}  {:<kw$}  {:<7}  {:>6}  {:>8}\n",
-        "lab", "kernel", "result", "passed", "wall"
+        "{:<w$}  {:<kw$}  {:<5}  {:<7}  {:>6}  {:>8}\n",
+        "lab", "kernel", "mglru", "result", "passed", "wall"
     );
     for e in entries {
         let _ = writeln!(
             out,
-            "{:<w$}  {:<kw$}  {:<7}  {:>6}  {:>7.2}s",
+            "{:<w$}  {:<kw$}  {:<5}  {:<7}  {:>6}  {:>7.2}s",
             e.lab,
             e.kernel,
+            e.mglru,
             e.result,
             format!("{}/{}", e.passed, e.runs),
             e.median_wall_secs
@@ -202,7 +252,11 @@ fn xml_escape(s: &str) -> String {
 
 /// JUnit XML: one testcase per (kernel, lab); a flaky or failed lab is a failure.
 pub fn junit(entries: &[Entry]) -> String {
-    let failures = entries.iter().filter(|e| e.result != "passed").count();
+    let failures = entries
+        .iter()
+        .filter(|e| e.result == "failed" || e.result == "flaky")
+        .count();
+    let skipped = entries.iter().filter(|e| e.result == "skipped").count();
     let time: f64 = entries
         .iter()
         .map(|e| e.median_wall_secs * e.runs as f64)
@@ -215,19 +269,26 @@ pub fn junit(entries: &[Entry]) -> String {
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"kernel-lab\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">",
+        "  <testsuite name=\"kernel-lab\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">",
         entries.len()
     );
     for e in entries {
         let _ = write!(
             out,
-            "    <testcase classname=\"kernel-lab.{}\" name=\"{}\" time=\"{:.3}\"",
+            "    <testcase classname=\"kernel-lab.{}.mglru-{}\" name=\"{}\" time=\"{:.3}\"",
             xml_escape(&e.kernel),
+            e.mglru,
             xml_escape(&e.lab),
             e.median_wall_secs
         );
         if e.result == "passed" {
             out.push_str("/>\n");
+        } else if e.result == "skipped" {
+            let _ = writeln!(
+                out,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                xml_escape(&e.failures.join("; "))
+            );
         } else {
             let msg = format!("{}: {}/{} runs passed", e.result, e.passed, e.runs);
             let _ = writeln!(
@@ -305,6 +366,7 @@ mod tests {
         Entry {
             lab: lab.into(),
             kernel: "6.12.117".into(),
+            mglru: "lab",
             runs: 3,
             passed,
             result: classify(3, passed),
@@ -330,7 +392,7 @@ mod tests {
         assert!(xml.contains("tests=\"3\" failures=\"2\""), "{xml}");
         assert!(
             xml.contains(
-                "<testcase classname=\"kernel-lab.6.12.117\" name=\"1-a\" time=\"2.500\"/>"
+                "<testcase classname=\"kernel-lab.6.12.117.mglru-lab\" name=\"1-a\" time=\"2.500\"/>"
             ),
             "{xml}"
         );
@@ -339,6 +401,19 @@ mod tests {
         assert_eq!(xml.matches("<testcase").count(), 3);
         assert_eq!(xml.matches("</testcase>").count(), 2);
         assert!(xml.trim_end().ends_with("</testsuites>"));
+    }
+
+    #[test]
+    fn skipped_labs_are_junit_skips_not_failures() {
+        let mut e = entry("11-m", 0);
+        e.result = "skipped";
+        e.failures = vec!["skipped: the lab itself runs with MGLRU off".into()];
+        let xml = junit(&[e, entry("1-a", 3)]);
+        assert!(xml.contains("failures=\"0\" skipped=\"1\""), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"skipped: the lab itself runs with MGLRU off\"/>"),
+            "{xml}"
+        );
     }
 
     #[test]

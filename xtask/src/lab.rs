@@ -319,6 +319,8 @@ pub struct RunOptions {
     pub shell: bool,
     /// `--kernel-arg`: extra words for the guest kernel's command line.
     pub kernel_args: Vec<String>,
+    /// `check --mglru`: run with MGLRU switched on or off, whatever the lab says.
+    pub mglru: Option<bool>,
 }
 
 /// Everything one run produced.
@@ -475,7 +477,10 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();
     let mut phases = Phases::default();
     let loaded = load_with(&lab.spec_path(), &opts.sets)?;
-    let spec = loaded.spec.clone();
+    let mut spec = loaded.spec.clone();
+    if opts.mglru.is_some() {
+        spec.vm.mglru = opts.mglru;
+    }
     if opts.kernel_src.is_none() && std::env::var_os(kernel::SOURCE_ENV).is_none() {
         let text = std::fs::read_to_string(lab.spec_path())?;
         let errs = unknown_counters(&spec, &text, &lab.spec_path().display().to_string());

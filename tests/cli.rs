@@ -315,3 +315,32 @@ fn no_shell_command_lines_are_built_anywhere() {
         }
     }
 }
+
+#[test]
+fn check_skips_a_lab_that_does_not_apply_and_writes_junit() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = xtask(&[
+        "check",
+        "--lab",
+        "11",
+        "--mglru",
+        "on",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "a skip is not a failure: {out}");
+    assert!(
+        out.contains("skipped: the lab itself runs with MGLRU off"),
+        "{out}"
+    );
+    let xml = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
+    assert!(
+        xml.contains("skipped=\"1\"") && xml.contains("<skipped message="),
+        "{xml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("check.json")).unwrap())
+            .unwrap();
+    assert_eq!(json[0]["result"], "skipped");
+}

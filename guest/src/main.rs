@@ -583,19 +583,9 @@ fn work(step: &Step, size: usize) -> Result<()> {
 /// that cgroup v2 can take the controller: `v1.memory.swappiness`, `v1.memory.stat.<key>` ...
 fn cgroup_v1_probe() -> Result<BTreeMap<String, u64>> {
     let _ = fs::create_dir_all(V1ROOT);
-    let (s, d, t, o) = (
-        CString::new("cgroup").unwrap(),
-        CString::new(V1ROOT).unwrap(),
-        CString::new("cgroup").unwrap(),
-        CString::new("memory").unwrap(),
-    );
-    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), 0, o.as_ptr().cast()) };
-    if rc != 0 {
-        return Err(format!(
-            "mounting the cgroup v1 memory controller: {} (the kernel needs CONFIG_MEMCG_V1)",
-            errno()
-        ));
-    }
+    mount_with("cgroup", V1ROOT, "cgroup", 0, Some("memory")).map_err(|e| {
+        format!("the cgroup v1 memory controller: {e} (the kernel needs CONFIG_MEMCG_V1)")
+    })?;
     // Read the v1 root's files: a child group would outlive the umount as a dying memcg and
     // keep the hierarchy (and so the controller) from returning to v2.
     let group = V1ROOT;
@@ -613,7 +603,8 @@ fn cgroup_v1_probe() -> Result<BTreeMap<String, u64>> {
             v.insert(format!("v1.{file}"), n);
         }
     }
-    if unsafe { libc::umount(d.as_ptr()) } != 0 {
+    let root = CString::new(V1ROOT).unwrap();
+    if unsafe { libc::umount(root.as_ptr()) } != 0 {
         return Err(format!("unmounting the v1 hierarchy: {}", errno()));
     }
     Ok(v)
@@ -798,12 +789,27 @@ fn write(path: &str, value: &str) -> Result<()> {
 }
 
 fn mount(src: &str, dst: &str, fstype: &str, flags: libc::c_ulong) -> Result<()> {
+    mount_with(src, dst, fstype, flags, None)
+}
+
+/// mount(2) with an option string (e.g. the controller of a cgroup v1 hierarchy).
+fn mount_with(
+    src: &str,
+    dst: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<()> {
     let (s, d, t) = (
         CString::new(src).unwrap(),
         CString::new(dst).unwrap(),
         CString::new(fstype).unwrap(),
     );
-    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, std::ptr::null()) };
+    let data = data.map(|o| CString::new(o).unwrap());
+    let data_ptr = data
+        .as_ref()
+        .map_or(std::ptr::null(), |o| o.as_ptr().cast());
+    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, data_ptr) };
     if rc != 0 {
         return Err(format!("mounting {fstype} on {dst}: {}", errno()));
     }

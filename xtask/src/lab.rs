@@ -139,6 +139,8 @@ pub struct Loaded {
     pub sets: std::collections::BTreeMap<String, String>,
     /// Steps left out because their size resolved to 0.
     pub skipped: Vec<String>,
+    /// The spec text as parsed (variables substituted), for locating errors.
+    pub text: String,
 }
 
 /// Counter names the default kernel (6.12 from kernel-configs/) reports, by family.
@@ -252,6 +254,7 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
         vars: declared,
         sets,
         skipped,
+        text,
     })
 }
 
@@ -446,11 +449,7 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
         data_disk: None,
         console_log: &console_log,
         results: &results,
-        tsc_khz: if p.accel == qemu::Accel::Tcg {
-            qemu::host_tsc_khz()
-        } else {
-            None
-        },
+        tsc_khz: qemu::tsc_khz_for(p.accel),
         extra_cmdline: vec!["kernel_lab=floor".into()],
         numa_nodes: 1,
         console_stdio: false,
@@ -482,8 +481,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         spec.vm.mglru = opts.mglru;
     }
     if opts.kernel_src.is_none() && std::env::var_os(kernel::SOURCE_ENV).is_none() {
-        let text = std::fs::read_to_string(lab.spec_path())?;
-        let errs = unknown_counters(&spec, &text, &lab.spec_path().display().to_string());
+        let errs = unknown_counters(&spec, &loaded.text, &lab.spec_path().display().to_string());
         if !errs.is_empty() {
             bail!(
                 "{} counter(s) this kernel does not report:\n  {}",
@@ -512,11 +510,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         data_disk: data_disk.as_deref(),
         console_log: &console_log,
         results: &results,
-        tsc_khz: if p.accel == qemu::Accel::Tcg {
-            qemu::host_tsc_khz()
-        } else {
-            None
-        },
+        tsc_khz: qemu::tsc_khz_for(p.accel),
         extra_cmdline: [guest_cmdline(&spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,

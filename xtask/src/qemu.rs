@@ -165,6 +165,15 @@ pub fn resolve_accel(requested: Accel) -> Result<Accel> {
     }
 }
 
+/// The TSC rate to give the guest: the host's under TCG (see [`VmArgs::tsc_khz`]), none under KVM.
+pub fn tsc_khz_for(accel: Accel) -> Option<u64> {
+    if accel == Accel::Kvm {
+        None
+    } else {
+        host_tsc_khz()
+    }
+}
+
 /// The host TSC frequency in kHz, from /proc/cpuinfo.
 pub fn host_tsc_khz() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;

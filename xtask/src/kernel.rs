@@ -1,7 +1,8 @@
 //! The guest kernel: find the source, merge config fragments, build once, cache by hash.
 //!
-//! Key = hash(source identity, every fragment's text, build recipe version). A warm lookup only
-//! stats the source and reads the fragments: it never runs make. A cold build extracts a
+//! Key = hash(source identity, every fragment's text as it applies to this source's version,
+//! build recipe version). A warm lookup only stats the source, reads its Makefile's version and
+//! the fragments: it never runs make. A cold build extracts a
 //! tarball once, runs `make tinyconfig`, merges the fragments, runs `olddefconfig`, checks that
 //! every requested option survived, builds vmlinux (booted through its PVH entry) with a
 //! progress line, and publishes it into the cache with a rename.
@@ -306,19 +307,46 @@ pub struct Kernel {
     pub built: bool,
 }
 
-pub fn cache_key(source: &Source, fragments: &[Fragment]) -> String {
+/// The cache key of a kernel: the recipe, the source's identity and the fragments as they apply
+/// to `version` ([`effective_text`]); a fragment that asks for nothing on this version (e.g.
+/// `CONFIG_MEMCG_V1` before 6.11, where v1 is always built) does not make a separate kernel.
+pub fn cache_key(source: &Source, fragments: &[Fragment], version: Option<&str>) -> String {
     let mut h = KeyHasher::new();
     h.add(RECIPE.as_bytes()).add(source.identity.as_bytes());
     for f in fragments {
-        h.add(f.name.as_bytes()).add(f.text.as_bytes());
+        if f.name != "base" && requested_options(&f.text, version).is_empty() {
+            continue;
+        }
+        h.add(f.name.as_bytes())
+            .add(effective_text(&f.text, version).as_bytes());
     }
     h.hex()
+}
+
+/// A fragment's text for one kernel version: lines whose version condition fails are dropped,
+/// the others lose their `# since`/`# before` mark. A fragment without marks is returned as it
+/// is, so marking a line for older kernels does not change the newer kernels' cache keys.
+pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
+    fragment
+        .split_inclusive('\n')
+        .filter_map(|raw| {
+            let (line, condition) = split_condition(raw.trim());
+            match (condition, version) {
+                (None, _) => Some(raw.to_string()),
+                (Some(c), Some(v)) if !c.holds(v) => None,
+                (Some(_), _) => Some(format!("{line}{}", if raw.ends_with('\n') { "\n" } else { "" })),
+            }
+        })
+        .collect()
 }
 
 /// Returns the cached kernel for (source, fragments), building it first if needed.
 pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<Kernel> {
     let cache = cache::cache_dir()?;
-    let key = cache_key(source, fragments);
+    // The tree (extracted once for a tarball) gives the version the fragments are read for.
+    let tree = source_tree(&cache, source)?;
+    let version = makefile_version(&tree);
+    let key = cache_key(source, fragments, version.as_deref());
     let entry = cache.join("kernels").join(&key);
     let image = entry.join("vmlinux");
     if image.is_file() && !rebuild {
@@ -336,7 +364,6 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
             built: false,
         }); // another process built it meanwhile
     }
-    let tree = source_tree(&cache, source)?;
     let build = cache.join("build").join(&key);
     fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let log = build.join("kernel-lab-build.log");
@@ -624,6 +651,46 @@ mod tests {
         );
         let merged = merge_config("", &[frag(f)], Some("6.1.0"));
         assert_eq!(merged, "CONFIG_A=y\nCONFIG_OLD=y\n");
+    }
+
+    #[test]
+    fn effective_text_keeps_unmarked_fragments_and_their_keys() {
+        let plain = "# c\nCONFIG_A=y\nCONFIG_NEW=y\n";
+        assert_eq!(effective_text(plain, Some("6.12.1")), plain);
+        let marked = "# c\nCONFIG_A=y\nCONFIG_NEW=y # since 6.12\nCONFIG_OLD=y # before 6.12\n";
+        // Marking lines for older kernels leaves a newer kernel's effective text as it was.
+        assert_eq!(effective_text(marked, Some("6.12.117")), plain);
+        assert_eq!(
+            effective_text(marked, Some("6.1.192")),
+            "# c\nCONFIG_A=y\nCONFIG_OLD=y\n"
+        );
+        let src = Source {
+            path: "/x".into(),
+            kind: SourceKind::Tarball,
+            identity: "x".into(),
+        };
+        let key = |text: &str, v| cache_key(&src, &[frag(text)], v);
+        assert_eq!(key(plain, Some("6.12.117")), key(marked, Some("6.12.117")));
+        assert_ne!(key(marked, Some("6.1.192")), key(marked, Some("6.12.117")));
+        // A fragment that asks for nothing on this version does not change the key.
+        let base = Fragment {
+            name: "base".into(),
+            text: plain.into(),
+        };
+        let v1 = Fragment {
+            name: "memcg-v1".into(),
+            text: "CONFIG_MEMCG_V1=y # since 6.11\n".into(),
+        };
+        let both = [base.clone(), v1];
+        let only = [base];
+        assert_eq!(
+            cache_key(&src, &both, Some("6.1.192")),
+            cache_key(&src, &only, Some("6.1.192"))
+        );
+        assert_ne!(
+            cache_key(&src, &both, Some("6.12.117")),
+            cache_key(&src, &only, Some("6.12.117"))
+        );
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum Event {
         exit: Exit,
         wall_ms: u64,
         stderr: String,
+        /// What an exec step's program printed (other steps print nothing).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        stdout: String,
     },
     /// Something the agent could not do; the run is failed, but the agent carries on reporting.
     Error {
@@ -203,6 +206,7 @@ mod tests {
                 exit: Exit::Signaled { signal: 9 },
                 wall_ms: 5,
                 stderr: String::new(),
+                stdout: "ok 1 t\n".into(),
             },
             Event::End { frames: 2 },
         ]

@@ -157,11 +157,12 @@ fn agent(out: &mut Emitter) -> Result<()> {
         });
         let started = Instant::now();
         match run_step(&spec, step, out, &mut holders, &mut workers) {
-            Ok((exit, stderr)) => out.send(Event::StepEnd {
+            Ok((exit, stderr, stdout)) => out.send(Event::StepEnd {
                 step: step.name().into(),
                 exit,
                 wall_ms: started.elapsed().as_millis() as u64,
                 stderr,
+                stdout,
             }),
             Err(e) => out.error(&format!("step {}", step.name()), e),
         }
@@ -209,8 +210,12 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
         }
     }
     let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
-    if uses(StepKind::ReadFile) || uses(StepKind::WriteFile) {
-        mount_data_disk(uses(StepKind::WriteFile))?;
+    if uses(StepKind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
+        loopback_up()?;
+    }
+    let writes = uses(StepKind::WriteFile) || uses(StepKind::Exec);
+    if uses(StepKind::ReadFile) || writes {
+        mount_data_disk(writes)?;
     }
     if uses(StepKind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
@@ -268,6 +273,29 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     Ok(probe)
 }
 
+/// Brings the loopback interface up (a kernel with networking starts with it down), for
+/// programs that talk TCP to themselves, such as the selftests' socket-accounting test.
+fn loopback_up() -> Result<()> {
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if sock < 0 {
+        return Err(format!("socket for lo: {}", errno()));
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let rc = unsafe {
+        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+    };
+    let err = errno();
+    unsafe { libc::close(sock) };
+    if rc != 0 {
+        return Err(format!("bringing lo up: {err}"));
+    }
+    Ok(())
+}
+
 /// The ext4 data disk (/dev/vda); QEMU attaches it with snapshot=on, so writes never persist.
 fn mount_data_disk(writable: bool) -> Result<()> {
     let flags = if writable { 0 } else { libc::MS_RDONLY };
@@ -297,15 +325,16 @@ fn zram_swap(size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs one step; workloads run in a child process and their ending is the result.
+/// Runs one step; workloads run in a child process and their ending is the result, with what
+/// it wrote to stderr and stdout.
 fn run_step(
     spec: &LabSpec,
     step: &Step,
     out: &mut Emitter,
     holders: &mut Vec<std::process::Child>,
     workers: &mut BTreeMap<String, String>,
-) -> Result<(Exit, String)> {
-    let done = Ok((Exit::Exited { code: 0 }, String::new()));
+) -> Result<(Exit, String, String)> {
+    let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
     let mut ticker = Ticker::new(spec, step);
     match step.kind {
         StepKind::Sleep => {
@@ -355,9 +384,31 @@ fn run_step(
         }
         if line == "ready" {
             holders.push(child);
-            return Ok((Exit::Holding, String::new()));
+            return Ok((Exit::Holding, String::new(), String::new()));
         }
     }
+    // Drained while it runs, so that a chatty program never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -368,11 +419,9 @@ fn run_step(
             Err(e) => return Err(format!("waiting for the workload: {e}")),
         }
     };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    Ok((exit_of(status)?, stderr))
+    let stderr = stderr.join().unwrap_or_default();
+    let stdout = stdout.join().unwrap_or_default();
+    Ok((exit_of(status)?, stderr, stdout))
 }
 
 /// How a workload process ended.
@@ -574,6 +623,15 @@ fn work(step: &Step, size: usize) -> Result<()> {
                 arg.push_str(&format!(" swappiness={sw}"));
             }
             write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+        }
+        StepKind::Exec => {
+            use std::os::unix::process::CommandExt;
+            // Replaces the worker, keeping its cgroup, oom_score_adj and stdout/stderr pipes.
+            let err = Command::new(&step.argv[0])
+                .args(&step.argv[1..])
+                .current_dir(DATA)
+                .exec();
+            Err(format!("running {}: {err}", step.argv[0]))
         }
         StepKind::Sleep | StepKind::Sysctl => Ok(()),
     }

@@ -148,6 +148,9 @@ pub struct Step {
     /// sysctl: the settings to write, e.g. `{ "vm.watermark_scale_factor" = "200" }`.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
+    /// exec: the program to run (a path in the initramfs) and its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +170,10 @@ pub enum StepKind {
     Sysctl,
     /// Wait; lets kswapd and the lazy stat flush catch up.
     Sleep,
+    /// Run a program shipped in the initramfs (`argv`), e.g. the kernel's own cgroup selftests,
+    /// with the writable data disk as its working directory (`size` = room it may use there);
+    /// its stdout is reported with the step's end.
+    Exec,
 }
 
 impl StepKind {
@@ -179,6 +186,7 @@ impl StepKind {
             StepKind::Reclaim => "reclaim",
             StepKind::Sysctl => "sysctl",
             StepKind::Sleep => "sleep",
+            StepKind::Exec => "exec",
         }
     }
 }
@@ -786,6 +794,16 @@ impl LabSpec {
                 let m = "a reclaim step needs the cgroup to reclaim from";
                 e("step", Some(i), "cgroup", m.into());
             }
+            match (st.kind == StepKind::Exec, st.argv.is_empty()) {
+                (true, true) => e(
+                    "step",
+                    Some(i),
+                    "argv",
+                    "an exec step needs argv = [\"/program\", ...]".into(),
+                ),
+                (false, false) => e("step", Some(i), "argv", "only exec steps take argv".into()),
+                _ => {}
+            }
             if st.swappiness.is_some() && st.kind != StepKind::Reclaim {
                 let m =
                     "only reclaim steps take swappiness (cgroup v2 has no per-group vm.swappiness)";
@@ -941,6 +959,7 @@ mod tests {
                 background: false,
                 numa_node: None,
                 set: BTreeMap::new(),
+                argv: vec![],
             }],
             observe: vec![],
             expect: vec![Expect {

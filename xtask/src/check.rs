@@ -2,7 +2,8 @@
 //! summary table, a JSON summary and JUnit XML for CI systems.
 
 use crate::lab::{self, LabDir, RunOptions, RunResult};
-use anyhow::{Context, Result, bail};
+use crate::selftests;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -41,9 +42,11 @@ pub fn shard_items<T: Clone>(items: &[T], shard: Shard) -> Vec<T> {
         .collect()
 }
 
-/// What one lab did on one kernel over its repeats.
+/// What one lab (or one upstream selftest) did on one kernel over its repeats.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// `lab`, or `selftest` for a test of the kernel's own (then `lab` is `program/test`).
+    pub kind: &'static str,
     pub lab: String,
     pub kernel: String,
     /// `on`, `off`, or `lab` (as the lab says).
@@ -89,6 +92,15 @@ pub struct CheckOptions {
     pub run: RunOptions,
     /// MGLRU modes to run (None: as each lab says).
     pub mglru: Vec<Option<bool>>,
+    /// Also run the kernel's own cgroup memory selftests (one item per kernel and mode).
+    pub selftests: bool,
+}
+
+/// One unit of the matrix: a lab, or one boot running the kernel's selftests.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Lab(LabDir),
+    Selftests,
 }
 
 /// `--mglru`: which LRU implementation(s) to check the labs with.
@@ -117,21 +129,30 @@ fn mode_name(m: Option<bool>) -> &'static str {
     }
 }
 
-/// Runs the (sharded) matrix; returns one entry per (kernel, lab).
-pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
-    let mut items: Vec<(Option<PathBuf>, Option<bool>, LabDir)> = Vec::new();
+/// The whole matrix in a fixed order (kernels, then modes, then labs and the selftests); a shard
+/// takes every N-th item of it.
+pub fn matrix(opts: &CheckOptions) -> Vec<(Option<PathBuf>, Option<bool>, Item)> {
+    let mut items = Vec::new();
     for k in &opts.kernels {
         for m in &opts.mglru {
             for l in &opts.labs {
-                items.push((k.clone(), *m, l.clone()));
+                items.push((k.clone(), *m, Item::Lab(l.clone())));
+            }
+            if opts.selftests {
+                items.push((k.clone(), *m, Item::Selftests));
             }
         }
     }
-    if let Some(shard) = opts.shard {
-        items = shard_items(&items, shard);
+    match opts.shard {
+        Some(shard) => shard_items(&items, shard),
+        None => items,
     }
+}
+
+/// Runs the (sharded) matrix; returns one entry per (kernel, mode, lab) and per selftest.
+pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for (kernel, mglru, lab) in items {
+    for (kernel, mglru, item) in matrix(opts) {
         let run_opts = RunOptions {
             kernel_src: kernel.clone(),
             sets: vec![],
@@ -142,7 +163,15 @@ pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
             .as_ref()
             .map(|p| kernel_label(p))
             .unwrap_or_else(|| "default".into());
+        let lab = match item {
+            Item::Lab(lab) => lab,
+            Item::Selftests => {
+                entries.extend(check_selftests(&run_opts, &label, mglru, opts.repeat)?);
+                continue;
+            }
+        };
         let mut entry = Entry {
+            kind: "lab",
             lab: lab.id.clone(),
             kernel: label.clone(),
             mglru: mode_name(mglru),
@@ -190,6 +219,100 @@ pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// Runs the selftests `repeat` times on one kernel; one entry per test (a test that skipped in
+/// every run is skipped with its reason; one that failed in some runs is flaky).
+fn check_selftests(
+    run_opts: &RunOptions,
+    label: &str,
+    mglru: Option<bool>,
+    repeat: usize,
+) -> Result<Vec<Entry>> {
+    let mut runs = Vec::new();
+    for i in 0..repeat {
+        eprintln!(
+            "check: selftests on {label} (MGLRU {}), run {}/{repeat}",
+            mode_name(mglru),
+            i + 1
+        );
+        runs.push(selftests::run(run_opts)?);
+    }
+    Ok(selftest_entries(&runs, label, mglru))
+}
+
+/// Folds repeated selftest runs into entries (pure, for tests).
+pub fn selftest_entries(
+    runs: &[selftests::SelftestRun],
+    label: &str,
+    mglru: Option<bool>,
+) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let wall =
+        crate::bench::figure("wall", runs.iter().map(|r| r.total.as_secs_f64()).collect()).median;
+    let blank = |name: String| Entry {
+        kind: "selftest",
+        lab: name,
+        kernel: label.to_string(),
+        mglru: mode_name(mglru),
+        runs: 0,
+        passed: 0,
+        result: "skipped",
+        median_wall_secs: wall,
+        failures: vec![],
+    };
+    for run in runs {
+        for problem in &run.problems {
+            let name = selftests::ID.to_string();
+            if !entries.iter().any(|e| e.lab == name) {
+                entries.push(blank(name.clone()));
+            }
+            let e = entries.iter_mut().find(|e| e.lab == name).unwrap();
+            e.failures.push(format!(
+                "{problem} (console: {})",
+                run.kept.join("console.log").display()
+            ));
+        }
+        for (program, results) in &run.programs {
+            for t in results {
+                let name = format!("{program}/{}", t.name);
+                if !entries.iter().any(|e| e.lab == name) {
+                    entries.push(blank(name.clone()));
+                }
+                let e = entries.iter_mut().find(|e| e.lab == name).unwrap();
+                match &t.outcome {
+                    selftests::Outcome::Pass => {
+                        e.runs += 1;
+                        e.passed += 1;
+                    }
+                    selftests::Outcome::Fail => {
+                        e.runs += 1;
+                        if e.failures.is_empty() {
+                            e.failures
+                                .push(format!("{program} reported: not ok {}", t.name));
+                        }
+                    }
+                    selftests::Outcome::Skip(reason) => {
+                        let line = format!("skipped: {reason}");
+                        if !e.failures.contains(&line) {
+                            e.failures.push(line);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for e in &mut entries {
+        e.result = match (e.lab == selftests::ID, e.runs) {
+            (true, _) => "failed",
+            (false, 0) => "skipped",
+            (false, n) => classify(n, e.passed),
+        };
+        if e.lab == selftests::ID {
+            e.runs = runs.len();
+        }
+    }
+    entries
 }
 
 /// A short name for a kernel source: its version if it is a tree, else its file name.
@@ -275,7 +398,12 @@ pub fn junit(entries: &[Entry]) -> String {
     for e in entries {
         let _ = write!(
             out,
-            "    <testcase classname=\"kernel-lab.{}.mglru-{}\" name=\"{}\" time=\"{:.3}\"",
+            "    <testcase classname=\"{}.{}.mglru-{}\" name=\"{}\" time=\"{:.3}\"",
+            if e.kind == "selftest" {
+                "selftests"
+            } else {
+                "kernel-lab"
+            },
             xml_escape(&e.kernel),
             e.mglru,
             xml_escape(&e.lab),
@@ -313,19 +441,19 @@ pub fn write_reports(dir: &Path, entries: &[Entry]) -> Result<(PathBuf, PathBuf)
     Ok((json, xml))
 }
 
-/// Resolves the `--lab` filters against the catalog (all labs when empty).
-pub fn select(filters: &[String], catalog: &[LabDir]) -> Result<Vec<LabDir>> {
+/// Resolves the `--lab` filters against the catalog: the labs, and whether the selftests are
+/// in (no filters: every lab and the selftests; else only what is named).
+pub fn select(filters: &[String], catalog: &[LabDir]) -> Result<(Vec<LabDir>, bool)> {
     if filters.is_empty() {
-        return Ok(catalog.to_vec());
+        return Ok((catalog.to_vec(), true));
     }
+    let selftests = filters.iter().any(|f| f == selftests::ID);
     let labs = filters
         .iter()
+        .filter(|f| *f != selftests::ID)
         .map(|f| lab::resolve(f, catalog))
         .collect::<Result<Vec<_>>>()?;
-    if labs.is_empty() {
-        bail!("no lab selected");
-    }
-    Ok(labs)
+    Ok((labs, selftests))
 }
 
 #[cfg(test)]
@@ -364,6 +492,7 @@ mod tests {
 
     fn entry(lab: &str, passed: usize) -> Entry {
         Entry {
+            kind: "lab",
             lab: lab.into(),
             kernel: "6.12.117".into(),
             mglru: "lab",
@@ -414,6 +543,155 @@ mod tests {
             xml.contains("<skipped message=\"skipped: the lab itself runs with MGLRU off\"/>"),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn junit_parses_as_xml_with_labs_and_selftests() {
+        let mut skip = entry("test_memcontrol/test_memcg_sock", 0);
+        skip.kind = "selftest";
+        skip.result = "skipped";
+        skip.failures = vec!["skipped: no TCP <IPv6> & \"loopback\"".into()];
+        let mut st = entry("test_memcontrol/test_memcg_min", 3);
+        st.kind = "selftest";
+        let xml = junit(&[entry("1-a", 3), entry("2-b", 0), skip, st]);
+        let doc = roxmltree::Document::parse(&xml).expect("junit.xml is XML");
+        let suite = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testsuite"))
+            .unwrap();
+        assert_eq!(suite.attribute("tests"), Some("4"));
+        assert_eq!(suite.attribute("failures"), Some("1"));
+        assert_eq!(suite.attribute("skipped"), Some("1"));
+        let cases: Vec<_> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(cases.len(), 4);
+        let class = |i: usize| cases[i].attribute("classname").unwrap();
+        assert_eq!(class(0), "kernel-lab.6.12.117.mglru-lab");
+        assert_eq!(class(3), "selftests.6.12.117.mglru-lab");
+        assert_eq!(
+            cases[3].attribute("name"),
+            Some("test_memcontrol/test_memcg_min")
+        );
+        let failure = cases[1]
+            .children()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert!(failure.text().unwrap().contains("vmstat.x > 0"));
+        let skipped = cases[2]
+            .children()
+            .find(|n| n.has_tag_name("skipped"))
+            .unwrap();
+        assert_eq!(
+            skipped.attribute("message"),
+            Some("skipped: no TCP <IPv6> & \"loopback\"")
+        );
+    }
+
+    fn selftest_run(outcomes: &[(&str, selftests::Outcome)]) -> selftests::SelftestRun {
+        selftests::SelftestRun {
+            programs: vec![(
+                "test_memcontrol".into(),
+                outcomes
+                    .iter()
+                    .map(|(n, o)| selftests::TestResult {
+                        name: n.to_string(),
+                        outcome: o.clone(),
+                    })
+                    .collect(),
+            )],
+            problems: vec![],
+            total: std::time::Duration::from_secs(20),
+            kept: PathBuf::from("/k"),
+        }
+    }
+
+    #[test]
+    fn selftest_runs_fold_into_passed_flaky_and_skipped_entries() {
+        use selftests::Outcome::*;
+        let skip = || Skip("no swap".into());
+        let runs = [
+            selftest_run(&[("a", Pass), ("b", Pass), ("c", skip())]),
+            selftest_run(&[("a", Pass), ("b", Fail), ("c", skip())]),
+        ];
+        let e = selftest_entries(&runs, "6.12.117", Some(true));
+        let get = |n: &str| {
+            e.iter()
+                .find(|x| x.lab == format!("test_memcontrol/{n}"))
+                .unwrap()
+        };
+        assert_eq!(e.len(), 3);
+        assert!(e.iter().all(|x| x.kind == "selftest" && x.mglru == "on"));
+        assert_eq!(
+            (get("a").result, get("a").passed, get("a").runs),
+            ("passed", 2, 2)
+        );
+        assert_eq!(get("b").result, "flaky");
+        assert_eq!(get("b").failures, ["test_memcontrol reported: not ok b"]);
+        assert_eq!(get("c").result, "skipped");
+        assert_eq!(get("c").failures, ["skipped: no swap"]);
+        // A boot that went wrong is a failure of the selftests as a whole.
+        let mut bad = selftest_run(&[]);
+        bad.problems = vec!["test_memcontrol reported no test results (did not finish)".into()];
+        let e = selftest_entries(&[bad], "6.1.192", None);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].lab.as_str(), e[0].result), ("selftests", "failed"));
+    }
+
+    #[test]
+    fn the_matrix_puts_the_selftests_after_each_kernel_and_modes_labs() {
+        let labs: Vec<LabDir> = ["1-a", "2-b"]
+            .iter()
+            .map(|id| LabDir {
+                id: id.to_string(),
+                dir: PathBuf::from(id),
+            })
+            .collect();
+        let mut opts = CheckOptions {
+            labs,
+            kernels: vec![Some("/k61".into()), Some("/k612".into())],
+            repeat: 1,
+            shard: None,
+            run: RunOptions {
+                kernel_src: None,
+                accel: crate::qemu::Accel::Tcg,
+                rebuild_kernel: false,
+                install: false,
+                timeout: None,
+                sets: vec![],
+                shell: false,
+                kernel_args: vec![],
+                mglru: None,
+            },
+            mglru: vec![Some(true), Some(false)],
+            selftests: true,
+        };
+        let all = matrix(&opts);
+        assert_eq!(all.len(), 2 * 2 * 3);
+        let names = |items: &[(Option<PathBuf>, Option<bool>, Item)]| -> Vec<String> {
+            items
+                .iter()
+                .map(|(k, m, i)| {
+                    let what = match i {
+                        Item::Lab(l) => l.id.clone(),
+                        Item::Selftests => "selftests".into(),
+                    };
+                    format!("{}:{m:?}:{what}", k.as_ref().unwrap().display())
+                })
+                .collect()
+        };
+        let mut union: Vec<String> = (1..=4)
+            .flat_map(|i| {
+                opts.shard = Some(Shard { index: i, count: 4 });
+                names(&matrix(&opts))
+            })
+            .collect();
+        union.sort();
+        let mut expected = names(&all);
+        expected.sort();
+        assert_eq!(union, expected, "every item in exactly one of 4 shards");
+        assert_eq!(names(&all)[2], "/k61:Some(true):selftests");
     }
 
     #[test]

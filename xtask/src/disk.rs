@@ -27,7 +27,7 @@ pub fn plan(spec: &LabSpec) -> DiskPlan {
                 let e = p.files.entry(step.file_name().to_string()).or_insert(0);
                 *e = (*e).max(size);
             }
-            StepKind::WriteFile => p.free += size,
+            StepKind::WriteFile | StepKind::Exec => p.free += size,
             _ => {}
         }
     }

@@ -186,9 +186,23 @@ const APPLETS: &[&str] = &[
 /// Where busybox-static puts its binary on Debian/Ubuntu.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// Writes the initramfs for one run: /init = agent, /lab/plan.json = plan; with `shell`, also
-/// busybox and its applets in /bin, and `lab-step` to run one step by hand.
-pub fn write(dest: &Path, agent: &Path, plan_json: &str, shell: bool) -> Result<()> {
+/// A file added to the initramfs beside the agent (e.g. a selftest program), at `path`
+/// (relative, its parent directories are made).
+pub struct Extra {
+    pub path: String,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+/// Writes the initramfs for one run: /init = agent, /lab/plan.json = plan, the `extra` files;
+/// with `shell`, also busybox and its applets in /bin, and `lab-step` to run one step by hand.
+pub fn write(
+    dest: &Path,
+    agent: &Path,
+    plan_json: &str,
+    shell: bool,
+    extra: &[Extra],
+) -> Result<()> {
     let agent =
         std::fs::read(agent).with_context(|| format!("reading the agent {}", agent.display()))?;
     let mut entries = vec![
@@ -246,6 +260,23 @@ pub fn write(dest: &Path, agent: &Path, plan_json: &str, shell: bool) -> Result<
             data: b"#!/bin/sh\nexec /init step \"$@\"\n",
         });
     }
+    let mut dirs: Vec<String> = Vec::new();
+    for e in extra {
+        for p in Path::new(&e.path).ancestors().skip(1) {
+            let p = p.to_string_lossy().into_owned();
+            let made = ["", "dev", "proc", "sys", "data", "lab"].contains(&p.as_str());
+            if !made && !dirs.contains(&p) {
+                dirs.push(p);
+            }
+        }
+    }
+    dirs.sort(); // parents before children
+    entries.extend(dirs.iter().map(|path| Entry::Dir { path }));
+    entries.extend(extra.iter().map(|e| Entry::File {
+        path: &e.path,
+        mode: e.mode,
+        data: &e.data,
+    }));
     let archive = cpio(&entries);
     std::fs::write(dest, archive).with_context(|| format!("writing {}", dest.display()))
 }

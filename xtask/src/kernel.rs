@@ -334,7 +334,10 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
             match (condition, version) {
                 (None, _) => Some(raw.to_string()),
                 (Some(c), Some(v)) if !c.holds(v) => None,
-                (Some(_), _) => Some(format!("{line}{}", if raw.ends_with('\n') { "\n" } else { "" })),
+                (Some(_), _) => Some(format!(
+                    "{line}{}",
+                    if raw.ends_with('\n') { "\n" } else { "" }
+                )),
             }
         })
         .collect()
@@ -393,7 +396,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
 }
 
 /// A tree is used in place (built with O=); a tarball is extracted once into the cache.
-fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
+pub fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
     if let SourceKind::Tree = source.kind {
         return Ok(source.path.clone());
     }

@@ -218,7 +218,6 @@ pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
 }
 
 /// [`load`] on text; `origin` names the file in errors.
-#[cfg(test)]
 pub fn parse_spec(text: &str, origin: &str) -> Result<LabSpec> {
     Ok(parse_full(text, origin, &[])?.spec)
 }
@@ -438,7 +437,7 @@ fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
 pub fn floor(p: &Prepared) -> Result<Duration> {
     let dir = scratch("floor")?;
     let initrd = dir.path().join("initramfs.cpio");
-    initramfs::write(&initrd, &p.agent, "", false)?;
+    initramfs::write(&initrd, &p.agent, "", false, &[])?;
     let (console_log, results) = (dir.path().join("console.log"), dir.path().join("results"));
     let vm = qemu::VmArgs {
         accel: p.accel,
@@ -491,14 +490,87 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         }
     }
     eprintln!("lab {}: {}", spec.id, spec.title);
-    let p = prepare(opts, &kernel_fragments(&spec), &mut phases)?;
+    let Booted {
+        stream,
+        kept,
+        mut problems,
+        kernel_built,
+    } = boot(&spec, opts, &[], &mut phases)?;
+    let report_started = Instant::now();
+    let eval = report::evaluate(&spec, &stream);
+    if !opts.shell {
+        // (A shell session runs no steps: their missing samples are no problem.)
+        problems.extend(eval.problems.iter().cloned());
+    }
+    let snapshot = report::render_snapshot(&spec, &eval);
+    let snapshot_dir = lab.dir.join("snapshots");
+    let (snapshot_matched, variant_diff) = match (problems.is_empty(), loaded.sets.is_empty()) {
+        _ if opts.shell => (None, None),
+        (false, _) => (None, None),
+        (true, true) => (
+            Some(report::check_snapshot(&snapshot_dir, &spec.id, &snapshot)),
+            None,
+        ),
+        (true, false) => {
+            let default = report::read_snapshot(&snapshot_dir, &spec.id).unwrap_or_default();
+            (None, Some(report::line_diff(&default, &snapshot)))
+        }
+    };
+    phases.add("report", report_started.elapsed());
+    let timeline_svg = (!eval.timeline.is_empty())
+        .then(|| {
+            let (panels, marks, spans) = report::timeline_panels(&eval);
+            let svg = kept.join("timeline.svg");
+            let title = format!("{}: {}", spec.id, spec.title);
+            std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans))
+                .ok()
+                .map(|_| svg)
+        })
+        .flatten();
+    Ok(RunResult {
+        shell: opts.shell,
+        timeline_svg,
+        frames: stream.frames.clone(),
+        spec,
+        eval,
+        problems,
+        variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
+        variant_diff,
+        snapshot_matched,
+        phases,
+        total: total.elapsed(),
+        kernel_built,
+        kept,
+    })
+}
+
+/// What one boot of a lab spec produced, before any judging.
+pub struct Booted {
+    pub stream: guest::event::Stream,
+    /// target/kernel-lab/last/<id>/ with console.log and results.jsonl.
+    pub kept: PathBuf,
+    /// Why the run is not valid: timeout, QEMU failure, an incomplete result stream.
+    pub problems: Vec<String>,
+    pub kernel_built: bool,
+}
+
+/// Prepares the kernel and agent for `spec`, writes its initramfs (plus `extra` files) and data
+/// disk, boots QEMU with progress, and collects the result stream. Shared by labs and the
+/// upstream selftests.
+pub fn boot(
+    spec: &LabSpec,
+    opts: &RunOptions,
+    extra: &[initramfs::Extra],
+    phases: &mut Phases,
+) -> Result<Booted> {
+    let p = prepare(opts, &kernel_fragments(spec), phases)?;
     let scratch = scratch(&spec.id)?;
     let initrd = scratch.path().join("initramfs.cpio");
     phases.time("initramfs", || -> Result<()> {
-        let plan = serde_json::to_string(&spec)?;
-        initramfs::write(&initrd, &p.agent, &plan, opts.shell)
+        let plan = serde_json::to_string(spec)?;
+        initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
     })?;
-    let data_disk = phases.time("disk", || disk::ensure(&disk::plan(&spec)))?;
+    let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
@@ -511,7 +583,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
-        extra_cmdline: [guest_cmdline(&spec, opts.shell), opts.kernel_args.clone()].concat(),
+        extra_cmdline: [guest_cmdline(spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,
     };
@@ -600,51 +672,11 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         };
         problems.push(format!("result stream incomplete: {problem}{seen}"));
     }
-    let report_started = Instant::now();
-    let eval = report::evaluate(&spec, &stream);
-    if !opts.shell {
-        // (A shell session runs no steps: their missing samples are no problem.)
-        problems.extend(eval.problems.iter().cloned());
-    }
-    let snapshot = report::render_snapshot(&spec, &eval);
-    let snapshot_dir = lab.dir.join("snapshots");
-    let (snapshot_matched, variant_diff) = match (problems.is_empty(), loaded.sets.is_empty()) {
-        _ if opts.shell => (None, None),
-        (false, _) => (None, None),
-        (true, true) => (
-            Some(report::check_snapshot(&snapshot_dir, &spec.id, &snapshot)),
-            None,
-        ),
-        (true, false) => {
-            let default = report::read_snapshot(&snapshot_dir, &spec.id).unwrap_or_default();
-            (None, Some(report::line_diff(&default, &snapshot)))
-        }
-    };
-    phases.add("report", report_started.elapsed());
-    let timeline_svg = (!eval.timeline.is_empty())
-        .then(|| {
-            let (panels, marks, spans) = report::timeline_panels(&eval);
-            let svg = kept.join("timeline.svg");
-            let title = format!("{}: {}", spec.id, spec.title);
-            std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans))
-                .ok()
-                .map(|_| svg)
-        })
-        .flatten();
-    Ok(RunResult {
-        shell: opts.shell,
-        timeline_svg,
-        frames: stream.frames.clone(),
-        spec,
-        eval,
-        problems,
-        variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
-        variant_diff,
-        snapshot_matched,
-        phases,
-        total: total.elapsed(),
-        kernel_built: p.kernel.built,
+    Ok(Booted {
+        stream,
         kept,
+        problems,
+        kernel_built: p.kernel.built,
     })
 }
 

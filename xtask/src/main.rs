@@ -10,6 +10,7 @@ mod lab;
 mod progress;
 mod qemu;
 mod report;
+mod selftests;
 mod setup;
 mod timeline;
 mod trace;
@@ -74,9 +75,14 @@ enum Command {
     ///
     /// Exits non-zero if any lab failed or passed only sometimes (flaky).
     Check {
-        /// Only these labs (ids, numbers or prefixes); repeatable. Default: the whole catalog.
+        /// Only these labs (ids, numbers or prefixes); repeatable. `selftests` names the
+        /// kernel's own cgroup memory selftests. Default: the whole catalog and the selftests.
         #[arg(long = "lab", value_name = "LAB")]
         labs: Vec<String>,
+        /// Leave out the kernel's own selftests (test_memcontrol, built from the same source
+        /// tree and run in the same VM set-up), which otherwise run once per kernel and mode.
+        #[arg(long)]
+        no_selftests: bool,
         /// Kernel sources to check (trees or tarballs); repeatable. Default: Debian's 6.12 tarball.
         #[arg(long = "kernel-src", value_name = "DIR|TARBALL")]
         kernels: Vec<PathBuf>,
@@ -258,8 +264,9 @@ fn run(cli: Cli) -> Result<bool> {
             out,
             accel,
             no_install,
+            no_selftests,
         } => {
-            let selected = check::select(&labs, &lab::catalog()?)?;
+            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
             let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
                 vec![None]
             } else {
@@ -283,14 +290,24 @@ fn run(cli: Cli) -> Result<bool> {
                 shard,
                 run,
                 mglru: mglru.map(check::Mglru::modes).unwrap_or_else(|| vec![None]),
+                selftests: selftests && !no_selftests,
             };
             let started = std::time::Instant::now();
             let entries = check::check(&opts)?;
             print!("\n{}", check::render_table(&entries));
             let (json, xml) = check::write_reports(&cache::project_root().join(&out), &entries)?;
             println!(
-                "check: {} lab runs in {:.1}s; wrote {} and {}",
-                entries.iter().map(|e| e.runs).sum::<usize>(),
+                "check: {} lab runs, {} selftest results in {:.1}s; wrote {} and {}",
+                entries
+                    .iter()
+                    .filter(|e| e.kind == "lab")
+                    .map(|e| e.runs)
+                    .sum::<usize>(),
+                entries
+                    .iter()
+                    .filter(|e| e.kind == "selftest")
+                    .map(|e| e.runs)
+                    .sum::<usize>(),
                 started.elapsed().as_secs_f64(),
                 json.display(),
                 xml.display()

@@ -113,6 +113,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                 exit,
                 wall_ms,
                 stderr,
+                ..
             } => {
                 ends.insert(step.clone(), (*exit, *wall_ms, stderr.clone()));
             }
@@ -693,6 +694,7 @@ why = "a counter this kernel does not have"
                 exit: Exit::Signaled { signal: 9 },
                 wall_ms: 10,
                 stderr: String::new(),
+                stdout: String::new(),
             },
             Event::Sample {
                 label: "after:anon".into(),

@@ -26,6 +26,78 @@ pub struct LabSpec {
     pub observe: Vec<Observe>,
     #[serde(default, rename = "expect")]
     pub expect: Vec<Expect>,
+    /// The kernels the lab applies to (`[applies] kernel = ">= 6.12"`, `why = "..."`); on others
+    /// it is not run but reported as skipped with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies: Option<Applies>,
+}
+
+/// Which kernel versions a lab applies to, and why not to the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Applies {
+    pub kernel: KernelReq,
+    pub why: String,
+}
+
+/// A condition on the kernel version, written `>= 6.12` or `< 6.12` (major.minor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KernelReq {
+    pub at_least: bool,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelReq {
+    /// Whether a kernel release such as `6.1.192` or `6.12.0-rc1` meets it (an unreadable
+    /// release meets every condition: it is judged on what it reports).
+    pub fn holds(&self, release: &str) -> bool {
+        let mut it = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|n| n.parse::<u32>().ok());
+        let (Some(Some(a)), Some(Some(b))) = (it.next(), it.next()) else {
+            return true;
+        };
+        ((a, b) >= (self.major, self.minor)) == self.at_least
+    }
+}
+
+impl TryFrom<String> for KernelReq {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim();
+        let (at_least, rest) = if let Some(r) = t.strip_prefix(">=") {
+            (true, r)
+        } else if let Some(r) = t.strip_prefix('<') {
+            (false, r)
+        } else {
+            return Err(format!(
+                "kernel condition {s:?} must be \">= X.Y\" or \"< X.Y\" (e.g. \">= 6.12\")"
+            ));
+        };
+        let bad = || format!("kernel condition {s:?}: write the version as X.Y, e.g. 6.12");
+        let (a, b) = rest.trim().split_once('.').ok_or_else(bad)?;
+        Ok(KernelReq {
+            at_least,
+            major: a.parse().map_err(|_| bad())?,
+            minor: b.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl From<KernelReq> for String {
+    fn from(k: KernelReq) -> String {
+        k.to_string()
+    }
+}
+
+impl fmt::Display for KernelReq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.at_least { ">=" } else { "<" };
+        write!(f, "{op} {}.{}", self.major, self.minor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +329,10 @@ pub struct Expect {
     /// Whether the kernel reports the counter at all (e.g. cgroup v2 has no memory.swappiness).
     #[serde(default)]
     pub present: Option<bool>,
+    /// Only on these kernels, e.g. `">= 6.12"` where older kernels rightly behave otherwise;
+    /// on the others the expectation is shown as not applying, neither pass nor fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelReq>,
     /// One line for the student: why this is what the kernel does.
     pub why: String,
 }
@@ -969,8 +1045,10 @@ mod tests {
                 value: None,
                 exit: None,
                 present: None,
+                kernel: None,
                 why: "the group is over its limit with nothing to reclaim".into(),
             }],
+            applies: None,
         }
     }
 
@@ -1017,6 +1095,40 @@ mod tests {
                 .iter()
                 .any(|e| e.message.contains("used twice"))
         );
+    }
+
+    #[test]
+    fn exec_steps_need_argv_and_only_they_take_it() {
+        let mut s = base();
+        s.steps[0].argv = vec!["/x".into()];
+        assert!(s.validate().iter().any(|e| e.key == "argv"));
+        s.steps[0].kind = StepKind::Exec;
+        s.expect.clear();
+        assert_eq!(s.validate(), vec![]);
+        s.steps[0].argv.clear();
+        assert!(
+            s.validate()
+                .iter()
+                .any(|e| e.message.contains("needs argv"))
+        );
+    }
+
+    #[test]
+    fn kernel_conditions_parse_and_compare_versions() {
+        let k = |t: &str| KernelReq::try_from(t.to_string());
+        let since = k(">= 6.12").unwrap();
+        assert!(since.holds("6.12.117") && since.holds("6.13.0-rc1") && since.holds("7.0"));
+        assert!(!since.holds("6.1.192") && !since.holds("5.19.0"));
+        let before = k("<6.12").unwrap();
+        assert!(before.holds("6.1.192") && !before.holds("6.12.0"));
+        assert!(since.holds("unknown"), "an unreadable release is judged on its counters");
+        assert_eq!(since.to_string(), ">= 6.12");
+        for bad in ["6.12", "> 6.12", ">= 6", ">= six.12"] {
+            assert!(k(bad).is_err(), "{bad}");
+        }
+        let json = r#"{"kernel": ">= 6.12", "why": "swappiness= is new in 6.12"}"#;
+        let a: Applies = serde_json::from_str(json).unwrap();
+        assert_eq!(a.kernel, since);
     }
 
     #[test]

@@ -159,10 +159,7 @@ pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
             mglru,
             ..opts.run.clone()
         };
-        let label = kernel
-            .as_ref()
-            .map(|p| kernel_label(p))
-            .unwrap_or_else(|| "default".into());
+        let label = kernel_label(kernel.as_deref());
         let lab = match item {
             Item::Lab(lab) => lab,
             Item::Selftests => {
@@ -181,8 +178,14 @@ pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
             median_wall_secs: 0.0,
             failures: vec![],
         };
+        let spec = lab::load(&lab.spec_path())?;
+        if let Some(why) = lab::not_applicable(&spec, &run_opts)? {
+            entry.failures.push(format!("skipped: {why}"));
+            entries.push(entry);
+            continue;
+        }
         // A lab that fixes the LRU itself does not apply to the other mode.
-        let own = lab::load(&lab.spec_path())?.vm.mglru;
+        let own = spec.vm.mglru;
         if let (Some(want), Some(own)) = (mglru, own)
             && want != own
         {
@@ -315,13 +318,17 @@ pub fn selftest_entries(
     entries
 }
 
-/// A short name for a kernel source: its version if it is a tree, else its file name.
-fn kernel_label(p: &Path) -> String {
-    crate::kernel::makefile_version(p).unwrap_or_else(|| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    })
+/// A short name for a kernel source: its version (`6.1.192`), else its file name.
+fn kernel_label(p: Option<&Path>) -> String {
+    crate::kernel::locate(p)
+        .and_then(|s| crate::kernel::version(&s))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            p.and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "default".into())
+        })
 }
 
 pub fn render_table(entries: &[Entry]) -> String {

@@ -395,6 +395,12 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     })
 }
 
+/// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
+pub fn version(source: &Source) -> Result<Option<String>> {
+    let tree = source_tree(&cache::cache_dir()?, source)?;
+    Ok(makefile_version(&tree))
+}
+
 /// A tree is used in place (built with O=); a tarball is extracted once into the cache.
 pub fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
     if let SourceKind::Tree = source.kind {

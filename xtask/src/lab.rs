@@ -469,6 +469,21 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
     }
 }
 
+/// Why the lab does not apply to the kernel source in `opts` (its `[applies]` table), or None.
+pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String>> {
+    let Some(applies) = &spec.applies else {
+        return Ok(None);
+    };
+    let source = kernel::locate(opts.kernel_src.as_deref())?;
+    let version = kernel::version(&source)?;
+    Ok(version.filter(|v| !applies.kernel.holds(v)).map(|v| {
+        format!(
+            "lab {} is for kernels {}, not {v}: {}",
+            spec.id, applies.kernel, applies.why
+        )
+    }))
+}
+
 /// Runs one lab: set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison.
 /// Prints progress only; [`print`] shows the report.
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
@@ -489,6 +504,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
             );
         }
     }
+    if let Some(why) = not_applicable(&spec, opts)? {
+        bail!("{why}");
+    }
     eprintln!("lab {}: {}", spec.id, spec.title);
     let Booted {
         stream,
@@ -508,7 +526,11 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         _ if opts.shell => (None, None),
         (false, _) => (None, None),
         (true, true) => (
-            Some(report::check_snapshot(&snapshot_dir, &spec.id, &snapshot)),
+            Some(report::check_snapshot(
+                &snapshot_dir,
+                &report::snapshot_name(&snapshot_dir, &spec.id, eval.kernel.as_deref()),
+                &snapshot,
+            )),
             None,
         ),
         (true, false) => {
@@ -704,7 +726,7 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         .eval
         .verdicts
         .iter()
-        .map(|v| json!({"what": v.what, "actual": v.actual, "pass": v.pass, "why": v.expect.why}))
+        .map(|v| json!({"what": v.what, "actual": v.actual, "pass": v.pass, "applies": v.applies, "why": v.expect.why}))
         .collect();
     let phases: serde_json::Map<String, serde_json::Value> = r
         .phases

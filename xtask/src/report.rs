@@ -38,6 +38,9 @@ pub struct Verdict {
     /// What was found, e.g. `16834` or `not reported by this kernel: vmstat.x`.
     pub actual: String,
     pub pass: bool,
+    /// False when the expectation is for other kernel versions (`kernel = ">= 6.12"`): shown
+    /// as n/a, counted as neither pass nor fail.
+    pub applies: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -302,6 +305,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     what: format!("{c} is {} [after {scope}]", word(want)),
                     actual: word(got).into(),
                     pass: got == want,
+                    applies: true,
                 }
             }
             (Some(c), Some(cond), _, _) => {
@@ -312,12 +316,14 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                         what,
                         actual: d.to_string(),
                         pass: cond.holds(d),
+                        applies: true,
                     },
                     Err(t) => Verdict {
                         expect: ex.clone(),
                         what,
                         actual: format!("not reported by this kernel: {t}"),
                         pass: false,
+                        applies: true,
                     },
                 }
             }
@@ -329,12 +335,14 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                         what,
                         actual: v.to_string(),
                         pass: cond.holds(v),
+                        applies: true,
                     },
                     Err(t) => Verdict {
                         expect: ex.clone(),
                         what,
                         actual: format!("not reported by this kernel: {t}"),
                         pass: false,
+                        applies: true,
                     },
                 }
             }
@@ -349,6 +357,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     what: format!("step {step} {want}"),
                     pass: &got == want,
                     actual: got,
+                    applies: true,
                 }
             }
             _ => Verdict {
@@ -356,8 +365,18 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                 what: "?".into(),
                 actual: "malformed expectation".into(),
                 pass: false,
+                applies: true,
             },
         };
+        let mut verdict = verdict;
+        if let Some(k) = ex.kernel {
+            verdict.what.push_str(&format!(" [kernel {k}]"));
+            if let Some(release) = ev.kernel.as_deref().filter(|r| !k.holds(r)) {
+                verdict.applies = false;
+                verdict.pass = true;
+                verdict.actual = format!("{}; not judged on {release}", verdict.actual);
+            }
+        }
         ev.verdicts.push(verdict);
     }
     ev
@@ -422,7 +441,7 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             let _ = writeln!(
                 out,
                 "  {}  {}  (got {})",
-                if v.pass { "PASS" } else { "FAIL" },
+                verdict_word(v).to_uppercase(),
                 v.what,
                 v.actual
             );
@@ -570,11 +589,20 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
         let _ = writeln!(
             out,
             "  {}: {}",
-            if v.pass { "pass" } else { "FAIL" },
+            verdict_word(v),
             v.what
         );
     }
     out
+}
+
+/// `pass`, `FAIL`, or `n/a` (an expectation for other kernel versions).
+fn verdict_word(v: &Verdict) -> &'static str {
+    match (v.applies, v.pass) {
+        (false, _) => "n/a",
+        (true, true) => "pass",
+        (true, false) => "FAIL",
+    }
 }
 
 /// The body of a committed snapshot (after insta's header), if there is one.
@@ -616,6 +644,22 @@ pub fn line_diff(old: &str, new: &str) -> String {
 
 /// Compares with (or, when insta is told to, records) labs/<id>/snapshots/<id>.snap.
 /// insta prints the diff and writes `.snap.new` for `cargo insta review` outside CI.
+/// The snapshot a run is compared with: `<id>.kernel-6.1.snap` when the lab keeps one for the
+/// booted kernel's version (its facts rightly differ there), else `<id>.snap`.
+pub fn snapshot_name(dir: &Path, id: &str, release: Option<&str>) -> String {
+    let mut parts = release
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+        let name = format!("{id}.kernel-{a}.{b}");
+        if dir.join(format!("{name}.snap")).is_file() {
+            return name;
+        }
+    }
+    id.to_string()
+}
+
 pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(dir);

@@ -344,3 +344,63 @@ fn check_skips_a_lab_that_does_not_apply_and_writes_junit() {
             .unwrap();
     assert_eq!(json[0]["result"], "skipped");
 }
+
+#[test]
+fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux-6.1"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
+    std::fs::write(
+        tree.join("Makefile"),
+        makefile.replace("PATCHLEVEL = 12\nSUBLEVEL = 0", "PATCHLEVEL = 1\nSUBLEVEL = 192"),
+    )
+    .unwrap();
+    let src = tree.to_str().unwrap();
+    let env = [("KERNEL_LAB_CACHE", cache.to_str().unwrap())];
+    // `lab` says why, before building or booting anything.
+    let o = xtask_env(&["lab", "5", "--kernel-src", src, "--no-install"], &env);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("lab 5-proactive is for kernels >= 6.12, not 6.1.192: memory.reclaim takes no swappiness="),
+        "{out}"
+    );
+    assert!(!cache.join("build").exists(), "nothing may be built for it");
+    // `check` reports it as skipped (not failed), in the table, JSON and JUnit.
+    let out_dir = tmp.path().join("out");
+    let o = xtask_env(
+        &[
+            "check",
+            "--lab",
+            "5",
+            "--kernel-src",
+            src,
+            "--no-install",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "a declared skip is not a failure: {out}");
+    assert!(out.contains("5-proactive  6.1.192"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("check.json")).unwrap())
+            .unwrap();
+    assert_eq!(json[0]["result"], "skipped");
+    assert_eq!(json[0]["kernel"], "6.1.192");
+    let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let skipped = doc
+        .descendants()
+        .find(|n| n.has_tag_name("skipped"))
+        .expect("a JUnit skip");
+    assert!(
+        skipped
+            .attribute("message")
+            .unwrap()
+            .contains("no swappiness= argument before 6.12"),
+        "{xml}"
+    );
+}

@@ -414,3 +414,89 @@ fn an_agent_that_dies_without_its_end_frame_is_reported() {
         "{out}"
     );
 }
+
+/// `check` output directory and parsed check.json for `args`.
+fn run_check(args: &[&str]) -> (Output, serde_json::Value, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["check", "--out", out_dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    let json = std::fs::read_to_string(out_dir.path().join("check.json"))
+        .unwrap_or_else(|e| panic!("no check.json ({e}):\n{}", text(&o)));
+    let xml = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
+    roxmltree::Document::parse(&xml).expect("junit.xml parses as XML");
+    (o, serde_json::from_str(&json).unwrap(), xml)
+}
+
+#[test]
+fn the_kernels_own_selftests_run_and_report_each_test() {
+    let (o, json, xml) = run_check(&["--lab", "selftests"]);
+    let out = text(&o);
+    let entries = json.as_array().unwrap();
+    assert!(
+        entries.len() >= 10,
+        "test_memcontrol reports a dozen tests: {out}"
+    );
+    for e in entries {
+        assert_eq!(e["kind"], "selftest", "{e}");
+        let name = e["lab"].as_str().unwrap();
+        assert!(name.starts_with("test_memcontrol/test_memcg_"), "{name}");
+        match e["result"].as_str().unwrap() {
+            "passed" => assert_eq!(e["runs"], 1),
+            "skipped" => assert!(
+                e["failures"][0].as_str().unwrap().starts_with("skipped: "),
+                "a skip says why: {e}"
+            ),
+            other => panic!("{name} {other} on the default kernel:\n{out}"),
+        }
+    }
+    let passed = entries.iter().filter(|e| e["result"] == "passed").count();
+    assert!(passed >= 10, "{passed} passed:\n{out}");
+    assert!(o.status.success(), "{out}");
+    assert!(
+        xml.contains("classname=\"selftests."),
+        "selftests are JUnit test cases: {xml}"
+    );
+}
+
+/// Debian's other kernel: the labs run on it, and lab 5 (memory.reclaim's swappiness=, new
+/// in 6.12) is a declared skip, not a failure.
+#[test]
+fn debian_6_1_runs_the_labs_and_declares_what_differs() {
+    let tarball = "/usr/src/linux-source-6.1.tar.xz";
+    assert!(
+        std::path::Path::new(tarball).is_file(),
+        "this test needs Debian's 6.1 source: apt-get install linux-source-6.1"
+    );
+    let (o, json, _) = run_check(&[
+        "--kernel-src",
+        tarball,
+        "--lab",
+        "4",
+        "--lab",
+        "5",
+        "--lab",
+        "8",
+        "--no-selftests",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let result = |lab: &str| {
+        let e = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["lab"] == lab)
+            .unwrap_or_else(|| panic!("{lab} missing: {out}"));
+        assert!(e["kernel"].as_str().unwrap().starts_with("6.1."), "{e}");
+        (
+            e["result"].as_str().unwrap().to_string(),
+            e["failures"].to_string(),
+        )
+    };
+    assert_eq!(result("4-memory-high").0, "passed", "{out}");
+    assert_eq!(result("8-swappiness-v1-v2").0, "passed", "{out}");
+    let (r5, why) = result("5-proactive");
+    assert_eq!(r5, "skipped", "{out}");
+    assert!(why.contains("no swappiness= argument before 6.12"), "{why}");
+}

@@ -52,7 +52,7 @@ pub fn bench(lab: &LabDir, opts: &RunOptions, runs: usize) -> Result<Vec<Figure>
     let spec = lab::load(&lab.spec_path())?;
     let prepared = lab::prepare(opts, &lab::kernel_fragments(&spec), &mut Phases::default())?;
     for i in 0..=runs {
-        let floor = lab::floor(&prepared)?;
+        let floor = lab::floor(&prepared, &opts.kernel_args)?;
         let r = lab::execute(lab, opts)?;
         if !r.passed() {
             lab::print(&r);

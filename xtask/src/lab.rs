@@ -433,8 +433,9 @@ fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
         .tempdir_in(&root)?)
 }
 
-/// Boots the kernel with an /init that powers off at once; returns QEMU's wall time.
-pub fn floor(p: &Prepared) -> Result<Duration> {
+/// Boots the kernel with an /init that powers off at once (with `kernel_args` added to the
+/// command line, as for the lab runs); returns QEMU's wall time.
+pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
     let dir = scratch("floor")?;
     let initrd = dir.path().join("initramfs.cpio");
     initramfs::write(&initrd, &p.agent, "", false, &[])?;
@@ -449,7 +450,7 @@ pub fn floor(p: &Prepared) -> Result<Duration> {
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
-        extra_cmdline: vec!["kernel_lab=floor".into()],
+        extra_cmdline: [vec!["kernel_lab=floor".to_string()], kernel_args.to_vec()].concat(),
         numa_nodes: 1,
         console_stdio: false,
     };

@@ -93,7 +93,7 @@ enum Command {
         /// in the other mode) [default: as each lab says].
         #[arg(long, value_enum)]
         mglru: Option<check::Mglru>,
-        /// Run only shard I of N (deterministic split of kernel x lab, for CI matrices).
+        /// Run only shard I of N (a deterministic split of kernels x modes x labs, for CI matrices).
         #[arg(long, value_name = "I/N")]
         shard: Option<check::Shard>,
         /// Where to write check.json and junit.xml.
@@ -105,6 +105,10 @@ enum Command {
         /// Never install packages; say what is missing instead.
         #[arg(long)]
         no_install: bool,
+        /// Extra word for every guest kernel's command line (e.g. loglevel=7 to see OOM reports
+        /// in the console logs); repeatable.
+        #[arg(long = "kernel-arg", value_name = "WORD")]
+        kernel_args: Vec<String>,
     },
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
@@ -265,6 +269,7 @@ fn run(cli: Cli) -> Result<bool> {
             accel,
             no_install,
             no_selftests,
+            kernel_args,
         } => {
             let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
             let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
@@ -280,7 +285,7 @@ fn run(cli: Cli) -> Result<bool> {
                 timeout: None,
                 sets: vec![],
                 shell: false,
-                kernel_args: vec![],
+                kernel_args,
                 mglru: None,
             };
             let opts = check::CheckOptions {

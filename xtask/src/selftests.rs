@@ -139,7 +139,7 @@ pub fn build(source: &kernel::Source, program: &str) -> Result<PathBuf> {
     let cache = cache::cache_dir()?;
     let tree = kernel::source_tree(&cache, source)?;
     let mut h = KeyHasher::new();
-    h.add(b"selftests 1 gcc -static -O2")
+    h.add(b"selftests 2 gcc -static -O0 line-buffered")
         .add(source.identity.as_bytes());
     let dir = cache.join("selftests").join(h.hex());
     let bin = dir.join(program);
@@ -151,6 +151,16 @@ pub fn build(source: &kernel::Source, program: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Linked into every program: stdout line-buffered, as on a terminal. Into a pipe it would be
+/// fully buffered, and the tests' forked children would print the parent's unflushed result
+/// lines again when they exit.
+const LINE_BUFFERED: &str = "#include <stdio.h>\n\
+__attribute__((constructor)) static void kernel_lab_line_buffered(void)\n\
+{ setvbuf(stdout, NULL, _IOLBF, 0); }\n";
+
+/// Compiles as the selftests' own Makefile does (`-Wall -pthread`, no optimisation: at -O2 gcc
+/// deletes `alloc_anon()`'s malloc, stores and free as dead code, and the OOM tests allocate
+/// nothing), plus `-static` for the initramfs.
 fn compile(tree: &Path, program: &str, bin: &Path) -> Result<()> {
     let selftests = tree.join("tools/testing/selftests");
     let src = selftests.join("cgroup");
@@ -161,15 +171,20 @@ fn compile(tree: &Path, program: &str, bin: &Path) -> Result<()> {
         );
     }
     let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
+    let shim = bin.with_extension(format!("linebuf{}.c", std::process::id()));
+    std::fs::write(&shim, LINE_BUFFERED)?;
     let out = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-pthread", "-w"])
+        .args(["-static", "-Wall", "-pthread", "-w"])
         .arg(format!("-I{}", selftests.display()))
         .arg("-o")
         .arg(&tmp)
         .arg(src.join(format!("{program}.c")))
         .arg(src.join("cgroup_util.c"))
+        .arg(&shim)
         .output()
-        .context("running gcc for the selftests (apt-get install gcc libc6-dev)")?;
+        .context("running gcc for the selftests (apt-get install gcc libc6-dev)");
+    let _ = std::fs::remove_file(&shim);
+    let out = out?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&tmp);
         bail!(

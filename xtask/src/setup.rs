@@ -72,6 +72,12 @@ const NEEDS: &[Need] = &[
         present: exists,
         package: "libelf-dev",
     },
+    Need {
+        // The static C library, for the kernel's selftests (`check`), linked with -static.
+        what: "/usr/lib/x86_64-linux-gnu/libc.a",
+        present: exists,
+        package: "libc6-dev",
+    },
 ];
 
 const SOURCE: Need = Need {

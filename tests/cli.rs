@@ -353,7 +353,10 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
     std::fs::write(
         tree.join("Makefile"),
-        makefile.replace("PATCHLEVEL = 12\nSUBLEVEL = 0", "PATCHLEVEL = 1\nSUBLEVEL = 192"),
+        makefile.replace(
+            "PATCHLEVEL = 12\nSUBLEVEL = 0",
+            "PATCHLEVEL = 1\nSUBLEVEL = 192",
+        ),
     )
     .unwrap();
     let src = tree.to_str().unwrap();
@@ -383,7 +386,10 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
         &env,
     );
     let out = text(&o);
-    assert!(o.status.success(), "a declared skip is not a failure: {out}");
+    assert!(
+        o.status.success(),
+        "a declared skip is not a failure: {out}"
+    );
     assert!(out.contains("5-proactive  6.1.192"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("check.json")).unwrap())

@@ -1121,7 +1121,10 @@ mod tests {
         assert!(!since.holds("6.1.192") && !since.holds("5.19.0"));
         let before = k("<6.12").unwrap();
         assert!(before.holds("6.1.192") && !before.holds("6.12.0"));
-        assert!(since.holds("unknown"), "an unreadable release is judged on its counters");
+        assert!(
+            since.holds("unknown"),
+            "an unreadable release is judged on its counters"
+        );
         assert_eq!(since.to_string(), ">= 6.12");
         for bad in ["6.12", "> 6.12", ">= 6", ">= six.12"] {
             assert!(k(bad).is_err(), "{bad}");

@@ -151,6 +151,10 @@ pub fn matrix(opts: &CheckOptions) -> Vec<(Option<PathBuf>, Option<bool>, Item)>
 
 /// Runs the (sharded) matrix; returns one entry per (kernel, mode, lab) and per selftest.
 pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
+    for k in &opts.kernels {
+        // Before anything reads a source: `--kernel-src 6.1` may still need installing.
+        crate::setup::ensure(opts.run.install, k.as_deref())?;
+    }
     let mut entries = Vec::new();
     for (kernel, mglru, item) in matrix(opts) {
         let run_opts = RunOptions {

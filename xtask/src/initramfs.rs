@@ -319,6 +319,39 @@ mod tests {
     }
 
     #[test]
+    fn extra_files_come_with_their_directories_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, b"agent").unwrap();
+        let dest = dir.path().join("initramfs.cpio");
+        let extra = [
+            Extra {
+                path: "selftests/cgroup/test_x".into(),
+                mode: 0o755,
+                data: b"elf".to_vec(),
+            },
+            Extra {
+                path: "etc/hosts".into(),
+                mode: 0o644,
+                data: b"127.0.0.1 localhost\n".to_vec(),
+            },
+        ];
+        write(&dest, &agent, "{}", false, &extra).unwrap();
+        let m = members(&std::fs::read(&dest).unwrap());
+        let pos = |name: &str| {
+            m.iter()
+                .position(|(n, _, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        assert!(pos("selftests") < pos("selftests/cgroup"));
+        assert!(pos("selftests/cgroup") < pos("selftests/cgroup/test_x"));
+        assert!(pos("etc") < pos("etc/hosts"));
+        let (_, mode, data) = &m[pos("selftests/cgroup/test_x")];
+        assert_eq!((*mode, data.as_slice()), (0o100755, b"elf".as_slice()));
+        assert_eq!(m.iter().filter(|(n, _, _)| n == "lab").count(), 1);
+    }
+
+    #[test]
     fn cpio_round_trips() {
         let archive = cpio(&[
             Entry::Dir { path: "dev" },

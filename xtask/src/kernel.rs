@@ -35,17 +35,46 @@ pub struct Source {
     pub identity: String,
 }
 
-/// The flag, else `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball.
+/// `--kernel-src 6.1` (any `X.Y` that is not a path here): Debian's linux-source-X.Y tarball
+/// and its package.
+pub fn debian_source(flag: &Path) -> Option<(PathBuf, String)> {
+    let s = flag.to_str()?;
+    let (a, b) = s.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    (digits(a) && digits(b) && !flag.exists()).then(|| {
+        (
+            PathBuf::from(format!("/usr/src/linux-source-{s}.tar.xz")),
+            format!("linux-source-{s}"),
+        )
+    })
+}
+
+/// The Debian tarball and package behind a `--kernel-src` value: `X.Y`, or the default (no
+/// flag and no `$KERNEL_LAB_SRC`: 6.12); None for a path.
+pub fn debian_package(flag: Option<&Path>) -> Option<(PathBuf, String)> {
+    match flag {
+        Some(f) => debian_source(f),
+        None if std::env::var_os(SOURCE_ENV).is_some() => None,
+        None => Some((PathBuf::from(DEFAULT_TARBALL), "linux-source-6.12".into())),
+    }
+}
+
+/// The flag (a tree, a tarball, or `X.Y` for Debian's linux-source-X.Y), else
+/// `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball.
 pub fn locate(flag: Option<&Path>) -> Result<Source> {
-    let (path, origin) = match (flag, std::env::var_os(SOURCE_ENV)) {
-        (Some(p), _) => (p.to_path_buf(), "--kernel-src"),
-        (None, Some(p)) => (PathBuf::from(p), SOURCE_ENV),
-        (None, None) => (PathBuf::from(DEFAULT_TARBALL), "the default"),
+    let debian = debian_package(flag);
+    let (path, origin) = match (flag, std::env::var_os(SOURCE_ENV), &debian) {
+        (_, _, Some((tarball, _))) => (tarball.clone(), "a Debian package"),
+        (Some(p), _, None) => (p.to_path_buf(), "--kernel-src"),
+        (None, Some(p), None) => (PathBuf::from(p), SOURCE_ENV),
+        (None, None, None) => (PathBuf::from(DEFAULT_TARBALL), "the default"),
     };
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
-        Err(_) if origin == "the default" => bail!(
-            "no kernel source: {DEFAULT_TARBALL} is missing\n  install it: apt-get install --no-install-recommends linux-source-6.12\n  or point at any Linux tree or tarball: --kernel-src PATH (or {SOURCE_ENV}=PATH)"
+        Err(_) if debian.is_some() => bail!(
+            "no kernel source: {} is missing\n  install it: apt-get install --no-install-recommends {}\n  or point at any Linux tree or tarball: --kernel-src PATH (or {SOURCE_ENV}=PATH)",
+            path.display(),
+            debian.as_ref().map(|d| d.1.as_str()).unwrap_or_default()
         ),
         Err(e) => bail!(
             "kernel source {} (from {origin}) cannot be read: {e}",
@@ -302,6 +331,8 @@ pub fn lost_options(requested: &[Requested], config: &str) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub image: PathBuf,
+    /// Its CONFIG_HZ (from the cached .config), for `lpj=`.
+    pub hz: Option<u64>,
     pub key: String,
     /// True when this call built it (false: taken from the cache).
     pub built: bool,
@@ -354,6 +385,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let image = entry.join("vmlinux");
     if image.is_file() && !rebuild {
         return Ok(Kernel {
+            hz: config_hz(&entry),
             image,
             key,
             built: false,
@@ -362,6 +394,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let _lock = cache::lock(&cache, &format!("kernel-{key}"))?;
     if image.is_file() && !rebuild {
         return Ok(Kernel {
+            hz: config_hz(&entry),
             image,
             key,
             built: false,
@@ -389,10 +422,20 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     fs::write(staging.join("source"), &source.identity)?;
     cache::publish(&staging, &entry)?;
     Ok(Kernel {
+        hz: config_hz(&entry),
         image,
         key,
         built: true,
     })
+}
+
+/// CONFIG_HZ of a cached kernel (its `config` file).
+fn config_hz(entry: &Path) -> Option<u64> {
+    let config = fs::read_to_string(entry.join("config")).ok()?;
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
@@ -728,6 +771,22 @@ mod tests {
             "base.config lost CONFIG_MEMCG"
         );
         assert!(req.len() > 40);
+    }
+
+    #[test]
+    fn debian_versions_name_their_package() {
+        let (tarball, package) = debian_source(Path::new("6.1")).unwrap();
+        assert_eq!(tarball, Path::new("/usr/src/linux-source-6.1.tar.xz"));
+        assert_eq!(package, "linux-source-6.1");
+        for path in [
+            "linux",
+            "6",
+            "6.x",
+            "./6.1.tar",
+            "/usr/src/linux-source-6.1.tar.xz",
+        ] {
+            assert!(debian_source(Path::new(path)).is_none(), "{path}");
+        }
     }
 
     #[test]

@@ -379,7 +379,7 @@ pub struct Prepared {
 /// Set-up, kernel and agent, each timed into `phases`.
 pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> Result<Prepared> {
     phases.time("setup", || {
-        setup::ensure(opts.install, opts.kernel_src.is_none())
+        setup::ensure(opts.install, opts.kernel_src.as_deref())
     })?;
     let accel = qemu::resolve_accel(opts.accel)?;
     let kernel = phases.time("kernel", || -> Result<kernel::Kernel> {
@@ -450,6 +450,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
+        hz: p.kernel.hz,
         extra_cmdline: [vec!["kernel_lab=floor".to_string()], kernel_args.to_vec()].concat(),
         numa_nodes: 1,
         console_stdio: false,
@@ -606,6 +607,7 @@ pub fn boot(
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
+        hz: p.kernel.hz,
         extra_cmdline: [guest_cmdline(spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,

@@ -83,8 +83,9 @@ enum Command {
         /// tree and run in the same VM set-up), which otherwise run once per kernel and mode.
         #[arg(long)]
         no_selftests: bool,
-        /// Kernel sources to check (trees or tarballs); repeatable. Default: Debian's 6.12 tarball.
-        #[arg(long = "kernel-src", value_name = "DIR|TARBALL")]
+        /// Kernel sources to check: trees, tarballs, or `6.1` for Debian's linux-source-6.1
+        /// (installed when missing); repeatable. Default: Debian's 6.12.
+        #[arg(long = "kernel-src", value_name = "DIR|TARBALL|X.Y")]
         kernels: Vec<PathBuf>,
         /// Run each lab N times; a lab that passes only sometimes is reported as flaky.
         #[arg(long, value_name = "N", default_value_t = 1)]
@@ -141,7 +142,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct KernelArgs {
-    /// Kernel source: a Linux tree or tarball [env: KERNEL_LAB_SRC; default: /usr/src/linux-source-6.12.tar.xz]
+    /// Kernel source: a Linux tree or tarball, or `X.Y` for Debian's linux-source-X.Y package
+    /// [env: KERNEL_LAB_SRC; default: /usr/src/linux-source-6.12.tar.xz]
     #[arg(long, value_name = "DIR|TARBALL")]
     kernel_src: Option<PathBuf>,
 }
@@ -335,7 +337,7 @@ fn run(cli: Cli) -> Result<bool> {
             rebuild,
             fragments,
         } => {
-            setup::ensure(true, src.kernel_src.is_none())?;
+            setup::ensure(true, src.kernel_src.as_deref())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
             let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
             eprintln!(
@@ -347,7 +349,7 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Command::Setup => {
-            setup::ensure(true, true)?;
+            setup::ensure(true, None)?;
             eprintln!("setup: everything kernel-lab needs is installed");
             Ok(true)
         }

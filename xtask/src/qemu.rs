@@ -33,6 +33,9 @@ pub struct VmArgs<'a> {
     pub results: &'a Path,
     /// The host TSC in kHz: TCG guests on microvm hang in TSC calibration without it.
     pub tsc_khz: Option<u64>,
+    /// The guest kernel's CONFIG_HZ: with `tsc_khz` it gives `lpj=` (TSC cycles per jiffy), so
+    /// the second CPU skips its delay-loop calibration (about 0.1 s under TCG).
+    pub hz: Option<u64>,
     /// Appended to the kernel command line (unknown `key=value` words reach /init's environment).
     pub extra_cmdline: Vec<String>,
     /// NUMA nodes, faked by the kernel (`numa=fake=N`): microvm has no ACPI SRAT to describe them.
@@ -58,6 +61,9 @@ pub fn cmdline(a: &VmArgs) -> String {
         parts.push(format!("tsc_early_khz={khz}"));
         parts.push("tsc=reliable".into());
         parts.push("noapictimer".into());
+        if let Some(hz) = a.hz.filter(|&h| h > 0) {
+            parts.push(format!("lpj={}", khz * 1000 / hz));
+        }
     }
     if a.numa_nodes > 1 {
         parts.push(format!("numa=fake={}", a.numa_nodes));
@@ -260,6 +266,7 @@ mod tests {
             console_log: Path::new("/r/console,1.log"),
             results: Path::new("/r/results.jsonl"),
             tsc_khz: Some(2445406),
+            hz: Some(250),
             extra_cmdline: vec![],
             numa_nodes: 1,
             console_stdio: false,
@@ -318,8 +325,14 @@ mod tests {
             c.contains("panic=-1") && c.contains("reboot=t") && c.contains("tsc_early_khz=2445406"),
             "{c}"
         );
+        // Cycles per jiffy at HZ=250: the second CPU need not calibrate its delay loop.
+        assert!(c.contains("lpj=9781624"), "{c}");
+        a.hz = None;
+        assert!(!cmdline(&a).contains("lpj="));
         a.tsc_khz = None;
+        a.hz = Some(250);
         assert!(!cmdline(&a).contains("tsc_early_khz"));
+        assert!(!cmdline(&a).contains("lpj="), "no TSC rate, no lpj");
     }
 
     #[test]

@@ -586,12 +586,7 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
     }
     let _ = writeln!(out, "expectations:");
     for v in &ev.verdicts {
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            verdict_word(v),
-            v.what
-        );
+        let _ = writeln!(out, "  {}: {}", verdict_word(v), v.what);
     }
     out
 }

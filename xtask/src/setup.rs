@@ -80,29 +80,30 @@ const NEEDS: &[Need] = &[
     },
 ];
 
-const SOURCE: Need = Need {
-    what: crate::kernel::DEFAULT_TARBALL,
-    present: exists,
-    package: "linux-source-6.12",
-};
-
-/// The packages providing what is missing.
-fn find_missing(default_source: bool) -> Vec<&'static Need> {
-    let mut out: Vec<&Need> = NEEDS.iter().filter(|n| !(n.present)(n.what)).collect();
-    if default_source && !(SOURCE.present)(SOURCE.what) {
-        out.push(&SOURCE);
+/// The packages providing what is missing: the tools, and the kernel source when it is a
+/// Debian package (the default 6.12, or `--kernel-src 6.1`).
+fn find_missing(source_flag: Option<&Path>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = NEEDS
+        .iter()
+        .filter(|n| !(n.present)(n.what))
+        .map(|n| (n.what.to_string(), n.package.to_string()))
+        .collect();
+    if let Some((tarball, package)) = crate::kernel::debian_package(source_flag)
+        && !tarball.exists()
+    {
+        out.push((tarball.display().to_string(), package));
     }
     out
 }
 
 /// Installs what is missing when `install` and we are root with apt-get; otherwise explains.
-pub fn ensure(install: bool, default_source: bool) -> Result<()> {
-    let missing = find_missing(default_source);
+pub fn ensure(install: bool, source_flag: Option<&Path>) -> Result<()> {
+    let missing = find_missing(source_flag);
     if missing.is_empty() {
         return Ok(());
     }
-    let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
-    let whats: Vec<&str> = missing.iter().map(|n| n.what).collect();
+    let packages: Vec<&str> = missing.iter().map(|n| n.1.as_str()).collect();
+    let whats: Vec<&str> = missing.iter().map(|n| n.0.as_str()).collect();
     let command = format!(
         "apt-get install --no-install-recommends {}",
         packages.join(" ")
@@ -133,9 +134,9 @@ pub fn ensure(install: bool, default_source: bool) -> Result<()> {
     if !status.success() {
         bail!("`{command}` failed ({status})");
     }
-    let still = find_missing(default_source);
+    let still = find_missing(source_flag);
     if !still.is_empty() {
-        let whats: Vec<&str> = still.iter().map(|n| n.what).collect();
+        let whats: Vec<&str> = still.iter().map(|n| n.0.as_str()).collect();
         bail!("still missing after installing: {}", whats.join(", "));
     }
     eprintln!("setup: installed {}", packages.join(" "));

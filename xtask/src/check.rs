@@ -79,7 +79,8 @@ pub fn failure_lines(r: &RunResult) -> Vec<String> {
             .map(|v| format!("expectation {} (got {})", v.what, v.actual)),
     );
     if r.snapshot_matched == Some(false) {
-        out.push(format!("snapshot {}.snap differs", r.spec.id));
+        out.push(format!("snapshot {}.snap differs:", r.spec.id));
+        out.extend(r.snapshot_changes.iter().map(|c| format!("  {c}")));
     }
     out
 }

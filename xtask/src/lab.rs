@@ -334,6 +334,8 @@ pub struct RunResult {
     pub problems: Vec<String>,
     /// `None` when the run was not valid enough to compare, or is a `--set` variant.
     pub snapshot_matched: Option<bool>,
+    /// When the snapshot did not match: the facts that changed, one line each.
+    pub snapshot_changes: Vec<String>,
     /// For a `--set` variant: the values set and the steps left out.
     pub variant: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
     /// For a `--set` variant: how its facts differ from the default snapshot.
@@ -524,17 +526,19 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     }
     let snapshot = report::render_snapshot(&spec, &eval);
     let snapshot_dir = lab.dir.join("snapshots");
+    let mut snapshot_changes = Vec::new();
     let (snapshot_matched, variant_diff) = match (problems.is_empty(), loaded.sets.is_empty()) {
         _ if opts.shell => (None, None),
         (false, _) => (None, None),
-        (true, true) => (
-            Some(report::check_snapshot(
-                &snapshot_dir,
-                &report::snapshot_name(&snapshot_dir, &spec.id, eval.kernel.as_deref()),
-                &snapshot,
-            )),
-            None,
-        ),
+        (true, true) => {
+            let name = report::snapshot_name(&snapshot_dir, &spec.id, eval.kernel.as_deref());
+            let matched = report::check_snapshot(&snapshot_dir, &name, &snapshot);
+            if !matched {
+                let stored = report::read_snapshot(&snapshot_dir, &name).unwrap_or_default();
+                snapshot_changes = report::fact_changes(&stored, &snapshot);
+            }
+            (Some(matched), None)
+        }
         (true, false) => {
             let default = report::read_snapshot(&snapshot_dir, &spec.id).unwrap_or_default();
             (None, Some(report::line_diff(&default, &snapshot)))
@@ -561,6 +565,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
         variant_diff,
         snapshot_matched,
+        snapshot_changes,
         phases,
         total: total.elapsed(),
         kernel_built,

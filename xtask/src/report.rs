@@ -607,6 +607,63 @@ pub fn read_snapshot(dir: &Path, name: &str) -> Option<String> {
     Some(body.to_string())
 }
 
+/// The facts that differ between two snapshot texts, one line each, named by their step:
+/// `step read: Δ W/memory.stat.pgscan_direct was >0, now 0`, `expectations: ... was pass, now
+/// FAIL`. Facts are `name: value` lines under `step ...:`-like headers.
+pub fn fact_changes(old: &str, new: &str) -> Vec<String> {
+    fn facts(text: &str) -> Vec<(String, String, String)> {
+        let mut section = String::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if !line.starts_with(' ') {
+                // `step read (read-file 48M in W): exited 0` -> `step read`
+                section = line
+                    .split(" (")
+                    .next()
+                    .unwrap_or(line)
+                    .trim_end_matches(':')
+                    .to_string();
+                if let Some((_, value)) = line.split_once("): ") {
+                    out.push((section.clone(), "ends".into(), value.to_string()));
+                }
+                continue;
+            }
+            let line = line.trim();
+            // `Δ X: >0` (name first), `pass: Δ X > 0 [step s]` (verdict first).
+            match line.split_once(": ") {
+                Some((v @ ("pass" | "FAIL" | "n/a"), what)) => {
+                    out.push((section.clone(), what.to_string(), v.to_string()))
+                }
+                Some((name, value)) => {
+                    out.push((section.clone(), name.to_string(), value.to_string()))
+                }
+                None => out.push((section.clone(), line.to_string(), String::new())),
+            }
+        }
+        out
+    }
+    let (a, b) = (facts(old), facts(new));
+    let find = |list: &[(String, String, String)], s: &str, n: &str| {
+        list.iter()
+            .find(|(s2, n2, _)| s2 == s && n2 == n)
+            .map(|x| x.2.clone())
+    };
+    let mut out = Vec::new();
+    for (s, n, v) in &a {
+        match find(&b, s, n) {
+            Some(w) if &w != v => out.push(format!("{s}: {n} was {v}, now {w}")),
+            None => out.push(format!("{s}: {n} ({v}) is gone")),
+            _ => {}
+        }
+    }
+    for (s, n, v) in &b {
+        if find(&a, s, n).is_none() {
+            out.push(format!("{s}: {n} is new ({v})"));
+        }
+    }
+    out
+}
+
 /// A line diff (longest common subsequence): `- ` lines only in `old`, `+ ` only in `new`,
 /// unchanged lines left out. Empty when the texts have the same lines.
 pub fn line_diff(old: &str, new: &str) -> String {
@@ -798,6 +855,21 @@ why = "a counter this kernel does not have"
         let ev = evaluate(&spec(), &stream(0));
         assert!(!ev.verdicts[0].pass);
         assert_eq!(ev.verdicts[0].actual, "0");
+    }
+
+    #[test]
+    fn fact_changes_name_the_step_and_both_values() {
+        let old = "lab: t\nstep read (read-file 48M in W): exited 0\n  Δ W/memory.stat.pgscan_direct: >0\n  Δ vmstat.pgscan_kswapd: 0\nexpectations:\n  pass: Δ W/memory.stat.pgscan_direct > 0 [step read]\n";
+        let new = "lab: t\nstep read (read-file 48M in W): killed by SIGKILL\n  Δ W/memory.stat.pgscan_direct: >0\n  Δ vmstat.pgscan_kswapd: >0\nexpectations:\n  FAIL: Δ W/memory.stat.pgscan_direct > 0 [step read]\n";
+        assert_eq!(
+            fact_changes(old, new),
+            [
+                "step read: ends was exited 0, now killed by SIGKILL",
+                "step read: Δ vmstat.pgscan_kswapd was 0, now >0",
+                "expectations: Δ W/memory.stat.pgscan_direct > 0 [step read] was pass, now FAIL",
+            ]
+        );
+        assert!(fact_changes(old, old).is_empty());
     }
 
     #[test]

@@ -447,6 +447,10 @@ fn the_kernels_own_selftests_run_and_report_each_test() {
                 e["failures"][0].as_str().unwrap().starts_with("skipped: "),
                 "a skip says why: {e}"
             ),
+            "known-flaky" => assert!(
+                e["failures"].to_string().contains("known flaky here: "),
+                "{e}"
+            ),
             other => panic!("{name} {other} on the default kernel:\n{out}"),
         }
     }

@@ -53,7 +53,8 @@ pub struct Entry {
     pub mglru: &'static str,
     pub runs: usize,
     pub passed: usize,
-    /// passed (every run), flaky (some runs), failed (no run), skipped (does not apply).
+    /// passed (every run), flaky (some runs), failed (no run), skipped (does not apply),
+    /// known-flaky (an upstream selftest declared flaky in this set-up; see selftests.rs).
     pub result: &'static str,
     pub median_wall_secs: f64,
     /// What failed, from the first failing run: expectations, snapshot, run problems.
@@ -316,6 +317,15 @@ pub fn selftest_entries(
             (false, 0) => "skipped",
             (false, n) => classify(n, e.passed),
         };
+        // An upstream test known to miss its own tolerances here now and then: flaky, or one
+        // failure in fewer than 3 runs, is reported as such; failing 3 runs of 3 still fails.
+        let test = e.lab.rsplit('/').next().unwrap_or_default();
+        if let Some(why) = selftests::known_flaky(test)
+            && (e.result == "flaky" || (e.result == "failed" && e.runs < 3))
+        {
+            e.result = "known-flaky";
+            e.failures.push(format!("known flaky here: {why}"));
+        }
         if e.lab == selftests::ID {
             e.runs = runs.len();
         }
@@ -391,7 +401,10 @@ pub fn junit(entries: &[Entry]) -> String {
         .iter()
         .filter(|e| e.result == "failed" || e.result == "flaky")
         .count();
-    let skipped = entries.iter().filter(|e| e.result == "skipped").count();
+    let skipped = entries
+        .iter()
+        .filter(|e| e.result == "skipped" || e.result == "known-flaky")
+        .count();
     let time: f64 = entries
         .iter()
         .map(|e| e.median_wall_secs * e.runs as f64)
@@ -423,7 +436,7 @@ pub fn junit(entries: &[Entry]) -> String {
         );
         if e.result == "passed" {
             out.push_str("/>\n");
-        } else if e.result == "skipped" {
+        } else if e.result == "skipped" || e.result == "known-flaky" {
             let _ = writeln!(
                 out,
                 ">\n      <skipped message=\"{}\"/>\n    </testcase>",
@@ -643,6 +656,15 @@ mod tests {
         assert_eq!(get("b").failures, ["test_memcontrol reported: not ok b"]);
         assert_eq!(get("c").result, "skipped");
         assert_eq!(get("c").failures, ["skipped: no swap"]);
+        // A test declared flaky in this set-up is reported as such unless it fails 3 runs of 3.
+        let low = |o: selftests::Outcome| selftest_run(&[("test_memcg_low", o)]);
+        let e = selftest_entries(&[low(Pass), low(Fail)], "6.12.117", None);
+        assert_eq!(e[0].result, "known-flaky");
+        assert!(e[0].failures[1].starts_with("known flaky here: "), "{e:?}");
+        let e = selftest_entries(&[low(Fail)], "6.12.117", None);
+        assert_eq!(e[0].result, "known-flaky");
+        let e = selftest_entries(&[low(Fail), low(Fail), low(Fail)], "6.12.117", None);
+        assert_eq!(e[0].result, "failed");
         // A boot that went wrong is a failure of the selftests as a whole.
         let mut bad = selftest_run(&[]);
         bad.problems = vec!["test_memcontrol reported no test results (did not finish)".into()];

@@ -118,6 +118,27 @@ pub fn parse_ktap(stdout: &str) -> Vec<TestResult> {
     out
 }
 
+/// Upstream tests that miss their own tolerances in this VM set-up now and then, with what was
+/// measured; `check` reports them as `known-flaky` instead of failing (see check.rs).
+const KNOWN_FLAKY: &[(&str, &str)] = &[
+    (
+        "test_memcg_low",
+        "memory.low's reclaim split between siblings must land within 10% of 29M/21M (values_close); under TCG with two VMs on two cores it missed in 1 of 2 runs",
+    ),
+    (
+        "test_memcg_sock",
+        "memory.current minus the pre-test usage must match memory.stat's sock within 10% while the server writes; under load other charges land in between (missed in 1 of 2 runs)",
+    ),
+];
+
+/// Why `test` is known to be flaky here, if it is.
+pub fn known_flaky(test: &str) -> Option<&'static str> {
+    KNOWN_FLAKY
+        .iter()
+        .find(|(t, _)| *t == test)
+        .map(|(_, w)| *w)
+}
+
 /// Why a test skips when it does so silently, read from its source.
 fn known_skip_reason(name: &str) -> Option<&'static str> {
     match name {

@@ -405,10 +405,23 @@ pub fn junit(entries: &[Entry]) -> String {
         .iter()
         .filter(|e| e.result == "skipped" || e.result == "known-flaky")
         .count();
-    let time: f64 = entries
-        .iter()
-        .map(|e| e.median_wall_secs * e.runs as f64)
-        .sum();
+    // The selftests of one kernel and mode share their boots: counted once, not once per test.
+    let mut boots: Vec<(&str, &str, f64)> = Vec::new();
+    let mut time = 0.0;
+    for e in entries {
+        let t = e.median_wall_secs * e.runs.max(1) as f64;
+        if e.kind != "selftest" {
+            time += e.median_wall_secs * e.runs as f64;
+        } else if let Some(b) = boots
+            .iter_mut()
+            .find(|b| (b.0, b.1) == (e.kernel.as_str(), e.mglru))
+        {
+            b.2 = b.2.max(t);
+        } else {
+            boots.push((&e.kernel, e.mglru, t));
+        }
+    }
+    time += boots.iter().map(|b| b.2).sum::<f64>();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -585,6 +598,8 @@ mod tests {
             .find(|n| n.has_tag_name("testsuite"))
             .unwrap();
         assert_eq!(suite.attribute("tests"), Some("4"));
+        // 1-a 3 runs x 2.5 s, 2-b the same, the selftests' boots (3 x 2.5 s) once.
+        assert_eq!(suite.attribute("time"), Some("22.500"));
         assert_eq!(suite.attribute("failures"), Some("1"));
         assert_eq!(suite.attribute("skipped"), Some("1"));
         let cases: Vec<_> = suite

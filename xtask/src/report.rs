@@ -833,6 +833,31 @@ why = "a counter this kernel does not have"
     }
 
     #[test]
+    fn an_expectation_for_other_kernels_is_not_applicable_there() {
+        let mut spec = spec();
+        // A failing expectation that is declared for 7.0 and later only.
+        spec.expect[2].kernel = Some(">= 7.0".to_string().try_into().unwrap());
+        let ev = evaluate(&spec, &stream(1));
+        let v = &ev.verdicts[2];
+        assert!(!v.applies && v.pass, "{v:?}");
+        assert!(v.what.ends_with("[kernel >= 7.0]"), "{}", v.what);
+        assert!(v.actual.contains("not judged on 6.12.117"), "{}", v.actual);
+        assert!(
+            ev.passed(),
+            "an n/a expectation neither passes nor fails the run"
+        );
+        let snap = render_snapshot(&spec, &ev);
+        assert!(
+            snap.contains("  n/a: Δ vmstat.nonexistent_counter == 0 [whole run] [kernel >= 7.0]"),
+            "{snap}"
+        );
+        // On a kernel it is for, it is judged as usual.
+        spec.expect[2].kernel = Some(">= 6.12".to_string().try_into().unwrap());
+        let ev = evaluate(&spec, &stream(1));
+        assert!(ev.verdicts[2].applies && !ev.verdicts[2].pass);
+    }
+
+    #[test]
     fn snapshot_holds_classes_not_numbers() {
         let ev = evaluate(&spec(), &stream(1));
         let snap = render_snapshot(&spec(), &ev);

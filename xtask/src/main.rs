@@ -71,9 +71,13 @@ enum Command {
     },
     /// List the labs with their titles.
     List,
-    /// Run every lab (or some) on one or more kernels, for CI: summary table, JSON, JUnit XML.
+    /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
+    /// CI: summary table, JSON, JUnit XML.
     ///
-    /// Exits non-zero if any lab failed or passed only sometimes (flaky).
+    /// Exits non-zero if any lab or selftest failed or passed only sometimes (flaky). A lab that
+    /// declares it does not apply to a kernel (`[applies]`) is skipped with its reason, and so is
+    /// a selftest that skips itself. An upstream selftest declared known-flaky here is shown as
+    /// such. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
     Check {
         /// Only these labs (ids, numbers or prefixes); repeatable. `selftests` names the
         /// kernel's own cgroup memory selftests. Default: the whole catalog and the selftests.
@@ -94,7 +98,7 @@ enum Command {
         /// in the other mode) [default: as each lab says].
         #[arg(long, value_enum)]
         mglru: Option<check::Mglru>,
-        /// Run only shard I of N (a deterministic split of kernels x modes x labs, for CI matrices).
+        /// Run only shard I of N: every N-th item of the fixed matrix (kernels x modes x labs and selftests), so N CI machines together run each item once.
         #[arg(long, value_name = "I/N")]
         shard: Option<check::Shard>,
         /// Where to write check.json and junit.xml.

@@ -122,6 +122,10 @@ pub fn parse_ktap(stdout: &str) -> Vec<TestResult> {
 /// measured; `check` reports them as `known-flaky` instead of failing (see check.rs).
 const KNOWN_FLAKY: &[(&str, &str)] = &[
     (
+        "test_memcg_high_sync",
+        "it reads memory.events when the first inotify event wakes it and fails if the mlock()ing child has already reached memory.max by then, a race by construction: 2 of 3 runs passed on 6.1 on an idle machine, 5 of 5 on 6.12",
+    ),
+    (
         "test_memcg_low",
         "memory.low's reclaim split between siblings must land within 10% of 29M/21M (values_close): 5 of 5 runs passed on an idle machine, 1 of 2 with a kernel build running beside the VM (TCG timing)",
     ),

@@ -53,15 +53,16 @@ impl KernelReq {
     /// Whether a kernel release such as `6.1.192` or `6.12.0-rc1` meets it (an unreadable
     /// release meets every condition: it is judged on what it reports).
     pub fn holds(&self, release: &str) -> bool {
-        let mut it = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|n| n.parse::<u32>().ok());
-        let (Some(Some(a)), Some(Some(b))) = (it.next(), it.next()) else {
-            return true;
-        };
-        ((a, b) >= (self.major, self.minor)) == self.at_least
+        major_minor(release).is_none_or(|v| (v >= (self.major, self.minor)) == self.at_least)
     }
+}
+
+/// `6.12.117`, `6.12.0-rc1` or `6.12` -> (6, 12).
+pub fn major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 impl TryFrom<String> for KernelReq {

@@ -271,24 +271,27 @@ pub fn selftest_entries(
         failures: vec![],
     };
     for run in runs {
+        // The entry named `name`, made on first sight (entries keep the tests' order).
+        let entry = |entries: &mut Vec<Entry>, name: String| -> usize {
+            entries
+                .iter()
+                .position(|e| e.lab == name)
+                .unwrap_or_else(|| {
+                    entries.push(blank(name));
+                    entries.len() - 1
+                })
+        };
         for problem in &run.problems {
-            let name = selftests::ID.to_string();
-            if !entries.iter().any(|e| e.lab == name) {
-                entries.push(blank(name.clone()));
-            }
-            let e = entries.iter_mut().find(|e| e.lab == name).unwrap();
-            e.failures.push(format!(
+            let i = entry(&mut entries, selftests::ID.to_string());
+            entries[i].failures.push(format!(
                 "{problem} (console: {})",
                 run.kept.join("console.log").display()
             ));
         }
         for (program, results) in &run.programs {
             for t in results {
-                let name = format!("{program}/{}", t.name);
-                if !entries.iter().any(|e| e.lab == name) {
-                    entries.push(blank(name.clone()));
-                }
-                let e = entries.iter_mut().find(|e| e.lab == name).unwrap();
+                let i = entry(&mut entries, format!("{program}/{}", t.name));
+                let e = &mut entries[i];
                 match &t.outcome {
                     selftests::Outcome::Pass => {
                         e.runs += 1;
@@ -409,10 +412,13 @@ pub fn junit(entries: &[Entry]) -> String {
     let mut boots: Vec<(&str, &str, f64)> = Vec::new();
     let mut time = 0.0;
     for e in entries {
-        let t = e.median_wall_secs * e.runs.max(1) as f64;
         if e.kind != "selftest" {
             time += e.median_wall_secs * e.runs as f64;
-        } else if let Some(b) = boots
+            continue;
+        }
+        // A boot whose tests all skipped still took its time.
+        let t = e.median_wall_secs * e.runs.max(1) as f64;
+        if let Some(b) = boots
             .iter_mut()
             .find(|b| (b.0, b.1) == (e.kernel.as_str(), e.mglru))
         {

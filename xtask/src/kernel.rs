@@ -10,6 +10,7 @@
 use crate::cache::{self, KeyHasher};
 use crate::progress;
 use anyhow::{Context, Result, bail};
+use guest::spec::{KernelReq, major_minor};
 use std::fs;
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
@@ -222,47 +223,19 @@ pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested
         .collect()
 }
 
-/// A version condition on a fragment line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionCondition {
-    Since(u32, u32),
-    Before(u32, u32),
-}
-
-impl VersionCondition {
-    /// Whether a kernel `6.12.117` meets the condition (an unreadable version meets all).
-    pub fn holds(self, version: &str) -> bool {
-        let Some(v) = major_minor(version) else {
-            return true;
-        };
-        match self {
-            VersionCondition::Since(a, b) => v >= (a, b),
-            VersionCondition::Before(a, b) => v < (a, b),
-        }
-    }
-}
-
-/// `6.12.117` or `6.12` -> (6, 12).
-pub fn major_minor(version: &str) -> Option<(u32, u32)> {
-    let mut it = version
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
-/// `CONFIG_X=y  # since 6.12` -> (`CONFIG_X=y`, Since(6, 12)).
-fn split_condition(line: &str) -> (&str, Option<VersionCondition>) {
-    for (word, make) in [
-        (
-            " # since ",
-            VersionCondition::Since as fn(u32, u32) -> VersionCondition,
-        ),
-        (" # before ", VersionCondition::Before),
-    ] {
+/// `CONFIG_X=y  # since 6.12` -> (`CONFIG_X=y`, `>= 6.12`); `# before 6.12` is `< 6.12`. The
+/// condition is the labs' own [`KernelReq`].
+fn split_condition(line: &str) -> (&str, Option<KernelReq>) {
+    for (word, at_least) in [(" # since ", true), (" # before ", false)] {
         if let Some(i) = line.rfind(word)
-            && let Some((a, b)) = major_minor(&line[i + word.len()..])
+            && let Some((major, minor)) = major_minor(&line[i + word.len()..])
         {
-            return (line[..i].trim_end(), Some(make(a, b)));
+            let req = KernelReq {
+                at_least,
+                major,
+                minor,
+            };
+            return (line[..i].trim_end(), Some(req));
         }
     }
     (line, None)

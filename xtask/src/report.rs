@@ -699,11 +699,7 @@ pub fn line_diff(old: &str, new: &str) -> String {
 /// The snapshot a run is compared with: `<id>.kernel-6.1.snap` when the lab keeps one for the
 /// booted kernel's version (its facts rightly differ there), else `<id>.snap`.
 pub fn snapshot_name(dir: &Path, id: &str, release: Option<&str>) -> String {
-    let mut parts = release
-        .unwrap_or_default()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty());
-    if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+    if let Some((a, b)) = release.and_then(guest::spec::major_minor) {
         let name = format!("{id}.kernel-{a}.{b}");
         if dir.join(format!("{name}.snap")).is_file() {
             return name;

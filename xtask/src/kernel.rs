@@ -300,6 +300,22 @@ pub fn lost_options(requested: &[Requested], config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kernel under test cannot be tested: it does not build, it lacks a config option the labs
+/// need, or a program built from its tree (the selftests) does not compile. `lab` and `check`
+/// exit 125 for it, which `git bisect run` reads as "skip this commit"; keep it as the error's
+/// source (add context with `.context()`, never re-format it into a new error) so that
+/// `main` can find it with `downcast_ref`.
+#[derive(Debug)]
+pub struct Untestable(pub String);
+
+impl std::fmt::Display for Untestable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Untestable {}
+
 /// A built kernel in the cache.
 #[derive(Debug, Clone)]
 pub struct Kernel {

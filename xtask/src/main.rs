@@ -196,8 +196,20 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            exit_code_of(&e)
         }
+    }
+}
+
+/// Exit codes, as `git bisect run` and CI read them: 0 everything passed (or was skipped with
+/// its reason), 1 a lab or selftest failed (a regression), 125 the kernel cannot be tested
+/// ([`kernel::Untestable`]: it does not build, or lacks a required option), 2 anything else
+/// (bad input, an infrastructure fault such as a QEMU crash or a timeout).
+fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<kernel::Untestable>().is_some() {
+        ExitCode::from(125)
+    } else {
+        ExitCode::from(2)
     }
 }
 

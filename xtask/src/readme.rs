@@ -261,7 +261,6 @@ mod tests {
         // truth-a converts these next (this comment goes with them).
         "1-global-pressure",
         "2-cgroup-limit",
-        "4-memory-high",
         "5-proactive",
         "6-kswapd-per-node",
         "7-watermarks",

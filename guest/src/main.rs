@@ -138,9 +138,20 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
     let probe = setup(&spec)?;
     out.send(Event::Ready);
+    let mut start = sample(&spec, &probe);
+    if !spec.refers_to("zoneinfo.") {
+        // Once, for the timeline's reference lines: the zone watermarks.
+        let zones = read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok());
+        start.extend(
+            zones
+                .into_iter()
+                .flatten()
+                .map(|(k, n)| (format!("zoneinfo.{k}"), n)),
+        );
+    }
     out.send(Event::Sample {
         label: "start".into(),
-        values: sample(&spec, &probe),
+        values: start,
     });
     if std::env::var("kernel_lab").as_deref() == Ok("shell") {
         return shell(&spec);
@@ -156,14 +167,18 @@ fn agent(out: &mut Emitter) -> Result<()> {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(&spec, step, out, &mut holders, &mut workers) {
-            Ok((exit, stderr, stdout)) => out.send(Event::StepEnd {
-                step: step.name().into(),
-                exit,
-                wall_ms: started.elapsed().as_millis() as u64,
-                stderr,
-                stdout,
-            }),
+        let mut held = None;
+        match run_step(&spec, step, &probe, out, &mut holders, &mut workers) {
+            Ok(o) => {
+                held = o.held;
+                out.send(Event::StepEnd {
+                    step: step.name().into(),
+                    exit: o.exit,
+                    wall_ms: o.done.duration_since(started).as_millis() as u64,
+                    stderr: o.stderr,
+                    stdout: o.stdout,
+                })
+            }
             Err(e) => out.error(&format!("step {}", step.name()), e),
         }
         if spec.vm.trace {
@@ -182,7 +197,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
         }
         out.send(Event::Sample {
             label: format!("after:{}", step.name()),
-            values: sample(&spec, &probe),
+            values: held.unwrap_or_else(|| sample(&spec, &probe)),
         });
     }
     for mut h in holders {
@@ -325,16 +340,43 @@ fn zram_swap(size: u64) -> Result<()> {
     Ok(())
 }
 
+/// How a step ended: its workload's exit and output, when its work was done, and the counters
+/// sampled at that moment (a workload that finished stops itself there, still holding its
+/// memory, until they are read).
+struct StepOutcome {
+    exit: Exit,
+    stderr: String,
+    stdout: String,
+    done: Instant,
+    /// `after:<step>` as sampled while the finished workload held its memory.
+    held: Option<BTreeMap<String, u64>>,
+}
+
+impl StepOutcome {
+    fn ok() -> Self {
+        StepOutcome {
+            exit: Exit::Exited { code: 0 },
+            stderr: String::new(),
+            stdout: String::new(),
+            done: Instant::now(),
+            held: None,
+        }
+    }
+}
+
+/// The environment variable that asks a worker to stop itself (SIGSTOP) when its work is done.
+const HOLD_ENV: &str = "KERNEL_LAB_HOLD";
+
 /// Runs one step; workloads run in a child process and their ending is the result, with what
 /// it wrote to stderr and stdout.
 fn run_step(
     spec: &LabSpec,
     step: &Step,
+    probe: &BTreeMap<String, u64>,
     out: &mut Emitter,
     holders: &mut Vec<std::process::Child>,
     workers: &mut BTreeMap<String, String>,
-) -> Result<(Exit, String, String)> {
-    let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
+) -> Result<StepOutcome> {
     let mut ticker = Ticker::new(spec, step);
     match step.kind {
         StepKind::Sleep => {
@@ -344,21 +386,27 @@ fn run_step(
                 std::thread::sleep(
                     until
                         .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(10)),
+                        .min(Duration::from_millis(5)),
                 );
             }
-            return done;
+            ticker.finish(out);
+            return Ok(StepOutcome::ok());
         }
         StepKind::Sysctl => {
             for (key, value) in &step.set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
-            return done;
+            ticker.finish(out);
+            return Ok(StepOutcome::ok());
         }
         _ => {}
     }
     let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
-    let mut child = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    if !step.background {
+        command.env(HOLD_ENV, "1");
+    }
+    let mut child = command
         .arg("worker")
         .arg(json)
         .stdin(Stdio::null())
@@ -384,7 +432,11 @@ fn run_step(
         }
         if line == "ready" {
             holders.push(child);
-            return Ok((Exit::Holding, String::new(), String::new()));
+            ticker.finish(out);
+            return Ok(StepOutcome {
+                exit: Exit::Holding,
+                ..StepOutcome::ok()
+            });
         }
     }
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
@@ -409,19 +461,39 @@ fn run_step(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let pid = child.id() as libc::pid_t;
+    let (mut done, mut held) = (None, None);
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {
-                ticker.tick(out);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(format!("waiting for the workload: {e}")),
+        let mut raw = 0;
+        // SAFETY: waitpid on our own child, with a valid status pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG | libc::WUNTRACED) };
+        if rc < 0 {
+            return Err(format!("waiting for the workload: {}", errno()));
+        }
+        if rc == 0 {
+            ticker.tick(out);
+            std::thread::sleep(Duration::from_millis(2));
+        } else if libc::WIFSTOPPED(raw) {
+            // Its work is done and it still holds its memory: the step's final samples now.
+            done = Some(Instant::now());
+            ticker.finish(out);
+            held = Some(sample(spec, probe));
+            // SAFETY: signalling our own stopped child.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        } else {
+            break std::process::ExitStatus::from_raw(raw);
         }
     };
-    let stderr = stderr.join().unwrap_or_default();
-    let stdout = stdout.join().unwrap_or_default();
-    Ok((exit_of(status)?, stderr, stdout))
+    if done.is_none() {
+        ticker.finish(out); // it died, or an exec step's program ended
+    }
+    Ok(StepOutcome {
+        exit: exit_of(status)?,
+        stderr: stderr.join().unwrap_or_default(),
+        stdout: stdout.join().unwrap_or_default(),
+        done: done.unwrap_or_else(Instant::now),
+        held,
+    })
 }
 
 /// How a workload process ended.
@@ -433,12 +505,21 @@ fn exit_of(status: std::process::ExitStatus) -> Result<Exit> {
     }
 }
 
-/// Sends a [`Event::Tick`] with the timeline counters every `tick_ms` while a step runs.
+/// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
+/// as the step goes on (about 64 per doubling of its time: a 0.4 s step and a 20 s one both
+/// show their shape) and never more than a fifth of the time, and sends them in batches of
+/// rows ([`Event::Ticks`]) at least every second, so a hung step still shows how far it got.
 struct Ticker<'a> {
     spec: &'a LabSpec,
     step: &'a str,
     every: Option<Duration>,
+    started: Instant,
     next: Instant,
+    keys: Vec<String>,
+    rows: Vec<(u64, Vec<u64>)>,
+    sent: Instant,
+    /// Time spent sampling and sending since the last batch.
+    cost: Duration,
 }
 
 impl<'a> Ticker<'a> {
@@ -448,24 +529,69 @@ impl<'a> Ticker<'a> {
             spec,
             step: step.name(),
             every,
+            started: Instant::now(),
             next: Instant::now(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+            sent: Instant::now(),
+            cost: Duration::ZERO,
         }
     }
 
+    /// Samples when the next sample is due.
     fn tick(&mut self, out: &mut Emitter) {
         let Some(every) = self.every else { return };
-        if Instant::now() < self.next {
+        let now = Instant::now();
+        if now < self.next {
             return;
         }
-        self.next = Instant::now() + every;
-        out.send(Event::Tick {
+        self.sample(out);
+        // At most a fifth of the agent's time goes to sampling, however slow the machine.
+        let cost = now.elapsed() * 4;
+        self.next = now + every.max(self.started.elapsed() / 64).max(cost);
+    }
+
+    /// The step's final sample, and everything not sent yet.
+    fn finish(&mut self, out: &mut Emitter) {
+        if self.every.is_some() {
+            self.sample(out);
+            self.flush(out);
+        }
+    }
+
+    fn sample(&mut self, out: &mut Emitter) {
+        let t0 = Instant::now();
+        let values = timeline_values(self.spec);
+        if !self.keys.iter().eq(values.keys()) {
+            self.flush(out);
+            self.keys = values.keys().cloned().collect();
+        }
+        self.rows
+            .push((uptime_ms(), values.into_values().collect()));
+        self.cost += t0.elapsed();
+        if self.rows.len() >= 64 || self.sent.elapsed() >= Duration::from_secs(1) {
+            self.flush(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Emitter) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        out.send(Event::Ticks {
             step: self.step.into(),
-            values: timeline_values(self.spec),
+            keys: self.keys.clone(),
+            rows: std::mem::take(&mut self.rows),
+            cost_us: self.cost.as_micros() as u64,
         });
+        self.sent = Instant::now();
+        self.cost = t0.elapsed();
     }
 }
 
-/// The few counters of the timeline: free memory, each group's usage, reclaim and swap-out.
+/// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
+/// pages, PSI, and each group's usage, reclaim, events and stall time.
 fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
     const VMSTAT: &[&str] = &[
         "pgscan_kswapd",
@@ -473,33 +599,91 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         "pgsteal_kswapd",
         "pgsteal_direct",
         "pswpout",
+        "pswpin",
+        "nr_dirty",
+        "nr_writeback",
+        "oom_kill",
+        "workingset_refault_anon",
+        "workingset_refault_file",
     ];
+    const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
+    const STAT: &[&str] = &[
+        "pgscan_direct",
+        "pgscan_kswapd",
+        "anon",
+        "file",
+        "shmem",
+        "file_dirty",
+    ];
+    const EVENTS: &[&str] = &["high", "max", "oom_kill"];
     let mut v = BTreeMap::new();
-    if let Some(pairs) = read("/proc/vmstat").and_then(|t| parse_key_values(&t).ok()) {
-        for (k, n) in pairs
-            .into_iter()
-            .filter(|(k, _)| VMSTAT.contains(&k.as_str()))
-        {
-            v.insert(format!("vmstat.{k}"), n);
-        }
-    }
-    if let Some(pairs) = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok())
-        && let Some((_, n)) = pairs.into_iter().find(|(k, _)| k == "MemFree")
-    {
-        v.insert("meminfo.MemFree".into(), n);
-    }
-    for cg in &spec.cgroups {
-        let dir = format!("{CGROOT}/{}", cg.name);
-        if let Some(n) = read(&format!("{dir}/memory.current")).and_then(|t| parse_single(&t).ok())
-        {
-            v.insert(format!("{}/memory.current", cg.name), n);
-        }
-        let stat = read(&format!("{dir}/memory.stat")).and_then(|t| parse_key_values(&t).ok());
-        for (k, n) in stat.into_iter().flatten() {
-            if k == "pgscan_direct" || k == "pgscan_kswapd" {
-                v.insert(format!("{}/memory.stat.{k}", cg.name), n);
+    let pick = |v: &mut BTreeMap<String, u64>,
+                prefix: &str,
+                keys: &[&str],
+                pairs: Option<Vec<(String, u64)>>| {
+        for (k, n) in pairs.into_iter().flatten() {
+            if keys.contains(&k.as_str()) {
+                v.insert(format!("{prefix}{k}"), n);
             }
         }
+    };
+    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
+    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
+    pick(&mut v, "vmstat.", VMSTAT, kv("/proc/vmstat"));
+    pick(
+        &mut v,
+        "meminfo.",
+        MEMINFO,
+        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
+    );
+    pick(
+        &mut v,
+        "pressure.",
+        &["some.total"],
+        psi("/proc/pressure/memory"),
+    );
+    if spec.vm.numa_nodes > 1 {
+        for node in 0..spec.vm.numa_nodes {
+            // `Node 1 MemFree:   12345 kB`
+            let text = read(&format!("/sys/devices/system/node/node{node}/meminfo")).map(|t| {
+                t.lines()
+                    .filter_map(|l| l.splitn(3, ' ').nth(2))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            pick(
+                &mut v,
+                &format!("node{node}.meminfo."),
+                &["MemFree"],
+                text.and_then(|t| parse_meminfo(&t).ok()),
+            );
+        }
+    }
+    for cg in &spec.cgroups {
+        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
+        for file in ["memory.current", "memory.swap.current"] {
+            if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
+                v.insert(format!("{name}/{file}"), n);
+            }
+        }
+        pick(
+            &mut v,
+            &format!("{name}/memory.stat."),
+            STAT,
+            kv(&format!("{dir}/memory.stat")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.events."),
+            EVENTS,
+            kv(&format!("{dir}/memory.events")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.pressure."),
+            &["some.total"],
+            psi(&format!("{dir}/memory.pressure")),
+        );
     }
     v
 }
@@ -595,8 +779,18 @@ fn worker(json: &str) -> Result<()> {
             return Err(format!("binding memory to node {node}: {}", errno()));
         }
     }
+    // Named after its step (the kernel keeps 15 bytes): OOM reports and traces say which.
+    if let Ok(name) = CString::new(step.name()) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
     let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
+    if std::env::var_os(HOLD_ENV).is_some() {
+        // Done: wait, still holding the memory, until the agent has sampled the counters.
+        // SAFETY: stopping ourselves; the agent sends SIGCONT.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
     if step.background {
         println!("ready");
         loop {

@@ -138,7 +138,8 @@ pub struct Vm {
     /// (A controller serves one hierarchy at a time, and cannot leave v2 once v2 groups used it.)
     #[serde(default)]
     pub cgroup_v1_probe: bool,
-    /// Timeline: read a few counters every `tick_ms` while a step runs (0: off).
+    /// Timeline: read a few counters every `tick_ms` while a step runs, then less often as it
+    /// goes on (about 64 samples per doubling of its time), plus a final sample (0: off).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
     /// Record the vmscan tracepoints during each step (adds the `tracing` kernel fragment):
@@ -148,7 +149,7 @@ pub struct Vm {
 }
 
 fn default_tick() -> u64 {
-    100
+    10
 }
 
 fn default_nodes() -> u32 {

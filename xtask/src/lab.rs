@@ -523,7 +523,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         kernel_built,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
-    let eval = report::evaluate(&spec, &stream);
+    let mut eval = report::evaluate(&spec, &stream);
+    let console = std::fs::read(kept.join("console.log")).unwrap_or_default();
+    eval.oom_kills = crate::oom::victims(&String::from_utf8_lossy(&console), &spec);
     if !opts.shell {
         // (A shell session runs no steps: their missing samples are no problem.)
         problems.extend(eval.problems.iter().cloned());
@@ -551,10 +553,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     phases.add("report", report_started.elapsed());
     let timeline_svg = (!eval.timeline.is_empty())
         .then(|| {
-            let (panels, marks, spans) = report::timeline_panels(&eval);
             let svg = kept.join("timeline.svg");
-            let title = format!("{}: {}", spec.id, spec.title);
-            std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans))
+            let chart = crate::chart::build(&spec, &eval);
+            std::fs::write(&svg, timeline::svg(&chart))
                 .ok()
                 .map(|_| svg)
         })
@@ -671,7 +672,7 @@ pub fn boot(
         .frames
         .iter()
         .rev()
-        .find(|f| !matches!(f.event, Event::Tick { .. }));
+        .find(|f| !matches!(f.event, Event::Ticks { .. }));
     let mut last_seen = match meaningful {
         Some(f) => format!(
             "last seen: {} at {:.2}s guest uptime",
@@ -683,7 +684,7 @@ pub fn boot(
     if let Some(f) = stream
         .frames
         .last()
-        .filter(|f| matches!(f.event, Event::Tick { .. }))
+        .filter(|f| matches!(f.event, Event::Ticks { .. }))
     {
         last_seen.push_str(&format!(
             ", then timeline ticks until {:.2}s",
@@ -768,8 +769,15 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
     })
 }
 
-/// Prints the explained report, the validity problems with the console tail, and the verdict.
+/// Prints the explained report for a learner (see [`print_with`]).
 pub fn print(r: &RunResult) {
+    print_with(r, false)
+}
+
+/// Prints the explained report (every counter when `full`, else those that moved and those
+/// the lab is about, wrapped to the terminal), the validity problems with the console tail,
+/// and the verdict. report.txt always gets the full report.
+pub fn print_with(r: &RunResult, full: bool) {
     if r.shell {
         match r.problems.is_empty() {
             true => println!("{}: shell session ended, the VM powered off", r.spec.id),
@@ -782,9 +790,15 @@ pub fn print(r: &RunResult) {
         return;
     }
     if r.eval.samples > 0 {
-        let text = report::render_terminal(&r.spec, &r.eval);
-        let _ = std::fs::write(r.kept.join("report.txt"), &text);
-        print!("{text}");
+        let _ = std::fs::write(
+            r.kept.join("report.txt"),
+            report::render_terminal(&r.spec, &r.eval),
+        );
+        let style = report::Style {
+            full,
+            width: crate::units::terminal_width(),
+        };
+        print!("{}", report::render_terminal_with(&r.spec, &r.eval, style));
     }
     if let Some(svg) = &r.timeline_svg {
         println!("\ntimeline chart: {}", svg.display());
@@ -867,7 +881,7 @@ fn describe(e: &Event) -> String {
         Event::Ready => "ready".into(),
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
-        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Ticks { step, .. } => format!("timeline samples of step {step}"),
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),

@@ -2,12 +2,14 @@
 
 mod bench;
 mod cache;
+mod chart;
 mod check;
 mod disk;
 mod exercise;
 mod initramfs;
 mod kernel;
 mod lab;
+mod oom;
 mod progress;
 mod qemu;
 mod readme;
@@ -16,6 +18,7 @@ mod selftests;
 mod setup;
 mod timeline;
 mod trace;
+mod units;
 mod vars;
 
 use anyhow::Result;
@@ -67,6 +70,10 @@ enum Command {
         /// instead of the report.
         #[arg(long)]
         json: bool,
+        /// Show every counter the lab observes, not only those that moved and those the lab is
+        /// about (the full table; target/kernel-lab/last/<id>/report.txt always has it).
+        #[arg(long)]
+        full: bool,
         /// Boot the lab's VM with its cgroups, swap and disks set up, and open a busybox shell
         /// on this terminal instead of running the steps; `lab-step NAME` runs one step there.
         /// `exit` powers the VM off. Needs busybox-static.
@@ -237,6 +244,7 @@ fn run(cli: Cli) -> Result<bool> {
             vars,
             exercises,
             json,
+            full,
             shell,
             opts,
         } => {
@@ -267,7 +275,7 @@ fn run(cli: Cli) -> Result<bool> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&lab::to_json(&result))?);
                 } else {
-                    lab::print(&result);
+                    lab::print_with(&result, full);
                 }
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());

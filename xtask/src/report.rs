@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::{timeline, trace};
+use crate::trace;
 
 /// One counter over one step.
 #[derive(Debug, Clone)]
@@ -60,6 +60,8 @@ pub struct Evaluation {
     pub samples: usize,
     /// Timeline ticks: (guest uptime ms, step, counters).
     pub timeline: Vec<(u64, String, BTreeMap<String, u64>)>,
+    /// Per step: timeline samples taken, and the guest time they cost (µs).
+    pub sampling: BTreeMap<String, (usize, u64)>,
     /// When each step started (guest uptime ms).
     pub step_starts: Vec<(u64, String)>,
     /// Per traced step: its trace facts (`trace.*` counters).
@@ -72,6 +74,8 @@ pub struct Evaluation {
     pub sampled: BTreeMap<String, BTreeMap<String, u64>>,
     /// How each finished step's workload ended.
     pub exits: BTreeMap<String, Exit>,
+    /// The processes the OOM killer killed, from the console (filled in by `lab.rs`).
+    pub oom_kills: Vec<crate::oom::Kill>,
     /// The spec's settings as run (`guest::fact::settings`), for facts that name them.
     pub settings: BTreeMap<String, String>,
 }
@@ -231,8 +235,19 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     .insert(step.clone(), trace::render(&summary, &cgroup_of));
                 ev.traces.push((step.clone(), facts));
             }
-            Event::Tick { step, values } => {
-                ev.timeline.push((f.t_ms, step.clone(), values.clone()))
+            Event::Ticks {
+                step,
+                keys,
+                rows,
+                cost_us,
+            } => {
+                for (t, values) in rows {
+                    let values = keys.iter().cloned().zip(values.iter().copied()).collect();
+                    ev.timeline.push((*t, step.clone(), values));
+                }
+                let cost = ev.sampling.entry(step.clone()).or_default();
+                cost.0 += rows.len();
+                cost.1 += cost_us;
             }
         }
     }
@@ -373,21 +388,44 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
     ev
 }
 
-/// The report for the student: every observed counter with its real change and its class, and
-/// every expectation with its verdict and why.
+/// How much of the terminal report to show, and how wide to wrap it.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Every observed counter; otherwise those that moved and those the lab is about (an
+    /// expectation judges them here, or an explanation of their class holds).
+    pub full: bool,
+    pub width: usize,
+}
+
+/// The full report, 100 columns wide (report.txt, tests).
 pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
+    render_terminal_with(
+        spec,
+        ev,
+        Style {
+            full: true,
+            width: 100,
+        },
+    )
+}
+
+/// The unit of an observed counter expression.
+pub fn unit(c: &CounterExpr) -> crate::units::Unit {
+    let terms: Vec<&str> = c.terms.iter().map(|(_, t)| t.as_str()).collect();
+    crate::units::unit_of_expr(&terms)
+}
+
+/// The report for the student: per step, each counter's real change in its unit beside its
+/// class and what it means, the OOM victims, the timeline and the trace; then every
+/// expectation with its verdict and why.
+pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> String {
+    use crate::units::{human, human_delta, wrap};
     let mut out = String::new();
+    let w = style.width;
     let _ = writeln!(out, "\n== {} — {}", spec.id, spec.title);
     if !spec.claim.is_empty() {
-        let _ = writeln!(out, "claim under test: {}", spec.claim);
+        out.push_str(&wrap(&spec.claim, w, "claim under test: ", "  "));
     }
-    let width = ev
-        .steps
-        .iter()
-        .flat_map(|s| &s.observed)
-        .map(|o| o.counter.to_string().len())
-        .max()
-        .unwrap_or(20);
     for s in &ev.steps {
         let exit = s
             .exit
@@ -401,156 +439,85 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             s.wall_ms as f64 / 1000.0
         );
         if !s.stderr.trim().is_empty() {
-            let _ = writeln!(out, "  workload said: {}", s.stderr.trim());
+            out.push_str(&wrap(s.stderr.trim(), w, "  workload said: ", "    "));
         }
-        for o in &s.observed {
+        let judged = |c: &CounterExpr| {
+            spec.expect.iter().any(|e| {
+                e.counter.as_ref() == Some(c) && e.step.as_deref().is_none_or(|x| x == s.name)
+            })
+        };
+        let (shown, hidden): (Vec<&Observed>, Vec<&Observed>) = s.observed.iter().partition(|o| {
+            style.full || !matches!(o.delta, Ok(0)) || o.explain.is_some() || judged(&o.counter)
+        });
+        let width = shown
+            .iter()
+            .map(|o| o.counter.to_string().chars().count())
+            .max()
+            .unwrap_or(20)
+            .min(w.saturating_sub(40));
+        for o in shown {
             let (num, cls) = match &o.delta {
                 Ok(d) => (
-                    format!("{d:+}"),
+                    human_delta(*d, unit(&o.counter)),
                     class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
                 ),
                 Err(t) => ("?".into(), format!("not reported by this kernel: {t}")),
             };
             let _ = writeln!(
                 out,
-                "  Δ {:<width$}  {num:>12}  {cls}",
+                "  Δ {:<width$}  {num:>24}  {cls}",
                 o.counter.to_string()
             );
             if let Some(words) = &o.explain {
-                let _ = writeln!(out, "      → {words}");
+                out.push_str(&wrap(words, w, "      → ", "        "));
             }
         }
-        out.push_str(&timeline_lines(ev, &s.name));
+        if !hidden.is_empty() {
+            let _ = writeln!(
+                out,
+                "  ({} more counter(s) stayed at 0 and the lab says nothing about them here; --full shows every counter)",
+                hidden.len()
+            );
+        }
+        for k in ev
+            .oom_kills
+            .iter()
+            .filter(|k| k.step.as_deref() == Some(s.name.as_str()))
+        {
+            out.push_str(&wrap(&k.describe(), w, "  OOM killer: ", "    "));
+        }
+        out.push_str(&crate::chart::sparklines(spec, ev, &s.name, w));
         if let Some(text) = ev.trace_text.get(&s.name) {
             out.push_str("  reclaim trace (vmscan tracepoints):\n");
             out.push_str(text);
         }
     }
+    let elsewhere: Vec<&crate::oom::Kill> =
+        ev.oom_kills.iter().filter(|k| k.step.is_none()).collect();
+    if !elsewhere.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nthe OOM killer also killed processes that are not lab workloads:"
+        );
+        for k in elsewhere {
+            out.push_str(&wrap(&k.describe(), w, "  ", "    "));
+        }
+    }
     if !ev.verdicts.is_empty() {
         let _ = writeln!(out, "\nexpectations:");
         for v in &ev.verdicts {
+            let got = match (v.actual.parse::<u64>(), &v.expect.counter) {
+                (Ok(n), Some(c)) if n != 0 => human(n, unit(c)),
+                _ => v.actual.clone(),
+            };
             let _ = writeln!(
                 out,
-                "  {}  {}  (got {})",
+                "  {}  {}  (got {got})",
                 verdict_word(v).to_uppercase(),
                 v.what,
-                v.actual
             );
-            let _ = writeln!(out, "        why: {}", v.expect.why);
+            out.push_str(&wrap(&v.expect.why, w, "        why: ", "             "));
         }
-    }
-    out
-}
-
-/// The timeline series of a run: memory (MiB) and reclaim rates (pages/s), for the SVG.
-type Spans = Vec<(f64, f64, String)>;
-
-pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>, Spans) {
-    let first_tick = ev.timeline.first().map(|t| t.0).unwrap_or(0);
-    let t0 = ev
-        .step_starts
-        .first()
-        .map(|s| s.0)
-        .unwrap_or(first_tick)
-        .min(first_tick);
-    let secs = |ms: u64| ms.saturating_sub(t0) as f64 / 1000.0;
-    let keys: std::collections::BTreeSet<&String> =
-        ev.timeline.iter().flat_map(|t| t.2.keys()).collect();
-    let series = |key: &str, scale: f64| timeline::Series {
-        name: key.to_string(),
-        points: ev
-            .timeline
-            .iter()
-            .filter_map(|(t, _, v)| v.get(key).map(|n| (secs(*t), *n as f64 * scale)))
-            .collect(),
-    };
-    let mib = 1.0 / (1u64 << 20) as f64;
-    let memory: Vec<timeline::Series> = keys
-        .iter()
-        .filter(|k| k.ends_with("memory.current") || k.as_str() == "meminfo.MemFree")
-        .map(|k| series(k, mib))
-        .collect();
-    let reclaim: Vec<timeline::Series> = keys
-        .iter()
-        .filter(|k| k.contains("pgscan") || k.contains("pgsteal") || k.contains("pswpout"))
-        .map(|k| {
-            let s = series(k, 1.0);
-            timeline::Series {
-                name: format!("{k} /s"),
-                points: timeline::rates(&s.points),
-            }
-        })
-        .collect();
-    let marks = ev
-        .step_starts
-        .iter()
-        .filter(|(t, _)| *t >= t0)
-        .map(|(t, s)| (secs(*t), format!("step {s}")))
-        .collect();
-    let panels = vec![
-        timeline::Panel {
-            title: "memory".into(),
-            unit: "MiB".into(),
-            series: memory,
-        },
-        timeline::Panel {
-            title: "reclaim and swap-out".into(),
-            unit: "pages/s".into(),
-            series: reclaim,
-        },
-    ];
-    let spans = ev
-        .trace_spans
-        .iter()
-        .filter(|(a, _, _)| *a >= t0)
-        .map(|(a, b, w)| (secs(*a), secs(*b), w.clone()))
-        .collect();
-    (panels, marks, spans)
-}
-
-/// A compact terminal chart of one step: one sparkline per moving timeline counter.
-fn timeline_lines(ev: &Evaluation, step: &str) -> String {
-    let ticks: Vec<&BTreeMap<String, u64>> = ev
-        .timeline
-        .iter()
-        .filter(|t| t.1 == step)
-        .map(|t| &t.2)
-        .collect();
-    if ticks.len() < 3 {
-        return String::new();
-    }
-    let mut out = format!("  timeline ({} ticks):\n", ticks.len());
-    let keys: std::collections::BTreeSet<&String> = ticks.iter().flat_map(|t| t.keys()).collect();
-    for key in keys {
-        let values: Vec<f64> = ticks
-            .iter()
-            .map(|t| t.get(key).copied().unwrap_or(0) as f64)
-            .collect();
-        let cumulative =
-            key.contains("pgscan") || key.contains("pgsteal") || key.contains("pswpout");
-        let shown: Vec<f64> = if cumulative {
-            values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect()
-        } else {
-            values.clone()
-        };
-        if shown.iter().all(|v| *v == shown[0]) {
-            continue; // flat lines say nothing
-        }
-        let (label, max) = if cumulative {
-            (
-                format!("{key} per tick"),
-                format!("max {:.0}", shown.iter().cloned().fold(0.0, f64::max)),
-            )
-        } else {
-            (
-                key.to_string(),
-                format!(
-                    "max {:.1}M",
-                    shown.iter().cloned().fold(0.0, f64::max) / (1u64 << 20) as f64
-                ),
-            )
-        };
-        let _ = writeln!(out, "    {label:<40} {} {max}", timeline::sparkline(&shown));
     }
     out
 }

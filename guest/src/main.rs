@@ -659,6 +659,11 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
             );
         }
     }
+    if spec.refers_to("kswapd.") {
+        for (k, n) in kswapd_threads() {
+            v.insert(format!("kswapd.{k}"), n);
+        }
+    }
     for cg in &spec.cgroups {
         let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
         for file in ["memory.current", "memory.swap.current"] {

@@ -60,6 +60,14 @@ enum Draw {
     SinceStepStart(f64),
 }
 
+/// Marks a series the lab is about that never moved: `kswapd (whole machine) (0 throughout)`.
+fn flat_noted(mut s: Series) -> Series {
+    if s.points.iter().all(|p| p.2 == 0.0) {
+        s.label.push_str(" (0 throughout)");
+    }
+    s
+}
+
 fn series(data: &[StepData], counter: &str, label: String, draw: Draw) -> Option<Series> {
     let mut points = Vec::new();
     for (i, s) in data.iter().enumerate() {
@@ -104,7 +112,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     let data = steps(ev);
     let mut panels = Vec::new();
     let keep = |s: Option<Series>, noise: f64, always: bool| -> Option<Series> {
-        s.filter(|s| always || moves(s, noise))
+        s.filter(|s| always || moves(s, noise)).map(flat_noted)
     };
     let cgroups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
 
@@ -131,6 +139,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                             value: l.0 as f64 / MIB,
                             steps: (0, data.len().saturating_sub(1)),
                             series: Some(j),
+                            color: None,
                         });
                     }
                 }
@@ -221,6 +230,28 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         }
     }
     push(&mut panels, who);
+
+    // kswapd's CPU time per node, when the lab is about kswapd threads.
+    if spec.refers_to("kswapd.") {
+        let mut p = panel("kswapd's CPU time, per node, since the step began", "ms");
+        for n in 0..spec.vm.numa_nodes.max(1) {
+            let c = format!("kswapd.{n}.cpu_ticks");
+            // /proc/<pid>/stat counts clock ticks of 10 ms (USER_HZ 100).
+            if let Some(s) = keep(
+                series(
+                    &data,
+                    &c,
+                    format!("kswapd{n} (node {n})"),
+                    Draw::SinceStepStart(10.0),
+                ),
+                0.0,
+                true,
+            ) {
+                p.series.push(s);
+            }
+        }
+        push(&mut panels, p);
+    }
 
     // 4. Swap.
     if spec.vm.swap.is_some() {
@@ -403,10 +434,18 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
         value: ram / MIB,
         steps: (0, last),
         series: None,
+        color: None,
     });
-    // Watermarks: summed over each node's zones, from the sample before each step.
+    // Watermarks: summed over each node's zones, from the latest sample with them before
+    // each step (they change with watermark_scale_factor).
+    let mut known = ev.sampled.get("start");
     for (i, s) in data.iter().enumerate() {
-        let Some(before) = s.before.or(ev.sampled.get("start")) else {
+        if s.before
+            .is_some_and(|b| b.keys().any(|k| k.starts_with("zoneinfo.")))
+        {
+            known = s.before;
+        }
+        let Some(before) = known else {
             continue;
         };
         for n in 0..nodes {
@@ -441,6 +480,11 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
                         value,
                         steps: (i, i),
                         series: (nodes > 1).then_some(n as usize),
+                        color: (nodes == 1).then_some(match mark {
+                            "high" => "#2a8a2a",
+                            "low" => "#e08000",
+                            _ => "#c00000",
+                        }),
                     }),
                 }
             }
@@ -493,7 +537,7 @@ fn oom_marks(ev: &Evaluation, data: &[StepData]) -> Vec<Mark> {
                 let victims: Vec<String> = ev
                     .oom_kills
                     .iter()
-                    .filter(|k| k.step.as_deref() == Some(s.name.as_str()))
+                    .filter(|k| k.during.as_deref() == Some(s.name.as_str()))
                     .map(|k| k.comm.clone())
                     .collect();
                 let label = match victims.is_empty() {

@@ -260,6 +260,12 @@ pub fn run_cli(
                 lab::print(&r);
                 print!("{}", render(x, &j));
             }
+            crate::course::record_exercise(&r.spec.id, &x.name, j.agreed(), None);
+            let extras = crate::notebook::Extras {
+                predictions: None,
+                exercise: Some((x, &j)),
+            };
+            let _ = crate::notebook::write(found, &r, &extras);
             agreed += usize::from(j.agreed());
         }
     }

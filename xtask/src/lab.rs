@@ -465,7 +465,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         &qemu::argv(&vm),
         dir.path(),
         Duration::from_secs(60),
-        false,
+        None,
         || {},
     )?;
     match out.status {
@@ -526,6 +526,21 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let mut eval = report::evaluate(&spec, &stream);
     let console = std::fs::read(kept.join("console.log")).unwrap_or_default();
     eval.oom_kills = crate::oom::victims(&String::from_utf8_lossy(&console), &spec);
+    let kills_per_step: Vec<(String, Option<i64>)> = eval
+        .steps
+        .iter()
+        .map(|s| {
+            let c = guest::spec::CounterExpr {
+                terms: vec![(false, "vmstat.oom_kill".into())],
+            };
+            let v = eval.view(Some(&s.name));
+            (
+                s.name.clone(),
+                guest::fact::delta(&c, v.before, v.after).ok(),
+            )
+        })
+        .collect();
+    crate::oom::place(&mut eval.oom_kills, &kills_per_step);
     if !opts.shell {
         // (A shell session runs no steps: their missing samples are no problem.)
         problems.extend(eval.problems.iter().cloned());
@@ -560,7 +575,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
                 .map(|_| svg)
         })
         .flatten();
-    Ok(RunResult {
+    let result = RunResult {
         shell: opts.shell,
         timeline_svg,
         frames: stream.frames.clone(),
@@ -575,7 +590,13 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         total: total.elapsed(),
         kernel_built,
         kept,
-    })
+    };
+    if !result.shell
+        && let Err(e) = crate::notebook::write(lab, &result, &Default::default())
+    {
+        eprintln!("warning: the notebook page was not written: {e:#}");
+    }
+    Ok(result)
 }
 
 /// What one boot of a lab spec produced, before any judging.
@@ -636,18 +657,22 @@ pub fn boot(
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut shown = 0usize;
+    let console = opts.shell.then(crate::console::Gate::default);
     let outcome = qemu::run(
         &qemu::argv(&vm),
         scratch.path(),
         timeout,
-        opts.shell,
+        console.as_ref(),
         || {
-            // Show each step as the agent starts it.
+            // Show each step as the agent starts it; the shell's input flows once it is ready.
             let Ok(bytes) = std::fs::read(&results) else {
                 return;
             };
             let stream = decode_stream(&bytes);
             for f in stream.frames.iter().skip(shown) {
+                if let (Event::Ready, Some(gate)) = (&f.event, &console) {
+                    gate.open();
+                }
                 if let Event::StepStart { step } = &f.event {
                     progress::status(&format!(
                         "{}: step {step} (guest time {:.1}s) ...",
@@ -802,6 +827,10 @@ pub fn print_with(r: &RunResult, full: bool) {
     }
     if let Some(svg) = &r.timeline_svg {
         println!("\ntimeline chart: {}", svg.display());
+        println!(
+            "lab notebook (report, chart with values, questions): {}",
+            r.kept.join("index.html").display()
+        );
     }
     if !r.problems.is_empty() {
         println!("\nthe run is not valid:");
@@ -832,14 +861,24 @@ pub fn print_with(r: &RunResult, full: bool) {
     }
     if let Some(matched) = r.snapshot_matched {
         let id = &r.spec.id;
-        println!(
-            "\nsnapshot {id}.snap: {}",
-            if matched {
-                "matches"
-            } else {
-                "DIFFERS (see the diff above; review with `cargo insta review`)"
+        match (matched, report::author_mode()) {
+            (true, _) => println!("\nsnapshot {id}.snap: matches"),
+            (false, true) => println!(
+                "\nsnapshot {id}.snap: DIFFERS (see the diff above; review with `cargo insta review`)"
+            ),
+            (false, false) => {
+                println!("\nsnapshot {id}.snap: DIFFERS: the kernel's facts are not the lab's");
+                for c in &r.snapshot_changes {
+                    println!("  {c}");
+                }
+                if r.snapshot_changes.is_empty() {
+                    println!("  (the lab has no snapshot yet)");
+                }
+                println!(
+                    "  if you changed the lab on purpose, record its new facts with `INSTA_UPDATE=always cargo xtask lab {id}` (or review them: `INSTA_UPDATE=new cargo xtask lab {id}`, then `cargo insta review`)"
+                );
             }
-        );
+        }
     }
     println!(
         "phases: {}, total {:.2}s",

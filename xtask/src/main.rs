@@ -1,15 +1,20 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
+mod answers;
 mod bench;
 mod cache;
 mod chart;
 mod check;
+mod console;
+mod course;
 mod disk;
 mod exercise;
 mod initramfs;
 mod kernel;
 mod lab;
+mod notebook;
 mod oom;
+mod predict;
 mod progress;
 mod qemu;
 mod readme;
@@ -70,6 +75,25 @@ enum Command {
         /// instead of the report.
         #[arg(long)]
         json: bool,
+        /// Predict, then observe: before the VM boots, say for each fact the lab explains what
+        /// the kernel will show (`0` or `>0`, `?` skips); after the run every prediction is
+        /// scored, with the lab's explanation for every miss. With --exercise (or --set):
+        /// predict what changes. Answers are asked on the terminal, or read from --answers
+        /// FILE or piped stdin: one per line in order, or `step: counter = answer` lines.
+        #[arg(long, conflicts_with_all = ["json", "shell", "repeat", "vars"])]
+        predict: bool,
+        /// With --predict: read the answers from FILE (see --questions for its lines).
+        #[arg(long, value_name = "FILE", requires = "predict")]
+        answers: Option<PathBuf>,
+        /// With --predict: print the questions as an answers file (`step: counter = ?`, with
+        /// what is accepted) and exit without running.
+        #[arg(long, requires = "predict")]
+        questions: bool,
+        /// Open the run's lab notebook (target/kernel-lab/last/<id>/index.html: the report,
+        /// the chart with every value under the pointer, your predictions, the questions) in
+        /// your browser ($BROWSER, else xdg-open).
+        #[arg(long, conflicts_with_all = ["json", "shell"])]
+        open: bool,
         /// Show every counter the lab observes, not only those that moved and those the lab is
         /// about (the full table; target/kernel-lab/last/<id>/report.txt always has it).
         #[arg(long)]
@@ -82,8 +106,21 @@ enum Command {
         #[command(flatten)]
         opts: RunArgs,
     },
-    /// List the labs with their titles.
-    List,
+    /// List the labs with their titles, and how far you got: which labs this machine has run
+    /// and passed, with your prediction scores (kept in the cache's progress.json).
+    List {
+        /// Forget the progress recorded on this machine.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Print the answers to a lab's README questions (the "Think about it" questions and the
+    /// exercises), which a run lists without their answers.
+    Answers {
+        /// Lab id, number or unique prefix.
+        lab: String,
+        /// Only the answer to question N (as numbered at the end of the lab's report).
+        number: Option<usize>,
+    },
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
     /// CI: summary table, JSON, JUnit XML.
     ///
@@ -244,11 +281,27 @@ fn run(cli: Cli) -> Result<bool> {
             vars,
             exercises,
             json,
+            predict,
+            answers,
+            questions,
+            open,
             full,
             shell,
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
+            if predict {
+                let req = predict::Request {
+                    lab: &found,
+                    sets,
+                    exercises,
+                    answers: answers.as_deref(),
+                    questions_only: questions,
+                    full,
+                    open,
+                };
+                return predict::run_cli(&req, &opts.into());
+            }
             if !exercises.is_empty() {
                 return exercise::run_cli(&found, &exercises, repeat.max(1), json, &opts.into());
             }
@@ -276,6 +329,17 @@ fn run(cli: Cli) -> Result<bool> {
                     println!("{}", serde_json::to_string_pretty(&lab::to_json(&result))?);
                 } else {
                     lab::print_with(&result, full);
+                }
+                if !result.shell && result.variant.is_none() {
+                    course::record_run(&result.spec.id, result.passed(), None);
+                }
+                if !json && !shell && i + 1 == repeat.max(1) {
+                    let qas = answers::of(&found).unwrap_or_default();
+                    let width = units::terminal_width();
+                    print!("{}", answers::render_questions(&found, &qas, width));
+                    if open {
+                        notebook::open(&result.kept.join("index.html"));
+                    }
                 }
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
@@ -366,13 +430,36 @@ fn run(cli: Cli) -> Result<bool> {
                 .iter()
                 .all(|e| matches!(e.result, "passed" | "skipped" | "known-flaky")))
         }
-        Command::List => {
+        Command::List { reset } => {
+            if reset {
+                let path = course::path()?;
+                match course::reset()? {
+                    true => println!("progress forgotten ({} removed)", path.display()),
+                    false => println!("no progress recorded yet ({})", path.display()),
+                }
+                return Ok(true);
+            }
+            let progress = course::load();
             for l in lab::catalog()? {
                 match lab::load(&l.spec_path()) {
-                    Ok(spec) => println!("{:<22} {}", l.id, spec.title),
+                    Ok(spec) => println!(
+                        "{:<22} {:<66} {}",
+                        l.id,
+                        spec.title,
+                        course::describe(progress.labs.get(&l.id), spec.exercises.len())
+                    ),
                     Err(e) => println!("{:<22} (broken: {e:#})", l.id),
                 }
             }
+            Ok(true)
+        }
+        Command::Answers { lab, number } => {
+            let found = lab::resolve(&lab, &lab::catalog()?)?;
+            let qas = answers::of(&found)?;
+            print!(
+                "{}",
+                answers::render_answers(&found, &qas, number, units::terminal_width())?
+            );
             Ok(true)
         }
         Command::Kernel {

@@ -27,13 +27,22 @@ pub struct Kill {
     pub shmem_rss_kb: u64,
     /// The step whose workload it was, when its name says so.
     pub step: Option<String>,
+    /// The step during which it was killed (a group OOM also kills earlier steps' holders).
+    pub during: Option<String>,
 }
 
-/// Every `Killed process` line of a console log, in order, matched to the spec's steps.
+/// Every process a `Killed process` line of a console log names, once each (a group OOM names
+/// its victim again among the group), in order, matched to the spec's steps by name.
 pub fn victims(console: &str, spec: &LabSpec) -> Vec<Kill> {
+    let mut seen = Vec::new();
     console
         .lines()
         .filter_map(parse_line)
+        .filter(|k| {
+            let new = !seen.contains(&k.pid);
+            seen.push(k.pid);
+            new
+        })
         .map(|mut k| {
             k.step = spec
                 .steps
@@ -44,6 +53,27 @@ pub fn victims(console: &str, spec: &LabSpec) -> Vec<Kill> {
             k
         })
         .collect()
+}
+
+/// Sets when each victim died: the console lists kills in order, and each step's change of
+/// `vmstat.oom_kill` says how many happened during it. Without those counts (or when they do
+/// not add up) a victim is taken to have died during its own step.
+pub fn place(kills: &mut [Kill], per_step: &[(String, Option<i64>)]) {
+    let counted: Option<Vec<(String, usize)>> = per_step
+        .iter()
+        .map(|(s, n)| n.map(|n| (s.clone(), n.max(0) as usize)))
+        .collect();
+    match counted.filter(|c| c.iter().map(|x| x.1).sum::<usize>() == kills.len()) {
+        Some(c) => {
+            let mut it = kills.iter_mut();
+            for (step, n) in c {
+                for k in it.by_ref().take(n) {
+                    k.during = Some(step.clone());
+                }
+            }
+        }
+        None => kills.iter_mut().for_each(|k| k.during = k.step.clone()),
+    }
 }
 
 fn parse_line(line: &str) -> Option<Kill> {
@@ -71,6 +101,7 @@ fn parse_line(line: &str) -> Option<Kill> {
         file_rss_kb: field("file-rss:"),
         shmem_rss_kb: field("shmem-rss:"),
         step: None,
+        during: None,
     })
 }
 
@@ -97,8 +128,13 @@ impl Kill {
                 crate::units::bytes(self.shmem_rss_kb * 1024)
             ));
         }
+        let whose = match (&self.step, &self.during) {
+            (Some(s), Some(d)) if s != d => format!(", the workload of step {s}"),
+            (None, _) => ", not a lab workload".into(),
+            _ => String::new(),
+        };
         format!(
-            "pid {} ({}), killed by {who}, holding {} memory",
+            "pid {} ({}{whose}), killed by {who}, holding {} memory",
             self.pid,
             self.comm,
             held.join(" and ")
@@ -123,8 +159,11 @@ mod tests {
 Out of memory: Killed process 61 (a-very-long-st) total-vm:1kB, anon-rss:2048kB, file-rss:0kB, shmem-rss:8kB, UID:0 pgtables:1kB oom_score_adj:0
 Out of memory: Killed process 62 (kworker (x)) total-vm:1kB, anon-rss:0kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0
 ";
-        let v = victims(console, &spec);
-        assert_eq!(v.len(), 3, "{v:?}");
+        let mut v = victims(
+            &format!("{console}{}", console.lines().nth(1).unwrap()),
+            &spec,
+        );
+        assert_eq!(v.len(), 3, "a victim named twice is one victim: {v:?}");
         assert_eq!(v[0].pid, 57);
         assert_eq!(v[0].scope, Scope::Cgroup);
         assert_eq!(v[0].anon_rss_kb, 32640);
@@ -133,6 +172,21 @@ Out of memory: Killed process 62 (kworker (x)) total-vm:1kB, anon-rss:0kB, file-
         assert_eq!(v[1].step.as_deref(), Some("a-very-long-step-name"));
         assert_eq!(v[2].comm, "kworker (x)");
         assert_eq!(v[2].step, None);
+        place(
+            &mut v,
+            &[
+                ("over-limit".into(), Some(1)),
+                ("a-very-long-step-name".into(), Some(2)),
+            ],
+        );
+        assert_eq!(v[0].during.as_deref(), Some("over-limit"));
+        assert_eq!(v[2].during.as_deref(), Some("a-very-long-step-name"));
+        assert!(
+            v[2].describe()
+                .starts_with("pid 62 (kworker (x), not a lab workload)")
+        );
+        place(&mut v, &[("over-limit".into(), None)]);
+        assert_eq!(v[1].during, v[1].step);
         assert_eq!(
             v[0].describe(),
             "pid 57 (over-limit), killed by its cgroup's OOM (memory.max), holding 31.9 MiB anonymous and 4.0 KiB file-backed memory"

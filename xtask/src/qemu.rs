@@ -204,11 +204,12 @@ pub struct Outcome {
 
 /// Runs QEMU until it exits or `timeout` passes (then it is killed and reaped). `on_tick` is
 /// called about every 100 ms while it runs (progress). Ctrl-C kills it and returns an error.
+/// With a `console` gate (`--shell`), our stdin reaches the guest once the gate opens.
 pub fn run(
     argv: &[OsString],
     scratch: &Path,
     timeout: Duration,
-    interactive: bool,
+    console: Option<&crate::console::Gate>,
     mut on_tick: impl FnMut(),
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -216,9 +217,18 @@ pub fn run(
         .env("TMPDIR", scratch) // snapshot=on overlays go here, removed with the run
         .stderr_capture()
         .unchecked();
-    if !interactive {
-        cmd = cmd.stdin_null().stdout_capture();
-    }
+    let _raw = match console {
+        None => {
+            cmd = cmd.stdin_null().stdout_capture();
+            None
+        }
+        Some(gate) => {
+            let (from_relay, to_qemu) = std::io::pipe().context("creating the console pipe")?;
+            cmd = cmd.stdin_file(from_relay);
+            crate::console::relay(to_qemu, gate.clone());
+            Some(crate::console::RawMode::enter())
+        }
+    };
     let handle = cmd.start().with_context(|| {
         format!(
             "starting {QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)"

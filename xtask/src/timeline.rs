@@ -26,6 +26,8 @@ pub struct RefLine {
     pub steps: (usize, usize),
     /// Drawn in the colour of this series of the panel (a group's limit beside its usage).
     pub series: Option<usize>,
+    /// Or in this colour (`None` and no series: dark grey).
+    pub color: Option<&'static str>,
 }
 
 /// A panel: one idea, a title in words, the unit of its y axis, its series and references.
@@ -184,6 +186,7 @@ impl Chart {
         match p.y_max {
             Some(m) if p.clip => m,
             Some(m) => m.max(data),
+            None if data <= 0.0 => 4.0,
             None => nice_max(data * 1.08),
         }
     }
@@ -258,12 +261,20 @@ pub fn svg(chart: &Chart) -> String {
     );
     for (i, s) in chart.steps.iter().enumerate() {
         let (x0, wi) = cols[i];
+        // About 7 pixels a character: a long name in a narrow column is cut short.
+        let fits = ((wi / 7.0) as usize).max(3);
+        let mut name: String = s.name.chars().take(fits).collect();
+        if name.len() < s.name.len() {
+            name.pop();
+            name.push('…');
+        }
         let _ = writeln!(
             out,
-            "<text class=\"step-name\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\">step {}</text>",
+            "<text class=\"step-name\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\"><title>step {}</title>{}</text>",
             g.left + x0 + wi / 2.0,
             g.top - 14.0,
-            esc(&s.name)
+            esc(&s.name),
+            esc(&name)
         );
     }
     for (i, panel) in chart.panels.iter().enumerate() {
@@ -360,15 +371,19 @@ fn panel_svg(
     for (j, s) in panel.series.iter().enumerate() {
         let color = COLORS[j % COLORS.len()];
         let mut d = String::new();
-        let mut last_step = usize::MAX;
-        for (step, t, v) in &s.points {
-            let cmd = if *step != last_step { 'M' } else { 'L' };
-            last_step = *step;
-            let _ = write!(d, "{cmd}{:.1},{:.1} ", chart.x(cols, &g, *step, *t), y(*v));
+        for (k, (step, t, v)) in s.points.iter().enumerate() {
+            let (x, yv) = (chart.x(cols, &g, *step, *t), y(*v));
+            let first = k == 0 || s.points[k - 1].0 != *step;
+            let _ = write!(d, "{}{x:.1},{yv:.1} ", if first { 'M' } else { 'L' });
+            if first && s.points.get(k + 1).is_none_or(|n| n.0 != *step) {
+                let _ = write!(d, "L{x:.1},{yv:.1} "); // a lone sample: a dot
+            }
         }
+        // Earlier series drawn wider, so that a line hidden under a later one still shows.
+        let width = (3.5 - 0.5 * j as f64).max(1.5);
         let _ = writeln!(
             out,
-            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-linejoin=\"round\"{clip} d=\"{}\"/>",
+            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\" stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
             if panel.clip { " zoomed" } else { "" },
             esc(&s.counter),
             esc(&s.label),
@@ -385,7 +400,10 @@ fn panel_svg(
         ly += 16.0;
     }
     for r in &panel.refs {
-        let color = r.series.map(|j| COLORS[j % COLORS.len()]).unwrap_or("#444");
+        let color = r
+            .color
+            .or(r.series.map(|j| COLORS[j % COLORS.len()]))
+            .unwrap_or("#444");
         let (a, b) = r.steps;
         let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
         let (xb, wb) = cols.get(b).copied().unwrap_or((0.0, 0.0));
@@ -415,11 +433,15 @@ fn panel_svg(
     }
     for (step, t, label) in &chart.marks {
         let x = chart.x(cols, &g, *step, *t);
+        // The label on the side with room for it.
+        let (tx, anchor) = match x > g.left + g.plot - 160.0 {
+            true => (x - 3.0, "end"),
+            false => (x + 3.0, "start"),
+        };
         let _ = writeln!(
             out,
-            "<line class=\"mark\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#b00\" stroke-width=\"1.5\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#b00\" font-size=\"11\">{}</text>",
+            "<line class=\"mark\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#b00\" stroke-width=\"1.5\"/><text x=\"{tx:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#b00\" font-size=\"11\">{}</text>",
             y0 + g.panel,
-            x + 3.0,
             y0 + 12.0,
             esc(label)
         );
@@ -554,6 +576,7 @@ mod tests {
                     value: 32.0,
                     steps: (0, 1),
                     series: Some(0),
+                    color: None,
                 }],
                 y_max: Some(256.0),
                 clip: false,
@@ -576,8 +599,9 @@ mod tests {
         assert_eq!(s.matches("<rect class=\"span\"").count(), 2);
         assert_eq!(s.matches("<line class=\"ref\"").count(), 1);
         assert!(s.contains("OOM kill: tiny"));
-        // A series starts a new subpath in each step's column.
+        // A series starts a new subpath in each step's column; a lone sample is a dot.
         assert_eq!(s.matches(" M").count() + s.matches("d=\"M").count(), 4);
+        assert!(s.contains("<title>step tiny</title>"));
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         roxmltree::Document::parse(&s).unwrap();
     }

@@ -156,18 +156,22 @@ fn vars_lists_the_knobs() {
 }
 
 /// A stand-in kernel tree whose `make vmlinux` only records its pid and sleeps: enough to
-/// interrupt a "kernel build" in a test without compiling anything.
+/// interrupt a "kernel build" in a test without compiling anything. Its environment steers it:
+/// QUICK (a "vmlinux" after 1 s), FULL (a full disk), BROKEN (a compile error), DROP=CONFIG_X
+/// (olddefconfig loses that option); builds.log and configs.log in the cache count its builds
+/// and configurations.
 fn fake_kernel_tree(dir: &std::path::Path) {
     std::fs::create_dir_all(dir.join("mm")).unwrap();
     std::fs::write(dir.join("mm/vmscan.c"), "/* stand-in */\n").unwrap();
     std::fs::write(
         dir.join("Makefile"),
         "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
-         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
-         olddefconfig:\n\ttrue\n\
-         vmlinux:\n\techo $$$$ > $(O)/sleeper.pid; echo build >> $(O)/../../builds.log; \
+         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config; echo tinyconfig >> $(O)/../../configs.log\n\
+         olddefconfig:\n\tif [ -n \"$$DROP\" ]; then sed -i \"/^$$DROP=/d\" $(O)/.config; fi\n\
+         vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(O)/../../builds.log; \
          if [ -n \"$$FULL\" ]; then echo 'cc1: error: No space left on device' >&2; exit 1; fi; \
-         if [ -n \"$$QUICK\" ]; then sleep 1; echo elf > $(O)/vmlinux; else exec sleep 120; fi\n",
+         if [ -n \"$$BROKEN\" ]; then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
+         if [ -n \"$$QUICK\" ]; then sleep 1; cat mm/*.c > $(O)/vmlinux; else exec sleep 120; fi\n",
     )
     .unwrap();
 }
@@ -408,5 +412,162 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
             .unwrap()
             .contains("no swappiness= argument before 6.12"),
         "{xml}"
+    );
+}
+
+/// `git` in `dir`, as a test's author.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+}
+
+/// The stand-in tree as a git repository with one commit.
+fn fake_git_tree(dir: &std::path::Path) {
+    fake_kernel_tree(dir);
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "stand-in"]);
+}
+
+fn count_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn editing_a_git_tree_rebuilds_in_one_build_directory_and_the_cache_stays_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_git_tree(&tree);
+    let kernel = |src: &std::path::Path| {
+        let o = xtask_cmd(&["kernel", "--kernel-src", src.to_str().unwrap()])
+            .env("KERNEL_LAB_CACHE", &cache)
+            .env("QUICK", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let builds = || count_lines(&cache.join("builds.log"));
+    let configs = || count_lines(&cache.join("configs.log"));
+    let clean = kernel(&tree);
+    assert_eq!((builds(), configs()), (1, 1));
+    assert_eq!(kernel(&tree), clean, "a warm run takes the cached kernel");
+    assert_eq!(builds(), 1, "... without make");
+    // An uncommitted edit: a new kernel, built by make in the same build directory, which is
+    // not configured again.
+    std::fs::write(tree.join("mm/vmscan.c"), "/* edited */\n").unwrap();
+    let edited = kernel(&tree);
+    assert_ne!(edited, clean);
+    assert_eq!((builds(), configs()), (2, 1));
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "/* edited */\n");
+    // An untracked file counts too.
+    std::fs::write(tree.join("mm/new.c"), "/* new */\n").unwrap();
+    let untracked = kernel(&tree);
+    assert_ne!(untracked, edited);
+    assert_eq!(builds(), 3);
+    // Only the newest two kernels of this tree are kept, in one build directory.
+    assert_eq!(entries(&cache.join("kernels")), 2);
+    assert_eq!(entries(&cache.join("build")), 1);
+    assert!(!std::path::Path::new(&clean).exists());
+    // Going back to the previous edit takes its kernel from the cache.
+    std::fs::remove_file(tree.join("mm/new.c")).unwrap();
+    assert_eq!(kernel(&tree), edited);
+    assert_eq!(builds(), 3);
+    // The path plays no part: a clone with the same content (the edit copied over) gets the
+    // same kernel without building.
+    let clone = tmp.path().join("clone");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            tree.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    std::fs::copy(tree.join("mm/vmscan.c"), clone.join("mm/vmscan.c")).unwrap();
+    assert_eq!(kernel(&clone), edited);
+    assert_eq!(builds(), 3);
+}
+
+#[test]
+fn a_tree_that_does_not_build_is_untestable_for_lab_and_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_git_tree(&tree);
+    let src = tree.to_str().unwrap();
+    let out_dir = tmp.path().join("out");
+    for args in [
+        vec!["lab", "2", "--kernel-src", src, "--no-install"],
+        vec![
+            "check",
+            "--lab",
+            "2",
+            "--no-selftests",
+            "--kernel-src",
+            src,
+            "--no-install",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    ] {
+        let o = xtask_cmd(&args)
+            .env("KERNEL_LAB_CACHE", &cache)
+            .env("BROKEN", "1")
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {out}");
+        assert!(out.contains("make vmlinux failed"), "{out}");
+        assert!(out.contains("error: expected declaration"), "{out}");
+        assert!(out.contains("this kernel does not build"), "{out}");
+    }
+    assert_eq!(entries(&cache.join("kernels")), 0);
+}
+
+#[test]
+fn a_required_option_that_does_not_survive_is_untestable_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let o = xtask_cmd(&[
+        "lab",
+        "2",
+        "--kernel-src",
+        tree.to_str().unwrap(),
+        "--no-install",
+    ])
+    .env("KERNEL_LAB_CACHE", &cache)
+    .env("DROP", "CONFIG_MEMCG")
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{out}");
+    assert!(out.contains("CONFIG_MEMCG=y (got unset)"), "{out}");
+    assert_eq!(
+        count_lines(&cache.join("builds.log")),
+        0,
+        "nothing was compiled"
     );
 }

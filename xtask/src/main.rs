@@ -4,6 +4,7 @@ mod bench;
 mod cache;
 mod check;
 mod disk;
+mod gc;
 mod initramfs;
 mod kernel;
 mod lab;
@@ -14,6 +15,7 @@ mod selftests;
 mod setup;
 mod timeline;
 mod trace;
+mod tree;
 mod vars;
 
 use anyhow::Result;
@@ -142,6 +144,35 @@ enum Command {
     },
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
+    /// Manage the cache ($KERNEL_LAB_CACHE, default ~/.cache/kernel-lab).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Remove published kernels, build directories, selftest programs and extracted sources
+    /// not used for --max-age, then the least recently used until the cache fits in
+    /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
+    /// newest two kernels of each build directory (editing a tree does not grow the cache).
+    /// Entries another kernel-lab process is using are left alone.
+    Gc {
+        /// The most the cache may hold afterwards (K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+        max_size: u64,
+        /// Remove what was not used for this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age_days: u64,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    guest::parse::parse_size(s)
 }
 
 #[derive(Args, Clone)]
@@ -363,6 +394,20 @@ fn run(cli: Cli) -> Result<bool> {
             );
             println!("{}", k.image.display());
             Ok(true)
+        }
+        Command::Cache {
+            action:
+                CacheAction::Gc {
+                    max_size,
+                    max_age_days,
+                    dry_run,
+                },
+        } => {
+            let bounds = gc::Bounds {
+                max_size,
+                max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
+            };
+            gc::command(bounds, dry_run)
         }
         Command::Setup => {
             setup::ensure(true, None)?;

@@ -166,16 +166,20 @@ pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
 pub struct Requested {
     pub name: String,
     pub value: Option<String>,
+    /// Marked `# build choice`: how kernel-lab builds its kernels (compression, unwinder, fewer
+    /// objects), not something the labs need; a prebuilt kernel may differ.
+    pub choice: bool,
 }
 
 /// The options a fragment asks for; comments and blank lines are ignored. A line may end with
 /// `# since 6.12` or `# before 6.11`: it then applies only to kernels of those versions
-/// (`version` is the source's `6.12.117`; `None` keeps every line).
+/// (`version` is the source's `6.12.117`; `None` keeps every line). A line may also end with
+/// `# build choice` (see [`Requested::choice`]).
 pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested> {
     fragment
         .lines()
         .filter_map(|line| {
-            let (line, condition) = split_condition(line.trim());
+            let (line, condition, choice) = split_marks(line.trim());
             if let (Some(v), Some(c)) = (version, condition)
                 && !c.holds(v)
             {
@@ -186,15 +190,27 @@ pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested
                 return name.starts_with("CONFIG_").then(|| Requested {
                     name: name.into(),
                     value: None,
+                    choice,
                 });
             }
             let (name, value) = line.split_once('=')?;
             name.starts_with("CONFIG_").then(|| Requested {
                 name: name.into(),
                 value: Some(value.trim().into()),
+                choice,
             })
         })
         .collect()
+}
+
+/// A fragment line without its marks: its version condition, and whether it is a build choice.
+fn split_marks(line: &str) -> (&str, Option<KernelReq>, bool) {
+    let (line, choice) = match line.strip_suffix("# build choice") {
+        Some(rest) if rest.ends_with(' ') => (rest.trim_end(), true),
+        _ => (line, false),
+    };
+    let (line, condition) = split_condition(line);
+    (line, condition, choice)
 }
 
 /// `CONFIG_X=y  # since 6.12` -> (`CONFIG_X=y`, `>= 6.12`); `# before 6.12` is `< 6.12`. The
@@ -324,11 +340,11 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
     fragment
         .split_inclusive('\n')
         .filter_map(|raw| {
-            let (line, condition) = split_condition(raw.trim());
+            let (line, condition, choice) = split_marks(raw.trim());
             match (condition, version) {
-                (None, _) => Some(raw.to_string()),
+                (None, _) if !choice => Some(raw.to_string()),
                 (Some(c), Some(v)) if !c.holds(v) => None,
-                (Some(_), _) => Some(format!(
+                _ => Some(format!(
                     "{line}{}",
                     if raw.ends_with('\n') { "\n" } else { "" }
                 )),
@@ -493,6 +509,30 @@ impl FragmentSet {
             .collect()
     }
 
+    /// A kernel built elsewhere (`--kernel`, `--build-dir`, an exported manifest): its config
+    /// must honour every requested option except the build choices; a bzImage boots without
+    /// the PVH entry.
+    pub fn check_built_elsewhere(&self, config: &str, bzimage: bool, origin: &str) -> Result<()> {
+        let needed: Vec<Requested> = self
+            .requested
+            .iter()
+            .filter(|r| !r.choice)
+            .filter(|r| {
+                !(bzimage && ["CONFIG_PVH", "CONFIG_HYPERVISOR_GUEST"].contains(&r.name.as_str()))
+            })
+            .cloned()
+            .collect();
+        let lost = lost_options(&needed, config);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(crate::acquire::untestable_missing(
+            &lost,
+            &self.names(),
+            origin,
+        ))
+    }
+
     /// The survival check: every requested option is in `config`; a lost one makes the kernel
     /// [`Untestable`], named with what it got.
     pub fn check_survival(&self, config_path: &Path) -> Result<()> {
@@ -528,10 +568,31 @@ fn build_dir_name(tree: &Path, set: &FragmentSet) -> String {
 /// CONFIG_HZ of a cached kernel (its `config` file).
 fn config_hz(entry: &Path) -> Option<u64> {
     let config = fs::read_to_string(entry.join("config")).ok()?;
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
-        .and_then(|v| v.trim().parse().ok())
+    config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok())
+}
+
+/// An option's value in a .config (`CONFIG_HZ` -> `250`).
+pub fn config_value(config: &str, name: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix('=')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// `make vmlinux` in a developer's own configured build directory (`--build-dir`: an in-place
+/// tree, or an O= directory, whose Makefile kbuild wrote), with progress.
+pub fn make_in(dir: &Path) -> Result<()> {
+    if !dir.join(".config").is_file() {
+        bail!(
+            "--build-dir {}: no .config there; configure it first (e.g. make defconfig, then merge kernel-configs/base.config with scripts/kconfig/merge_config.sh)",
+            dir.display()
+        );
+    }
+    let log = cache::target_dir()?.join("build-dir-make.log");
+    fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+    make(dir, dir, &["vmlinux"], &log, Some(Build::Incremental))?;
+    Ok(())
 }
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
@@ -780,7 +841,8 @@ mod tests {
             r[1],
             Requested {
                 name: "CONFIG_B".into(),
-                value: None
+                value: None,
+                choice: false,
             }
         );
         assert_eq!(r[2].value.as_deref(), Some("\"lz4\""));
@@ -865,6 +927,25 @@ mod tests {
             cache_key(&src, &both, Some("6.12.117")),
             cache_key(&src, &only, Some("6.12.117"))
         );
+    }
+
+    #[test]
+    fn build_choices_are_marked_and_leave_the_key_alone() {
+        let plain = "CONFIG_A=y\nCONFIG_KERNEL_LZ4=y\n# CONFIG_VT is not set\nCONFIG_NEW=y\n";
+        let marked = "CONFIG_A=y\nCONFIG_KERNEL_LZ4=y # build choice\n# CONFIG_VT is not set # build choice\nCONFIG_NEW=y # since 6.12\n";
+        assert_eq!(effective_text(marked, Some("6.12.1")), plain);
+        let r = requested_options(marked, Some("6.12.1"));
+        let choices: Vec<(&str, bool)> = r.iter().map(|r| (r.name.as_str(), r.choice)).collect();
+        assert_eq!(
+            choices,
+            [
+                ("CONFIG_A", false),
+                ("CONFIG_KERNEL_LZ4", true),
+                ("CONFIG_VT", true),
+                ("CONFIG_NEW", false)
+            ]
+        );
+        assert_eq!(r[2].value, None);
     }
 
     #[test]

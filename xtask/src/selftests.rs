@@ -239,10 +239,9 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
         spec.vm.mglru = opts.mglru;
     }
     eprintln!("{}: {}", spec.id, spec.title);
-    let source = kernel::locate(opts.kernel_src.as_deref())?;
     let mut extra = Vec::new();
     for p in PROGRAMS {
-        let bin = build(&source, p)?;
+        let bin = opts.kernel.selftest(p)?;
         extra.push(Extra {
             path: format!("{DIR}/{p}"),
             mode: 0o755,

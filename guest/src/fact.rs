@@ -107,7 +107,19 @@ impl TryFrom<String> for Fact {
                 "fact {s:?}: write `Δ counter > 0`, `counter >= 32M`, `exit == exited 0` or `setting key == value`"
             ));
         };
-        let counter = CounterExpr::try_from(rest[..i].trim().to_string())?;
+        let lhs = rest[..i].trim();
+        let counter = CounterExpr::try_from(lhs.to_string()).map_err(|e| {
+            match ["vm.", "cgroup.", "step."]
+                .iter()
+                .any(|p| lhs.starts_with(p))
+            {
+                true => format!(
+                    "{e} (a setting? write `setting {lhs} {}`)",
+                    rest[i..].trim()
+                ),
+                false => e,
+            }
+        })?;
         let cond = Condition::try_from(rest[i..].to_string())?;
         Ok(match is_delta {
             true => Fact::Delta { counter, cond },
@@ -287,6 +299,8 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
         let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or("none".into());
         s.insert(key("swappiness"), opt(st.swappiness));
         s.insert(key("numa_node"), opt(st.numa_node));
+        s.insert(key("pageout"), st.pageout.to_string());
+        s.insert(key("background"), st.background.to_string());
     }
     s
 }

@@ -4,6 +4,7 @@ mod bench;
 mod cache;
 mod check;
 mod disk;
+mod health;
 mod initramfs;
 mod kernel;
 mod lab;
@@ -72,49 +73,14 @@ enum Command {
     /// List the labs with their titles.
     List,
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
-    /// CI: summary table, JSON, JUnit XML.
+    /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exits non-zero if any lab or selftest failed or passed only sometimes (flaky). A lab that
-    /// declares it does not apply to a kernel (`[applies]`) is skipped with its reason, and so is
-    /// a selftest that skips itself. An upstream selftest declared known-flaky here is shown as
-    /// such. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
-    Check {
-        /// Only these labs (ids, numbers or prefixes); repeatable. `selftests` names the
-        /// kernel's own cgroup memory selftests. Default: the whole catalog and the selftests.
-        #[arg(long = "lab", value_name = "LAB")]
-        labs: Vec<String>,
-        /// Leave out the kernel's own selftests (test_memcontrol, built from the same source
-        /// tree and run in the same VM set-up), which otherwise run once per kernel and mode.
-        #[arg(long)]
-        no_selftests: bool,
-        /// Kernel sources to check: trees, tarballs, or `6.1` for Debian's linux-source-6.1
-        /// (installed when missing); repeatable. Default: Debian's 6.12.
-        #[arg(long = "kernel-src", value_name = "DIR|TARBALL|X.Y")]
-        kernels: Vec<PathBuf>,
-        /// Run each lab N times; a lab that passes only sometimes is reported as flaky.
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        repeat: usize,
-        /// Run every lab with MGLRU on, off, or both (labs that set it themselves are skipped
-        /// in the other mode) [default: as each lab says].
-        #[arg(long, value_enum)]
-        mglru: Option<check::Mglru>,
-        /// Run only shard I of N: every N-th item of the fixed matrix (kernels x modes x labs and selftests), so N CI machines together run each item once.
-        #[arg(long, value_name = "I/N")]
-        shard: Option<check::Shard>,
-        /// Where to write check.json and junit.xml.
-        #[arg(long, value_name = "DIR", default_value = "target/kernel-lab/check")]
-        out: PathBuf,
-        /// Accelerator (see `lab --help`).
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: qemu::Accel,
-        /// Never install packages; say what is missing instead.
-        #[arg(long)]
-        no_install: bool,
-        /// Extra word for every guest kernel's command line (e.g. loglevel=7 to see OOM reports
-        /// in the console logs); repeatable.
-        #[arg(long = "kernel-arg", value_name = "WORD")]
-        kernel_args: Vec<String>,
-    },
+    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
+    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
+    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
+    /// or its selftests do not compile). The reports are written in every case, as results
+    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
         /// The lab to time.
@@ -185,6 +151,7 @@ impl From<RunArgs> for lab::RunOptions {
             shell: false,
             kernel_args: a.kernel_args,
             mglru: None,
+            extra_fragments: vec![],
         }
     }
 }
@@ -277,68 +244,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Check {
-            labs,
-            kernels,
-            repeat,
-            mglru,
-            shard,
-            out,
-            accel,
-            no_install,
-            no_selftests,
-            kernel_args,
-        } => {
-            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
-            let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
-                vec![None]
-            } else {
-                kernels.into_iter().map(Some).collect()
-            };
-            let run = lab::RunOptions {
-                kernel_src: None,
-                accel,
-                rebuild_kernel: false,
-                install: !no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
-                kernel_args,
-                mglru: None,
-            };
-            let opts = check::CheckOptions {
-                labs: selected,
-                kernels,
-                repeat: repeat.max(1),
-                shard,
-                run,
-                mglru: mglru.map(check::Mglru::modes).unwrap_or_else(|| vec![None]),
-                selftests: selftests && !no_selftests,
-            };
-            let started = std::time::Instant::now();
-            let entries = check::check(&opts)?;
-            print!("\n{}", check::render_table(&entries));
-            let (json, xml) = check::write_reports(&cache::project_root().join(&out), &entries)?;
-            println!(
-                "check: {} lab runs, {} selftest results in {:.1}s; wrote {} and {}",
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "lab")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "selftest")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                started.elapsed().as_secs_f64(),
-                json.display(),
-                xml.display()
-            );
-            Ok(entries
-                .iter()
-                .all(|e| matches!(e.result, "passed" | "skipped" | "known-flaky")))
-        }
+        Command::Check(args) => check::run(args),
         Command::List => {
             for l in lab::catalog()? {
                 match lab::load(&l.spec_path()) {

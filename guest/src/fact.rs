@@ -271,6 +271,9 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     for (k, v) in &spec.vm.sysctl {
         s.insert(format!("vm.sysctl.{k}"), normalise_setting(v));
     }
+    for (k, v) in &spec.vm.sysfs {
+        s.insert(format!("vm.sysfs.{k}"), normalise_setting(v));
+    }
     for cg in &spec.cgroups {
         let key = |f: &str| format!("cgroup.{}.{f}", cg.name);
         s.insert(key("memory_max"), size(cg.memory_max));

@@ -206,6 +206,9 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     for (key, value) in &spec.vm.sysctl {
         write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
     }
+    for (path, value) in &spec.vm.sysfs {
+        write(&format!("/sys/{path}"), value)?;
+    }
     if let Some(swap) = &spec.vm.swap {
         match swap.kind {
             SwapKind::Zram => zram_swap(swap.size.0)?,

@@ -10,6 +10,7 @@
 mod formats;
 mod merge;
 
+use crate::acquire::KernelChoice;
 use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::{cache, health, kernel, progress, qemu, selftests};
 use anyhow::{Context, Result, bail};
@@ -75,8 +76,23 @@ pub struct CheckArgs {
     pub baseline: Option<PathBuf>,
     /// Merge the reports of shards (directories or check.json files) into one verdict in
     /// --out, instead of running anything.
-    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["labs", "kernels", "shard", "no_selftests"])]
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["labs", "kernels", "shard", "no_selftests", "manifest", "build_only"])]
     pub merge: Vec<PathBuf>,
+    #[command(flatten)]
+    pub prebuilt: crate::PrebuiltArgs,
+    /// Run from kernels exported by `check --build-only --export DIR`: DIR/manifest.json.
+    /// No kernel tree and no make are needed; each lab's kernel is checked against its
+    /// fragments before it boots.
+    #[arg(long = "kernels", value_name = "MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// Only build (or find cached) every kernel the selected labs and selftests need, and
+    /// the selftest programs; boot nothing. With --export, copy them with a manifest.json.
+    #[arg(long)]
+    pub build_only: bool,
+    /// With --build-only: write the kernels, the selftest programs and manifest.json to DIR
+    /// (for `check --kernels DIR/manifest.json` on other machines).
+    #[arg(long, value_name = "DIR", requires = "build_only")]
+    pub export: Option<PathBuf>,
 }
 
 const CHECK_HELP: &str = "Results: passed, flaky (failed, then passed on a retry: shown with its rate, does not fail \
@@ -387,7 +403,7 @@ pub enum Item {
 
 pub struct CheckOptions {
     pub labs: Vec<LabDir>,
-    pub kernels: Vec<Option<PathBuf>>,
+    pub kernels: Vec<KernelChoice>,
     pub repeat: usize,
     pub retries: usize,
     pub shard: Option<Shard>,
@@ -403,7 +419,7 @@ pub struct CheckOptions {
 
 /// The whole matrix in a fixed order (kernels, then modes, then labs and the selftests), each
 /// item with its index; a shard takes every N-th item of it.
-pub fn matrix(opts: &CheckOptions) -> Vec<(usize, Option<PathBuf>, Mode, Item)> {
+pub fn matrix(opts: &CheckOptions) -> Vec<(usize, KernelChoice, Mode, Item)> {
     let mut items = Vec::new();
     for k in &opts.kernels {
         for m in &opts.modes {
@@ -443,18 +459,36 @@ pub fn run(args: CheckArgs) -> Result<bool> {
         r
     } else {
         let (labs, selftests) = select(&args.labs, &lab::catalog()?)?;
+        let kernels = crate::acquire::choose(
+            args.kernels.clone(),
+            args.prebuilt.kernel.clone(),
+            args.prebuilt.kernel_config.clone(),
+            args.prebuilt.build_dir.clone(),
+            args.manifest.clone(),
+        )?;
+        let mut fragments = vec![];
+        if args.debug_kernel {
+            fragments.push("debug".to_string());
+        }
+        if args.build_only {
+            let export = args.export.as_ref().map(|d| cache::project_root().join(d));
+            crate::manifest::build_only(
+                &labs,
+                selftests && !args.no_selftests,
+                &kernels,
+                export.as_deref(),
+                !args.no_install,
+            )?;
+            return Ok(true);
+        }
         let opts = CheckOptions {
             labs,
-            kernels: if args.kernels.is_empty() {
-                vec![None]
-            } else {
-                args.kernels.iter().cloned().map(Some).collect()
-            },
+            kernels,
             repeat: args.repeat.max(1),
             retries: args.retries,
             shard: args.shard,
             run: RunOptions {
-                kernel_src: None,
+                kernel: KernelChoice::default(),
                 accel: args.accel,
                 rebuild_kernel: false,
                 install: !args.no_install,
@@ -463,11 +497,7 @@ pub fn run(args: CheckArgs) -> Result<bool> {
                 shell: false,
                 kernel_args: args.kernel_args.clone(),
                 mglru: None,
-                extra_fragments: if args.debug_kernel {
-                    vec!["debug".into()]
-                } else {
-                    vec![]
-                },
+                extra_fragments: fragments,
             },
             modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
             selftests: selftests && !args.no_selftests,
@@ -548,6 +578,13 @@ pub fn check(opts: &CheckOptions) -> Result<Report> {
     };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    for k in &opts.kernels {
+        // Before anything reads a source: `--kernel-src 6.1` may still need installing. A
+        // failure here shows again in each item that needs it.
+        if let Err(e) = crate::setup::ensure_for(opts.run.install, k) {
+            eprintln!("check: set-up for {}: {e:#}", k.label());
+        }
+    }
     let mut interrupted = false;
     for (index, kernel, mode, item) in mine {
         if progress::interrupted() {
@@ -556,8 +593,8 @@ pub fn check(opts: &CheckOptions) -> Result<Report> {
         }
         let at = At {
             index,
-            kernel: kernel.clone(),
-            label: kernel_label(kernel.as_deref()),
+            label: kernel.label(),
+            kernel,
             mode,
         };
         let entries = match &item {
@@ -601,14 +638,14 @@ struct State {
 /// Where in the matrix an item is.
 struct At {
     index: usize,
-    kernel: Option<PathBuf>,
+    kernel: KernelChoice,
     label: String,
     mode: Mode,
 }
 
 fn run_options(opts: &CheckOptions, at: &At, timeout_secs: u64) -> RunOptions {
     RunOptions {
-        kernel_src: at.kernel.clone(),
+        kernel: at.kernel.clone(),
         sets: vec![],
         mglru: at.mode.forced(),
         timeout: Some((timeout_secs as f64 * opts.timeout_factor).ceil().max(1.0) as u64),
@@ -1177,7 +1214,7 @@ pub fn selftest_entries(
 
 fn dummy_run() -> RunOptions {
     RunOptions {
-        kernel_src: None,
+        kernel: KernelChoice::default(),
         accel: qemu::Accel::Tcg,
         rebuild_kernel: false,
         install: false,
@@ -1227,19 +1264,6 @@ fn restore_failing_run(opts: &CheckOptions, at: &At, id: &str, series: &Series) 
     }
 }
 
-/// A short name for a kernel source: its version (`6.1.192`), else its file name.
-fn kernel_label(p: Option<&Path>) -> String {
-    kernel::locate(p)
-        .and_then(|s| kernel::version(&s))
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            p.and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "default".into())
-        })
-}
-
 fn provenance(opts: &CheckOptions, matrix_items: usize) -> Provenance {
     Provenance {
         tool: tool_version(),
@@ -1280,62 +1304,97 @@ fn git_describe(dir: &Path) -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
-/// What each kernel source is, and the kernels (fragment sets) the results used.
+/// What each kernel is, and the kernels (fragment sets) the results used.
 fn kernels_info(opts: &CheckOptions, results: &[Entry]) -> Vec<KernelInfo> {
     let mut out = Vec::new();
     for k in &opts.kernels {
-        let label = kernel_label(k.as_deref());
+        let label = k.label();
         if !results.iter().any(|e| e.kernel == label) {
             continue;
         }
-        let Ok(source) = kernel::locate(k.as_deref()) else {
-            continue;
-        };
-        let version = kernel::version(&source).ok().flatten();
-        let mut sets: Vec<Vec<String>> = Vec::new();
-        for l in &opts.labs {
-            if let Ok(spec) = lab::load(&l.spec_path()) {
-                sets.push(lab::kernel_fragments(&spec));
+        let info = match k {
+            KernelChoice::Exported { manifest, index } => {
+                let src = &manifest.sources[*index];
+                KernelInfo {
+                    label,
+                    source: manifest.dir.display().to_string(),
+                    tree: src.identity.clone(),
+                    git_describe: None,
+                    configs: src
+                        .kernels
+                        .iter()
+                        .map(|c| ConfigInfo {
+                            fragments: c.fragments.clone(),
+                            key: c.key.clone(),
+                            config_hash: Some(c.config_hash.clone()),
+                        })
+                        .collect(),
+                }
             }
-        }
-        if opts.selftests {
-            sets.push(vec!["selftests".into()]);
-        }
-        let mut configs: Vec<ConfigInfo> = Vec::new();
-        for mut set in sets {
-            set.extend(opts.run.extra_fragments.iter().cloned());
-            let Ok(frags) = kernel::fragments(&set) else {
-                continue;
-            };
-            let key = kernel::cache_key(&source, &frags, version.as_deref());
-            if configs.iter().any(|c| c.key == key) {
-                continue;
-            }
-            let config_hash = cache::cache_dir().ok().and_then(|c| {
-                let text = std::fs::read(c.join("kernels").join(&key).join("config")).ok()?;
-                let mut h = cache::KeyHasher::new();
-                h.add(&text);
-                Some(h.hex())
-            });
-            configs.push(ConfigInfo {
-                fragments: std::iter::once("base".to_string()).chain(set).collect(),
-                key,
-                config_hash,
-            });
-        }
-        let git = match source.kind {
-            kernel::SourceKind::Tree => git_describe(&source.path),
-            kernel::SourceKind::Tarball => None,
+            KernelChoice::Source(p) => match kernel::locate(p.as_deref()) {
+                Ok(source) => source_info(opts, label, &source),
+                Err(_) => continue,
+            },
+            other => KernelInfo {
+                label,
+                source: other
+                    .source_flag()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                tree: format!("{other:?}"),
+                git_describe: other.source_flag().and_then(git_describe),
+                configs: vec![],
+            },
         };
-        out.push(KernelInfo {
-            label,
-            source: source.path.display().to_string(),
-            tree: source.identity.clone(),
-            git_describe: git,
-            configs,
-        });
+        out.push(info);
     }
     out
+}
+
+fn source_info(opts: &CheckOptions, label: String, source: &kernel::Source) -> KernelInfo {
+    let version = kernel::version(source).ok().flatten();
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    for l in &opts.labs {
+        if let Ok(spec) = lab::load(&l.spec_path()) {
+            sets.push(lab::kernel_fragments(&spec));
+        }
+    }
+    if opts.selftests {
+        sets.push(vec!["selftests".into()]);
+    }
+    let mut configs: Vec<ConfigInfo> = Vec::new();
+    for mut set in sets {
+        set.extend(opts.run.extra_fragments.iter().cloned());
+        let Ok(frags) = kernel::fragments(&set) else {
+            continue;
+        };
+        let key = kernel::cache_key(source, &frags, version.as_deref());
+        if configs.iter().any(|c| c.key == key) {
+            continue;
+        }
+        let config_hash = cache::cache_dir().ok().and_then(|c| {
+            let text = std::fs::read(c.join("kernels").join(&key).join("config")).ok()?;
+            let mut h = cache::KeyHasher::new();
+            h.add(&text);
+            Some(h.hex())
+        });
+        configs.push(ConfigInfo {
+            fragments: std::iter::once("base".to_string()).chain(set).collect(),
+            key,
+            config_hash,
+        });
+    }
+    let git = match source.kind {
+        kernel::SourceKind::Tree => git_describe(&source.path),
+        kernel::SourceKind::Tarball => None,
+    };
+    KernelInfo {
+        label,
+        source: source.path.display().to_string(),
+        tree: source.identity.clone(),
+        git_describe: git,
+        configs,
+    }
 }
 
 /// Resolves the `--lab` filters against the catalog: the labs, and whether the selftests are
@@ -1754,7 +1813,10 @@ pub mod tests {
             .collect();
         let opts = CheckOptions {
             labs,
-            kernels: vec![Some("/k61".into()), Some("/k612".into())],
+            kernels: vec![
+                KernelChoice::Source(Some("/k61".into())),
+                KernelChoice::Source(Some("/k612".into())),
+            ],
             repeat: 1,
             retries: 2,
             shard: None,

@@ -1,14 +1,17 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
+mod acquire;
 mod bench;
 mod cache;
 mod check;
 mod disk;
 mod exercise;
+mod gc;
 mod health;
 mod initramfs;
 mod kernel;
 mod lab;
+mod manifest;
 mod progress;
 mod qemu;
 mod readme;
@@ -17,6 +20,7 @@ mod selftests;
 mod setup;
 mod timeline;
 mod trace;
+mod tree;
 mod vars;
 
 use anyhow::Result;
@@ -123,6 +127,35 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Manage the cache ($KERNEL_LAB_CACHE, default ~/.cache/kernel-lab).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Remove published kernels, build directories, selftest programs and extracted sources
+    /// not used for --max-age, then the least recently used until the cache fits in
+    /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
+    /// newest two kernels of each build directory (editing a tree does not grow the cache).
+    /// Entries another kernel-lab process is using are left alone.
+    Gc {
+        /// The most the cache may hold afterwards (K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+        max_size: u64,
+        /// Remove what was not used for this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age_days: u64,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    guest::parse::parse_size(s)
 }
 
 #[derive(Args, Clone)]
@@ -133,10 +166,30 @@ struct KernelArgs {
     kernel_src: Option<PathBuf>,
 }
 
+/// A kernel that kernel-lab does not build from a source.
+#[derive(Args, Clone, Default, Debug)]
+pub struct PrebuiltArgs {
+    /// A kernel built elsewhere, vmlinux or bzImage, instead of building one. Its config
+    /// (--kernel-config, else the one embedded with CONFIG_IKCONFIG) must have every option the
+    /// lab's fragments (kernel-configs/) ask for, except those marked `# build choice`; a
+    /// missing one is named and exits 125. With --kernel-src, that tree builds the selftests.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The .config the --kernel was built with.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub kernel_config: Option<PathBuf>,
+    /// Your own configured build directory (a tree you built in place, or your O= directory):
+    /// `make vmlinux` runs there with your .config, which is then checked like --kernel's.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     src: KernelArgs,
+    #[command(flatten)]
+    prebuilt: PrebuiltArgs,
     /// Accelerator: auto picks KVM only where it really works (/dev/kvm opens and the CPU has vmx/svm).
     #[arg(long, value_enum, default_value = "auto")]
     accel: qemu::Accel,
@@ -154,10 +207,18 @@ struct RunArgs {
     kernel_args: Vec<String>,
 }
 
-impl From<RunArgs> for lab::RunOptions {
-    fn from(a: RunArgs) -> Self {
-        lab::RunOptions {
-            kernel_src: a.src.kernel_src,
+impl RunArgs {
+    fn options(self) -> Result<lab::RunOptions> {
+        let a = self;
+        let mut kernels = acquire::choose(
+            a.src.kernel_src.into_iter().collect(),
+            a.prebuilt.kernel,
+            a.prebuilt.kernel_config,
+            a.prebuilt.build_dir,
+            None,
+        )?;
+        Ok(lab::RunOptions {
+            kernel: kernels.remove(0),
             accel: a.accel,
             rebuild_kernel: a.rebuild_kernel,
             install: !a.no_install,
@@ -167,7 +228,7 @@ impl From<RunArgs> for lab::RunOptions {
             kernel_args: a.kernel_args,
             mglru: None,
             extra_fragments: vec![],
-        }
+        })
     }
 }
 
@@ -209,7 +270,13 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
             if !exercises.is_empty() {
-                return exercise::run_cli(&found, &exercises, repeat.max(1), json, &opts.into());
+                return exercise::run_cli(
+                    &found,
+                    &exercises,
+                    repeat.max(1),
+                    json,
+                    &opts.options()?,
+                );
             }
             if vars {
                 let loaded = lab::load_with(&found.spec_path(), &[])?;
@@ -221,7 +288,7 @@ fn run(cli: Cli) -> Result<bool> {
                 }
                 return Ok(true);
             }
-            let mut opts: lab::RunOptions = opts.into();
+            let mut opts = opts.options()?;
             opts.sets = sets;
             opts.shell = shell;
             let mut passed = 0;
@@ -255,7 +322,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let figures = bench::bench(&found, &opts.into(), runs.max(1))?;
+            let figures = bench::bench(&found, &opts.options()?, runs.max(1))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
@@ -299,6 +366,20 @@ fn run(cli: Cli) -> Result<bool> {
                     .collect::<Result<_>>()?,
             };
             readme::run_cli(&chosen, check)
+        }
+        Command::Cache {
+            action:
+                CacheAction::Gc {
+                    max_size,
+                    max_age_days,
+                    dry_run,
+                },
+        } => {
+            let bounds = gc::Bounds {
+                max_size,
+                max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
+            };
+            gc::command(bounds, dry_run)
         }
         Command::Setup => {
             setup::ensure(true, None)?;

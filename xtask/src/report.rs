@@ -170,6 +170,8 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                 ev.problems.push(format!("agent: {context}: {message}"))
             }
             Event::End { .. } => ev.end_ms = Some(f.t_ms),
+            // Judged by health.rs, beside the lab's own verdicts.
+            Event::Health { .. } => {}
             Event::StepStart { step } => ev.step_starts.push((f.t_ms, step.clone())),
             Event::Trace {
                 step,

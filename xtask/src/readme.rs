@@ -275,7 +275,6 @@ mod tests {
     const PENDING: &[&str] = &[
         // truth-a converts these next (this comment goes with them).
         "1-global-pressure",
-        "6-kswapd-per-node",
         "7-watermarks",
         "8-swappiness-v1-v2",
         "9-anon-file-tmpfs",

@@ -200,7 +200,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     }
                 }
                 for nid in 0..spec.vm.numa_nodes {
-                    for what in ["wakes", "awake_us", "passes", "awake_at_end"] {
+                    for what in ["wakes", "awake_us", "passes", "awake_at_end", "requests"] {
                         facts
                             .entry(format!("trace.kswapd.{nid}.{what}"))
                             .or_insert(0);

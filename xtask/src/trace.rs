@@ -101,6 +101,8 @@ pub struct Summary {
     /// wake_all_kswapds()); the others carry `gfp_flags=none` (a boosted watermark in rmqueue(),
     /// or NUMA balancing's migration).
     pub wakeup_by_allocator: u64,
+    /// node -> mm_vmscan_wakeup_kswapd calls for that node's kswapd.
+    pub wakeup_by_node: BTreeMap<u32, u64>,
     pub events: u64,
 }
 
@@ -157,6 +159,7 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
             }
             "mm_vmscan_wakeup_kswapd" => {
                 s.wakeup_requests += 1;
+                *s.wakeup_by_node.entry(num("nid") as u32).or_default() += 1;
                 let flags = e.fields.get("gfp_flags").map(String::as_str);
                 if flags.is_some_and(|f| f != "none" && f != "0x0") {
                     s.wakeup_by_allocator += 1;
@@ -176,7 +179,7 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
 /// The summary as counters, keyed like samples so that labs can observe and expect them:
 /// `trace.<cgroup>.memcg_reclaim.episodes|blocked_us|longest_us|nr_reclaimed` (tasks mapped
 /// to their cgroup by `cgroup_of`, others as `other`), the same for `direct_reclaim`,
-/// `trace.kswapd.wakes`, `trace.kswapd.<node>.wakes|awake_us|passes|awake_at_end`,
+/// `trace.kswapd.wakes`, `trace.kswapd.<node>.wakes|awake_us|passes|awake_at_end|requests`,
 /// `trace.wakeup_kswapd` and `trace.wakeup_kswapd.allocator|gfp_none`.
 pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String, u64> {
     let mut v = BTreeMap::new();
@@ -205,6 +208,9 @@ pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String,
             u64::from(at_end),
         );
         wakes += ep.count;
+    }
+    for (nid, n) in &s.wakeup_by_node {
+        v.insert(format!("trace.kswapd.{nid}.requests"), *n);
     }
     v.insert("trace.kswapd.wakes".into(), wakes);
     v.insert("trace.wakeup_kswapd".into(), s.wakeup_requests);
@@ -401,6 +407,7 @@ exe-37 [000] ..... 3.249662: mm_vmscan_memcg_reclaim_end: nr_reclaimed=64
         .filter_map(parse_line)
         .collect();
         let f = facts(&summarize(&e), &BTreeMap::new());
+        assert_eq!(f["trace.kswapd.0.requests"], 2);
         assert_eq!(f["trace.wakeup_kswapd"], 2);
         assert_eq!(f["trace.wakeup_kswapd.allocator"], 1);
         assert_eq!(f["trace.wakeup_kswapd.gfp_none"], 1);

@@ -1,6 +1,7 @@
 //! `cargo xtask check`: every lab (or a filter) on one or more kernels, repeated, sharded, with a
 //! summary table, a JSON summary and JUnit XML for CI systems.
 
+use crate::acquire::KernelChoice;
 use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::selftests;
 use anyhow::{Context, Result};
@@ -88,7 +89,7 @@ pub fn failure_lines(r: &RunResult) -> Vec<String> {
 
 pub struct CheckOptions {
     pub labs: Vec<LabDir>,
-    pub kernels: Vec<Option<PathBuf>>,
+    pub kernels: Vec<KernelChoice>,
     pub repeat: usize,
     pub shard: Option<Shard>,
     pub run: RunOptions,
@@ -133,7 +134,7 @@ fn mode_name(m: Option<bool>) -> &'static str {
 
 /// The whole matrix in a fixed order (kernels, then modes, then labs and the selftests); a shard
 /// takes every N-th item of it.
-pub fn matrix(opts: &CheckOptions) -> Vec<(Option<PathBuf>, Option<bool>, Item)> {
+pub fn matrix(opts: &CheckOptions) -> Vec<(KernelChoice, Option<bool>, Item)> {
     let mut items = Vec::new();
     for k in &opts.kernels {
         for m in &opts.mglru {
@@ -155,17 +156,17 @@ pub fn matrix(opts: &CheckOptions) -> Vec<(Option<PathBuf>, Option<bool>, Item)>
 pub fn check(opts: &CheckOptions) -> Result<Vec<Entry>> {
     for k in &opts.kernels {
         // Before anything reads a source: `--kernel-src 6.1` may still need installing.
-        crate::setup::ensure(opts.run.install, k.as_deref())?;
+        crate::setup::ensure_for(opts.run.install, k)?;
     }
     let mut entries = Vec::new();
     for (kernel, mglru, item) in matrix(opts) {
         let run_opts = RunOptions {
-            kernel_src: kernel.clone(),
+            kernel: kernel.clone(),
             sets: vec![],
             mglru,
             ..opts.run.clone()
         };
-        let label = kernel_label(kernel.as_deref());
+        let label = kernel.label();
         let lab = match item {
             Item::Lab(lab) => lab,
             Item::Selftests => {
@@ -334,19 +335,6 @@ pub fn selftest_entries(
         }
     }
     entries
-}
-
-/// A short name for a kernel source: its version (`6.1.192`), else its file name.
-fn kernel_label(p: Option<&Path>) -> String {
-    crate::kernel::locate(p)
-        .and_then(|s| crate::kernel::version(&s))
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            p.and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "default".into())
-        })
 }
 
 pub fn render_table(entries: &[Entry]) -> String {
@@ -705,11 +693,14 @@ mod tests {
             .collect();
         let mut opts = CheckOptions {
             labs,
-            kernels: vec![Some("/k61".into()), Some("/k612".into())],
+            kernels: vec![
+                KernelChoice::Source(Some("/k61".into())),
+                KernelChoice::Source(Some("/k612".into())),
+            ],
             repeat: 1,
             shard: None,
             run: RunOptions {
-                kernel_src: None,
+                kernel: KernelChoice::default(),
                 accel: crate::qemu::Accel::Tcg,
                 rebuild_kernel: false,
                 install: false,
@@ -724,7 +715,7 @@ mod tests {
         };
         let all = matrix(&opts);
         assert_eq!(all.len(), 2 * 2 * 3);
-        let names = |items: &[(Option<PathBuf>, Option<bool>, Item)]| -> Vec<String> {
+        let names = |items: &[(KernelChoice, Option<bool>, Item)]| -> Vec<String> {
             items
                 .iter()
                 .map(|(k, m, i)| {
@@ -732,7 +723,8 @@ mod tests {
                         Item::Lab(l) => l.id.clone(),
                         Item::Selftests => "selftests".into(),
                     };
-                    format!("{}:{m:?}:{what}", k.as_ref().unwrap().display())
+                    let path = k.source_flag().unwrap().display();
+                    format!("{path}:{m:?}:{what}")
                 })
                 .collect()
         };

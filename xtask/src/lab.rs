@@ -313,7 +313,8 @@ fn locate(text: &str, e: &SpecError) -> usize {
 /// Options for one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub kernel_src: Option<PathBuf>,
+    /// Where the kernel comes from (`--kernel-src`, `--kernel`, `--build-dir`, a manifest).
+    pub kernel: crate::acquire::KernelChoice,
     pub accel: qemu::Accel,
     pub rebuild_kernel: bool,
     pub install: bool,
@@ -384,14 +385,10 @@ pub struct Prepared {
 
 /// Set-up, kernel and agent, each timed into `phases`.
 pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> Result<Prepared> {
-    phases.time("setup", || {
-        setup::ensure(opts.install, opts.kernel_src.as_deref())
-    })?;
+    phases.time("setup", || setup::ensure_for(opts.install, &opts.kernel))?;
     let accel = qemu::resolve_accel(opts.accel)?;
-    let kernel = phases.time("kernel", || -> Result<kernel::Kernel> {
-        let source = kernel::locate(opts.kernel_src.as_deref())?;
-        let fragments = kernel::fragments(fragments)?;
-        kernel::ensure(&source, &fragments, opts.rebuild_kernel)
+    let kernel = phases.time("kernel", || {
+        opts.kernel.kernel(fragments, opts.rebuild_kernel)
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
     Ok(Prepared {
@@ -482,8 +479,7 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
     let Some(applies) = &spec.applies else {
         return Ok(None);
     };
-    let source = kernel::locate(opts.kernel_src.as_deref())?;
-    let version = kernel::version(&source)?;
+    let version = opts.kernel.version()?;
     Ok(version.filter(|v| !applies.kernel.holds(v)).map(|v| {
         format!(
             "lab {} is for kernels {}, not {v}: {}",
@@ -502,7 +498,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     if opts.mglru.is_some() {
         spec.vm.mglru = opts.mglru;
     }
-    if opts.kernel_src.is_none() && std::env::var_os(kernel::SOURCE_ENV).is_none() {
+    if matches!(opts.kernel, crate::acquire::KernelChoice::Source(None))
+        && std::env::var_os(kernel::SOURCE_ENV).is_none()
+    {
         let errs = unknown_counters(&spec, &loaded.text, &lab.spec_path().display().to_string());
         if !errs.is_empty() {
             bail!(

@@ -1,13 +1,16 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
+mod acquire;
 mod bench;
 mod cache;
 mod check;
 mod disk;
 mod exercise;
+mod gc;
 mod initramfs;
 mod kernel;
 mod lab;
+mod manifest;
 mod progress;
 mod qemu;
 mod readme;
@@ -16,6 +19,7 @@ mod selftests;
 mod setup;
 mod timeline;
 mod trace;
+mod tree;
 mod vars;
 
 use anyhow::Result;
@@ -120,6 +124,21 @@ enum Command {
         /// in the console logs); repeatable.
         #[arg(long = "kernel-arg", value_name = "WORD")]
         kernel_args: Vec<String>,
+        #[command(flatten)]
+        prebuilt: PrebuiltArgs,
+        /// Run from kernels exported by `check --build-only --export DIR`: DIR/manifest.json.
+        /// No kernel tree and no make are needed; each lab's kernel is checked against its
+        /// fragments before it boots.
+        #[arg(long = "kernels", value_name = "MANIFEST")]
+        manifest: Option<PathBuf>,
+        /// Only build (or find cached) every kernel the selected labs and selftests need, and
+        /// the selftest programs; boot nothing. With --export, copy them with a manifest.json.
+        #[arg(long)]
+        build_only: bool,
+        /// With --build-only: write the kernels, the selftest programs and manifest.json to DIR
+        /// (for `check --kernels DIR/manifest.json` on other machines).
+        #[arg(long, value_name = "DIR", requires = "build_only")]
+        export: Option<PathBuf>,
     },
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
@@ -157,6 +176,35 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Manage the cache ($KERNEL_LAB_CACHE, default ~/.cache/kernel-lab).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Remove published kernels, build directories, selftest programs and extracted sources
+    /// not used for --max-age, then the least recently used until the cache fits in
+    /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
+    /// newest two kernels of each build directory (editing a tree does not grow the cache).
+    /// Entries another kernel-lab process is using are left alone.
+    Gc {
+        /// The most the cache may hold afterwards (K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+        max_size: u64,
+        /// Remove what was not used for this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age_days: u64,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    guest::parse::parse_size(s)
 }
 
 #[derive(Args, Clone)]
@@ -167,10 +215,30 @@ struct KernelArgs {
     kernel_src: Option<PathBuf>,
 }
 
+/// A kernel that kernel-lab does not build from a source.
+#[derive(Args, Clone, Default)]
+struct PrebuiltArgs {
+    /// A kernel built elsewhere, vmlinux or bzImage, instead of building one. Its config
+    /// (--kernel-config, else the one embedded with CONFIG_IKCONFIG) must have every option the
+    /// lab's fragments (kernel-configs/) ask for, except those marked `# build choice`; a
+    /// missing one is named and exits 125. With --kernel-src, that tree builds the selftests.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The .config the --kernel was built with.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    kernel_config: Option<PathBuf>,
+    /// Your own configured build directory (a tree you built in place, or your O= directory):
+    /// `make vmlinux` runs there with your .config, which is then checked like --kernel's.
+    #[arg(long, value_name = "DIR")]
+    build_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     src: KernelArgs,
+    #[command(flatten)]
+    prebuilt: PrebuiltArgs,
     /// Accelerator: auto picks KVM only where it really works (/dev/kvm opens and the CPU has vmx/svm).
     #[arg(long, value_enum, default_value = "auto")]
     accel: qemu::Accel,
@@ -188,10 +256,18 @@ struct RunArgs {
     kernel_args: Vec<String>,
 }
 
-impl From<RunArgs> for lab::RunOptions {
-    fn from(a: RunArgs) -> Self {
-        lab::RunOptions {
-            kernel_src: a.src.kernel_src,
+impl RunArgs {
+    fn options(self) -> Result<lab::RunOptions> {
+        let a = self;
+        let mut kernels = acquire::choose(
+            a.src.kernel_src.into_iter().collect(),
+            a.prebuilt.kernel,
+            a.prebuilt.kernel_config,
+            a.prebuilt.build_dir,
+            None,
+        )?;
+        Ok(lab::RunOptions {
+            kernel: kernels.remove(0),
             accel: a.accel,
             rebuild_kernel: a.rebuild_kernel,
             install: !a.no_install,
@@ -200,7 +276,7 @@ impl From<RunArgs> for lab::RunOptions {
             shell: false,
             kernel_args: a.kernel_args,
             mglru: None,
-        }
+        })
     }
 }
 
@@ -242,7 +318,13 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
             if !exercises.is_empty() {
-                return exercise::run_cli(&found, &exercises, repeat.max(1), json, &opts.into());
+                return exercise::run_cli(
+                    &found,
+                    &exercises,
+                    repeat.max(1),
+                    json,
+                    &opts.options()?,
+                );
             }
             if vars {
                 let loaded = lab::load_with(&found.spec_path(), &[])?;
@@ -254,7 +336,7 @@ fn run(cli: Cli) -> Result<bool> {
                 }
                 return Ok(true);
             }
-            let mut opts: lab::RunOptions = opts.into();
+            let mut opts = opts.options()?;
             opts.sets = sets;
             opts.shell = shell;
             let mut passed = 0;
@@ -288,7 +370,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let figures = bench::bench(&found, &opts.into(), runs.max(1))?;
+            let figures = bench::bench(&found, &opts.options()?, runs.max(1))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
@@ -307,15 +389,33 @@ fn run(cli: Cli) -> Result<bool> {
             no_install,
             no_selftests,
             kernel_args,
+            prebuilt,
+            manifest,
+            build_only,
+            export,
         } => {
             let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
-            let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
-                vec![None]
-            } else {
-                kernels.into_iter().map(Some).collect()
-            };
+            let kernels = acquire::choose(
+                kernels,
+                prebuilt.kernel,
+                prebuilt.kernel_config,
+                prebuilt.build_dir,
+                manifest,
+            )?;
+            if build_only {
+                let selftests = selftests && !no_selftests;
+                let export = export.map(|d| cache::project_root().join(d));
+                manifest::build_only(
+                    &selected,
+                    selftests,
+                    &kernels,
+                    export.as_deref(),
+                    !no_install,
+                )?;
+                return Ok(true);
+            }
             let run = lab::RunOptions {
-                kernel_src: None,
+                kernel: acquire::KernelChoice::default(),
                 accel,
                 rebuild_kernel: false,
                 install: !no_install,
@@ -393,6 +493,20 @@ fn run(cli: Cli) -> Result<bool> {
                     .collect::<Result<_>>()?,
             };
             readme::run_cli(&chosen, check)
+        }
+        Command::Cache {
+            action:
+                CacheAction::Gc {
+                    max_size,
+                    max_age_days,
+                    dry_run,
+                },
+        } => {
+            let bounds = gc::Bounds {
+                max_size,
+                max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
+            };
+            gc::command(bounds, dry_run)
         }
         Command::Setup => {
             setup::ensure(true, None)?;

@@ -185,26 +185,9 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     .collect();
                 let mut facts = trace::facts(&summary, &cgroup_of);
                 // Zeros for every group and node that did nothing: "no episode" is a fact too.
-                for cg in spec
-                    .cgroups
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .chain(["root", "other"])
-                {
-                    for kind in ["memcg_reclaim", "direct_reclaim"] {
-                        for what in ["episodes", "blocked_us", "longest_us", "nr_reclaimed"] {
-                            facts
-                                .entry(format!("trace.{cg}.{kind}.{what}"))
-                                .or_insert(0);
-                        }
-                    }
-                }
-                for nid in 0..spec.vm.numa_nodes {
-                    for what in ["wakes", "awake_us", "passes", "awake_at_end", "requests"] {
-                        facts
-                            .entry(format!("trace.kswapd.{nid}.{what}"))
-                            .or_insert(0);
-                    }
+                let groups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
+                for key in trace::zero_facts(&groups, spec.vm.numa_nodes) {
+                    facts.entry(key).or_insert(0);
                 }
                 let ms = |us: u64| us / 1000;
                 for (kind, map) in [

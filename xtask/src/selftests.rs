@@ -165,10 +165,11 @@ pub fn build(source: &kernel::Source, program: &str) -> Result<PathBuf> {
     let tree = kernel::source_tree(&cache, source)?;
     let mut h = KeyHasher::new();
     h.add(b"selftests 2 gcc -static -O0 line-buffered")
-        .add(source.identity.as_bytes());
+        .add(source.selftests_identity.as_bytes());
     let dir = cache.join("selftests").join(h.hex());
     let bin = dir.join(program);
     if bin.is_file() {
+        cache::touch(&dir);
         return Ok(bin);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -238,10 +239,9 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
         spec.vm.mglru = opts.mglru;
     }
     eprintln!("{}: {}", spec.id, spec.title);
-    let source = kernel::locate(opts.kernel_src.as_deref())?;
     let mut extra = Vec::new();
     for p in PROGRAMS {
-        let bin = build(&source, p)?;
+        let bin = opts.kernel.selftest(p)?;
         extra.push(Extra {
             path: format!("{DIR}/{p}"),
             mode: 0o755,

@@ -312,7 +312,7 @@ pub fn run_cli(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::event::{Event, Exit, Frame, decode_stream, encode_frame};
+    use guest::event::{Event, Exit};
     use std::collections::BTreeMap;
 
     const LAB: &str = r#"
@@ -387,18 +387,7 @@ fails = ["killed", "oom"]
             },
             Event::End { frames: 4 },
         ];
-        let text: String = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| {
-                encode_frame(&Frame {
-                    seq: i as u64,
-                    t_ms: i as u64,
-                    event,
-                })
-            })
-            .collect();
-        let ev = report::evaluate(&spec, &decode_stream(text.as_bytes()));
+        let ev = report::evaluate(&spec, &report::tests::stream_of(events));
         (spec, ev)
     }
 

@@ -700,7 +700,7 @@ pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use guest::event::{Frame, decode_stream, encode_frame};
 
@@ -771,6 +771,11 @@ why = "a counter this kernel does not have"
             },
             Event::End { frames: 6 },
         ];
+        stream_of(events)
+    }
+
+    /// The stream an agent sending `events` would produce (frame i at 100*i ms).
+    pub(crate) fn stream_of(events: Vec<Event>) -> Stream {
         let text: String = events
             .into_iter()
             .enumerate()

@@ -265,7 +265,6 @@ mod tests {
         "6-kswapd-per-node",
         "7-watermarks",
         "8-swappiness-v1-v2",
-        "9-anon-file-tmpfs",
         "10-dirty-writeback",
         "11-mglru-vs-classic",
         "12-psi-blocking",

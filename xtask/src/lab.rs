@@ -3,7 +3,7 @@
 
 use crate::cache;
 use crate::progress::{self, Phases};
-use crate::{disk, initramfs, kernel, qemu, report, setup, timeline, vars};
+use crate::{disk, health, initramfs, kernel, qemu, report, setup, timeline, vars};
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, decode_stream};
 use guest::spec::{LabSpec, SpecError};
@@ -313,7 +313,8 @@ fn locate(text: &str, e: &SpecError) -> usize {
 /// Options for one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub kernel_src: Option<PathBuf>,
+    /// Where the kernel comes from (`--kernel-src`, `--kernel`, `--build-dir`, a manifest).
+    pub kernel: crate::acquire::KernelChoice,
     pub accel: qemu::Accel,
     pub rebuild_kernel: bool,
     pub install: bool,
@@ -327,6 +328,8 @@ pub struct RunOptions {
     pub kernel_args: Vec<String>,
     /// `check --mglru`: run with MGLRU switched on or off, whatever the lab says.
     pub mglru: Option<bool>,
+    /// Config fragments added to every kernel (`check --debug-kernel`: `debug`).
+    pub extra_fragments: Vec<String>,
 }
 
 /// Everything one run produced.
@@ -346,6 +349,8 @@ pub struct RunResult {
     pub variant_diff: Option<String>,
     /// A `--shell` session (no steps run, nothing judged).
     pub shell: bool,
+    /// The kernel's own health during the run (taint, splats in its log and console).
+    pub health: health::Health,
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
@@ -364,13 +369,10 @@ impl RunResult {
         if self.shell {
             return self.problems.is_empty();
         }
+        let valid = self.problems.is_empty() && self.health.healthy();
         match self.variant {
-            Some(_) => self.problems.is_empty(),
-            None => {
-                self.problems.is_empty()
-                    && self.eval.passed()
-                    && self.snapshot_matched == Some(true)
-            }
+            Some(_) => valid,
+            None => valid && self.eval.passed() && self.snapshot_matched == Some(true),
         }
     }
 }
@@ -384,14 +386,13 @@ pub struct Prepared {
 
 /// Set-up, kernel and agent, each timed into `phases`.
 pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> Result<Prepared> {
-    phases.time("setup", || {
-        setup::ensure(opts.install, opts.kernel_src.as_deref())
-    })?;
+    phases.time("setup", || setup::ensure_for(opts.install, &opts.kernel))?;
     let accel = qemu::resolve_accel(opts.accel)?;
-    let kernel = phases.time("kernel", || -> Result<kernel::Kernel> {
-        let source = kernel::locate(opts.kernel_src.as_deref())?;
-        let fragments = kernel::fragments(fragments)?;
-        kernel::ensure(&source, &fragments, opts.rebuild_kernel)
+    let kernel = phases.time("kernel", || {
+        opts.kernel.kernel(
+            &[fragments, &opts.extra_fragments[..]].concat(),
+            opts.rebuild_kernel,
+        )
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
     Ok(Prepared {
@@ -482,8 +483,7 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
     let Some(applies) = &spec.applies else {
         return Ok(None);
     };
-    let source = kernel::locate(opts.kernel_src.as_deref())?;
-    let version = kernel::version(&source)?;
+    let version = opts.kernel.version()?;
     Ok(version.filter(|v| !applies.kernel.holds(v)).map(|v| {
         format!(
             "lab {} is for kernels {}, not {v}: {}",
@@ -502,7 +502,9 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     if opts.mglru.is_some() {
         spec.vm.mglru = opts.mglru;
     }
-    if opts.kernel_src.is_none() && std::env::var_os(kernel::SOURCE_ENV).is_none() {
+    if matches!(opts.kernel, crate::acquire::KernelChoice::Source(None))
+        && std::env::var_os(kernel::SOURCE_ENV).is_none()
+    {
         let errs = unknown_counters(&spec, &loaded.text, &lab.spec_path().display().to_string());
         if !errs.is_empty() {
             bail!(
@@ -521,6 +523,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         kept,
         mut problems,
         kernel_built,
+        health,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
     let mut eval = report::evaluate(&spec, &stream);
@@ -577,6 +580,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         .flatten();
     let result = RunResult {
         shell: opts.shell,
+        health,
         timeline_svg,
         frames: stream.frames.clone(),
         spec,
@@ -607,6 +611,8 @@ pub struct Booted {
     /// Why the run is not valid: timeout, QEMU failure, an incomplete result stream.
     pub problems: Vec<String>,
     pub kernel_built: bool,
+    /// The kernel's own health (see health.rs).
+    pub health: health::Health,
 }
 
 /// Prepares the kernel and agent for `spec`, writes its initramfs (plus `extra` files) and data
@@ -691,6 +697,9 @@ pub fn boot(
     ));
     phases.add("qemu", outcome.wall);
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
+    let console =
+        String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
+    let health = health::judge(&stream, &console);
     let kept = keep_artifacts(&spec.id, &console_log, &results)?;
     let mut problems = Vec::new();
     let meaningful = stream
@@ -737,6 +746,7 @@ pub fn boot(
         kept,
         problems,
         kernel_built: p.kernel.built,
+        health,
     })
 }
 
@@ -780,6 +790,7 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "passed": r.passed(),
         "variant": r.variant.as_ref().map(|(sets, skipped)| json!({"set": sets, "skipped_steps": skipped})),
         "problems": r.problems,
+        "health": r.health,
         "steps": steps,
         "expectations": expectations,
         "snapshot": {"matched": r.snapshot_matched, "diff_from_default": r.variant_diff},
@@ -844,6 +855,13 @@ pub fn print_with(r: &RunResult, full: bool) {
             progress::tail(&console, 25)
         );
     }
+    if !r.health.healthy() {
+        println!("\nthe kernel is not healthy:");
+        for f in &r.health.findings {
+            println!("  - {f}");
+        }
+        println!("  (console: {})", r.kept.join("console.log").display());
+    }
     if let (Some((sets, skipped)), Some(diff)) = (&r.variant, &r.variant_diff) {
         let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -893,6 +911,7 @@ pub fn print_with(r: &RunResult, full: bool) {
             secs(end - ready)
         );
     }
+    println!("kernel health: {}", r.health.summary());
     println!(
         "kernel {} ({}); console log and raw results: {}",
         r.eval.kernel.as_deref().unwrap_or("?"),
@@ -924,6 +943,7 @@ fn describe(e: &Event) -> String {
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),
+        Event::Health { .. } => "kernel health".into(),
         Event::End { .. } => "end".into(),
     }
 }

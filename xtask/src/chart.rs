@@ -653,7 +653,7 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::event::{Event, Exit, Frame, decode_stream, encode_frame};
+    use guest::event::{Event, Exit};
 
     fn spec() -> LabSpec {
         crate::lab::parse_spec(
@@ -680,7 +680,7 @@ mod tests {
             .map(|i| {
                 let used = (i * 5 * mib).min(32 * mib);
                 let scanned = if i > 6 { (i - 6) * 1000 } else { 0 };
-                (1000 + i * 40, vec![used, scanned, 200 * mib - used, 0, 7])
+                (200 + i * 40, vec![used, scanned, 200 * mib - used, 0, 7])
             })
             .collect();
         let mut start = BTreeMap::new();
@@ -719,18 +719,7 @@ mod tests {
             },
             Event::End { frames: 6 },
         ];
-        let text: String = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| {
-                encode_frame(&Frame {
-                    seq: i as u64,
-                    t_ms: if i == 2 { 1000 } else { 900 + i as u64 },
-                    event,
-                })
-            })
-            .collect();
-        crate::report::evaluate(&spec(), &decode_stream(text.as_bytes()))
+        crate::report::evaluate(&spec(), &crate::report::tests::stream_of(events))
     }
 
     #[test]

@@ -308,11 +308,7 @@ fn expectations(r: &RunResult) -> String {
         "<section id=\"expectations\"><h2>Expectations: what the lab claims, checked</h2><table><tr><th></th><th>expectation</th><th>got</th><th>why</th></tr>",
     );
     for v in &r.eval.verdicts {
-        let word = match (v.applies, v.pass) {
-            (false, _) => "n/a",
-            (true, true) => "PASS",
-            (true, false) => "FAIL",
-        };
+        let word = report::verdict_word(v).to_uppercase();
         let _ = write!(
             out,
             "<tr class=\"{}\"><td><b>{word}</b></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",

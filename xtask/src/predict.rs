@@ -41,7 +41,7 @@ impl Question {
     fn offered(&self) -> String {
         let mut c = self.choices.join(" or ");
         if self.rule == ClassRule::Exact {
-            c.push_str(" (or another number)");
+            c.push_str(" (or another number, or >0)");
         }
         c
     }
@@ -67,17 +67,13 @@ impl Question {
             )
         };
         match self.rule {
+            // An exact count, or just "it moves" (`>0`: right for any count above 0).
             ClassRule::Exact => match (a.trim_start_matches("==").parse::<i64>(), sign) {
                 (Ok(n), _) => Ok(Some(n.to_string())),
-                (_, Some("0")) => Ok(Some("0".into())),
+                (_, Some(s @ ("0" | ">0"))) => Ok(Some(s.into())),
                 _ => Err(bad()),
             },
-            _ => match sign {
-                Some(s) if self.choices.iter().any(|c| c == s) || s != "<0" => {
-                    Ok(Some(s.to_string()))
-                }
-                _ => Err(bad()),
-            },
+            _ => sign.map(|s| Some(s.to_string())).ok_or_else(bad),
         }
     }
 }
@@ -426,9 +422,10 @@ pub fn score(qs: &[Question], answers: &[Option<String>], ev: &Evaluation) -> Sc
                 }
                 Some((o, Ok(delta))) => {
                     let got = report::class(q.rule, delta).unwrap_or_default();
+                    let moves = q.rule == ClassRule::Exact && delta > 0;
                     match a {
                         None => Outcome::Skipped { got, delta },
-                        Some(a) if *a == got => Outcome::Right { got, delta },
+                        Some(a) if *a == got || a == ">0" && moves => Outcome::Right { got, delta },
                         Some(_) => Outcome::Wrong {
                             got,
                             delta,
@@ -679,7 +676,10 @@ why = "B's step does not touch W"
             t.starts_with("[exercise x]\nread: W/memory.stat.pgscan_direct = ?    # 0 or >0\n"),
             "{t}"
         );
-        assert!(t.contains("= ?    # 0 or 1 (or another number)"), "{t}");
+        assert!(
+            t.contains("= ?    # 0 or 1 (or another number, or >0)"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -693,11 +693,9 @@ why = "B's step does not touch W"
         assert_eq!(qs[2].parse("none"), Ok(Some("0".into())));
         let e = qs[0].parse("lots").unwrap_err();
         assert!(e.contains("say 0 or >0"), "{e}");
-        assert!(qs[2].parse(">0").is_err());
-        assert!(
-            qs[0].parse("<0").is_err(),
-            "not offered: the lab does not explain <0"
-        );
+        assert_eq!(qs[2].parse(">0"), Ok(Some(">0".into())));
+        assert!(qs[2].parse("<0").is_err());
+        assert_eq!(qs[0].parse("down"), Ok(Some("<0".into())));
     }
 
     #[test]
@@ -749,7 +747,7 @@ why = "B's step does not touch W"
 
     #[test]
     fn scoring_explains_every_miss_with_the_labs_words() {
-        use guest::event::{Event, Exit, Frame, decode_stream, encode_frame};
+        use guest::event::{Event, Exit};
         use std::collections::BTreeMap;
         let sample = |scan: u64, kswapd: u64| {
             let mut v = BTreeMap::new();
@@ -790,18 +788,7 @@ why = "B's step does not touch W"
             },
             Event::End { frames: 7 },
         ];
-        let text: String = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| {
-                encode_frame(&Frame {
-                    seq: i as u64,
-                    t_ms: i as u64,
-                    event,
-                })
-            })
-            .collect();
-        let ev = report::evaluate(&spec(), &decode_stream(text.as_bytes()));
+        let ev = report::evaluate(&spec(), &report::tests::stream_of(events));
         let qs = questions(&spec(), None);
         let answers = [Some(">0".into()), Some(">0".into()), Some("0".into()), None];
         let s = score(&qs, &answers, &ev);

@@ -540,7 +540,7 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
 }
 
 /// `pass`, `FAIL`, or `n/a` (an expectation for other kernel versions).
-fn verdict_word(v: &Verdict) -> &'static str {
+pub fn verdict_word(v: &Verdict) -> &'static str {
     match (v.applies, v.pass) {
         (false, _) => "n/a",
         (true, true) => "pass",

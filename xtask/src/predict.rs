@@ -14,7 +14,7 @@ use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::report::{self, Evaluation};
 use crate::units::{human_delta, wrap};
 use anyhow::{Context, Result, bail};
-use guest::exercise::Exercise;
+use guest::exercise::{Exercise, Varies};
 use guest::spec::{ClassRule, CounterExpr, LabSpec};
 use std::io::{BufRead, IsTerminal, Read, Write};
 
@@ -80,8 +80,9 @@ impl Question {
 
 /// The questions for a lab as it will run (after `--set`): every counter of `[[observe]]` with
 /// an explanation, at each step where it is the step's own group's or the machine's, or where
-/// an expectation judges it. `default`: the lab's default snapshot, for "what changes".
-pub fn questions(spec: &LabSpec, default: Option<&str>) -> Vec<Question> {
+/// an expectation judges it. `default`: the lab's default snapshot, for "what changes";
+/// `varies`: an exercise's races (facts that differ from run to run), which are not asked.
+pub fn questions(spec: &LabSpec, default: Option<&str>, varies: &[Varies]) -> Vec<Question> {
     let facts = default.map(report::snapshot_facts).unwrap_or_default();
     let mut out = Vec::new();
     for step in &spec.steps {
@@ -97,7 +98,10 @@ pub fn questions(spec: &LabSpec, default: Option<&str>) -> Vec<Question> {
                 e.counter.as_ref() == Some(&o.counter)
                     && e.step.as_deref().is_none_or(|s| s == step.name())
             });
-            if !own && !judged {
+            let race = varies
+                .iter()
+                .any(|v| v.step == step.name() && v.counter.as_ref() == Some(&o.counter));
+            if !own && !judged || race {
                 continue;
             }
             let mut choices: Vec<String> = match o.class {
@@ -518,7 +522,7 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
         let variant = (!req.sets.is_empty())
             .then_some(default.as_deref())
             .flatten();
-        let qs = questions(&loaded.spec, variant);
+        let qs = questions(&loaded.spec, variant, &[]);
         if req.questions_only {
             print!("{}", template(&qs, None));
             return Ok(true);
@@ -545,7 +549,7 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
     let mut all = true;
     for x in chosen {
         let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
-        let qs = questions(&loaded.spec, default.as_deref());
+        let qs = questions(&loaded.spec, default.as_deref(), &x.varies);
         if req.questions_only {
             print!("{}", template(&qs, Some(&x.name)));
             continue;
@@ -650,7 +654,7 @@ why = "B's step does not touch W"
 
     #[test]
     fn questions_are_the_explained_facts_of_each_step() {
-        let qs = questions(&spec(), None);
+        let qs = questions(&spec(), None, &[]);
         let keys: Vec<String> = qs.iter().map(Question::key).collect();
         assert_eq!(
             keys,
@@ -668,8 +672,16 @@ why = "B's step does not touch W"
         assert_eq!(qs[0].describe, "read-file 48M in W");
         let snap = "lab: t\nstep read (read-file 48M in W): exited 0\n  Δ W/memory.stat.pgscan_direct: >0\n";
         assert_eq!(
-            questions(&spec(), Some(snap))[0].default.as_deref(),
+            questions(&spec(), Some(snap), &[])[0].default.as_deref(),
             Some(">0")
+        );
+        let race = Varies::try_from("read: Δ vmstat.pgscan_kswapd".to_string()).unwrap();
+        let fewer = questions(&spec(), None, &[race]);
+        assert_eq!(fewer.len(), qs.len() - 1, "a race is not asked");
+        assert!(
+            !fewer
+                .iter()
+                .any(|q| q.key() == "read: vmstat.pgscan_kswapd")
         );
         let t = template(&qs, Some("x"));
         assert!(
@@ -684,7 +696,7 @@ why = "B's step does not touch W"
 
     #[test]
     fn answers_are_understood_or_rejected_with_what_is_accepted() {
-        let qs = questions(&spec(), None);
+        let qs = questions(&spec(), None, &[]);
         assert_eq!(qs[0].parse(" > 0 "), Ok(Some(">0".into())));
         assert_eq!(qs[0].parse("zero"), Ok(Some("0".into())));
         assert_eq!(qs[0].parse("?"), Ok(None));
@@ -700,7 +712,7 @@ why = "B's step does not touch W"
 
     #[test]
     fn answer_files_are_read_in_order_or_by_key_with_file_and_line_errors() {
-        let qs = questions(&spec(), None);
+        let qs = questions(&spec(), None, &[]);
         let mut t = AnswerText::parse("f", "# mine\n>0\n0\n\n1  # a kill\n").unwrap();
         let a = t.answer(&qs, None).unwrap();
         assert_eq!(
@@ -789,7 +801,7 @@ why = "B's step does not touch W"
             Event::End { frames: 7 },
         ];
         let ev = report::evaluate(&spec(), &report::tests::stream_of(events));
-        let qs = questions(&spec(), None);
+        let qs = questions(&spec(), None, &[]);
         let answers = [Some(">0".into()), Some(">0".into()), Some("0".into()), None];
         let s = score(&qs, &answers, &ev);
         assert_eq!((s.right(), s.judged()), (2, 3));

@@ -428,13 +428,29 @@ fn run_step(
     if step.background {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
-        let mut line = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            let mut byte = [0u8; 1];
-            while out.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
-                line.push(byte[0] as char);
+        // Its line is read on a thread, so that the timeline goes on while it fills its memory.
+        let pipe = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut byte = [0u8; 1];
+                while pipe.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                    line.push(byte[0] as char);
+                }
             }
-        }
+            let _ = tx.send(line);
+        });
+        let line = loop {
+            match rx.try_recv() {
+                Ok(line) => break line,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    ticker.tick(out);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break String::new(),
+            }
+        };
         if line == "ready" {
             holders.push(child);
             ticker.finish(out);

@@ -231,6 +231,11 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
     push(&mut panels, who);
 
+    // The watermarks themselves, when the lab is about them: as each step found and left them.
+    if spec.refers_to("zoneinfo.") {
+        push(&mut panels, watermark_panel(ev, &data));
+    }
+
     // kswapd's CPU time per node, when the lab is about kswapd threads.
     if spec.refers_to("kswapd.") {
         let mut p = panel("kswapd's CPU time, per node, since the step began", "ms");
@@ -491,6 +496,44 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
         }
     }
     p.y_max = Some(ram / MIB);
+    p
+}
+
+/// The zones' min, low and high watermarks (summed over zones), before and after each step:
+/// what a sysctl such as watermark_scale_factor did to them.
+fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "The zone watermarks (all zones), before and after each step",
+        "MiB",
+    );
+    let sum = |sample: &BTreeMap<String, u64>, mark: &str| -> Option<f64> {
+        let pages: u64 = sample
+            .iter()
+            .filter(|(k, _)| k.starts_with("zoneinfo.") && k.ends_with(&format!(".{mark}")))
+            .map(|(_, v)| *v)
+            .sum();
+        (pages > 0).then(|| pages as f64 * PAGE / MIB)
+    };
+    for mark in ["high", "low", "min"] {
+        let mut points = Vec::new();
+        for (i, s) in data.iter().enumerate() {
+            let after = ev.sampled.get(&format!("after:{}", s.name));
+            if let (Some(b), Some(a)) = (
+                s.before.and_then(|b| sum(b, mark)),
+                after.and_then(|a| sum(a, mark)),
+            ) {
+                points.push((i, 0.0, b));
+                points.push((i, s.secs, a));
+            }
+        }
+        if !points.is_empty() {
+            p.series.push(Series {
+                label: format!("{mark} watermark"),
+                counter: format!("zoneinfo.*.{mark}"),
+                points,
+            });
+        }
+    }
     p
 }
 

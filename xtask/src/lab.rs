@@ -528,7 +528,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let report_started = Instant::now();
     let mut eval = report::evaluate(&spec, &stream);
     let console = std::fs::read(kept.join("console.log")).unwrap_or_default();
-    eval.oom_kills = crate::oom::victims(&String::from_utf8_lossy(&console), &spec);
+    let kills = crate::oom::victims(&String::from_utf8_lossy(&console), &spec);
     let kills_per_step: Vec<(String, Option<i64>)> = eval
         .steps
         .iter()
@@ -543,7 +543,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
             )
         })
         .collect();
-    crate::oom::place(&mut eval.oom_kills, &kills_per_step);
+    eval.oom_kills = crate::oom::place(kills, &kills_per_step);
     if !opts.shell {
         // (A shell session runs no steps: their missing samples are no problem.)
         problems.extend(eval.problems.iter().cloned());

@@ -31,18 +31,13 @@ pub struct Kill {
     pub during: Option<String>,
 }
 
-/// Every process a `Killed process` line of a console log names, once each (a group OOM names
-/// its victim again among the group), in order, matched to the spec's steps by name.
+/// Every `Killed process` line of a console log, in order, matched to the spec's steps by
+/// name. A group OOM names (and counts in vmstat's oom_kill) its victim a second time among the
+/// group: [`place`] keeps one of each.
 pub fn victims(console: &str, spec: &LabSpec) -> Vec<Kill> {
-    let mut seen = Vec::new();
     console
         .lines()
         .filter_map(parse_line)
-        .filter(|k| {
-            let new = !seen.contains(&k.pid);
-            seen.push(k.pid);
-            new
-        })
         .map(|mut k| {
             k.step = spec
                 .steps
@@ -55,10 +50,11 @@ pub fn victims(console: &str, spec: &LabSpec) -> Vec<Kill> {
         .collect()
 }
 
-/// Sets when each victim died: the console lists kills in order, and each step's change of
-/// `vmstat.oom_kill` says how many happened during it. Without those counts (or when they do
-/// not add up) a victim is taken to have died during its own step.
-pub fn place(kills: &mut [Kill], per_step: &[(String, Option<i64>)]) {
+/// When each victim died, and each victim once: the console lists kills in order as the kernel
+/// counts them, and each step's change of `vmstat.oom_kill` says how many happened during it.
+/// Without those counts (or when they do not add up) a victim is taken to have died during its
+/// own step.
+pub fn place(mut kills: Vec<Kill>, per_step: &[(String, Option<i64>)]) -> Vec<Kill> {
     let counted: Option<Vec<(String, usize)>> = per_step
         .iter()
         .map(|(s, n)| n.map(|n| (s.clone(), n.max(0) as usize)))
@@ -74,6 +70,13 @@ pub fn place(kills: &mut [Kill], per_step: &[(String, Option<i64>)]) {
         }
         None => kills.iter_mut().for_each(|k| k.during = k.step.clone()),
     }
+    let mut seen = Vec::new();
+    kills.retain(|k| {
+        let new = !seen.contains(&k.pid);
+        seen.push(k.pid);
+        new
+    });
+    kills
 }
 
 fn parse_line(line: &str) -> Option<Kill> {
@@ -159,33 +162,37 @@ mod tests {
 Out of memory: Killed process 61 (a-very-long-st) total-vm:1kB, anon-rss:2048kB, file-rss:0kB, shmem-rss:8kB, UID:0 pgtables:1kB oom_score_adj:0
 Out of memory: Killed process 62 (kworker (x)) total-vm:1kB, anon-rss:0kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0
 ";
-        let mut v = victims(
-            &format!("{console}{}", console.lines().nth(1).unwrap()),
-            &spec,
+        // A group OOM names its victim twice, and the kernel counts it twice.
+        let twice = console.replacen(
+            "oom_score_adj:0\n",
+            &format!("oom_score_adj:0\n{}\n", console.lines().nth(1).unwrap()),
+            1,
         );
-        assert_eq!(v.len(), 3, "a victim named twice is one victim: {v:?}");
+        let v = victims(&twice, &spec);
+        assert_eq!(v.len(), 4, "{v:?}");
         assert_eq!(v[0].pid, 57);
         assert_eq!(v[0].scope, Scope::Cgroup);
         assert_eq!(v[0].anon_rss_kb, 32640);
         assert_eq!(v[0].step.as_deref(), Some("over-limit"));
-        assert_eq!(v[1].scope, Scope::Global);
-        assert_eq!(v[1].step.as_deref(), Some("a-very-long-step-name"));
-        assert_eq!(v[2].comm, "kworker (x)");
-        assert_eq!(v[2].step, None);
-        place(
-            &mut v,
-            &[
-                ("over-limit".into(), Some(1)),
-                ("a-very-long-step-name".into(), Some(2)),
-            ],
-        );
+        assert_eq!(v[2].scope, Scope::Global);
+        assert_eq!(v[2].step.as_deref(), Some("a-very-long-step-name"));
+        assert_eq!(v[3].comm, "kworker (x)");
+        assert_eq!(v[3].step, None);
+        let counts = [
+            ("over-limit".into(), Some(2)),
+            ("a-very-long-step-name".into(), Some(2)),
+        ];
+        let v = place(v, &counts);
+        assert_eq!(v.len(), 3, "a victim named twice is one victim: {v:?}");
         assert_eq!(v[0].during.as_deref(), Some("over-limit"));
+        assert_eq!(v[1].during.as_deref(), Some("a-very-long-step-name"));
         assert_eq!(v[2].during.as_deref(), Some("a-very-long-step-name"));
         assert!(
             v[2].describe()
                 .starts_with("pid 62 (kworker (x), not a lab workload)")
         );
-        place(&mut v, &[("over-limit".into(), None)]);
+        // Counts that do not add up: each victim during its own step.
+        let v = place(victims(console, &spec), &[("over-limit".into(), None)]);
         assert_eq!(v[1].during, v[1].step);
         assert_eq!(
             v[0].describe(),

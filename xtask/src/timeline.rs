@@ -355,6 +355,9 @@ fn panel_svg(
         let mut t = 0.0;
         while t <= s.secs + 1e-9 {
             let x = chart.x(cols, &g, si, t);
+            if t > 0.0 && x > g.left + x0 + wi - 14.0 {
+                break; // no label against the next column's "0s"
+            }
             let _ = writeln!(
                 out,
                 "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\" fill=\"#555\">{}</text>",

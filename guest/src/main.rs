@@ -656,7 +656,7 @@ fn exit_of(status: std::process::ExitStatus) -> Result<Exit> {
 
 /// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
 /// as the step goes on (about 64 per doubling of its time: a 0.4 s step and a 20 s one both
-/// show their shape) and never more than a fifth of the time, and sends them in batches of
+/// show their shape), spending about a fifth of the time at most, and sends them in batches of
 /// rows ([`Event::Ticks`]) at least every second, so a hung step still shows how far it got.
 struct Ticker<'a> {
     spec: &'a LabSpec,
@@ -669,6 +669,8 @@ struct Ticker<'a> {
     sent: Instant,
     /// Time spent sampling and sending since the last batch.
     cost: Duration,
+    /// A moving average of what one sample costs.
+    cost_avg: Duration,
 }
 
 impl<'a> Ticker<'a> {
@@ -684,6 +686,7 @@ impl<'a> Ticker<'a> {
             rows: Vec::new(),
             sent: Instant::now(),
             cost: Duration::ZERO,
+            cost_avg: Duration::ZERO,
         }
     }
 
@@ -695,9 +698,15 @@ impl<'a> Ticker<'a> {
             return;
         }
         self.sample(out);
-        // At most a fifth of the agent's time goes to sampling, however slow the machine.
-        let cost = now.elapsed() * 4;
-        self.next = now + every.max(self.started.elapsed() / 64).max(cost);
+        // About a fifth of the agent's time at most goes to sampling (four times the recent
+        // cost of a sample between two), however slow the machine; but never fewer than eight
+        // samples per doubling of the step's time, so a stall of the host cannot leave a hole.
+        let cost = now.elapsed();
+        self.cost_avg = (self.cost_avg * 2 + cost) / 3;
+        let elapsed = self.started.elapsed();
+        let lo = every.max(elapsed / 64);
+        let hi = lo.max(elapsed / 8);
+        self.next = now + (self.cost_avg * 4).clamp(lo, hi);
     }
 
     /// The step's final sample, and everything not sent yet.

@@ -169,8 +169,9 @@ pub fn render_questions(lab: &LabDir, qas: &[Qa], width: usize) -> String {
         let first = first
             .trim_start_matches(|c: char| c.is_ascii_digit())
             .trim_start_matches(". ")
-            .trim();
-        out.push_str(&wrap(first, width, &format!("  {:>2}. ", i + 1), "      "));
+            .trim()
+            .replace("**", "");
+        out.push_str(&wrap(&first, width, &format!("  {:>2}. ", i + 1), "      "));
     }
     out
 }
@@ -197,8 +198,9 @@ pub fn render_answers(
         let question = q
             .question
             .trim_start_matches(|c: char| c.is_ascii_digit())
-            .trim_start_matches(". ");
-        out.push_str(&wrapped(question, width, "   "));
+            .trim_start_matches(". ")
+            .replace("**", "");
+        out.push_str(&wrapped(&question, width, "   "));
         out.push_str("\n   Answer:\n");
         out.push_str(&wrapped(&q.answer, width, "   "));
     }

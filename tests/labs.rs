@@ -770,15 +770,18 @@ fn build_once_four_shards_and_the_merge_equal_an_unsharded_run() {
         serde_json::from_str(&std::fs::read_to_string(merged.join("check.json")).unwrap()).unwrap();
     let (o, whole) = from(&tmp.path().join("whole"), None);
     assert!(o.status.success(), "{}", text(&o));
+    // The same items with the same results; a lab that needed its retry in one of the two runs
+    // (flaky: it passed) is the same result as passed for this comparison.
     let key = |v: &serde_json::Value| -> Vec<String> {
         v["results"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
+                let r = e["result"].as_str().unwrap().replace("flaky", "passed");
                 format!(
-                    "{} {} {} {} {}",
-                    e["index"], e["id"], e["kernel"], e["mglru"], e["result"]
+                    "{} {} {} {} {r}",
+                    e["index"], e["id"], e["kernel"], e["mglru"]
                 )
             })
             .collect()

@@ -273,13 +273,8 @@ mod tests {
     /// Labs whose README exercises are still hand-written (labs 7-12 are converted by their
     /// own change, issue 16); every other lab's answers must be `[[exercise]]`s.
     const PENDING: &[&str] = &[
-        // truth-a converts these next (this comment goes with them).
-        "1-global-pressure",
-        "5-proactive",
-        "6-kswapd-per-node",
         "7-watermarks",
         "8-swappiness-v1-v2",
-        "9-anon-file-tmpfs",
         "10-dirty-writeback",
         "11-mglru-vs-classic",
         "12-psi-blocking",

@@ -235,6 +235,10 @@ pub struct Step {
     /// exec: the program to run (a path in the initramfs) and its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
+    /// exec: kill the program when no KTAP result line (`ok`/`not ok`) has come for this long
+    /// (the per-test timeout of a selftest program).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -917,6 +921,14 @@ impl LabSpec {
                 (false, false) => e("step", Some(i), "argv", "only exec steps take argv".into()),
                 _ => {}
             }
+            if st.result_timeout_secs.is_some() && st.kind != StepKind::Exec {
+                e(
+                    "step",
+                    Some(i),
+                    "result_timeout_secs",
+                    "only exec steps take result_timeout_secs".into(),
+                );
+            }
             if st.swappiness.is_some() && st.kind != StepKind::Reclaim {
                 let m =
                     "only reclaim steps take swappiness (cgroup v2 has no per-group vm.swappiness)";
@@ -1092,6 +1104,7 @@ mod tests {
                 numa_node: None,
                 set: BTreeMap::new(),
                 argv: vec![],
+                result_timeout_secs: None,
             }],
             observe: vec![],
             expect: vec![Expect {
@@ -1170,6 +1183,9 @@ mod tests {
                 .iter()
                 .any(|e| e.message.contains("needs argv"))
         );
+        let mut s = base();
+        s.steps[0].result_timeout_secs = Some(30);
+        assert!(s.validate().iter().any(|e| e.key == "result_timeout_secs"));
     }
 
     #[test]

@@ -39,6 +39,24 @@ fn assert_lab_passes(lab: &str) {
         "{out}"
     );
     assert!(!out.contains("FAIL "), "{out}");
+    assert_exercises_agree(lab);
+}
+
+/// Every `[[exercise]]` of the lab runs, and the kernel shows what each one says.
+fn assert_exercises_agree(lab: &str) {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../labs");
+    let toml = std::fs::read_to_string(format!("{spec}/{lab}/lab.toml")).unwrap();
+    let count = toml.matches("\n[[exercise]]").count();
+    if count == 0 {
+        return;
+    }
+    let o = xtask(&["lab", lab, "--exercise", "all"]);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "lab {lab}: an exercise disagreed:\n{out}"
+    );
+    assert_eq!(out.matches("): the kernel AGREED").count(), count, "{out}");
 }
 
 #[test]

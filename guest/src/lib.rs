@@ -2,11 +2,15 @@
 //!
 //! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`.
 //! - [`event`]: the framed JSON-line events the agent sends on ttyS1.
+//! - [`fact`]: the condition language of explanations, exercises and headline claims.
+//! - [`exercise`]: conditioned explanations, `[[exercise]]` and `[[headline]]`, and their checks.
 //! - [`parse`]: parsers for the kernel's text files (/proc/vmstat, memory.stat, PSI, sizes).
 //!
 //! Nothing here does I/O, so everything here is unit-tested on the host.
 
 pub mod event;
+pub mod exercise;
+pub mod fact;
 pub mod parse;
 pub mod spec;
 

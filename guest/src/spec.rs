@@ -3,6 +3,7 @@
 //! The host deserializes it from `labs/<id>/lab.toml` and validates it with [`LabSpec::validate`];
 //! the guest deserializes the same type from the JSON plan baked into the initramfs.
 
+use crate::exercise::{Exercise, Explanation, Headline};
 use crate::parse::{format_size, parse_size};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -30,6 +31,12 @@ pub struct LabSpec {
     /// it is not run but reported as skipped with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applies: Option<Applies>,
+    /// "Change this and predict" exercises: `--set` values and what the kernel then shows.
+    #[serde(default, rename = "exercise", skip_serializing_if = "Vec::is_empty")]
+    pub exercises: Vec<Exercise>,
+    /// The README's headline claims, each with its expectations and contrast exercise.
+    #[serde(default, rename = "headline", skip_serializing_if = "Vec::is_empty")]
+    pub headlines: Vec<Headline>,
 }
 
 /// Which kernel versions a lab applies to, and why not to the others.
@@ -291,9 +298,10 @@ pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
-    /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`.
+    /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`;
+    /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
-    pub explain: BTreeMap<String, String>,
+    pub explain: BTreeMap<String, Explanation>,
 }
 
 /// How an observed delta becomes a snapshot fact.
@@ -312,6 +320,9 @@ pub enum ClassRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// A name, for exercises and headline claims that refer to this expectation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// A counter or a sum of counters, e.g. `vmstat.pgscan_anon + vmstat.pgscan_file`.
     #[serde(default)]
     pub counter: Option<CounterExpr>,
@@ -658,8 +669,17 @@ impl LabSpec {
     }
 
     /// Checks what serde cannot: references between tables, required fields per step kind,
-    /// sizes that cannot fit the guest. Returns every problem, not just the first.
+    /// sizes that cannot fit the guest, and what the lab teaches (explanations, exercises,
+    /// headlines: [`crate::exercise::validate`]). Returns every problem, not just the first.
     pub fn validate(&self) -> Vec<SpecError> {
+        let mut errs = self.validate_setup();
+        errs.extend(crate::exercise::validate(self));
+        errs
+    }
+
+    /// [`LabSpec::validate`] without what the lab teaches: for a variant of the lab (`--set`),
+    /// whose exercises refer to the lab as written.
+    pub fn validate_setup(&self) -> Vec<SpecError> {
         let mut errs = Vec::new();
         let mut e = |table, index, key, message: String| {
             errs.push(SpecError {
@@ -995,6 +1015,24 @@ impl LabSpec {
     }
 }
 
+/// Levenshtein distance, for "did you mean".
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1040,6 +1078,7 @@ mod tests {
             }],
             observe: vec![],
             expect: vec![Expect {
+                name: None,
                 counter: Some("W/memory.events.oom_kill".to_string().try_into().unwrap()),
                 step: Some("anon".into()),
                 delta: Some("== 1".to_string().try_into().unwrap()),
@@ -1050,6 +1089,8 @@ mod tests {
                 why: "the group is over its limit with nothing to reclaim".into(),
             }],
             applies: None,
+            exercises: vec![],
+            headlines: vec![],
         }
     }
 

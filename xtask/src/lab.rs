@@ -107,23 +107,7 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub use guest::spec::edit_distance;
 
 /// Parses and validates a lab.toml; errors name the file, the line and the field.
 pub fn load(path: &Path) -> Result<LabSpec> {
@@ -230,8 +214,28 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
         let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
         anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
     })?;
+    // What the lab teaches refers to the lab as written; the rest is checked as it will run.
+    let mut errs = guest::exercise::validate(&spec);
+    for (i, x) in spec.exercises.iter().enumerate() {
+        for name in x
+            .set
+            .keys()
+            .filter(|n| !declared.iter().any(|v| &v.name == *n))
+        {
+            let known: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+            errs.push(SpecError {
+                table: "exercise",
+                index: Some(i),
+                key: "set",
+                message: format!(
+                    "no variable {name:?} in [vars] (this lab has: {})",
+                    known.join(", ")
+                ),
+            });
+        }
+    }
     let skipped = vars::switch_off_zeroes(&mut spec);
-    let errs = spec.validate();
+    errs.splice(0..0, spec.validate_setup());
     if !errs.is_empty() {
         let lines: Vec<String> = errs
             .iter()
@@ -1044,6 +1048,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("f:9: [[cgroup]] #1 field `memory_max`"), "{e}");
+    }
+
+    #[test]
+    fn exercises_and_headlines_are_checked_with_file_and_line() {
+        let text = format!(
+            "{GOOD}[[expect]]\nname = \"oom\"\nstep = \"anon\"\nexit = \"killed by SIGKILL\"\nwhy = \"w\"\n\n[[exercise]]\nname = \"x\"\nset = {{ m = \"1M\" }}\nask = \"a\"\nanswer = \"b\"\nshows = [\"anon: exit == exited 0\", \"nope: Δ W/memory.events.max == 0\"]\nfails = [\"om\"]\n\n[[headline]]\nclaim = \"c\"\nexpect = [\"oom\"]\ncontrast = \"x\"\n"
+        );
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("f:26: [[exercise]] #1 field `shows`: `nope: Δ W/memory.events.max == 0`: no step is named \"nope\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:27: [[exercise]] #1 field `fails`: no [[expect]] is named \"om\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("[[headline]] #1 field `contrast`: in exercise \"x\" none of this claim's expectations fails"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:23: [[exercise]] #1 field `set`: no variable \"m\""),
+            "{e}"
+        );
+        let e = parse_spec(&text.replace("exit == exited 0", "exit = ok"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f:26:") && e.contains("write `== value`"),
+            "{e}"
+        );
     }
 
     #[test]

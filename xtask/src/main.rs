@@ -5,6 +5,7 @@ mod bench;
 mod cache;
 mod check;
 mod disk;
+mod exercise;
 mod gc;
 mod initramfs;
 mod kernel;
@@ -12,6 +13,7 @@ mod lab;
 mod manifest;
 mod progress;
 mod qemu;
+mod readme;
 mod report;
 mod selftests;
 mod setup;
@@ -61,6 +63,10 @@ enum Command {
         /// List the lab's variables (its knobs) with their meaning and default, and exit.
         #[arg(long)]
         vars: bool,
+        /// Run one of the lab's "change this and predict" exercises (`all`: every one; see
+        /// its README) and check that the kernel shows what the exercise says; repeatable.
+        #[arg(long = "exercise", value_name = "NAME", conflicts_with_all = ["sets", "shell"])]
+        exercises: Vec<String>,
         /// Print the whole result as JSON (spec, every sample, steps, facts, verdicts, phases)
         /// instead of the report.
         #[arg(long)]
@@ -165,6 +171,15 @@ enum Command {
     Cache {
         #[command(subcommand)]
         action: CacheAction,
+    },
+    /// Write the generated parts of each lab's README (headline claims with their checks, and
+    /// the exercises' answers) from its lab.toml; with --check, only say which are stale.
+    Readme {
+        /// Only these labs (ids, numbers or prefixes). Default: every lab.
+        labs: Vec<String>,
+        /// Change nothing; exit non-zero when a README differs from what lab.toml generates.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -296,11 +311,21 @@ fn run(cli: Cli) -> Result<bool> {
             repeat,
             sets,
             vars,
+            exercises,
             json,
             shell,
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
+            if !exercises.is_empty() {
+                return exercise::run_cli(
+                    &found,
+                    &exercises,
+                    repeat.max(1),
+                    json,
+                    &opts.options()?,
+                );
+            }
             if vars {
                 let loaded = lab::load_with(&found.spec_path(), &[])?;
                 if loaded.vars.is_empty() {
@@ -471,6 +496,17 @@ fn run(cli: Cli) -> Result<bool> {
                 max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
             };
             gc::command(bounds, dry_run)
+        }
+        Command::Readme { labs, check } => {
+            let all = lab::catalog()?;
+            let chosen = match labs.is_empty() {
+                true => all.clone(),
+                false => labs
+                    .iter()
+                    .map(|l| lab::resolve(l, &all))
+                    .collect::<Result<_>>()?,
+            };
+            readme::run_cli(&chosen, check)
         }
         Command::Setup => {
             setup::ensure(true, None)?;

@@ -2,6 +2,8 @@
 //! the student's report (numbers beside classes) and the normalised snapshot (classes only).
 
 use guest::event::{Event, Exit, Stream};
+use guest::exercise::Explanation;
+use guest::fact::{StepView, delta};
 use guest::spec::{ClassRule, CounterExpr, Expect, LabSpec};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,6 +20,8 @@ pub struct Observed {
     pub delta: Result<i64, String>,
     /// What this counter's class means, from the spec's `explain` (for the student).
     pub explain: Option<String>,
+    /// Declared in `[[observe]]` (a counter the lab is about), not only by an expectation.
+    pub declared: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,12 +68,67 @@ pub struct Evaluation {
     pub trace_text: BTreeMap<String, String>,
     /// Per traced step: reclaim episodes and kswapd wake-ups as (start ms, end ms, who).
     pub trace_spans: Vec<(u64, u64, String)>,
+    /// Every sample by label (`start`, `after:<step>`; trace facts merged into the latter).
+    pub sampled: BTreeMap<String, BTreeMap<String, u64>>,
+    /// How each finished step's workload ended.
+    pub exits: BTreeMap<String, Exit>,
+    /// The spec's settings as run (`guest::fact::settings`), for facts that name them.
+    pub settings: BTreeMap<String, String>,
 }
+
+static NO_SAMPLE: BTreeMap<String, u64> = BTreeMap::new();
 
 impl Evaluation {
     pub fn passed(&self) -> bool {
         self.problems.is_empty() && self.verdicts.iter().all(|v| v.pass)
     }
+
+    /// One step as facts see it (samples around it, its exit, the settings); `None`: the whole
+    /// run, first to last sample. A sample that is missing reads as no counters at all.
+    pub fn view(&self, step: Option<&str>) -> StepView<'_> {
+        let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+        let label = |i: Option<usize>| match i {
+            None => "start".to_string(),
+            Some(i) => format!("after:{}", names[i]),
+        };
+        let (before, after) = match step.and_then(|s| names.iter().position(|n| *n == s)) {
+            Some(i) => (label(i.checked_sub(1)), label(Some(i))),
+            None => (label(None), label(names.len().checked_sub(1))),
+        };
+        let get = |l: &str| self.sampled.get(l).unwrap_or(&NO_SAMPLE);
+        StepView {
+            before: get(&before),
+            after: get(&after),
+            exit: step.and_then(|s| self.exits.get(s).copied()),
+            settings: &self.settings,
+        }
+    }
+}
+
+/// What an expectation judges, as the report and the snapshot print it, e.g.
+/// `Δ W/memory.stat.pgscan_direct > 0 [step read]`.
+pub fn describe_expect(ex: &Expect) -> String {
+    let scope = match &ex.step {
+        Some(name) => format!("step {name}"),
+        None => "whole run".to_string(),
+    };
+    let word = |p: bool| if p { "present" } else { "absent" };
+    let mut what = match (&ex.counter, ex.delta, ex.value, &ex.exit) {
+        (Some(c), None, None, None) => {
+            format!(
+                "{c} is {} [after {scope}]",
+                word(ex.present.unwrap_or(true))
+            )
+        }
+        (Some(c), Some(cond), _, _) => format!("Δ {c} {cond} [{scope}]"),
+        (Some(c), None, Some(cond), _) => format!("{c} {cond} [after {scope}]"),
+        (_, _, _, Some(want)) => format!("step {} {want}", ex.step.as_deref().unwrap_or("")),
+        _ => "?".into(),
+    };
+    if let Some(k) = ex.kernel {
+        what.push_str(&format!(" [kernel {k}]"));
+    }
+    what
 }
 
 /// The snapshot class of a change.
@@ -83,19 +142,6 @@ pub fn class(rule: ClassRule, delta: i64) -> Option<String> {
         ClassRule::Exact => Some(delta.to_string()),
         ClassRule::Shown => None,
     }
-}
-
-fn delta(
-    expr: &CounterExpr,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> Result<i64, String> {
-    // trace.* counters are measured per step (the trace is cleared before each step).
-    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
-        return expr.eval(after);
-    }
-    let (b, a) = (expr.eval(before)?, expr.eval(after)?);
-    Ok(a.saturating_sub(b))
 }
 
 /// Evaluates a (possibly incomplete) stream against the spec. Pure: no I/O.
@@ -154,12 +200,11 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     }
                 }
                 for nid in 0..spec.vm.numa_nodes {
-                    facts
-                        .entry(format!("trace.kswapd.{nid}.wakes"))
-                        .or_insert(0);
-                    facts
-                        .entry(format!("trace.kswapd.{nid}.awake_us"))
-                        .or_insert(0);
+                    for what in ["wakes", "awake_us", "passes", "awake_at_end"] {
+                        facts
+                            .entry(format!("trace.kswapd.{nid}.{what}"))
+                            .or_insert(0);
+                    }
                 }
                 let ms = |us: u64| us / 1000;
                 for (kind, map) in [
@@ -199,13 +244,14 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
     // Observed counters: the spec's list at every step, then each expectation's counter not in
     // that list, at the expectation's own step only (at every step for a whole-run one): facts
     // nobody asked about at other steps stay out of the snapshot.
-    type Explain = BTreeMap<String, String>;
+    type Explain = BTreeMap<String, Explanation>;
     let no_words = Explain::new();
     let mut observe: Vec<(CounterExpr, ClassRule, Option<String>, &Explain)> = spec
         .observe
         .iter()
         .map(|o| (o.counter.clone(), o.class, None, &o.explain))
         .collect();
+    let declared = observe.len();
     for ex in &spec.expect {
         if let Some(c) = &ex.counter
             && !observe
@@ -215,6 +261,8 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             observe.push((c.clone(), ClassRule::Sign, ex.step.clone(), &no_words));
         }
     }
+    ev.settings = guest::fact::settings(spec);
+    ev.exits = ends.iter().map(|(k, e)| (k.clone(), e.0)).collect();
     let empty = BTreeMap::new();
     let label_before = |i: usize| {
         if i == 0 {
@@ -233,21 +281,31 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             ));
         }
         let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+        let view = StepView {
+            before,
+            after,
+            exit: ev.exits.get(step.name()).copied(),
+            settings: &ev.settings,
+        };
         let observed = observe
             .iter()
-            .filter(|(_, _, at, _)| at.as_deref().is_none_or(|at| at == step.name()))
-            .map(|(c, rule, _, words)| {
+            .enumerate()
+            .filter(|(_, (_, _, at, _))| at.as_deref().is_none_or(|at| at == step.name()))
+            .map(|(k, (c, rule, _, words))| {
                 let delta = delta(c, before, after);
                 let explain = delta
                     .as_ref()
                     .ok()
                     .and_then(|d| class(*rule, *d))
-                    .and_then(|k| words.get(&k).cloned());
+                    .and_then(|k| words.get(&k))
+                    .and_then(|x| x.pick(&view))
+                    .map(str::to_string);
                 Observed {
                     counter: c.clone(),
                     rule: *rule,
                     delta,
                     explain,
+                    declared: k < declared,
                 }
             })
             .collect();
@@ -269,113 +327,46 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
             observed,
         });
     }
-    let last = spec
-        .steps
-        .last()
-        .map(|s| format!("after:{}", s.name()))
-        .unwrap_or_default();
+    ev.sampled = samples;
     for ex in &spec.expect {
-        let (before, after, scope) = match &ex.step {
-            Some(name) => {
-                let i = spec
-                    .steps
-                    .iter()
-                    .position(|s| s.name() == name)
-                    .unwrap_or(0);
-                (
-                    samples.get(&label_before(i)),
-                    samples.get(&format!("after:{name}")),
-                    format!("step {name}"),
-                )
-            }
-            None => (
-                samples.get("start"),
-                samples.get(&last),
-                "whole run".to_string(),
-            ),
-        };
-        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
-        let verdict = match (&ex.counter, ex.delta, ex.value, &ex.exit) {
+        let view = ev.view(ex.step.as_deref());
+        let missing = |t: String| (false, format!("not reported by this kernel: {t}"));
+        let (pass, actual) = match (&ex.counter, ex.delta, ex.value, &ex.exit) {
             (Some(c), None, None, None) if ex.present.is_some() => {
-                let want = ex.present.unwrap_or(true);
-                let got = c.eval(after).is_ok();
-                let word = |p: bool| if p { "present" } else { "absent" };
-                Verdict {
-                    expect: ex.clone(),
-                    what: format!("{c} is {} [after {scope}]", word(want)),
-                    actual: word(got).into(),
-                    pass: got == want,
-                    applies: true,
-                }
+                let got = c.eval(view.after).is_ok();
+                let word = if got { "present" } else { "absent" };
+                (got == ex.present.unwrap_or(true), word.to_string())
             }
-            (Some(c), Some(cond), _, _) => {
-                let what = format!("Δ {c} {cond} [{scope}]");
-                match delta(c, before, after) {
-                    Ok(d) => Verdict {
-                        expect: ex.clone(),
-                        what,
-                        actual: d.to_string(),
-                        pass: cond.holds(d),
-                        applies: true,
-                    },
-                    Err(t) => Verdict {
-                        expect: ex.clone(),
-                        what,
-                        actual: format!("not reported by this kernel: {t}"),
-                        pass: false,
-                        applies: true,
-                    },
-                }
-            }
-            (Some(c), None, Some(cond), _) => {
-                let what = format!("{c} {cond} [after {scope}]");
-                match c.eval(after) {
-                    Ok(v) => Verdict {
-                        expect: ex.clone(),
-                        what,
-                        actual: v.to_string(),
-                        pass: cond.holds(v),
-                        applies: true,
-                    },
-                    Err(t) => Verdict {
-                        expect: ex.clone(),
-                        what,
-                        actual: format!("not reported by this kernel: {t}"),
-                        pass: false,
-                        applies: true,
-                    },
-                }
-            }
-            (_, _, _, Some(want)) => {
-                let step = ex.step.as_deref().unwrap_or("");
-                let got = ends
-                    .get(step)
-                    .map(|e| e.0.to_string())
-                    .unwrap_or_else(|| "did not finish".into());
-                Verdict {
-                    expect: ex.clone(),
-                    what: format!("step {step} {want}"),
-                    pass: &got == want,
-                    actual: got,
-                    applies: true,
-                }
-            }
-            _ => Verdict {
-                expect: ex.clone(),
-                what: "?".into(),
-                actual: "malformed expectation".into(),
-                pass: false,
-                applies: true,
+            (Some(c), Some(cond), _, _) => match delta(c, view.before, view.after) {
+                Ok(d) => (cond.holds(d), d.to_string()),
+                Err(t) => missing(t),
             },
-        };
-        let mut verdict = verdict;
-        if let Some(k) = ex.kernel {
-            verdict.what.push_str(&format!(" [kernel {k}]"));
-            if let Some(release) = ev.kernel.as_deref().filter(|r| !k.holds(r)) {
-                verdict.applies = false;
-                verdict.pass = true;
-                verdict.actual = format!("{}; not judged on {release}", verdict.actual);
+            (Some(c), None, Some(cond), _) => match c.eval(view.after) {
+                Ok(v) => (cond.holds(v), v.to_string()),
+                Err(t) => missing(t),
+            },
+            (_, _, _, Some(want)) => {
+                let got = view
+                    .exit
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "did not finish".into());
+                (&got == want, got)
             }
+            _ => (false, "malformed expectation".into()),
+        };
+        let mut verdict = Verdict {
+            expect: ex.clone(),
+            what: describe_expect(ex),
+            actual,
+            pass,
+            applies: true,
+        };
+        if let Some(k) = ex.kernel
+            && let Some(release) = ev.kernel.as_deref().filter(|r| !k.holds(r))
+        {
+            verdict.applies = false;
+            verdict.pass = true;
+            verdict.actual = format!("{}; not judged on {release}", verdict.actual);
         }
         ev.verdicts.push(verdict);
     }
@@ -607,42 +598,43 @@ pub fn read_snapshot(dir: &Path, name: &str) -> Option<String> {
     Some(body.to_string())
 }
 
+/// The facts of a snapshot text as (section, name, value): `("step read", "Δ W/memory.events.max",
+/// ">0")`, `("step read", "ends", "exited 0")`, `("expectations", "Δ X > 0 [step read]", "pass")`.
+pub fn snapshot_facts(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            // `step read (read-file 48M in W): exited 0` -> `step read`
+            section = line
+                .split(" (")
+                .next()
+                .unwrap_or(line)
+                .trim_end_matches(':')
+                .to_string();
+            if let Some((_, value)) = line.split_once("): ") {
+                out.push((section.clone(), "ends".into(), value.to_string()));
+            }
+            continue;
+        }
+        let line = line.trim();
+        // `Δ X: >0` (name first), `pass: Δ X > 0 [step s]` (verdict first).
+        match line.split_once(": ") {
+            Some((v @ ("pass" | "FAIL" | "n/a"), what)) => {
+                out.push((section.clone(), what.to_string(), v.to_string()))
+            }
+            Some((name, value)) => out.push((section.clone(), name.to_string(), value.to_string())),
+            None => out.push((section.clone(), line.to_string(), String::new())),
+        }
+    }
+    out
+}
+
 /// The facts that differ between two snapshot texts, one line each, named by their step:
 /// `step read: Δ W/memory.stat.pgscan_direct was >0, now 0`, `expectations: ... was pass, now
 /// FAIL`. Facts are `name: value` lines under `step ...:`-like headers.
 pub fn fact_changes(old: &str, new: &str) -> Vec<String> {
-    fn facts(text: &str) -> Vec<(String, String, String)> {
-        let mut section = String::new();
-        let mut out = Vec::new();
-        for line in text.lines() {
-            if !line.starts_with(' ') {
-                // `step read (read-file 48M in W): exited 0` -> `step read`
-                section = line
-                    .split(" (")
-                    .next()
-                    .unwrap_or(line)
-                    .trim_end_matches(':')
-                    .to_string();
-                if let Some((_, value)) = line.split_once("): ") {
-                    out.push((section.clone(), "ends".into(), value.to_string()));
-                }
-                continue;
-            }
-            let line = line.trim();
-            // `Δ X: >0` (name first), `pass: Δ X > 0 [step s]` (verdict first).
-            match line.split_once(": ") {
-                Some((v @ ("pass" | "FAIL" | "n/a"), what)) => {
-                    out.push((section.clone(), what.to_string(), v.to_string()))
-                }
-                Some((name, value)) => {
-                    out.push((section.clone(), name.to_string(), value.to_string()))
-                }
-                None => out.push((section.clone(), line.to_string(), String::new())),
-            }
-        }
-        out
-    }
-    let (a, b) = (facts(old), facts(new));
+    let (a, b) = (snapshot_facts(old), snapshot_facts(new));
     let find = |list: &[(String, String, String)], s: &str, n: &str| {
         list.iter()
             .find(|(s2, n2, _)| s2 == s && n2 == n)

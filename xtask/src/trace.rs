@@ -87,10 +87,20 @@ pub struct Summary {
     pub direct: BTreeMap<(String, u32), Episodes>,
     /// (comm, pid) -> memcg reclaim episodes (mm_vmscan_memcg_reclaim_*).
     pub memcg: BTreeMap<(String, u32), Episodes>,
-    /// node -> kswapd wake-ups (mm_vmscan_kswapd_wake .. _sleep).
+    /// node -> kswapd wake-ups (mm_vmscan_kswapd_wake .. _sleep). A kswapd still awake when
+    /// the trace ends counts as awake until its last line (a lower bound).
     pub kswapd: BTreeMap<u32, Episodes>,
+    /// node -> kswapd's balancing passes: one `mm_vmscan_kswapd_wake` line per balance_pgdat()
+    /// call, whether or not kswapd slept in between.
+    pub kswapd_passes: BTreeMap<u32, u64>,
+    /// Nodes whose kswapd was still awake when the trace ended (no `kswapd_sleep` after its wake).
+    pub kswapd_awake_at_end: Vec<u32>,
     /// mm_vmscan_wakeup_kswapd calls: allocations that asked kswapd to run.
     pub wakeup_requests: u64,
+    /// Of those, the ones with an allocation's gfp flags (the allocator's slow path,
+    /// wake_all_kswapds()); the others carry `gfp_flags=none` (a boosted watermark in rmqueue(),
+    /// or NUMA balancing's migration).
+    pub wakeup_by_allocator: u64,
     pub events: u64,
 }
 
@@ -99,6 +109,7 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
     let mut s = Summary::default();
     let mut open: BTreeMap<(&str, u32), u64> = BTreeMap::new();
     let mut awake: BTreeMap<u32, u64> = BTreeMap::new();
+    let last_ts = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
     for e in events {
         s.events += 1;
         let num = |k: &str| {
@@ -134,7 +145,9 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
                 }
             }
             "mm_vmscan_kswapd_wake" => {
-                awake.entry(num("nid") as u32).or_insert(e.ts_us);
+                let nid = num("nid") as u32;
+                *s.kswapd_passes.entry(nid).or_default() += 1;
+                awake.entry(nid).or_insert(e.ts_us);
             }
             "mm_vmscan_kswapd_sleep" => {
                 let nid = num("nid") as u32;
@@ -142,15 +155,20 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
                     s.kswapd.entry(nid).or_default().add(start, e.ts_us, 0);
                 }
             }
-            "mm_vmscan_wakeup_kswapd" => s.wakeup_requests += 1,
+            "mm_vmscan_wakeup_kswapd" => {
+                s.wakeup_requests += 1;
+                let flags = e.fields.get("gfp_flags").map(String::as_str);
+                if flags.is_some_and(|f| f != "none" && f != "0x0") {
+                    s.wakeup_by_allocator += 1;
+                }
+            }
             _ => {}
         }
     }
-    // A kswapd still awake when the step ended: count the wake-up, without a duration.
+    // A kswapd still awake when the step's trace ended: awake at least until the last line.
     for (nid, start) in awake {
-        let k = s.kswapd.entry(nid).or_default();
-        k.count += 1;
-        k.spans.push((start, start));
+        s.kswapd.entry(nid).or_default().add(start, last_ts, 0);
+        s.kswapd_awake_at_end.push(nid);
     }
     s
 }
@@ -158,7 +176,8 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
 /// The summary as counters, keyed like samples so that labs can observe and expect them:
 /// `trace.<cgroup>.memcg_reclaim.episodes|blocked_us|longest_us|nr_reclaimed` (tasks mapped
 /// to their cgroup by `cgroup_of`, others as `other`), the same for `direct_reclaim`,
-/// `trace.kswapd.wakes`, `trace.kswapd.<node>.wakes|awake_us`, `trace.wakeup_kswapd`.
+/// `trace.kswapd.wakes`, `trace.kswapd.<node>.wakes|awake_us|passes|awake_at_end`,
+/// `trace.wakeup_kswapd` and `trace.wakeup_kswapd.allocator|gfp_none`.
 pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String, u64> {
     let mut v = BTreeMap::new();
     for (kind, map) in [("memcg_reclaim", &s.memcg), ("direct_reclaim", &s.direct)] {
@@ -178,10 +197,25 @@ pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String,
     for (nid, ep) in &s.kswapd {
         v.insert(format!("trace.kswapd.{nid}.wakes"), ep.count);
         v.insert(format!("trace.kswapd.{nid}.awake_us"), ep.total_us);
+        let passes = s.kswapd_passes.get(nid).copied().unwrap_or(0);
+        v.insert(format!("trace.kswapd.{nid}.passes"), passes);
+        let at_end = s.kswapd_awake_at_end.contains(nid);
+        v.insert(
+            format!("trace.kswapd.{nid}.awake_at_end"),
+            u64::from(at_end),
+        );
         wakes += ep.count;
     }
     v.insert("trace.kswapd.wakes".into(), wakes);
     v.insert("trace.wakeup_kswapd".into(), s.wakeup_requests);
+    v.insert(
+        "trace.wakeup_kswapd.allocator".into(),
+        s.wakeup_by_allocator,
+    );
+    v.insert(
+        "trace.wakeup_kswapd.gfp_none".into(),
+        s.wakeup_requests - s.wakeup_by_allocator,
+    );
     v
 }
 
@@ -204,10 +238,16 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
         }
     }
     for (nid, ep) in &s.kswapd {
+        let times = if ep.count == 1 { "time" } else { "times" };
+        let passes = s.kswapd_passes.get(nid).copied().unwrap_or(0);
+        let ms = ep.total_us as f64 / 1000.0;
+        let awake = match s.kswapd_awake_at_end.contains(nid) {
+            true => format!("awake until the step ended (at least {ms:.1} ms)"),
+            false => format!("awake {ms:.1} ms"),
+        };
         out.push_str(&format!(
-            "    kswapd{nid}: woke {} times, awake {:.1} ms\n",
-            ep.count,
-            ep.total_us as f64 / 1000.0
+            "    kswapd{nid}: woke {} {times}, {passes} balancing passes, {awake}\n",
+            ep.count
         ));
     }
     if s.kswapd.is_empty() {
@@ -215,8 +255,10 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
     }
     if s.wakeup_requests > 0 {
         out.push_str(&format!(
-            "    allocations that asked kswapd to wake: {}\n",
-            s.wakeup_requests
+            "    requests to wake kswapd: {} ({} from allocations, with their gfp flags; {} with gfp_flags=none: a boosted watermark)\n",
+            s.wakeup_requests,
+            s.wakeup_by_allocator,
+            s.wakeup_requests - s.wakeup_by_allocator
         ));
     }
     out
@@ -324,12 +366,43 @@ exe-37 [000] ..... 3.249662: mm_vmscan_memcg_reclaim_end: nr_reclaimed=64
     }
 
     #[test]
-    fn an_unpaired_wake_still_counts() {
-        let e: Vec<TraceEvent> = CAPTURED
+    fn an_unpaired_wake_is_awake_until_the_trace_ends() {
+        let mut lines: Vec<&str> = CAPTURED
             .lines()
             .filter(|l| !l.contains("kswapd_sleep"))
-            .filter_map(parse_line)
             .collect();
-        assert_eq!(summarize(&e).kswapd[&0].count, 1);
+        // Two more balancing passes without sleeping in between.
+        lines.push("kswapd0-40 [000] ..... 3.050000: mm_vmscan_kswapd_wake: nid=0 order=0");
+        lines.push("kswapd0-40 [000] ..... 3.090000: mm_vmscan_kswapd_wake: nid=0 order=0");
+        let e: Vec<TraceEvent> = lines.into_iter().filter_map(parse_line).collect();
+        let s = summarize(&e);
+        assert_eq!(s.kswapd[&0].count, 1);
+        assert_eq!(s.kswapd_passes[&0], 3);
+        assert_eq!(s.kswapd_awake_at_end, vec![0]);
+        // From its first wake (3.000100) to the last line of the trace (3.090000).
+        assert_eq!(s.kswapd[&0].total_us, 89_900);
+        let f = facts(&s, &BTreeMap::new());
+        assert_eq!(f["trace.kswapd.0.passes"], 3);
+        assert_eq!(f["trace.kswapd.0.awake_at_end"], 1);
+        let text = render(&s, &BTreeMap::new());
+        assert!(
+            text.contains("kswapd0: woke 1 time, 3 balancing passes, awake until the step ended (at least 89.9 ms)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wake_requests_are_told_apart_by_their_gfp_flags() {
+        let e: Vec<TraceEvent> = [
+            "exe-90 [000] d..1. 3.000000: mm_vmscan_wakeup_kswapd: nid=0 order=0 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP",
+            "exe-90 [000] d..1. 3.100000: mm_vmscan_wakeup_kswapd: nid=0 order=0 gfp_flags=none",
+        ]
+        .into_iter()
+        .filter_map(parse_line)
+        .collect();
+        let f = facts(&summarize(&e), &BTreeMap::new());
+        assert_eq!(f["trace.wakeup_kswapd"], 2);
+        assert_eq!(f["trace.wakeup_kswapd.allocator"], 1);
+        assert_eq!(f["trace.wakeup_kswapd.gfp_none"], 1);
     }
 }

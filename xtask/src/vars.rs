@@ -2,7 +2,8 @@
 //! and `--set name=value` changes them for one run. Host-only: the guest sees the result.
 //!
 //! A size that resolves to `0` (or `off`) switches its thing off: a step of size 0 is left out
-//! (with the expectations about it), and `swap` of size 0 means no swap.
+//! (with the expectations about it), `swap` of size 0 means no swap, and a cgroup's
+//! `memory_max` or `memory_high` of 0 means no such limit.
 
 use anyhow::{Result, bail};
 use guest::spec::LabSpec;
@@ -117,13 +118,20 @@ pub fn substitute(
     Ok(out)
 }
 
-/// Applies "size 0 switches it off": drops zero-size swap, steps and their expectations.
-/// Returns the names of the steps left out.
+/// Applies "size 0 switches it off": drops zero-size swap, a cgroup's zero memory.max or
+/// memory.high (no limit), steps and their expectations. Returns the names of the steps left out.
 pub fn switch_off_zeroes(spec: &mut LabSpec) -> Vec<String> {
     if spec.vm.swap.as_ref().is_some_and(|s| s.size.0 == 0) {
         spec.vm.swap = None;
         for cg in &mut spec.cgroups {
             cg.swap_max = None;
+        }
+    }
+    for cg in &mut spec.cgroups {
+        for limit in [&mut cg.memory_max, &mut cg.memory_high] {
+            if limit.is_some_and(|z| z.0 == 0) {
+                *limit = None;
+            }
         }
     }
     let skipped: Vec<String> = spec

@@ -1,0 +1,273 @@
+//! Exercises (`[[exercise]]` in lab.toml): run a lab with the exercise's `--set` values and
+//! judge whether the kernel agreed with what the exercise says it shows. Used by
+//! `cargo xtask lab N --exercise NAME`, by the VM tests, and (for the README answers) by
+//! `readme`.
+
+use crate::lab::{self, LabDir, RunOptions, RunResult};
+use crate::report::{self, Evaluation, snapshot_facts};
+use anyhow::{Result, bail};
+use guest::exercise::Exercise;
+use guest::fact::Fact;
+use guest::spec::{ClassRule, LabSpec};
+
+/// Whether the kernel agreed with an exercise, fact by fact.
+#[derive(Debug, Clone, Default)]
+pub struct Judgement {
+    /// What the kernel did otherwise than the exercise says, one line each; empty: it agreed.
+    pub disagreements: Vec<String>,
+    /// What it confirmed, one line each.
+    pub confirmed: Vec<String>,
+}
+
+impl Judgement {
+    pub fn agreed(&self) -> bool {
+        self.disagreements.is_empty()
+    }
+}
+
+/// The exercises named on the command line (`all`: every one), in lab.toml order.
+pub fn select<'a>(spec: &'a LabSpec, names: &[String]) -> Result<Vec<&'a Exercise>> {
+    if spec.exercises.is_empty() {
+        bail!("lab {} has no [[exercise]]", spec.id);
+    }
+    if names.iter().any(|n| n == "all") {
+        return Ok(spec.exercises.iter().collect());
+    }
+    let list = || {
+        spec.exercises
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    names
+        .iter()
+        .map(|n| {
+            spec.exercises.iter().find(|x| &x.name == n).ok_or_else(|| {
+                let closest = spec
+                    .exercises
+                    .iter()
+                    .min_by_key(|x| lab::edit_distance(n, &x.name))
+                    .map(|x| x.name.as_str())
+                    .unwrap_or("");
+                anyhow::anyhow!(
+                    "lab {} has no exercise {n:?}; did you mean {closest:?}? (exercises: {}, or all)",
+                    spec.id,
+                    list()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Runs one exercise: the lab with its `--set` values, then the judgement.
+pub fn run(lab: &LabDir, opts: &RunOptions, x: &Exercise) -> Result<(RunResult, Judgement)> {
+    let mut opts = opts.clone();
+    opts.sets = x.set_args();
+    let r = lab::execute(lab, &opts)?;
+    let dir = lab.dir.join("snapshots");
+    let name = report::snapshot_name(&dir, &r.spec.id, r.eval.kernel.as_deref());
+    let default = report::read_snapshot(&dir, &name);
+    let skipped = r.variant.as_ref().map(|v| v.1.clone()).unwrap_or_default();
+    let mut j = judge(x, &r.spec, &r.eval, default.as_deref(), &skipped);
+    j.disagreements.extend(
+        r.problems
+            .iter()
+            .filter(|p| !r.eval.problems.contains(p))
+            .map(|p| format!("the run is not valid: {p}")),
+    );
+    Ok((r, j))
+}
+
+/// Judges a finished run against the exercise (pure): its facts, the facts that changed
+/// against the default snapshot, the failing expectations, and the explanations.
+pub fn judge(
+    x: &Exercise,
+    spec: &LabSpec,
+    ev: &Evaluation,
+    default_snapshot: Option<&str>,
+    skipped: &[String],
+) -> Judgement {
+    let mut j = Judgement::default();
+    j.disagreements.extend(
+        ev.problems
+            .iter()
+            .map(|p| format!("the run is not valid: {p}")),
+    );
+    check_shows(x, ev, skipped, &mut j);
+    match default_snapshot {
+        Some(text) => check_changes(x, &report::render_snapshot(spec, ev), text, &mut j),
+        None => j
+            .disagreements
+            .push("the lab has no default snapshot to compare with".into()),
+    }
+    check_failures(x, ev, &mut j);
+    check_explained(ev, &mut j);
+    j
+}
+
+/// 1. Every `shows` fact holds.
+fn check_shows(x: &Exercise, ev: &Evaluation, skipped: &[String], j: &mut Judgement) {
+    for sf in &x.shows {
+        if let Some(s) = sf
+            .step
+            .as_deref()
+            .filter(|s| skipped.iter().any(|k| k == s))
+        {
+            j.disagreements.push(format!(
+                "`{sf}`: this exercise leaves step {s} out (size 0)"
+            ));
+            continue;
+        }
+        match sf.fact.check(&ev.view(sf.step.as_deref())) {
+            Ok((true, got)) => j.confirmed.push(format!("{sf}  (got {got})")),
+            Ok((false, got)) => j.disagreements.push(format!("{sf}: got {got}")),
+            Err(t) => j
+                .disagreements
+                .push(format!("{sf}: the run did not report {t}")),
+        }
+    }
+}
+
+/// 2. Every fact that changed class against the default snapshot is named by `shows`.
+fn check_changes(x: &Exercise, run: &str, default: &str, j: &mut Judgement) {
+    let run_facts = snapshot_facts(run);
+    for (section, name, was) in snapshot_facts(default) {
+        let Some(step) = section.strip_prefix("step ") else {
+            continue;
+        };
+        let Some((_, _, now)) = run_facts
+            .iter()
+            .find(|(s, n, _)| *s == section && *n == name)
+        else {
+            continue;
+        };
+        if *now == was {
+            continue;
+        }
+        let named = x.shows.iter().any(|sf| {
+            sf.step.as_deref() == Some(step)
+                && match &sf.fact {
+                    Fact::Exit { .. } => name == "ends",
+                    f => f.counter().is_some_and(|c| name == format!("Δ {c}")),
+                }
+        });
+        if named {
+            j.confirmed
+                .push(format!("step {step}: {name} {was} -> {now}"));
+        } else {
+            j.disagreements.push(format!(
+                "step {step}: {name} changed {was} -> {now}, and the exercise does not say so (add it to `shows`)"
+            ));
+        }
+    }
+}
+
+/// 3. The failing expectations are exactly `fails`.
+fn check_failures(x: &Exercise, ev: &Evaluation, j: &mut Judgement) {
+    for v in ev.verdicts.iter().filter(|v| v.applies && !v.pass) {
+        let listed = v.expect.name.as_ref().is_some_and(|n| x.fails.contains(n));
+        if !listed {
+            let hint = match &v.expect.name {
+                Some(n) => format!("add {n:?} to `fails`"),
+                None => "name it and add it to `fails`".into(),
+            };
+            j.disagreements.push(format!(
+                "expectation {} failed (got {}), and the exercise does not say so ({hint})",
+                v.what, v.actual
+            ));
+        }
+    }
+    for n in &x.fails {
+        match ev
+            .verdicts
+            .iter()
+            .find(|v| v.expect.name.as_ref() == Some(n))
+        {
+            None => j.disagreements.push(format!(
+                "`fails` lists {n:?}, which this exercise leaves out with its step"
+            )),
+            Some(v) if v.pass => j.disagreements.push(format!(
+                "expectation {n:?} ({}) passed (got {}), but the exercise says it fails",
+                v.what, v.actual
+            )),
+            Some(v) => j
+                .confirmed
+                .push(format!("FAIL as predicted: {} (got {})", v.what, v.actual)),
+        }
+    }
+}
+
+/// 4. Every observed counter that moved has an explanation that holds.
+fn check_explained(ev: &Evaluation, j: &mut Judgement) {
+    for s in &ev.steps {
+        for o in &s.observed {
+            let moved = matches!(o.delta, Ok(d) if d != 0);
+            if moved && o.declared && o.rule != ClassRule::Shown && o.explain.is_none() {
+                j.disagreements.push(format!(
+                    "step {}: Δ {} moved ({:+}) and no explanation of it holds",
+                    s.name,
+                    o.counter,
+                    o.delta.as_ref().copied().unwrap_or(0)
+                ));
+            }
+        }
+    }
+}
+
+/// The judgement for the terminal.
+pub fn render(x: &Exercise, j: &Judgement) -> String {
+    let mut out = format!(
+        "\nexercise {} (--set {}): the kernel {}\n",
+        x.name,
+        x.set_args().join(" --set "),
+        if j.agreed() { "AGREED" } else { "DISAGREED" }
+    );
+    for d in &j.disagreements {
+        out.push_str(&format!("  ✗ {d}\n"));
+    }
+    for c in &j.confirmed {
+        out.push_str(&format!("  ✓ {c}\n"));
+    }
+    out
+}
+
+/// `cargo xtask lab N --exercise NAME...`: runs each exercise `repeat` times, prints each run's
+/// report and judgement (or JSON), and says how many agreed.
+pub fn run_cli(
+    found: &LabDir,
+    names: &[String],
+    repeat: usize,
+    json: bool,
+    opts: &RunOptions,
+) -> Result<bool> {
+    let spec = lab::load(&found.spec_path())?;
+    let chosen = select(&spec, names)?;
+    let mut agreed = 0;
+    let total = chosen.len() * repeat;
+    for i in 0..repeat {
+        for x in &chosen {
+            if repeat > 1 {
+                eprintln!("exercise {} run {}/{repeat}", x.name, i + 1);
+            }
+            let (r, j) = run(found, opts, x)?;
+            if json {
+                let mut v = lab::to_json(&r);
+                v["exercise"] = serde_json::json!({"name": x.name, "agreed": j.agreed(),
+                    "disagreements": j.disagreements, "confirmed": j.confirmed});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                lab::print(&r);
+                print!("{}", render(x, &j));
+            }
+            agreed += usize::from(j.agreed());
+        }
+    }
+    if total > 1 {
+        println!(
+            "{}: the kernel agreed in {agreed}/{total} exercise runs",
+            found.id
+        );
+    }
+    Ok(agreed == total)
+}

@@ -166,9 +166,10 @@ fn fake_kernel_tree(dir: &std::path::Path) {
     std::fs::write(
         dir.join("Makefile"),
         "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
-         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config; echo tinyconfig >> $(O)/../../configs.log\n\
+         O ?= .\nLOGDIR ?= $(O)/../..\n\
+         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config; echo tinyconfig >> $(LOGDIR)/configs.log\n\
          olddefconfig:\n\tif [ -n \"$$DROP\" ]; then sed -i \"/^$$DROP=/d\" $(O)/.config; fi\n\
-         vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(O)/../../builds.log; \
+         vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(LOGDIR)/builds.log; \
          if [ -n \"$$FULL\" ]; then echo 'cc1: error: No space left on device' >&2; exit 1; fi; \
          if [ -n \"$$BROKEN\" ]; then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
          if [ -n \"$$QUICK\" ]; then sleep 1; cat mm/*.c > $(O)/vmlinux; else exec sleep 120; fi\n",
@@ -781,4 +782,62 @@ fn exported_kernels_run_without_the_tree_and_are_checked() {
         3,
         "nothing was built"
     );
+}
+
+#[test]
+fn a_tree_built_in_place_gets_a_clear_message_and_builds_with_build_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    std::fs::write(tree.join(".config"), config_for(&["base"])).unwrap();
+    let src = tree.to_str().unwrap();
+    let o = xtask_cmd(&["lab", "3", "--kernel-src", src, "--no-install"])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("has been configured or built in place (.config exists)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("--build-dir {src}")), "{out}");
+    assert!(out.contains("worktree add"), "{out}");
+    assert!(
+        !out.contains("make mrproper'"),
+        "not make's own message: {out}"
+    );
+    // --build-dir: make runs in the developer's build, whose .config is checked, then it boots.
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let o = xtask_cmd(&[
+        "lab",
+        "3",
+        "--build-dir",
+        src,
+        "--no-install",
+        "--timeout",
+        "5",
+    ])
+    .env("KERNEL_LAB_CACHE", &cache)
+    .env("QUICK", "1")
+    .env("LOGDIR", &logs)
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(count_lines(&logs.join("builds.log")), 1, "{out}");
+    assert!(out.contains("booting"), "{out}");
+    // A .config without an option the lab needs: untestable, named, nothing boots.
+    let lacking = config_for(&["base"]).replace("CONFIG_PSI=y\n", "");
+    std::fs::write(tree.join(".config"), lacking).unwrap();
+    let o = xtask_cmd(&["lab", "3", "--build-dir", src, "--no-install"])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .env("QUICK", "1")
+        .env("LOGDIR", &logs)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{out}");
+    assert!(out.contains("CONFIG_PSI=y (got unset)"), "{out}");
+    assert!(!out.contains("booting"), "{out}");
 }

@@ -157,7 +157,8 @@ fn vars_lists_the_knobs() {
 
 /// A stand-in kernel tree whose `make vmlinux` only records its pid and sleeps: enough to
 /// interrupt a "kernel build" in a test without compiling anything. Its environment steers it:
-/// QUICK (a "vmlinux" after 1 s), FULL (a full disk), BROKEN (a compile error), DROP=CONFIG_X
+/// QUICK (a "vmlinux" after 1 s), FULL (a full disk), BROKEN (a compile error; BROKEN_IF=WORD:
+/// when mm/vmscan.c contains WORD), DROP=CONFIG_X
 /// (olddefconfig loses that option); builds.log and configs.log in the cache count its builds
 /// and configurations.
 fn fake_kernel_tree(dir: &std::path::Path) {
@@ -171,7 +172,7 @@ fn fake_kernel_tree(dir: &std::path::Path) {
          olddefconfig:\n\tif [ -n \"$$DROP\" ]; then sed -i \"/^$$DROP=/d\" $(O)/.config; fi\n\
          vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(LOGDIR)/builds.log; \
          if [ -n \"$$FULL\" ]; then echo 'cc1: error: No space left on device' >&2; exit 1; fi; \
-         if [ -n \"$$BROKEN\" ]; then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
+         if [ -n \"$$BROKEN\" ] || ( [ -n \"$$BROKEN_IF\" ] && grep -q \"$$BROKEN_IF\" mm/vmscan.c ); then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
          if [ -n \"$$QUICK\" ]; then sleep 1; cat mm/*.c > $(O)/vmlinux; else exec sleep 120; fi\n",
     )
     .unwrap();
@@ -840,4 +841,85 @@ fn a_tree_built_in_place_gets_a_clear_message_and_builds_with_build_dir() {
     assert_eq!(o.status.code(), Some(125), "{out}");
     assert!(out.contains("CONFIG_PSI=y (got unset)"), "{out}");
     assert!(!out.contains("booting"), "{out}");
+}
+
+#[test]
+fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    // A 6.1 tree, and lab 5, which declares it does not apply there: nothing boots the
+    // stand-in's "kernel", the kernels are still built (and fail to) as for any lab.
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
+    std::fs::write(
+        tree.join("Makefile"),
+        makefile.replace(
+            "PATCHLEVEL = 12\nSUBLEVEL = 0",
+            "PATCHLEVEL = 1\nSUBLEVEL = 192",
+        ),
+    )
+    .unwrap();
+    std::fs::write(tree.join("mm/other.c"), "int other;\n").unwrap();
+    git(&tree, &["init", "-q"]);
+    git(&tree, &["add", "-A"]);
+    git(&tree, &["commit", "-qm", "stand-in"]);
+    let dir = tmp.path().join("mutants");
+    std::fs::create_dir_all(&dir).unwrap();
+    let patch = |name: &str, file: &str, old: &str, new: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.patch")),
+            format!(
+                "Subject: {name}\n---\ndiff --git a/{file} b/{file}\n--- a/{file}\n+++ b/{file}\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+            ),
+        )
+        .unwrap();
+    };
+    patch("a-harmless", "mm/other.c", "int other;", "int other2;");
+    patch("b-broken", "mm/vmscan.c", "/* stand-in */", "/* broken */");
+    patch("c-elsewhere", "mm/other.c", "int not_there;", "int x;");
+    let o = xtask_cmd(&[
+        "mutants",
+        "--kernel-src",
+        tree.to_str().unwrap(),
+        "--mutants",
+        dir.to_str().unwrap(),
+        "--lab",
+        "5",
+        "--no-selftests",
+        "--no-install",
+    ])
+    .env("KERNEL_LAB_CACHE", &cache)
+    .env("QUICK", "1")
+    .env("BROKEN_IF", "broken")
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("failing on the unmodified tree"), "{out}");
+    assert!(out.contains("a-harmless   ESCAPED"), "{out}");
+    assert!(out.contains("1 escaped, 2 not judged"), "{out}");
+    assert!(
+        out.contains("b-broken     n/a       does not build"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c-elsewhere  n/a       does not apply"),
+        "{out}"
+    );
+    // The developer's tree is untouched; the scratch copy is back to it.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("mm/vmscan.c")).unwrap(),
+        "/* stand-in */\n"
+    );
+    let scratch = std::fs::read_dir(cache.join("mutants"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("linux/mm/other.c")).unwrap(),
+        "int other;\n"
+    );
+    assert!(!scratch.join("linux/.git").exists());
 }

@@ -239,16 +239,8 @@ pub fn export(
     Ok(path)
 }
 
-/// `check --build-only [--export DIR]`: builds (or finds cached) every kernel the selected labs
-/// and the selftests need on every kernel source, and the selftest programs; with `export`,
-/// copies them there with a manifest.
-pub fn build_only(
-    labs: &[crate::lab::LabDir],
-    selftests: bool,
-    kernels: &[KernelChoice],
-    export_to: Option<&Path>,
-    install: bool,
-) -> Result<()> {
+/// The extra fragments of every kernel these labs (and the selftests) boot, each set once.
+pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec<Vec<String>>> {
     let mut sets: Vec<Vec<String>> = Vec::new();
     let mut add = |f: Vec<String>| {
         if !sets.contains(&f) {
@@ -264,6 +256,20 @@ pub fn build_only(
         let spec = crate::selftests::spec(crate::selftests::PROGRAMS)?;
         add(crate::lab::kernel_fragments(&spec));
     }
+    Ok(sets)
+}
+
+/// `check --build-only [--export DIR]`: builds (or finds cached) every kernel the selected labs
+/// and the selftests need on every kernel source, and the selftest programs; with `export`,
+/// copies them there with a manifest.
+pub fn build_only(
+    labs: &[crate::lab::LabDir],
+    selftests: bool,
+    kernels: &[KernelChoice],
+    export_to: Option<&Path>,
+    install: bool,
+) -> Result<()> {
+    let sets = fragment_sets(labs, selftests)?;
     for k in kernels {
         crate::setup::ensure_for(install, k)?;
     }

@@ -323,14 +323,30 @@ pub struct Kernel {
 pub fn cache_key(source: &Source, fragments: &[Fragment], version: Option<&str>) -> String {
     let mut h = KeyHasher::new();
     h.add(RECIPE.as_bytes()).add(source.identity.as_bytes());
-    for f in fragments {
-        if f.name != "base" && requested_options(&f.text, version).is_empty() {
-            continue;
-        }
+    for f in applying(fragments, version) {
         h.add(f.name.as_bytes())
             .add(effective_text(&f.text, version).as_bytes());
     }
     h.hex()
+}
+
+/// The fragments that make a kernel what it is on `version`: `base`, and every other one that
+/// asks for something the ones before it do not (on this version). A fragment whose lines are
+/// all in base already (or absent before its version) makes no separate kernel.
+fn applying<'a>(fragments: &'a [Fragment], version: Option<&str>) -> Vec<&'a Fragment> {
+    let mut kept: Vec<&Fragment> = Vec::new();
+    let mut asked: Vec<Requested> = Vec::new();
+    for f in fragments {
+        let wants = requested_options(&f.text, version);
+        let adds = wants
+            .iter()
+            .any(|w| !asked.iter().any(|a| a.name == w.name && a.value == w.value));
+        if f.name == "base" || adds {
+            asked.extend(wants);
+            kept.push(f);
+        }
+    }
+    kept
 }
 
 /// A fragment's text for one kernel version: lines whose version condition fails are dropped,
@@ -481,10 +497,7 @@ pub struct FragmentSet {
 
 impl FragmentSet {
     pub fn new(fragments: &[Fragment], version: Option<&str>) -> Self {
-        let applying: Vec<&Fragment> = fragments
-            .iter()
-            .filter(|f| f.name == "base" || !requested_options(&f.text, version).is_empty())
-            .collect();
+        let applying = applying(fragments, version);
         FragmentSet {
             fragments: applying
                 .iter()
@@ -926,6 +939,20 @@ mod tests {
         assert_ne!(
             cache_key(&src, &both, Some("6.12.117")),
             cache_key(&src, &only, Some("6.12.117"))
+        );
+        // Nor does one whose every line base asks for already (the same value).
+        let folded = Fragment {
+            name: "base".into(),
+            text: format!("{plain}CONFIG_MEMCG_V1=y\n"),
+        };
+        let v1 = both[1].clone();
+        assert_eq!(
+            cache_key(&src, &[folded.clone(), v1.clone()], Some("6.12.117")),
+            cache_key(&src, std::slice::from_ref(&folded), Some("6.12.117"))
+        );
+        assert_eq!(
+            FragmentSet::new(&[folded, v1], Some("6.12.117")).names(),
+            ["base"]
         );
     }
 

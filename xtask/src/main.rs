@@ -503,7 +503,7 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             setup::ensure(true, src.kernel_src.as_deref())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
+            let k = kernel::ensure(&source, &kernel::build_fragments(&fragments)?, rebuild)?;
             eprintln!(
                 "kernel {} ({})",
                 k.key,

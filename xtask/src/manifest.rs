@@ -117,7 +117,13 @@ impl Manifest {
         let source = &self.sources[index];
         let set = FragmentSet::new(fragments, Some(&source.version));
         let names = set.names();
-        let Some(k) = source.kernels.iter().find(|k| k.fragments == names) else {
+        // The kernel built with these fragments, or with more (a fragment built into every
+        // kernel kernel-lab builds).
+        let Some(k) = source
+            .kernels
+            .iter()
+            .find(|k| names.iter().all(|n| k.fragments.iter().any(|f| f == n)))
+        else {
             bail!(
                 "the manifest in {} has no {} kernel with the fragments {} (it has: {}); export it with the labs that need it selected (check --build-only --export DIR --lab ...)",
                 self.dir.display(),
@@ -189,7 +195,7 @@ pub fn export(
             selftests: BTreeMap::new(),
         };
         for extra in sets {
-            let fragments = kernel::fragments(extra)?;
+            let fragments = kernel::build_fragments(extra)?;
             let names: Vec<String> = FragmentSet::new(&fragments, Some(&version))
                 .names()
                 .iter()

@@ -117,12 +117,13 @@ impl Manifest {
         let source = &self.sources[index];
         let set = FragmentSet::new(fragments, Some(&source.version));
         let names = set.names();
-        // The kernel built with these fragments, or with more (a fragment built into every
-        // kernel kernel-lab builds).
+        // The kernel built with exactly these fragments, else the one with the fewest more (a
+        // fragment built into every kernel kernel-lab builds).
         let Some(k) = source
             .kernels
             .iter()
-            .find(|k| names.iter().all(|n| k.fragments.iter().any(|f| f == n)))
+            .filter(|k| names.iter().all(|n| k.fragments.iter().any(|f| f == n)))
+            .min_by_key(|k| k.fragments.len())
         else {
             bail!(
                 "the manifest in {} has no {} kernel with the fragments {} (it has: {}); export it with the labs that need it selected (check --build-only --export DIR --lab ...)",

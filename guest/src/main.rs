@@ -6,7 +6,7 @@
 //! cgroup before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
-use guest::event::{Event, Exit, Frame, encode_frame};
+use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
 use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
 use guest::spec::{LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
@@ -67,6 +67,7 @@ fn main() {
         Ok(Err(e)) => out.error("agent", e),
         Err(_) => out.error("agent", "the agent panicked (see the console)".into()),
     }
+    out.send(kernel_health());
     out.end();
     power_off();
 }
@@ -137,6 +138,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
     let probe = setup(&spec)?;
+    inject_kernel_faults();
     out.send(Event::Ready);
     out.send(Event::Sample {
         label: "start".into(),
@@ -203,6 +205,9 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     write("/proc/self/oom_score_adj", "-1000")?;
     for (key, value) in &spec.vm.sysctl {
         write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
+    }
+    for (path, value) in &spec.vm.sysfs {
+        write(&format!("/sys/{path}"), value)?;
     }
     if let Some(swap) = &spec.vm.swap {
         match swap.kind {
@@ -388,40 +393,166 @@ fn run_step(
         }
     }
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
+    let stdout = Drain::start(
         child
             .stdout
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let stderr = drain(
+    let stderr = Drain::start(
         child
             .stderr
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let kill_after = kill_fault(step.name());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
+                if let Some(n) = kill_after
+                    && ktap_results(&stdout.text()) >= n
+                {
+                    // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
                 ticker.tick(out);
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(format!("waiting for the workload: {e}")),
         }
     };
-    let stderr = stderr.join().unwrap_or_default();
-    let stdout = stdout.join().unwrap_or_default();
-    Ok((exit_of(status)?, stderr, stdout))
+    // Children a killed program left behind may hold its pipes open: wait for them a little,
+    // then take what arrived.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok((exit_of(status)?, stderr.text(), stdout.text()))
+}
+
+/// A pipe read to its end on a thread; what arrived so far can be taken at any time.
+struct Drain {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drain {
+    fn start(pipe: Option<Box<dyn Read + Send>>) -> Drain {
+        let d = Drain {
+            text: Default::default(),
+            done: Default::default(),
+        };
+        let (text, done) = (d.text.clone(), d.done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            if let Some(mut pipe) = pipe {
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = text.lock() {
+                        t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        d
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn finished(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
+fn ktap_results(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .count()
+}
+
+/// Fault injection for kernel-lab's own tests, from the kernel command line
+/// (`kernel_lab_fault=a,b`): `warn` writes a WARNING line at level 4 to the kernel log, `taint`
+/// sets the kernel's W taint flag, `kill:STEP:N` kills STEP's program after N test results.
+fn faults() -> Vec<String> {
+    std::env::var("kernel_lab_fault")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn kill_fault(step: &str) -> Option<usize> {
+    faults().iter().find_map(|f| {
+        let rest = f.strip_prefix("kill:")?;
+        let (s, n) = rest.rsplit_once(':')?;
+        (s == step).then(|| n.parse().ok()).flatten()
+    })
+}
+
+fn inject_kernel_faults() {
+    for f in faults() {
+        let done = match f.as_str() {
+            "warn" => write(
+                "/dev/kmsg",
+                "<4>WARNING: CPU: 0 PID: 1 at kernel-lab injected warning (kernel_lab_fault=warn)\n",
+            ),
+            // The W flag (bit 9): what a WARN_ON() leaves behind.
+            "taint" => write("/proc/sys/kernel/tainted", "512"),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            eprintln!("agent: fault {f}: {e}");
+        }
+    }
+}
+
+/// The kernel's own state, read last: its taint flags and the kernel log's records at warning
+/// level or more severe.
+fn kernel_health() -> Event {
+    let tainted = read("/proc/sys/kernel/tainted").and_then(|t| t.trim().parse().ok());
+    let (mut log, mut dropped) = (Vec::new(), 0u64);
+    if let Ok(mut kmsg) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match kmsg.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let Some(r) = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) else {
+                        continue;
+                    };
+                    if r.level > 4 {
+                        continue;
+                    }
+                    if log.len() < HEALTH_LOG_CAP {
+                        log.push(r);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; reading goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => dropped += 1,
+                Err(_) => break,
+            }
+        }
+    }
+    Event::Health {
+        tainted,
+        log,
+        dropped,
+    }
 }
 
 /// How a workload process ended.

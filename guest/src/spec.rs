@@ -120,6 +120,10 @@ pub struct Vm {
     /// Written to /proc/sys before the first step, e.g. `"vm.swappiness" = "100"`.
     #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
+    /// Written under /sys before the first step, e.g.
+    /// `"kernel/mm/transparent_hugepage/enabled" = "always"` (a 256M guest boots with THP off).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysfs: BTreeMap<String, String>,
     /// Seconds the whole boot and run may take under TCG before QEMU is killed.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -732,6 +736,18 @@ impl LabSpec {
                 format!("swap size {} must be 1M .. guest RAM", swap.size),
             );
         }
+        for key in self.vm.sysfs.keys() {
+            if key.is_empty() || key.contains("..") || key.starts_with('/') {
+                e(
+                    "vm",
+                    None,
+                    "sysfs",
+                    format!(
+                        "{key:?} is not a path under /sys like kernel/mm/transparent_hugepage/enabled"
+                    ),
+                );
+            }
+        }
         for key in self.vm.sysctl.keys() {
             if key.is_empty() || key.contains("..") || key.starts_with('/') {
                 e(
@@ -1047,6 +1063,7 @@ mod tests {
                 cpus: 2,
                 swap: None,
                 sysctl: BTreeMap::new(),
+                sysfs: BTreeMap::new(),
                 timeout_secs: 60,
                 numa_nodes: 1,
                 mglru: None,

@@ -3,7 +3,7 @@
 
 use crate::cache;
 use crate::progress::{self, Phases};
-use crate::{disk, initramfs, kernel, qemu, report, setup, timeline, vars};
+use crate::{disk, health, initramfs, kernel, qemu, report, setup, timeline, vars};
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, decode_stream};
 use guest::spec::{LabSpec, SpecError};
@@ -328,6 +328,8 @@ pub struct RunOptions {
     pub kernel_args: Vec<String>,
     /// `check --mglru`: run with MGLRU switched on or off, whatever the lab says.
     pub mglru: Option<bool>,
+    /// Config fragments added to every kernel (`check --debug-kernel`: `debug`).
+    pub extra_fragments: Vec<String>,
 }
 
 /// Everything one run produced.
@@ -347,6 +349,8 @@ pub struct RunResult {
     pub variant_diff: Option<String>,
     /// A `--shell` session (no steps run, nothing judged).
     pub shell: bool,
+    /// The kernel's own health during the run (taint, splats in its log and console).
+    pub health: health::Health,
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
@@ -365,13 +369,10 @@ impl RunResult {
         if self.shell {
             return self.problems.is_empty();
         }
+        let valid = self.problems.is_empty() && self.health.healthy();
         match self.variant {
-            Some(_) => self.problems.is_empty(),
-            None => {
-                self.problems.is_empty()
-                    && self.eval.passed()
-                    && self.snapshot_matched == Some(true)
-            }
+            Some(_) => valid,
+            None => valid && self.eval.passed() && self.snapshot_matched == Some(true),
         }
     }
 }
@@ -388,7 +389,10 @@ pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> 
     phases.time("setup", || setup::ensure_for(opts.install, &opts.kernel))?;
     let accel = qemu::resolve_accel(opts.accel)?;
     let kernel = phases.time("kernel", || {
-        opts.kernel.kernel(fragments, opts.rebuild_kernel)
+        opts.kernel.kernel(
+            &[fragments, &opts.extra_fragments[..]].concat(),
+            opts.rebuild_kernel,
+        )
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
     Ok(Prepared {
@@ -519,6 +523,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         kept,
         mut problems,
         kernel_built,
+        health,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
     let eval = report::evaluate(&spec, &stream);
@@ -559,6 +564,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         .flatten();
     Ok(RunResult {
         shell: opts.shell,
+        health,
         timeline_svg,
         frames: stream.frames.clone(),
         spec,
@@ -583,6 +589,8 @@ pub struct Booted {
     /// Why the run is not valid: timeout, QEMU failure, an incomplete result stream.
     pub problems: Vec<String>,
     pub kernel_built: bool,
+    /// The kernel's own health (see health.rs).
+    pub health: health::Health,
 }
 
 /// Prepares the kernel and agent for `spec`, writes its initramfs (plus `extra` files) and data
@@ -663,6 +671,9 @@ pub fn boot(
     ));
     phases.add("qemu", outcome.wall);
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
+    let console =
+        String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
+    let health = health::judge(&stream, &console);
     let kept = keep_artifacts(&spec.id, &console_log, &results)?;
     let mut problems = Vec::new();
     let meaningful = stream
@@ -709,6 +720,7 @@ pub fn boot(
         kept,
         problems,
         kernel_built: p.kernel.built,
+        health,
     })
 }
 
@@ -752,6 +764,7 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "passed": r.passed(),
         "variant": r.variant.as_ref().map(|(sets, skipped)| json!({"set": sets, "skipped_steps": skipped})),
         "problems": r.problems,
+        "health": r.health,
         "steps": steps,
         "expectations": expectations,
         "snapshot": {"matched": r.snapshot_matched, "diff_from_default": r.variant_diff},
@@ -799,6 +812,13 @@ pub fn print(r: &RunResult) {
             progress::tail(&console, 25)
         );
     }
+    if !r.health.healthy() {
+        println!("\nthe kernel is not healthy:");
+        for f in &r.health.findings {
+            println!("  - {f}");
+        }
+        println!("  (console: {})", r.kept.join("console.log").display());
+    }
     if let (Some((sets, skipped)), Some(diff)) = (&r.variant, &r.variant_diff) {
         let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -838,6 +858,7 @@ pub fn print(r: &RunResult) {
             secs(end - ready)
         );
     }
+    println!("kernel health: {}", r.health.summary());
     println!(
         "kernel {} ({}); console log and raw results: {}",
         r.eval.kernel.as_deref().unwrap_or("?"),
@@ -869,6 +890,7 @@ fn describe(e: &Event) -> String {
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),
+        Event::Health { .. } => "kernel health".into(),
         Event::End { .. } => "end".into(),
     }
 }

@@ -228,6 +228,9 @@ pub fn export(
                 let rel = format!("{label}/selftests/{p}");
                 fs::create_dir_all(dir.join(&label).join("selftests"))?;
                 copy(&bin, &dir.join(&rel))?;
+                // The tests it must report (its source's tests[] table) travel with it.
+                let list = crate::selftests::tests_list(&bin);
+                copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
                 entry.selftests.insert(p.to_string(), rel);
             }
         }

@@ -6,7 +6,7 @@
 
 use crate::acquire::KernelChoice;
 use crate::cache::{self, KeyHasher};
-use crate::check::{self, CheckOptions, Entry};
+use crate::check::{self, CheckOptions, Entry, Mode, Verdict};
 use crate::kernel::{self, Untestable};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -66,8 +66,9 @@ pub fn load(dir: &Path, only: &[String]) -> Result<Vec<Mutant>> {
 pub enum Outcome {
     /// These labs and selftests failed on it (and passed on the unmodified tree).
     Caught { by: Vec<String> },
-    /// Everything that passed on the unmodified tree passed on it too.
-    Escaped,
+    /// Everything that passed on the unmodified tree passed on it too (or only failed before
+    /// passing a retry: these are listed).
+    Escaped { flaky: Vec<String> },
     /// The patch does not apply to this tree.
     DoesNotApply { why: String },
     /// The mutated kernel does not build (or lost an option): not a test of the suite.
@@ -124,22 +125,21 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
         }
         Ok(())
     };
-    let check_scratch = || -> Result<Vec<Entry>> {
+    // Each check writes its reports to OUT/<mutant> (OUT/unmodified for the tree as it is).
+    let check_scratch = |name: &str| -> Result<Vec<Entry>> {
         crate::tree::forget(&scratch);
         build()?;
         let o = CheckOptions {
             kernels: vec![KernelChoice::Source(Some(scratch.clone()))],
-            labs: opts.labs.clone(),
-            repeat: opts.repeat,
             shard: None,
-            run: opts.run.clone(),
-            mglru: opts.mglru.clone(),
-            selftests: opts.selftests,
+            baseline: None,
+            out: opts.out.join(name),
+            ..CheckOptions::clone(opts)
         };
-        check::check(&o)
+        Ok(check::check(&o)?.results)
     };
     eprintln!("mutants: the unmodified tree first (what fails there cannot catch anything)");
-    let baseline = check_scratch().context("checking the unmodified tree")?;
+    let baseline = check_scratch("unmodified").context("checking the unmodified tree")?;
     let unreliable: Vec<String> = baseline.iter().filter(|e| !ok(e)).map(name).collect();
     let mut results = Vec::new();
     for (i, m) in mutants.iter().enumerate() {
@@ -156,15 +156,19 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
                 why: format!("{e:#}"),
             },
             Ok(()) => {
-                let outcome = match check_scratch() {
+                let outcome = match check_scratch(&m.name) {
                     Ok(entries) => {
-                        let by: Vec<String> = entries
+                        let bad: Vec<&Entry> = entries
                             .iter()
                             .filter(|e| !ok(e) && !unreliable.contains(&name(e)))
-                            .map(|e| format!("{} ({})", name(e), e.result))
                             .collect();
-                        if by.is_empty() {
-                            Outcome::Escaped
+                        let by: Vec<String> = bad
+                            .iter()
+                            .map(|e| format!("{} ({})", name(e), e.result.name()))
+                            .collect();
+                        // Flaky alone (failed, then passed a retry) catches nothing.
+                        if bad.iter().all(|e| e.result == Verdict::Flaky) {
+                            Outcome::Escaped { flaky: by }
                         } else {
                             Outcome::Caught { by }
                         }
@@ -194,13 +198,16 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
 }
 
 fn ok(e: &Entry) -> bool {
-    matches!(e.result, "passed" | "skipped" | "known-flaky")
+    matches!(
+        e.result,
+        Verdict::Passed | Verdict::Skipped | Verdict::Xfail
+    )
 }
 
 fn name(e: &Entry) -> String {
     match e.mglru {
-        "lab" => e.lab.clone(),
-        m => format!("{} (MGLRU {m})", e.lab),
+        Mode::Lab => e.id.clone(),
+        m => format!("{} (MGLRU {})", e.id, m.name()),
     }
 }
 
@@ -255,7 +262,10 @@ pub fn render(unreliable: &[String], results: &[Result1]) -> String {
     for r in results {
         let (word, detail) = match &r.outcome {
             Outcome::Caught { by } => ("caught", by.join(", ")),
-            Outcome::Escaped => ("ESCAPED", "nothing failed".to_string()),
+            Outcome::Escaped { flaky } if flaky.is_empty() => {
+                ("ESCAPED", "nothing failed".to_string())
+            }
+            Outcome::Escaped { flaky } => ("ESCAPED", format!("only flaky: {}", flaky.join(", "))),
             Outcome::DoesNotApply { why } => ("n/a", format!("does not apply: {why}")),
             Outcome::DoesNotBuild { why } => ("n/a", format!("does not build: {why}")),
             Outcome::Error { why } => ("error", why.clone()),
@@ -269,7 +279,7 @@ pub fn render(unreliable: &[String], results: &[Result1]) -> String {
         .count();
     let escaped = results
         .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Escaped))
+        .filter(|r| matches!(r.outcome, Outcome::Escaped { .. }))
         .count();
     let _ = writeln!(
         out,

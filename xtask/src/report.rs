@@ -170,6 +170,8 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                 ev.problems.push(format!("agent: {context}: {message}"))
             }
             Event::End { .. } => ev.end_ms = Some(f.t_ms),
+            // Judged by health.rs, beside the lab's own verdicts.
+            Event::Health { .. } => {}
             Event::StepStart { step } => ev.step_starts.push((f.t_ms, step.clone())),
             Event::Trace {
                 step,
@@ -185,26 +187,9 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
                     .collect();
                 let mut facts = trace::facts(&summary, &cgroup_of);
                 // Zeros for every group and node that did nothing: "no episode" is a fact too.
-                for cg in spec
-                    .cgroups
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .chain(["root", "other"])
-                {
-                    for kind in ["memcg_reclaim", "direct_reclaim"] {
-                        for what in ["episodes", "blocked_us", "longest_us", "nr_reclaimed"] {
-                            facts
-                                .entry(format!("trace.{cg}.{kind}.{what}"))
-                                .or_insert(0);
-                        }
-                    }
-                }
-                for nid in 0..spec.vm.numa_nodes {
-                    for what in ["wakes", "awake_us", "passes", "awake_at_end"] {
-                        facts
-                            .entry(format!("trace.kswapd.{nid}.{what}"))
-                            .or_insert(0);
-                    }
+                let groups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
+                for key in trace::zero_facts(&groups, spec.vm.numa_nodes) {
+                    facts.entry(key).or_insert(0);
                 }
                 let ms = |us: u64| us / 1000;
                 for (kind, map) in [
@@ -715,7 +700,7 @@ pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use guest::event::{Frame, decode_stream, encode_frame};
 
@@ -786,6 +771,11 @@ why = "a counter this kernel does not have"
             },
             Event::End { frames: 6 },
         ];
+        stream_of(events)
+    }
+
+    /// The stream an agent sending `events` would produce (frame i at 100*i ms).
+    pub(crate) fn stream_of(events: Vec<Event>) -> Stream {
         let text: String = events
             .into_iter()
             .enumerate()

@@ -67,6 +67,8 @@ pub struct Episodes {
     pub nr_reclaimed: u64,
     /// (start, end) in trace microseconds, for the timeline.
     pub spans: Vec<(u64, u64)>,
+    /// Free pages when each episode began (direct reclaim, where the probe reports it).
+    pub free: Range,
 }
 
 impl Episodes {
@@ -78,6 +80,47 @@ impl Episodes {
         self.nr_reclaimed += reclaimed;
         self.spans.push((start, end));
     }
+}
+
+/// The smallest and largest of some numbers (free pages at a kind of event); empty when none
+/// was reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Range(Option<(u64, u64)>);
+
+impl Range {
+    fn add(&mut self, n: u64) {
+        self.0 = Some(match self.0 {
+            Some((lo, hi)) => (lo.min(n), hi.max(n)),
+            None => (n, n),
+        });
+    }
+
+    fn merge(&mut self, other: Range) {
+        if let Some((lo, hi)) = other.0 {
+            self.add(lo);
+            self.add(hi);
+        }
+    }
+
+    pub fn get(&self) -> Option<(u64, u64)> {
+        self.0
+    }
+}
+
+/// Wake-up requests of one gfp class on one node (mm_vmscan_wakeup_kswapd: wakeup_kswapd()
+/// found kswapd asleep, or napping, and the node below its high watermark).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wakeups {
+    pub count: u64,
+    /// Free pages when the requests came.
+    pub free: Range,
+}
+
+/// Reclaim throttling (mm_vmscan_throttled: reclaim_throttle()) of one task, per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Throttled {
+    pub count: u64,
+    pub delayed_us: u64,
 }
 
 /// What the trace of one step says.
@@ -101,17 +144,69 @@ pub struct Summary {
     /// wake_all_kswapds()); the others carry `gfp_flags=none` (a boosted watermark in rmqueue(),
     /// or NUMA balancing's migration).
     pub wakeup_by_allocator: u64,
+    /// (node, gfp class) -> those requests. The class is the first flag of the allocation's
+    /// gfp mask (`highuser_movable`, `kernel`, ...), `none` for a mask of 0.
+    pub wakeups: BTreeMap<(u32, String), Wakeups>,
+    /// node -> kswapd's full sleeps (mm_vmscan_kswapd_sleep: kswapd_try_to_sleep() found the
+    /// node balanced, napped, and found it still balanced).
+    pub kswapd_sleeps: BTreeMap<u32, u64>,
+    /// Free pages when kswapd went to sleep (any node).
+    pub kswapd_sleep_free: Range,
+    /// ((comm, pid), reason) -> reclaim_throttle() sleeps; the reason without its
+    /// `VMSCAN_THROTTLE_` prefix, in lower case (`writeback`, `isolated`, ...).
+    pub throttled: BTreeMap<((String, u32), String), Throttled>,
     pub events: u64,
+}
+
+/// The gfp class of a `gfp_flags=` field: its first flag, without `GFP_`/`__GFP_`, in lower
+/// case; `none` stays `none`.
+pub fn gfp_class(flags: &str) -> String {
+    let first = flags.split('|').next().unwrap_or("none");
+    let name = first.trim_start_matches('_');
+    name.strip_prefix("GFP_")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+/// The agent's event probes (`kernel_lab/<tracepoint>_free`, guest::FREE_PROBES) record the
+/// machine's free pages (vm_zone_stat[NR_FREE_PAGES]) when a tracepoint fires; each comes right
+/// beside its tracepoint's line, on the same CPU and in the same task. Returns, per event
+/// index, the free pages its probe reported.
+fn probe_free(events: &[TraceEvent]) -> BTreeMap<usize, u64> {
+    let mut out = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let Some(base) = e.name.strip_suffix("_free") else {
+            continue;
+        };
+        let Some(free) = e.fields.get("free").and_then(|v| v.parse::<i64>().ok()) else {
+            continue;
+        };
+        // The probed line: the nearest earlier (or, failing that, later) line of the same
+        // task and CPU with the tracepoint's name.
+        let same = |j: &usize| {
+            let t = &events[*j];
+            t.pid == e.pid && t.cpu == e.cpu && t.name == base && !out.contains_key(j)
+        };
+        let before = (i.saturating_sub(4)..i).rev().find(same);
+        let after = (i + 1..(i + 5).min(events.len())).find(same);
+        if let Some(j) = before.or(after) {
+            out.insert(j, free.max(0) as u64);
+        }
+    }
+    out
 }
 
 /// Pairs begin/end events per task and wake/sleep per node.
 pub fn summarize(events: &[TraceEvent]) -> Summary {
     let mut s = Summary::default();
+    let free_at = probe_free(events);
     let mut open: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+    let mut open_free: BTreeMap<u32, u64> = BTreeMap::new();
     let mut awake: BTreeMap<u32, u64> = BTreeMap::new();
     let last_ts = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         s.events += 1;
+        let free = free_at.get(&i).copied();
         let num = |k: &str| {
             e.fields
                 .get(k)
@@ -121,6 +216,9 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
         match e.name.as_str() {
             "mm_vmscan_direct_reclaim_begin" => {
                 open.insert(("direct", e.pid), e.ts_us);
+                if let Some(f) = free {
+                    open_free.insert(e.pid, f);
+                }
             }
             "mm_vmscan_memcg_reclaim_begin" => {
                 open.insert(("memcg", e.pid), e.ts_us);
@@ -137,11 +235,11 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
                     } else {
                         &mut s.direct
                     };
-                    map.entry((e.comm.clone(), e.pid)).or_default().add(
-                        start,
-                        e.ts_us,
-                        num("nr_reclaimed"),
-                    );
+                    let ep = map.entry((e.comm.clone(), e.pid)).or_default();
+                    ep.add(start, e.ts_us, num("nr_reclaimed"));
+                    if let Some(f) = open_free.remove(&e.pid).filter(|_| kind == "direct") {
+                        ep.free.add(f);
+                    }
                 }
             }
             "mm_vmscan_kswapd_wake" => {
@@ -151,6 +249,10 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
             }
             "mm_vmscan_kswapd_sleep" => {
                 let nid = num("nid") as u32;
+                *s.kswapd_sleeps.entry(nid).or_default() += 1;
+                if let Some(f) = free {
+                    s.kswapd_sleep_free.add(f);
+                }
                 if let Some(start) = awake.remove(&nid) {
                     s.kswapd.entry(nid).or_default().add(start, e.ts_us, 0);
                 }
@@ -161,6 +263,20 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
                 if flags.is_some_and(|f| f != "none" && f != "0x0") {
                     s.wakeup_by_allocator += 1;
                 }
+                let class = gfp_class(flags.unwrap_or("none"));
+                let w = s.wakeups.entry((num("nid") as u32, class)).or_default();
+                w.count += 1;
+                if let Some(f) = free {
+                    w.free.add(f);
+                }
+            }
+            "mm_vmscan_throttled" => {
+                let reason = e.fields.get("reason").map_or("unknown", String::as_str);
+                let reason = reason.strip_prefix("VMSCAN_THROTTLE_").unwrap_or(reason);
+                let key = ((e.comm.clone(), e.pid), reason.to_ascii_lowercase());
+                let t = s.throttled.entry(key).or_default();
+                t.count += 1;
+                t.delayed_us += num("usec_delayed");
             }
             _ => {}
         }
@@ -177,7 +293,13 @@ pub fn summarize(events: &[TraceEvent]) -> Summary {
 /// `trace.<cgroup>.memcg_reclaim.episodes|blocked_us|longest_us|nr_reclaimed` (tasks mapped
 /// to their cgroup by `cgroup_of`, others as `other`), the same for `direct_reclaim`,
 /// `trace.kswapd.wakes`, `trace.kswapd.<node>.wakes|awake_us|passes|awake_at_end`,
-/// `trace.wakeup_kswapd` and `trace.wakeup_kswapd.allocator|gfp_none`.
+/// `trace.wakeup_kswapd` and `trace.wakeup_kswapd.allocator|gfp_none`; per node
+/// `trace.kswapd.<node>.sleeps`, `trace.wakeup_kswapd.<node>.allocator|gfp_none` and
+/// `trace.wakeup_kswapd.<node>.gfp.<class>`; `trace.<cgroup>.throttled.<reason>.count|delayed_us`;
+/// and where the free-page probes reported (guest::FREE_PROBES), `free_min|free_max` of
+/// `trace.wakeup_kswapd.allocator`, `trace.wakeup_kswapd.gfp_none`, `trace.kswapd.sleep` and
+/// `trace.<cgroup>.direct_reclaim` (when episodes began). Free pages are the machine's
+/// (vm_zone_stat[NR_FREE_PAGES]: the zone's own count when one zone holds all memory).
 pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String, u64> {
     let mut v = BTreeMap::new();
     for (kind, map) in [("memcg_reclaim", &s.memcg), ("direct_reclaim", &s.direct)] {
@@ -216,7 +338,89 @@ pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String,
         "trace.wakeup_kswapd.gfp_none".into(),
         s.wakeup_requests - s.wakeup_by_allocator,
     );
+    more_facts(s, cgroup_of, &mut v);
     v
+}
+
+/// The per-node, per-class, throttling and free-page facts of [`facts`].
+fn more_facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>, v: &mut BTreeMap<String, u64>) {
+    fn range(v: &mut BTreeMap<String, u64>, key: &str, r: Range) {
+        if let Some((lo, hi)) = r.get() {
+            v.insert(format!("{key}.free_min"), lo);
+            v.insert(format!("{key}.free_max"), hi);
+        }
+    }
+    let cg = |pid: &u32| cgroup_of.get(pid).map(String::as_str).unwrap_or("other");
+    let mut direct_free: BTreeMap<&str, Range> = BTreeMap::new();
+    for ((_, pid), ep) in &s.direct {
+        direct_free.entry(cg(pid)).or_default().merge(ep.free);
+    }
+    for (group, r) in direct_free {
+        range(v, &format!("trace.{group}.direct_reclaim"), r);
+    }
+    for (((_, pid), reason), t) in &s.throttled {
+        let key = format!("trace.{}.throttled.{reason}", cg(pid));
+        *v.entry(format!("{key}.count")).or_insert(0) += t.count;
+        *v.entry(format!("{key}.delayed_us")).or_insert(0) += t.delayed_us;
+    }
+    for (nid, n) in &s.kswapd_sleeps {
+        v.insert(format!("trace.kswapd.{nid}.sleeps"), *n);
+    }
+    range(v, "trace.kswapd.sleep", s.kswapd_sleep_free);
+    let (mut alloc, mut none) = (Range::default(), Range::default());
+    for ((nid, class), w) in &s.wakeups {
+        *v.entry(format!("trace.wakeup_kswapd.{nid}.gfp.{class}"))
+            .or_insert(0) += w.count;
+        let kind = if class == "none" {
+            "gfp_none"
+        } else {
+            "allocator"
+        };
+        *v.entry(format!("trace.wakeup_kswapd.{nid}.{kind}"))
+            .or_insert(0) += w.count;
+        if class == "none" {
+            &mut none
+        } else {
+            &mut alloc
+        }
+        .merge(w.free);
+    }
+    range(v, "trace.wakeup_kswapd.allocator", alloc);
+    range(v, "trace.wakeup_kswapd.gfp_none", none);
+}
+
+/// Facts that are 0 when nothing happened (no episode is a fact too), for the lab's groups and
+/// nodes. Free-page ranges are never filled in: no event, no number.
+pub fn zero_facts(cgroups: &[&str], nodes: u32) -> Vec<String> {
+    let mut keys = Vec::new();
+    for cg in cgroups.iter().chain(&["root", "other"]) {
+        for kind in ["memcg_reclaim", "direct_reclaim"] {
+            for what in ["episodes", "blocked_us", "longest_us", "nr_reclaimed"] {
+                keys.push(format!("trace.{cg}.{kind}.{what}"));
+            }
+        }
+        for what in ["count", "delayed_us"] {
+            keys.push(format!("trace.{cg}.throttled.writeback.{what}"));
+        }
+    }
+    for nid in 0..nodes {
+        for what in ["wakes", "awake_us", "passes", "awake_at_end", "sleeps"] {
+            keys.push(format!("trace.kswapd.{nid}.{what}"));
+        }
+        for kind in ["allocator", "gfp_none"] {
+            keys.push(format!("trace.wakeup_kswapd.{nid}.{kind}"));
+        }
+    }
+    keys
+}
+
+/// `, free pages A..B` (or `A`), or nothing when no probe reported.
+fn free_text(r: Range) -> String {
+    match r.get() {
+        Some((lo, hi)) if lo == hi => format!(", free pages {lo}"),
+        Some((lo, hi)) => format!(", free pages {lo}..{hi}"),
+        None => String::new(),
+    }
 }
 
 /// Lines for the report: per task, then per node.
@@ -229,13 +433,25 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
                 .map(|c| format!(" in {c}"))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "    {comm}-{pid}{cg}: {} {kind} episodes, blocked {:.1} ms in all (longest {:.2} ms), {} pages reclaimed\n",
+                "    {comm}-{pid}{cg}: {} {kind} episodes, blocked {:.1} ms in all (longest {:.2} ms), {} pages reclaimed{}\n",
                 ep.count,
                 ep.total_us as f64 / 1000.0,
                 ep.longest_us as f64 / 1000.0,
-                ep.nr_reclaimed
+                ep.nr_reclaimed,
+                free_text(ep.free).replace(", free pages", "; entered at free pages")
             ));
         }
+    }
+    for (((comm, pid), reason), t) in &s.throttled {
+        let cg = cgroup_of
+            .get(pid)
+            .map(|c| format!(" in {c}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    {comm}-{pid}{cg}: throttled in reclaim ({reason}) {} times, {:.1} ms\n",
+            t.count,
+            t.delayed_us as f64 / 1000.0
+        ));
     }
     for (nid, ep) in &s.kswapd {
         let times = if ep.count == 1 { "time" } else { "times" };
@@ -245,20 +461,26 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
             true => format!("awake until the step ended (at least {ms:.1} ms)"),
             false => format!("awake {ms:.1} ms"),
         };
+        let sleeps = s.kswapd_sleeps.get(nid).copied().unwrap_or(0);
         out.push_str(&format!(
-            "    kswapd{nid}: woke {} {times}, {passes} balancing passes, {awake}\n",
-            ep.count
+            "    kswapd{nid}: woke {} {times}, {passes} balancing passes, {awake}, went back to sleep {sleeps} times{}\n",
+            ep.count,
+            free_text(s.kswapd_sleep_free).replace(", free pages", " (free pages")
+                + if s.kswapd_sleep_free.get().is_some() { ")" } else { "" }
         ));
     }
     if s.kswapd.is_empty() {
         out.push_str("    kswapd: never woke\n");
     }
-    if s.wakeup_requests > 0 {
+    for ((nid, class), w) in &s.wakeups {
+        let who = match class.as_str() {
+            "none" => "gfp_flags=none (a boosted watermark, rmqueue())".to_string(),
+            _ => format!("allocations ({class})"),
+        };
         out.push_str(&format!(
-            "    requests to wake kswapd: {} ({} from allocations, with their gfp flags; {} with gfp_flags=none: a boosted watermark)\n",
-            s.wakeup_requests,
-            s.wakeup_by_allocator,
-            s.wakeup_requests - s.wakeup_by_allocator
+            "    kswapd{nid} woken by {who}: {} times{}\n",
+            w.count,
+            free_text(w.free)
         ));
     }
     out
@@ -404,5 +626,101 @@ exe-37 [000] ..... 3.249662: mm_vmscan_memcg_reclaim_end: nr_reclaimed=64
         assert_eq!(f["trace.wakeup_kswapd"], 2);
         assert_eq!(f["trace.wakeup_kswapd.allocator"], 1);
         assert_eq!(f["trace.wakeup_kswapd.gfp_none"], 1);
+    }
+
+    #[test]
+    fn gfp_classes() {
+        assert_eq!(
+            gfp_class("GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO"),
+            "highuser_movable"
+        );
+        assert_eq!(gfp_class("GFP_KERNEL"), "kernel");
+        assert_eq!(gfp_class("__GFP_HIGH|__GFP_NOWARN"), "high");
+        assert_eq!(gfp_class("none"), "none");
+    }
+
+    // kswapd woken by an allocation and by a boosted watermark (gfp none) on node 0 and by an
+    // allocation on node 1, with the agent's event probes (free pages) beside the probed
+    // lines; two balancing passes without a sleep in between; a full sleep; a direct reclaim
+    // entered with little free memory; and a writer throttled in reclaim.
+    const WAKES: &str = "\
+exe-40 [000] ..... 3.000000: mm_vmscan_wakeup_kswapd: nid=0 zid=1 order=0 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP
+exe-40 [000] ..... 3.000001: mm_vmscan_wakeup_kswapd_free: (vmscan.mm_vmscan_wakeup_kswapd) free=600
+kswapd0-33 [001] ..... 3.000100: mm_vmscan_kswapd_wake: nid=0 zid=1 order=0
+kswapd0-33 [001] ..... 3.050000: mm_vmscan_kswapd_wake: nid=0 zid=1 order=0
+exe-40 [000] ..... 3.060000: mm_vmscan_direct_reclaim_begin: order=0 gfp_flags=GFP_HIGHUSER_MOVABLE
+exe-40 [000] ..... 3.060001: mm_vmscan_direct_reclaim_begin_free: (vmscan.mm_vmscan_direct_reclaim_begin) free=480
+exe-40 [000] ..... 3.061000: mm_vmscan_direct_reclaim_end: nr_reclaimed=32
+kswapd0-33 [001] ..... 3.200000: mm_vmscan_kswapd_sleep: nid=0
+kswapd0-33 [001] ..... 3.200001: mm_vmscan_kswapd_sleep_free: (vmscan.mm_vmscan_kswapd_sleep) free=760
+exe-40 [001] ..... 3.300001: mm_vmscan_wakeup_kswapd_free: (vmscan.mm_vmscan_wakeup_kswapd) free=700
+exe-40 [001] ..... 3.300002: mm_vmscan_wakeup_kswapd: nid=0 zid=1 order=0 gfp_flags=none
+exe-41 [000] ..... 3.400000: mm_vmscan_wakeup_kswapd: nid=1 zid=1 order=0 gfp_flags=GFP_KERNEL
+exe-41 [000] ..... 3.400001: mm_vmscan_wakeup_kswapd_free: (vmscan.mm_vmscan_wakeup_kswapd) free=590
+exe-41 [000] ..... 3.500000: mm_vmscan_throttled: nid=0 usec_timeout=100000 usec_delayed=4000 reason=VMSCAN_THROTTLE_WRITEBACK
+exe-41 [000] ..... 3.600000: mm_vmscan_throttled: nid=0 usec_timeout=100000 usec_delayed=1000 reason=VMSCAN_THROTTLE_WRITEBACK
+";
+
+    #[test]
+    fn wake_ups_per_node_and_gfp_class_with_free_pages() {
+        let e: Vec<TraceEvent> = WAKES.lines().filter_map(parse_line).collect();
+        let s = summarize(&e);
+        assert_eq!(s.kswapd[&0].count, 1);
+        assert_eq!(s.kswapd_passes[&0], 2);
+        assert_eq!(s.kswapd_sleeps[&0], 1);
+        assert!(s.kswapd_awake_at_end.is_empty());
+        // The probe's line may also come just before the probed one.
+        assert_eq!(
+            s.wakeups[&(0, "none".to_string())].free.get(),
+            Some((700, 700))
+        );
+        let mut cg = BTreeMap::new();
+        cg.insert(40, "G".to_string());
+        cg.insert(41, "W".to_string());
+        let f = facts(&s, &cg);
+        for (key, want) in [
+            ("trace.wakeup_kswapd", 3),
+            ("trace.wakeup_kswapd.allocator", 2),
+            ("trace.wakeup_kswapd.gfp_none", 1),
+            ("trace.wakeup_kswapd.0.gfp.highuser_movable", 1),
+            ("trace.wakeup_kswapd.0.allocator", 1),
+            ("trace.wakeup_kswapd.0.gfp_none", 1),
+            ("trace.wakeup_kswapd.1.gfp.kernel", 1),
+            ("trace.wakeup_kswapd.1.allocator", 1),
+            ("trace.wakeup_kswapd.allocator.free_min", 590),
+            ("trace.wakeup_kswapd.allocator.free_max", 600),
+            ("trace.wakeup_kswapd.gfp_none.free_max", 700),
+            ("trace.kswapd.0.passes", 2),
+            ("trace.kswapd.0.sleeps", 1),
+            ("trace.kswapd.sleep.free_min", 760),
+            ("trace.G.direct_reclaim.free_max", 480),
+            ("trace.W.throttled.writeback.count", 2),
+            ("trace.W.throttled.writeback.delayed_us", 5000),
+        ] {
+            assert_eq!(f.get(key), Some(&want), "{key}");
+        }
+        let text = render(&s, &cg);
+        for want in [
+            "kswapd0: woke 1 time, 2 balancing passes, awake 199.9 ms, went back to sleep 1 times (free pages 760)",
+            "kswapd0 woken by allocations (highuser_movable): 1 times, free pages 600",
+            "kswapd0 woken by gfp_flags=none (a boosted watermark, rmqueue()): 1 times, free pages 700",
+            "kswapd1 woken by allocations (kernel): 1 times, free pages 590",
+            "exe-41 in W: throttled in reclaim (writeback) 2 times, 5.0 ms",
+            "32 pages reclaimed; entered at free pages 480",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_the_probes_there_are_no_free_page_facts() {
+        let e: Vec<TraceEvent> = WAKES
+            .lines()
+            .filter(|l| !l.contains("_free:"))
+            .filter_map(parse_line)
+            .collect();
+        let f = facts(&summarize(&e), &BTreeMap::new());
+        assert_eq!(f["trace.wakeup_kswapd.0.allocator"], 1);
+        assert!(!f.keys().any(|k| k.contains("free_")), "{f:?}");
     }
 }

@@ -277,7 +277,6 @@ mod tests {
         "7-watermarks",
         "8-swappiness-v1-v2",
         "10-dirty-writeback",
-        "11-mglru-vs-classic",
         "12-psi-blocking",
     ];
 

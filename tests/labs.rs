@@ -810,25 +810,33 @@ fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
         results.len() >= 12,
         "every test of the table is a row: {out}"
     );
-    let third = results[2]["id"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
-    for (i, e) in results.iter().enumerate() {
+    // The agent kills it once 3 results are out (polled every 5 ms; each test takes longer).
+    let reported = results
+        .iter()
+        .take_while(|e| e["result"] != "error")
+        .count();
+    assert_eq!(reported, 3, "{out}");
+    let last = results[reported - 1]["id"].as_str().unwrap();
+    let last = last.rsplit('/').next().unwrap();
+    for e in &results[..reported] {
         let r = e["result"].as_str().unwrap();
-        if i < 3 {
-            assert!(r == "passed" || r == "skipped", "{e}");
-        } else {
-            assert_eq!(r, "error", "{e}");
-            assert_eq!(
-                e["details"][0].as_str().unwrap(),
-                format!("no result: test_memcontrol killed by SIGKILL after {third}"),
-                "{e}"
-            );
-        }
+        assert!(r == "passed" || r == "skipped", "{e}");
     }
+    for e in &results[reported..] {
+        assert_eq!(e["result"], "error", "{e}");
+        assert_eq!(
+            e["details"][0].as_str().unwrap(),
+            format!("no result: test_memcontrol killed by SIGKILL after {last}"),
+            "{e}"
+        );
+    }
+    let ktap = std::fs::read_to_string(dir.path().join("check.ktap")).unwrap();
+    assert!(
+        ktap.contains(&format!(
+            "# ERROR no result: test_memcontrol killed by SIGKILL after {last}"
+        )),
+        "{ktap}"
+    );
 }
 
 /// The example workflow's three stages, locally: build and export once, four shards from the
@@ -883,15 +891,18 @@ fn build_once_four_shards_and_the_merge_equal_an_unsharded_run() {
         serde_json::from_str(&std::fs::read_to_string(merged.join("check.json")).unwrap()).unwrap();
     let (o, whole) = from(&tmp.path().join("whole"), None);
     assert!(o.status.success(), "{}", text(&o));
+    // The same items with the same results; a lab that needed its retry in one of the two runs
+    // (flaky: it passed) is the same result as passed for this comparison.
     let key = |v: &serde_json::Value| -> Vec<String> {
         v["results"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
+                let r = e["result"].as_str().unwrap().replace("flaky", "passed");
                 format!(
-                    "{} {} {} {} {}",
-                    e["index"], e["id"], e["kernel"], e["mglru"], e["result"]
+                    "{} {} {} {} {r}",
+                    e["index"], e["id"], e["kernel"], e["mglru"]
                 )
             })
             .collect()

@@ -325,6 +325,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts.shell = shell;
             let mut passed = 0;
             let mut walls = Vec::new();
+            let mut failing = lab::KeepFailing::default();
             for i in 0..repeat.max(1) {
                 if repeat > 1 {
                     eprintln!("run {}/{repeat}", i + 1);
@@ -335,9 +336,11 @@ fn run(cli: Cli) -> Result<bool> {
                 } else {
                     lab::print(&result);
                 }
+                failing.saw(&result);
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
+            failing.restore();
             if repeat > 1 {
                 let f = bench::figure("total", walls);
                 println!(

@@ -532,6 +532,119 @@ fn debian_6_1_runs_the_labs_and_declares_what_differs() {
     assert!(why.contains("no swappiness= argument before 6.12"), "{why}");
 }
 
+/// `git` in `dir` as a test author; its stdout.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// The path of a cached kernel (built first if it is not).
+fn kernel_path(args: &[&str]) -> String {
+    let mut all = vec!["kernel"];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// `git bisect run` over a stand-in kernel tree finds the commit that planted a regression,
+/// skipping a commit that does not build. The stand-in's `make vmlinux` yields real kernels:
+/// Debian's 6.12 (whose memory.reclaim takes `swappiness=`, so lab 5 passes) until the planted
+/// commit, Debian's 6.1 after it (memory.reclaim rejects the argument: lab 5's expectations
+/// fail, exit 1), and one commit that does not compile (exit 125).
+#[test]
+fn git_bisect_run_finds_the_commit_that_broke_a_lab() {
+    let good = kernel_path(&[]);
+    let bad = kernel_path(&["--kernel-src", "6.1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("linux");
+    std::fs::create_dir_all(tree.join("mm")).unwrap();
+    std::fs::write(
+        tree.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
+         tinyconfig:\n\t@mkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
+         olddefconfig:\n\t@true\n\
+         vmlinux:\n\t@if grep -q broken mm/vmscan.c; then echo 'mm/vmscan.c:1: error: broken' >&2; exit 2; fi; \
+         if grep -q regressed mm/vmscan.c; then cp \"$$BAD\" $(O)/vmlinux; else cp \"$$GOOD\" $(O)/vmlinux; fi\n",
+    )
+    .unwrap();
+    let mut commits = Vec::new();
+    git(&tree, &["init", "-q"]);
+    for (i, state) in [
+        "fine",
+        "broken",
+        "fine again",
+        "regressed",
+        "regressed, later",
+        "regressed, latest",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(tree.join("mm/vmscan.c"), format!("/* {state} */\n")).unwrap();
+        std::fs::write(tree.join("mm/history.c"), format!("/* commit {i} */\n")).unwrap();
+        git(&tree, &["add", "-A"]);
+        git(&tree, &["commit", "-qm", state]);
+        commits.push(git(&tree, &["rev-parse", "HEAD"]));
+    }
+    git(&tree, &["bisect", "start", &commits[5], &commits[0]]);
+    let out_dir = tmp.path().join("out");
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&tree)
+        .args([
+            "bisect",
+            "run",
+            env!("CARGO_BIN_EXE_xtask"),
+            "check",
+            "--lab",
+            "5",
+        ])
+        .args([
+            "--no-selftests",
+            "--no-install",
+            "--kernel-src",
+            ".",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .env("KERNEL_LAB_CACHE", tmp.path().join("cache"))
+        .env("GOOD", &good)
+        .env("BAD", &bad)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("{} is the first bad commit", commits[3])),
+        "{out}"
+    );
+    let log = git(&tree, &["bisect", "log"]);
+    git(&tree, &["bisect", "reset"]);
+    // Every step was judged by the lab, none was an error: good and bad steps only, and the
+    // commit that does not build was skipped if the bisect reached it.
+    for line in log.lines().filter(|l| l.starts_with("git bisect ")) {
+        let sha = line.split_whitespace().last().unwrap();
+        let i = commits.iter().position(|c| c == sha);
+        match i {
+            Some(1) => assert!(line.starts_with("git bisect skip"), "{log}"),
+            Some(0 | 2) => assert!(line.starts_with("git bisect good"), "{log}"),
+            Some(_) => assert!(line.starts_with("git bisect bad"), "{log}"),
+            None => {}
+        }
+    }
+}
+
 /// `check ARGS --out DIR`: its output and DIR's check.json.
 fn check_in(dir: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
     let mut all = vec!["check", "--out", dir.to_str().unwrap()];

@@ -401,6 +401,7 @@ pub enum Item {
     Selftests,
 }
 
+#[derive(Clone)]
 pub struct CheckOptions {
     pub labs: Vec<LabDir>,
     pub kernels: Vec<KernelChoice>,

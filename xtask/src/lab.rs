@@ -943,6 +943,40 @@ fn describe(e: &Event) -> String {
     }
 }
 
+/// Over repeated runs of a lab: a copy of the first failing run's kept files, put back into
+/// target/kernel-lab/last/<id>/ at the end (a later passing run would have replaced them).
+#[derive(Default)]
+pub struct KeepFailing {
+    copy: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+
+impl KeepFailing {
+    pub fn saw(&mut self, r: &RunResult) {
+        if self.copy.is_some() || r.passed() {
+            return;
+        }
+        let Ok(dir) = scratch("failing") else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::copy(r.kept.join(f), dir.path().join(f));
+        }
+        self.copy = Some((dir, r.kept.clone()));
+    }
+
+    pub fn restore(self) {
+        let Some((dir, kept)) = self.copy else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::remove_file(kept.join(f));
+            let _ = std::fs::copy(dir.path().join(f), kept.join(f));
+        }
+        eprintln!(
+            "{}: kept the first failing run's console and results",
+            kept.display()
+        );
+    }
+}
+
 /// Copies the console log and result stream to target/kernel-lab/last/<id>/ for later reading.
 fn keep_artifacts(id: &str, console: &Path, results: &Path) -> Result<PathBuf> {
     let dir = cache::target_dir()?.join("last").join(id);

@@ -429,9 +429,7 @@ fn run(cli: Cli) -> Result<bool> {
             };
             let (unreliable, results) = mutants::run(&set, &opts)?;
             print!("\n{}", mutants::render(&unreliable, &results));
-            let json =
-                mutants::write_json(&cache::target_dir()?.join("mutants"), &unreliable, &results)?;
-            println!("wrote {}", json.display());
+            println!("wrote {}", opts.out.join("mutants.json").display());
             Ok(true)
         }
         Command::Readme { labs, check } => {

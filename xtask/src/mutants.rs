@@ -193,6 +193,9 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
             outcome,
             secs: started.elapsed().as_secs_f64(),
         });
+        // After every mutant: a long run that stops early keeps what it found.
+        write_json(&opts.out, &unreliable, &results)?;
+        eprint!("{}", render(&unreliable, &results));
     }
     Ok((unreliable, results))
 }

@@ -168,8 +168,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Remove published kernels, build directories, selftest programs and extracted sources
-    /// not used for --max-age, then the least recently used until the cache fits in
+    /// Remove published kernels, build directories, selftest programs, extracted sources and
+    /// `mutants`' tree copies not used for --max-age, then the least recently used until the cache fits in
     /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
     /// newest two kernels of each build directory (editing a tree does not grow the cache).
     /// Entries another kernel-lab process is using are left alone.

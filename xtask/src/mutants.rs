@@ -106,6 +106,7 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
     let _lock = cache::lock(&cache, &format!("mutants-{}", h.hex()))?;
     let scratch = cache.join("mutants").join(h.hex()).join("linux");
     fs::create_dir_all(&scratch)?;
+    cache::touch(&cache.join("mutants").join(h.hex()));
     let scratch = scratch.canonicalize()?;
     crate::progress::status(&format!(
         "mutants: copying {} to {} (what changed since the last time) ...",

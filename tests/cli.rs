@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{text, xtask, xtask_cmd};
+use common::{git, text, xtask, xtask_cmd};
 use std::process::Output;
 
 #[test]
@@ -366,15 +366,7 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, cache) = (tmp.path().join("linux-6.1"), tmp.path().join("cache"));
     fake_kernel_tree(&tree);
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        makefile.replace(
-            "PATCHLEVEL = 12\nSUBLEVEL = 0",
-            "PATCHLEVEL = 1\nSUBLEVEL = 192",
-        ),
-    )
-    .unwrap();
+    make_it_6_1(&tree);
     let src = tree.to_str().unwrap();
     let env = [("KERNEL_LAB_CACHE", cache.to_str().unwrap())];
     // `lab` says why, before building or booting anything.
@@ -459,19 +451,14 @@ fn the_example_workflow_passes_actionlint() {
     );
 }
 
-/// `git` in `dir`, as a test's author.
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+/// Makes the stand-in tree say it is 6.1.192.
+fn make_it_6_1(tree: &std::path::Path) {
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
+    let m = makefile.replace(
+        "PATCHLEVEL = 12\nSUBLEVEL = 0",
+        "PATCHLEVEL = 1\nSUBLEVEL = 192",
+    );
+    std::fs::write(tree.join("Makefile"), m).unwrap();
 }
 
 /// The stand-in tree as a git repository with one commit.
@@ -894,15 +881,7 @@ fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
     fake_kernel_tree(&tree);
     // A 6.1 tree, and lab 5, which declares it does not apply there: nothing boots the
     // stand-in's "kernel", the kernels are still built (and fail to) as for any lab.
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        makefile.replace(
-            "PATCHLEVEL = 12\nSUBLEVEL = 0",
-            "PATCHLEVEL = 1\nSUBLEVEL = 192",
-        ),
-    )
-    .unwrap();
+    make_it_6_1(&tree);
     std::fs::write(tree.join("mm/other.c"), "int other;\n").unwrap();
     git(&tree, &["init", "-q"]);
     git(&tree, &["add", "-A"]);

@@ -946,3 +946,42 @@ fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
     );
     assert!(!scratch.join("linux/.git").exists());
 }
+
+#[test]
+fn cache_gc_removes_what_is_old_or_too_much_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let entry = |dir: &str, days_ago: u64, bytes: usize| {
+        let d = cache.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vmlinux"), vec![1u8; bytes]).unwrap();
+        let used = std::fs::File::create(d.join("used")).unwrap();
+        let when =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 24 * 3600);
+        used.set_modified(when).unwrap();
+        d
+    };
+    let old = entry("kernels/aaaa", 40, 4096);
+    let big = entry("build/bbbb", 2, 3 << 20);
+    let new = entry("kernels/cccc", 0, 4096);
+    let gc = |args: &[&str]| {
+        let mut all = vec!["cache", "gc"];
+        all.extend_from_slice(args);
+        let o = xtask_cmd(&all)
+            .env("KERNEL_LAB_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let out = gc(&["--dry-run"]);
+    assert!(out.contains("would remove 1 entries"), "{out}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let out = gc(&[]);
+    assert!(out.contains("removed 1 entries"), "{out}");
+    assert!(!old.exists() && big.exists() && new.exists());
+    // Over the size bound: the least recently used goes first.
+    let out = gc(&["--max-size", "1M"]);
+    assert!(out.contains("build directory"), "{out}");
+    assert!(!big.exists() && new.exists(), "{out}");
+}

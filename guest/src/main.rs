@@ -8,7 +8,7 @@
 
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
 use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
-use guest::spec::{LabSpec, Step, StepKind, SwapKind};
+use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -214,15 +214,15 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
             SwapKind::Zram => zram_swap(swap.size.0)?,
         }
     }
-    let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
-    if uses(StepKind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
+    let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
+    if uses(Kind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
         loopback_up()?;
     }
-    let writes = uses(StepKind::WriteFile) || uses(StepKind::Exec);
-    if uses(StepKind::ReadFile) || writes {
+    let writes = uses(Kind::WriteFile) || uses(Kind::Exec);
+    if uses(Kind::ReadFile) || writes {
         mount_data_disk(writes)?;
     }
-    if uses(StepKind::TmpfsFill) {
+    if uses(Kind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
@@ -341,9 +341,9 @@ fn run_step(
 ) -> Result<(Exit, String, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
     let mut ticker = Ticker::new(spec, step);
-    match step.kind {
-        StepKind::Sleep => {
-            let until = Instant::now() + Duration::from_millis(step.ms.unwrap_or(0));
+    match &step.kind {
+        StepKind::Sleep { ms } => {
+            let until = Instant::now() + Duration::from_millis(*ms);
             while Instant::now() < until {
                 ticker.tick(out);
                 std::thread::sleep(
@@ -354,8 +354,8 @@ fn run_step(
             }
             return done;
         }
-        StepKind::Sysctl => {
-            for (key, value) in &step.set {
+        StepKind::Sysctl { set } => {
+            for (key, value) in set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
             return done;
@@ -371,13 +371,9 @@ fn run_step(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
-    let cgroup = step
-        .cgroup
-        .clone()
-        .filter(|_| step.joins_cgroup())
-        .unwrap_or_else(|| "root".into());
+    let cgroup = step.joins().unwrap_or("root").to_string();
     workers.insert(child.id().to_string(), cgroup);
-    if step.background {
+    if step.background() {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
         let mut line = String::new();
@@ -406,7 +402,7 @@ fn run_step(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let kill_after = kill_fault(step.name());
-    let per_result = step.result_timeout_secs.map(Duration::from_secs);
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
     let (mut results, mut last_result) = (0, Instant::now());
     let mut timed_out = None;
     let status = loop {
@@ -738,10 +734,10 @@ fn lab_step(name: &str) -> Result<()> {
 fn worker(json: &str) -> Result<()> {
     let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
     write("/proc/self/oom_score_adj", "0")?;
-    if let (Some(cg), true) = (&step.cgroup, step.joins_cgroup()) {
+    if let Some(cg) = step.joins() {
         write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
     }
-    if let Some(node) = step.numa_node {
+    if let Some(node) = step.workload().and_then(|w| w.numa_node) {
         let mask: libc::c_ulong = 1 << node;
         const MPOL_BIND: libc::c_long = 2;
         let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
@@ -749,9 +745,9 @@ fn worker(json: &str) -> Result<()> {
             return Err(format!("binding memory to node {node}: {}", errno()));
         }
     }
-    let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
-    if step.background {
+    if step.background() {
         println!("ready");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
@@ -761,33 +757,34 @@ fn worker(json: &str) -> Result<()> {
 }
 
 fn work(step: &Step, size: usize) -> Result<()> {
-    match step.kind {
-        StepKind::Anon => {
-            touch_anon(size, step.pageout)?;
-            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+    match &step.kind {
+        StepKind::Anon { ms, pageout, .. } => {
+            touch_anon(size, *pageout)?;
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
-        StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::WriteFile => write_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::TmpfsFill => write_file(&format!("{TMPFS}/{}", step.file_name()), size),
-        StepKind::Reclaim => {
-            let cg = step.cgroup.as_deref().unwrap_or("");
+        StepKind::ReadFile { file, .. } => read_file(&format!("{DATA}/{file}"), size),
+        StepKind::WriteFile { file, .. } => write_file(&format!("{DATA}/{file}"), size),
+        StepKind::TmpfsFill { file, .. } => write_file(&format!("{TMPFS}/{file}"), size),
+        StepKind::Reclaim {
+            cgroup, swappiness, ..
+        } => {
             let mut arg = size.to_string();
-            if let Some(sw) = step.swappiness {
+            if let Some(sw) = swappiness {
                 arg.push_str(&format!(" swappiness={sw}"));
             }
-            write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+            write(&format!("{CGROOT}/{cgroup}/memory.reclaim"), &arg)
         }
-        StepKind::Exec => {
+        StepKind::Exec { argv, .. } => {
             use std::os::unix::process::CommandExt;
             // Replaces the worker, keeping its cgroup, oom_score_adj and stdout/stderr pipes.
-            let err = Command::new(&step.argv[0])
-                .args(&step.argv[1..])
+            let err = Command::new(&argv[0])
+                .args(&argv[1..])
                 .current_dir(DATA)
                 .exec();
-            Err(format!("running {}: {err}", step.argv[0]))
+            Err(format!("running {}: {err}", argv[0]))
         }
-        StepKind::Sleep | StepKind::Sysctl => Ok(()),
+        StepKind::Sleep { .. } | StepKind::Sysctl { .. } => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::progress::Phases;
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, Exit};
 use guest::spec::LabSpec;
+use guest::step::StepKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -396,9 +397,13 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
         .timeout
         .map_or(1.0, |t| t as f64 / spec.vm.timeout_secs as f64);
     for st in &mut spec.steps {
-        st.result_timeout_secs = st
-            .result_timeout_secs
-            .map(|t| (t as f64 * factor).ceil() as u64);
+        if let StepKind::Exec {
+            result_timeout_secs: Some(t),
+            ..
+        } = &mut st.kind
+        {
+            *t = (*t as f64 * factor).ceil() as u64;
+        }
     }
     eprintln!("{}: {}", spec.id, spec.title);
     let mut extra = Vec::new();
@@ -658,14 +663,19 @@ mod tests {
         );
         // The generated spec gives each program its per-test timeout.
         let s = spec(PROGRAMS).unwrap();
-        assert_eq!(s.steps[0].result_timeout_secs, Some(PER_TEST_TIMEOUT_SECS));
+        assert_eq!(
+            s.steps[0].result_timeout_secs(),
+            Some(PER_TEST_TIMEOUT_SECS)
+        );
     }
 
     #[test]
     fn the_spec_is_valid_and_runs_each_program() {
         let s = spec(PROGRAMS).unwrap();
         assert_eq!(s.steps.len(), PROGRAMS.len());
-        assert_eq!(s.steps[0].argv, ["/selftests/test_memcontrol"]);
+        assert!(
+            matches!(&s.steps[0].kind, guest::spec::StepKind::Exec { argv, .. } if argv == &["/selftests/test_memcontrol"])
+        );
         assert_eq!(s.vm.kernel_config, ["selftests"]);
     }
 }

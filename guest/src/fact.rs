@@ -167,14 +167,14 @@ pub struct StepView<'a> {
     pub settings: &'a BTreeMap<String, String>,
 }
 
-/// The change of `expr` between two samples. `trace.*` counters are measured per step (the
-/// trace is cleared before each step), so their "change" is their value after the step.
+/// The change of `expr` between two samples. Counters measured per step (`trace.*`: the trace
+/// is cleared before each step) change by their value after the step.
 pub fn delta(
     expr: &CounterExpr,
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> Result<i64, String> {
-    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
+    if expr.terms.iter().all(|(_, t)| crate::counters::per_step(t)) {
         return expr.eval(after);
     }
     let (b, a) = (expr.eval(before)?, expr.eval(after)?);

@@ -1,6 +1,7 @@
 //! Turning a result stream into facts: per-step deltas, their classes, expectation verdicts,
 //! the student's report (numbers beside classes) and the normalised snapshot (classes only).
 
+use guest::counters;
 use guest::event::{Event, Exit, Stream};
 use guest::exercise::Explanation;
 use guest::fact::{StepView, delta};
@@ -450,12 +451,12 @@ pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, Stri
     let mib = 1.0 / (1u64 << 20) as f64;
     let memory: Vec<timeline::Series> = keys
         .iter()
-        .filter(|k| k.ends_with("memory.current") || k.as_str() == "meminfo.MemFree")
+        .filter(|k| !counters::cumulative(k))
         .map(|k| series(k, mib))
         .collect();
     let reclaim: Vec<timeline::Series> = keys
         .iter()
-        .filter(|k| k.contains("pgscan") || k.contains("pgsteal") || k.contains("pswpout"))
+        .filter(|k| counters::cumulative(k))
         .map(|k| {
             let s = series(k, 1.0);
             timeline::Series {
@@ -509,8 +510,7 @@ fn timeline_lines(ev: &Evaluation, step: &str) -> String {
             .iter()
             .map(|t| t.get(key).copied().unwrap_or(0) as f64)
             .collect();
-        let cumulative =
-            key.contains("pgscan") || key.contains("pgsteal") || key.contains("pswpout");
+        let cumulative = counters::cumulative(key);
         let shown: Vec<f64> = if cumulative {
             values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect()
         } else {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{text, xtask, xtask_cmd};
+use common::{git, text, xtask, xtask_cmd};
 use std::process::Output;
 
 #[test]
@@ -366,15 +366,7 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, cache) = (tmp.path().join("linux-6.1"), tmp.path().join("cache"));
     fake_kernel_tree(&tree);
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        makefile.replace(
-            "PATCHLEVEL = 12\nSUBLEVEL = 0",
-            "PATCHLEVEL = 1\nSUBLEVEL = 192",
-        ),
-    )
-    .unwrap();
+    make_it_6_1(&tree);
     let src = tree.to_str().unwrap();
     let env = [("KERNEL_LAB_CACHE", cache.to_str().unwrap())];
     // `lab` says why, before building or booting anything.
@@ -459,19 +451,14 @@ fn the_example_workflow_passes_actionlint() {
     );
 }
 
-/// `git` in `dir`, as a test's author.
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+/// Makes the stand-in tree say it is 6.1.192.
+fn make_it_6_1(tree: &std::path::Path) {
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
+    let m = makefile.replace(
+        "PATCHLEVEL = 12\nSUBLEVEL = 0",
+        "PATCHLEVEL = 1\nSUBLEVEL = 192",
+    );
+    std::fs::write(tree.join("Makefile"), m).unwrap();
 }
 
 /// The stand-in tree as a git repository with one commit.
@@ -894,15 +881,7 @@ fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
     fake_kernel_tree(&tree);
     // A 6.1 tree, and lab 5, which declares it does not apply there: nothing boots the
     // stand-in's "kernel", the kernels are still built (and fail to) as for any lab.
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        makefile.replace(
-            "PATCHLEVEL = 12\nSUBLEVEL = 0",
-            "PATCHLEVEL = 1\nSUBLEVEL = 192",
-        ),
-    )
-    .unwrap();
+    make_it_6_1(&tree);
     std::fs::write(tree.join("mm/other.c"), "int other;\n").unwrap();
     git(&tree, &["init", "-q"]);
     git(&tree, &["add", "-A"]);
@@ -966,4 +945,43 @@ fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
         "int other;\n"
     );
     assert!(!scratch.join("linux/.git").exists());
+}
+
+#[test]
+fn cache_gc_removes_what_is_old_or_too_much_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let entry = |dir: &str, days_ago: u64, bytes: usize| {
+        let d = cache.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vmlinux"), vec![1u8; bytes]).unwrap();
+        let used = std::fs::File::create(d.join("used")).unwrap();
+        let when =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 24 * 3600);
+        used.set_modified(when).unwrap();
+        d
+    };
+    let old = entry("kernels/aaaa", 40, 4096);
+    let big = entry("build/bbbb", 2, 3 << 20);
+    let new = entry("kernels/cccc", 0, 4096);
+    let gc = |args: &[&str]| {
+        let mut all = vec!["cache", "gc"];
+        all.extend_from_slice(args);
+        let o = xtask_cmd(&all)
+            .env("KERNEL_LAB_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let out = gc(&["--dry-run"]);
+    assert!(out.contains("would remove 1 entries"), "{out}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let out = gc(&[]);
+    assert!(out.contains("removed 1 entries"), "{out}");
+    assert!(!old.exists() && big.exists() && new.exists());
+    // Over the size bound: the least recently used goes first.
+    let out = gc(&["--max-size", "1M"]);
+    assert!(out.contains("build directory"), "{out}");
+    assert!(!big.exists() && new.exists(), "{out}");
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{text, xtask, xtask_cmd};
+use common::{git, text, xtask, xtask_cmd};
 use std::process::Output;
 
 /// Every lab directory under labs/, each with its test below.
@@ -530,22 +530,6 @@ fn debian_6_1_runs_the_labs_and_declares_what_differs() {
     let (r5, why) = result("5-proactive");
     assert_eq!(r5, "skipped", "{out}");
     assert!(why.contains("no swappiness= argument before 6.12"), "{why}");
-}
-
-/// `git` in `dir` as a test author; its stdout.
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", text(&o));
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 /// The path of a cached kernel (built first if it is not).

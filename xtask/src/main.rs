@@ -168,8 +168,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Remove published kernels, build directories, selftest programs and extracted sources
-    /// not used for --max-age, then the least recently used until the cache fits in
+    /// Remove published kernels, build directories, selftest programs, extracted sources and
+    /// `mutants`' tree copies not used for --max-age, then the least recently used until the cache fits in
     /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
     /// newest two kernels of each build directory (editing a tree does not grow the cache).
     /// Entries another kernel-lab process is using are left alone.
@@ -432,9 +432,7 @@ fn run(cli: Cli) -> Result<bool> {
             };
             let (unreliable, results) = mutants::run(&set, &opts)?;
             print!("\n{}", mutants::render(&unreliable, &results));
-            let json =
-                mutants::write_json(&cache::target_dir()?.join("mutants"), &unreliable, &results)?;
-            println!("wrote {}", json.display());
+            println!("wrote {}", opts.out.join("mutants.json").display());
             Ok(true)
         }
         Command::Readme { labs, check } => {

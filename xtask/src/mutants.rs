@@ -106,6 +106,7 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
     let _lock = cache::lock(&cache, &format!("mutants-{}", h.hex()))?;
     let scratch = cache.join("mutants").join(h.hex()).join("linux");
     fs::create_dir_all(&scratch)?;
+    cache::touch(&cache.join("mutants").join(h.hex()));
     let scratch = scratch.canonicalize()?;
     crate::progress::status(&format!(
         "mutants: copying {} to {} (what changed since the last time) ...",
@@ -193,6 +194,9 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
             outcome,
             secs: started.elapsed().as_secs_f64(),
         });
+        // After every mutant: a long run that stops early keeps what it found.
+        write_json(&opts.out, &unreliable, &results)?;
+        eprint!("{}", render(&unreliable, &results));
     }
     Ok((unreliable, results))
 }

@@ -415,9 +415,14 @@ impl CounterExpr {
 
     /// Evaluates the terms in a sample; `Err` names the first term the kernel did not report.
     pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<i64, String> {
+        self.eval_by(|t| values.get(t).copied())
+    }
+
+    /// Evaluates the terms, each looked up by `get`; `Err` names the first one it lacks.
+    pub fn eval_by(&self, get: impl Fn(&str) -> Option<u64>) -> Result<i64, String> {
         let mut sum = 0i128;
         for (neg, t) in &self.terms {
-            let v = i128::from(*values.get(t).ok_or_else(|| t.clone())?);
+            let v = i128::from(get(t).ok_or_else(|| t.clone())?);
             sum += if *neg { -v } else { v };
         }
         Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)

@@ -804,8 +804,8 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "total_secs": r.total.as_secs_f64(),
         "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
         "timeline_svg": r.timeline_svg,
-        "trace": r.eval.traces.iter().map(|(step, f)| json!({"step": step, "facts": f})).collect::<Vec<_>>(),
-        "timeline": r.eval.timeline.iter().map(|(t, step, values)| json!({"t_ms": t, "step": step, "values": values})).collect::<Vec<_>>(),
+        "trace": r.eval.traces,
+        "timeline": r.eval.timeline,
         "spec": r.spec,
         "frames": r.frames,
     })

@@ -83,6 +83,10 @@ pub enum Event {
     },
 }
 
+/// The line an exec step's stderr ends with when the agent killed the program because no
+/// KTAP result came for `result_timeout_secs` (`<note> 300s after 4 results: killed`).
+pub const RESULT_TIMEOUT_NOTE: &str = "kernel-lab: no test result for";
+
 /// At most this many kernel log records travel in one [`Event::Health`].
 pub const HEALTH_LOG_CAP: usize = 2000;
 
@@ -131,15 +135,69 @@ impl fmt::Display for Exit {
     }
 }
 
+/// The signals a workload is likely to die of, by name; others read `signal N`.
+const SIGNALS: &[(i32, &str)] = &[
+    (6, "SIGABRT"),
+    (7, "SIGBUS"),
+    (9, "SIGKILL"),
+    (11, "SIGSEGV"),
+    (15, "SIGTERM"),
+];
+
 /// `9` -> `SIGKILL`; the names a workload is likely to die of.
 pub fn signal_name(signal: i32) -> String {
-    match signal {
-        6 => "SIGABRT".into(),
-        7 => "SIGBUS".into(),
-        9 => "SIGKILL".into(),
-        11 => "SIGSEGV".into(),
-        15 => "SIGTERM".into(),
-        n => format!("signal {n}"),
+    match SIGNALS.iter().find(|(n, _)| *n == signal) {
+        Some((_, name)) => name.to_string(),
+        None => format!("signal {signal}"),
+    }
+}
+
+/// `SIGKILL` or `signal 9` -> 9; the error names the closest signal.
+fn signal_number(text: &str) -> Result<i32, String> {
+    if let Some((n, _)) = SIGNALS.iter().find(|(_, name)| *name == text) {
+        return Ok(*n);
+    }
+    if let Some(n) = text
+        .strip_prefix("signal ")
+        .and_then(|n| n.trim().parse().ok())
+    {
+        return Ok(n);
+    }
+    let closest = SIGNALS
+        .iter()
+        .map(|(_, name)| name)
+        .min_by_key(|name| crate::spec::edit_distance(text, name))
+        .copied()
+        .unwrap_or("SIGKILL");
+    Err(format!(
+        "no signal {text:?}; did you mean {closest}? (SIGABRT, SIGBUS, SIGKILL, SIGSEGV, SIGTERM, or `signal N`)"
+    ))
+}
+
+/// Parses what [`Exit`]'s Display writes: `exited 0`, `killed by SIGKILL` (or `killed by
+/// signal 9`), `holding its memory in the background`.
+impl std::str::FromStr for Exit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Exit, String> {
+        let t = s.trim();
+        if t == Exit::Holding.to_string() {
+            return Ok(Exit::Holding);
+        }
+        if let Some(code) = t.strip_prefix("exited ") {
+            let code = code
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: the exit code must be a number, e.g. \"exited 0\""))?;
+            return Ok(Exit::Exited { code });
+        }
+        if let Some(signal) = t.strip_prefix("killed by ") {
+            let signal = signal_number(signal.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+            return Ok(Exit::Signaled { signal });
+        }
+        Err(format!(
+            "{s:?}: a step ends \"exited N\", \"killed by SIGKILL\" or \"{}\"",
+            Exit::Holding
+        ))
     }
 }
 
@@ -313,5 +371,25 @@ mod tests {
             "killed by SIGKILL"
         );
         assert_eq!(Exit::Exited { code: 0 }.to_string(), "exited 0");
+    }
+
+    #[test]
+    fn exits_parse_as_they_print() {
+        for e in [
+            Exit::Exited { code: 2 },
+            Exit::Signaled { signal: 9 },
+            Exit::Signaled { signal: 4 },
+            Exit::Holding,
+        ] {
+            assert_eq!(e.to_string().parse::<Exit>(), Ok(e));
+        }
+        assert_eq!(
+            "killed by signal 9".parse(),
+            Ok(Exit::Signaled { signal: 9 })
+        );
+        let e = "killed by SIGKIL".parse::<Exit>().unwrap_err();
+        assert!(e.contains("did you mean SIGKILL?"), "{e}");
+        assert!("exited zero".parse::<Exit>().is_err());
+        assert!("fine".parse::<Exit>().is_err());
     }
 }

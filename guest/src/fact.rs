@@ -8,7 +8,7 @@
 
 use crate::event::Exit;
 use crate::parse::{format_size, parse_size};
-use crate::spec::{Condition, CounterExpr, LabSpec, check_name};
+use crate::spec::{Condition, CounterExpr, LabSpec, StepKind, check_name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +28,7 @@ pub enum Fact {
         cond: Condition,
     },
     /// How the step's workload ended: `exit == killed by SIGKILL`, `exit != exited 0`.
-    Exit { equal: bool, how: String },
+    Exit { equal: bool, exit: Exit },
     /// Whether the kernel reports a counter at all after the step: `kswapd.1.cpu_ticks is not
     /// reported` (a guest with one node has no kswapd1).
     Reported {
@@ -82,16 +82,8 @@ impl TryFrom<String> for Fact {
         let t = s.trim();
         if let Some(rest) = strip_word(t, "exit") {
             let (equal, how) = eq_op(rest, &format!("fact {s:?}"))?;
-            let known = how.starts_with("exited ")
-                || how.starts_with("killed by ")
-                || how == Exit::Holding.to_string();
-            if !known {
-                return Err(format!(
-                    "fact {s:?}: a step ends \"exited N\", \"killed by SIGKILL\" or \"{}\"",
-                    Exit::Holding
-                ));
-            }
-            return Ok(Fact::Exit { equal, how });
+            let exit = how.parse().map_err(|e| format!("fact {s:?}: {e}"))?;
+            return Ok(Fact::Exit { equal, exit });
         }
         if let Some(rest) = strip_word(t, "setting") {
             let rest = rest.trim_start();
@@ -152,7 +144,7 @@ impl fmt::Display for Fact {
         match self {
             Fact::Delta { counter, cond } => write!(f, "Δ {counter} {cond}"),
             Fact::Value { counter, cond } => write!(f, "{counter} {cond}"),
-            Fact::Exit { equal, how } => write!(f, "exit {} {how}", op(*equal)),
+            Fact::Exit { equal, exit } => write!(f, "exit {} {exit}", op(*equal)),
             Fact::Reported { counter, reported } => {
                 let not = if *reported { "" } else { "not " };
                 write!(f, "{counter} is {not}reported")
@@ -164,29 +156,42 @@ impl fmt::Display for Fact {
     }
 }
 
-/// What one step (or the whole run) looked like: the samples around it, how its workload
-/// ended, and the spec's settings as run.
+/// What one step (or the whole run) looked like: the samples around it, what was measured
+/// over it alone, how its workload ended, and the spec's settings as run.
 #[derive(Debug, Clone, Copy)]
 pub struct StepView<'a> {
     pub before: &'a BTreeMap<String, u64>,
     pub after: &'a BTreeMap<String, u64>,
+    /// Counters measured over the step alone, not sampled (its trace facts, `trace.*`).
+    pub measured: &'a BTreeMap<String, u64>,
     /// None for the whole run, or a step that did not finish.
     pub exit: Option<Exit>,
     pub settings: &'a BTreeMap<String, String>,
 }
 
-/// The change of `expr` between two samples. `trace.*` counters are measured per step (the
-/// trace is cleared before each step), so their "change" is their value after the step.
-pub fn delta(
-    expr: &CounterExpr,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> Result<i64, String> {
-    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
-        return expr.eval(after);
+impl StepView<'_> {
+    /// One counter after the step: sampled, or measured over the step.
+    fn after(&self, term: &str) -> Option<u64> {
+        match crate::counters::per_step(term) {
+            true => self.measured.get(term).copied(),
+            false => self.after.get(term).copied(),
+        }
     }
-    let (b, a) = (expr.eval(before)?, expr.eval(after)?);
-    Ok(a.saturating_sub(b))
+
+    /// The value of `expr` after the step; `Err` names the first counter not reported.
+    pub fn value(&self, expr: &CounterExpr) -> Result<i64, String> {
+        expr.eval_by(|t| self.after(t))
+    }
+
+    /// The change of `expr` across the step: sampled counters from the sample before to the
+    /// one after, measured ones by what was measured.
+    pub fn delta(&self, expr: &CounterExpr) -> Result<i64, String> {
+        let before = expr.eval_by(|t| match crate::counters::per_step(t) {
+            true => Some(0),
+            false => self.before.get(t).copied(),
+        })?;
+        Ok(self.value(expr)?.saturating_sub(before))
+    }
 }
 
 impl Fact {
@@ -195,21 +200,21 @@ impl Fact {
     pub fn check(&self, v: &StepView) -> Result<(bool, String), String> {
         match self {
             Fact::Delta { counter, cond } => {
-                let d = delta(counter, v.before, v.after)?;
+                let d = v.delta(counter)?;
                 Ok((cond.holds(d), format!("{d:+}")))
             }
             Fact::Value { counter, cond } => {
-                let x = counter.eval(v.after)?;
+                let x = v.value(counter)?;
                 Ok((cond.holds(x), x.to_string()))
             }
             Fact::Reported { counter, reported } => {
-                let got = counter.eval(v.after).is_ok();
+                let got = v.value(counter).is_ok();
                 let word = if got { "reported" } else { "not reported" };
                 Ok((got == *reported, word.to_string()))
             }
-            Fact::Exit { equal, how } => {
-                let got = v.exit.ok_or("the step did not finish")?.to_string();
-                Ok(((&got == how) == *equal, got))
+            Fact::Exit { equal, exit } => {
+                let got = v.exit.ok_or("the step did not finish")?;
+                Ok(((got == *exit) == *equal, got.to_string()))
             }
             Fact::Setting { key, equal, value } => {
                 let got = v
@@ -318,12 +323,20 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     }
     for st in &spec.steps {
         let key = |f: &str| format!("step.{}.{f}", st.name());
-        s.insert(key("size"), size(st.size));
+        s.insert(key("size"), size(st.size()));
         let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or("none".into());
-        s.insert(key("swappiness"), opt(st.swappiness));
-        s.insert(key("numa_node"), opt(st.numa_node));
-        s.insert(key("pageout"), st.pageout.to_string());
-        s.insert(key("background"), st.background.to_string());
+        let swappiness = match &st.kind {
+            StepKind::Reclaim { swappiness, .. } => *swappiness,
+            _ => None,
+        };
+        s.insert(key("swappiness"), opt(swappiness));
+        s.insert(
+            key("numa_node"),
+            opt(st.workload().and_then(|w| w.numa_node)),
+        );
+        let pageout = matches!(st.kind, StepKind::Anon { pageout: true, .. });
+        s.insert(key("pageout"), pageout.to_string());
+        s.insert(key("background"), st.background().to_string());
     }
     s
 }
@@ -376,12 +389,14 @@ mod tests {
         let mut after = BTreeMap::new();
         before.insert("W/memory.events.max".to_string(), 3);
         after.insert("W/memory.events.max".to_string(), 38);
-        after.insert("trace.kswapd.wakes".to_string(), 2);
+        let mut measured = BTreeMap::new();
+        measured.insert("trace.kswapd.wakes".to_string(), 2);
         let mut settings = BTreeMap::new();
         settings.insert("vm.swap".to_string(), "none".to_string());
         let v = StepView {
             before: &before,
             after: &after,
+            measured: &measured,
             exit: Some(Exit::Signaled { signal: 9 }),
             settings: &settings,
         };

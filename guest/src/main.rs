@@ -6,9 +6,10 @@
 //! cgroup before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
-use guest::spec::{LabSpec, Step, StepKind, SwapKind};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_psi, parse_single};
+use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -141,15 +142,13 @@ fn agent(out: &mut Emitter) -> Result<()> {
     inject_kernel_faults();
     out.send(Event::Ready);
     let mut start = sample(&spec, &probe);
-    if !spec.refers_to("zoneinfo.") {
+    if let Some(f) = FAMILIES
+        .iter()
+        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
+    {
         // Once, for the timeline's reference lines: the zone watermarks.
-        let zones = read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok());
-        start.extend(
-            zones
-                .into_iter()
-                .flatten()
-                .map(|(k, n)| (format!("zoneinfo.{k}"), n)),
-        );
+        let zones = read_family(f, "").into_iter().flatten();
+        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
     }
     out.send(Event::Sample {
         label: "start".into(),
@@ -229,15 +228,15 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
             SwapKind::Zram => zram_swap(swap.size.0)?,
         }
     }
-    let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
-    if uses(StepKind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
+    let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
+    if uses(Kind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
         loopback_up()?;
     }
-    let writes = uses(StepKind::WriteFile) || uses(StepKind::Exec);
-    if uses(StepKind::ReadFile) || writes {
+    let writes = uses(Kind::WriteFile) || uses(Kind::Exec);
+    if uses(Kind::ReadFile) || writes {
         mount_data_disk(writes)?;
     }
-    if uses(StepKind::TmpfsFill) {
+    if uses(Kind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
@@ -383,9 +382,9 @@ fn run_step(
     workers: &mut BTreeMap<String, String>,
 ) -> Result<StepOutcome> {
     let mut ticker = Ticker::new(spec, step);
-    match step.kind {
-        StepKind::Sleep => {
-            let until = Instant::now() + Duration::from_millis(step.ms.unwrap_or(0));
+    match &step.kind {
+        StepKind::Sleep { ms } => {
+            let until = Instant::now() + Duration::from_millis(*ms);
             while Instant::now() < until {
                 ticker.tick(out);
                 std::thread::sleep(
@@ -397,8 +396,8 @@ fn run_step(
             ticker.finish(out);
             return Ok(StepOutcome::ok());
         }
-        StepKind::Sysctl => {
-            for (key, value) in &step.set {
+        StepKind::Sysctl { set } => {
+            for (key, value) in set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
             ticker.finish(out);
@@ -408,7 +407,7 @@ fn run_step(
     }
     let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
     let mut command = Command::new("/proc/self/exe");
-    if !step.background {
+    if !step.background() {
         command.env(HOLD_ENV, "1");
     }
     let mut child = command
@@ -419,13 +418,9 @@ fn run_step(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
-    let cgroup = step
-        .cgroup
-        .clone()
-        .filter(|_| step.joins_cgroup())
-        .unwrap_or_else(|| "root".into());
+    let cgroup = step.joins().unwrap_or("root").to_string();
     workers.insert(child.id().to_string(), cgroup);
-    if step.background {
+    if step.background() {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
         // Its line is read on a thread, so that the timeline goes on while it fills its memory.
@@ -475,6 +470,9 @@ fn run_step(
     );
     let pid = child.id() as libc::pid_t;
     let kill_after = kill_fault(step.name());
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
+    let (mut results, mut last_result) = (0, Instant::now());
+    let mut timed_out = None;
     let (mut done, mut held) = (None, None);
     let status = loop {
         let mut raw = 0;
@@ -484,10 +482,19 @@ fn run_step(
             return Err(format!("waiting for the workload: {}", errno()));
         }
         if rc == 0 {
-            if let Some(n) = kill_after
-                && ktap_results(&stdout.text()) >= n
-            {
+            let n = ktap_results(&stdout.text());
+            if n != results {
+                (results, last_result) = (n, Instant::now());
+            }
+            if kill_after.is_some_and(|k| n >= k) {
                 // Fault injection: the program dies midway, as if OOM-killed.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Some(t) = per_result
+                && timed_out.is_none()
+                && last_result.elapsed() > t
+            {
+                timed_out = Some(t);
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             ticker.tick(out);
@@ -512,14 +519,25 @@ fn run_step(
     while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let mut err = stderr.text();
+    if let Some(t) = timed_out {
+        err.push_str(&format!(
+            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
+            t.as_secs()
+        ));
+    }
     Ok(StepOutcome {
         exit: exit_of(status)?,
-        stderr: stderr.text(),
+        stderr: err,
         stdout: stdout.text(),
         done: done.unwrap_or_else(Instant::now),
         held,
     })
 }
+
+/// Starts the line the agent adds to an exec step's stderr when it killed the program for its
+/// per-result timeout (the host reads it back).
+const TIMEOUT_NOTE: &str = guest::event::RESULT_TIMEOUT_NOTE;
 
 /// A pipe read to its end on a thread; what arrived so far can be taken at any time.
 struct Drain {
@@ -931,10 +949,10 @@ fn lab_step(name: &str) -> Result<()> {
 fn worker(json: &str) -> Result<()> {
     let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
     write("/proc/self/oom_score_adj", "0")?;
-    if let (Some(cg), true) = (&step.cgroup, step.joins_cgroup()) {
+    if let Some(cg) = step.joins() {
         write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
     }
-    if let Some(node) = step.numa_node {
+    if let Some(node) = step.workload().and_then(|w| w.numa_node) {
         let mask: libc::c_ulong = 1 << node;
         const MPOL_BIND: libc::c_long = 2;
         let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
@@ -947,14 +965,14 @@ fn worker(json: &str) -> Result<()> {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }
-    let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
     if std::env::var_os(HOLD_ENV).is_some() {
         // Done: wait, still holding the memory, until the agent has sampled the counters.
         // SAFETY: stopping ourselves; the agent sends SIGCONT.
         unsafe { libc::raise(libc::SIGSTOP) };
     }
-    if step.background {
+    if step.background() {
         println!("ready");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
@@ -964,33 +982,34 @@ fn worker(json: &str) -> Result<()> {
 }
 
 fn work(step: &Step, size: usize) -> Result<()> {
-    match step.kind {
-        StepKind::Anon => {
-            touch_anon(size, step.pageout)?;
-            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+    match &step.kind {
+        StepKind::Anon { ms, pageout, .. } => {
+            touch_anon(size, *pageout)?;
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
-        StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::WriteFile => write_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::TmpfsFill => write_file(&format!("{TMPFS}/{}", step.file_name()), size),
-        StepKind::Reclaim => {
-            let cg = step.cgroup.as_deref().unwrap_or("");
+        StepKind::ReadFile { file, .. } => read_file(&format!("{DATA}/{file}"), size),
+        StepKind::WriteFile { file, .. } => write_file(&format!("{DATA}/{file}"), size),
+        StepKind::TmpfsFill { file, .. } => write_file(&format!("{TMPFS}/{file}"), size),
+        StepKind::Reclaim {
+            cgroup, swappiness, ..
+        } => {
             let mut arg = size.to_string();
-            if let Some(sw) = step.swappiness {
+            if let Some(sw) = swappiness {
                 arg.push_str(&format!(" swappiness={sw}"));
             }
-            write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+            write(&format!("{CGROOT}/{cgroup}/memory.reclaim"), &arg)
         }
-        StepKind::Exec => {
+        StepKind::Exec { argv, .. } => {
             use std::os::unix::process::CommandExt;
             // Replaces the worker, keeping its cgroup, oom_score_adj and stdout/stderr pipes.
-            let err = Command::new(&step.argv[0])
-                .args(&step.argv[1..])
+            let err = Command::new(&argv[0])
+                .args(&argv[1..])
                 .current_dir(DATA)
                 .exec();
-            Err(format!("running {}: {err}", step.argv[0]))
+            Err(format!("running {}: {err}", argv[0]))
         }
-        StepKind::Sleep | StepKind::Sysctl => Ok(()),
+        StepKind::Sleep { .. } | StepKind::Sysctl { .. } => Ok(()),
     }
 }
 
@@ -1088,78 +1107,42 @@ fn read_file(path: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
-/// the sample, so an expectation on it is reported as "not reported by this kernel".
+/// Reads every counter the lab can refer to, family by family ([`guest::counters`]). A file
+/// that cannot be read is simply absent from the sample, so an expectation on it is reported as
+/// "not reported by this kernel".
 fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
-    let one = |path: &str| {
-        read(path)
-            .and_then(|t| parse_single(&t).ok())
-            .map(|n| vec![(String::new(), n)])
-    };
     let mut v = probe.clone();
-    add(&mut v, "vmstat.", kv("/proc/vmstat"));
-    add(
-        &mut v,
-        "meminfo.",
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
-    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
     // The costlier families only when the lab refers to them (small frames, quick samples).
-    if spec.refers_to("zoneinfo.") {
-        add(
-            &mut v,
-            "zoneinfo.",
-            read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
-        );
+    let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
+    let global = FAMILIES.iter().filter(|f| f.scope == Scope::Global);
+    for f in global.filter(wanted) {
+        add(&mut v, f.prefix, read_family(f, ""));
     }
-    if spec.refers_to("kswapd.") {
-        add(&mut v, "kswapd.", Some(kswapd_threads()));
-    }
-    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
-        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
-    add(
-        &mut v,
-        "lru_gen.enabled",
-        lru_gen.map(|n| vec![(String::new(), n)]),
-    );
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
-        add(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            kv(&format!("{dir}/memory.stat")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.events."),
-            kv(&format!("{dir}/memory.events")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            psi(&format!("{dir}/memory.pressure")),
-        );
-        for file in [
-            "memory.current",
-            "memory.peak",
-            "memory.swap.current",
-            "memory.swappiness",
-        ] {
-            add(
-                &mut v,
-                &format!("{name}/{file}"),
-                one(&format!("{dir}/{file}")),
-            );
+        let dir = format!("{CGROOT}/{}/", cg.name);
+        for f in FAMILIES.iter().filter(|f| f.scope == Scope::Cgroup) {
+            let prefix = format!("{}/{}", cg.name, f.prefix);
+            add(&mut v, &prefix, read_family(f, &dir));
         }
     }
     v
+}
+
+/// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
+/// it cannot be read, or is not sampled.
+fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
+    match f.source {
+        Source::File(path, parser) => {
+            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
+        }
+        Source::KswapdThreads => Some(kswapd_threads()),
+        Source::V1Probe | Source::Trace => None,
+    }
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
@@ -1176,20 +1159,8 @@ fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+        let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
+        out.push((format!("{node}.cpu_ticks"), ticks));
     }
     out.push(("threads".into(), out.len() as u64));
     out

@@ -28,15 +28,20 @@ fn steps<'a>(ev: &'a Evaluation) -> Vec<StepData<'a>> {
         let start = ev
             .step_starts
             .iter()
-            .find(|(_, n)| *n == s.name)
-            .map(|(t, _)| *t)
-            .or_else(|| ev.timeline.iter().find(|t| t.1 == s.name).map(|t| t.0));
+            .find(|st| st.step == s.name)
+            .map(|st| st.t_ms)
+            .or_else(|| {
+                ev.timeline
+                    .iter()
+                    .find(|t| t.step == s.name)
+                    .map(|t| t.t_ms)
+            });
         let Some(start) = start else { continue };
         let rows: Vec<(f64, &BTreeMap<String, u64>)> = ev
             .timeline
             .iter()
-            .filter(|t| t.1 == s.name)
-            .map(|t| (t.0.saturating_sub(start) as f64 / 1000.0, &t.2))
+            .filter(|t| t.step == s.name)
+            .map(|t| (t.t_ms.saturating_sub(start) as f64 / 1000.0, &t.values))
             .collect();
         let last = rows.last().map(|r| r.0).unwrap_or(0.0);
         let before = match i {
@@ -599,16 +604,17 @@ fn oom_marks(ev: &Evaluation, data: &[StepData]) -> Vec<Mark> {
 
 fn spans(ev: &Evaluation, data: &[StepData]) -> Vec<Span> {
     let mut out = Vec::new();
-    for (a, b, who) in &ev.trace_spans {
+    for span in ev.spans() {
         // The step whose time contains the span's start.
+        let (a, b) = (span.start_ms, span.end_ms);
         let hit = data.iter().enumerate().find_map(|(i, s)| {
-            let start = ev.step_starts.iter().find(|(_, n)| *n == s.name)?.0;
+            let start = ev.step_starts.iter().find(|st| st.step == s.name)?.t_ms;
             let end = start + (s.secs * 1000.0) as u64;
-            (*a >= start && *a <= end).then_some((i, start))
+            (a >= start && a <= end).then_some((i, start))
         });
         if let Some((i, start)) = hit {
             let secs = |ms: u64| ms.saturating_sub(start) as f64 / 1000.0;
-            out.push((i, secs(*a), secs(*b).min(data[i].secs), who.clone()));
+            out.push((i, secs(a), secs(b).min(data[i].secs), span.who.clone()));
         }
     }
     out

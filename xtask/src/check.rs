@@ -401,6 +401,7 @@ pub enum Item {
     Selftests,
 }
 
+#[derive(Clone)]
 pub struct CheckOptions {
     pub labs: Vec<LabDir>,
     pub kernels: Vec<KernelChoice>,
@@ -661,13 +662,19 @@ fn error_verdict(e: &anyhow::Error) -> Verdict {
     }
 }
 
-/// The first line of an error and its causes, for a report.
+/// An error and its causes on one line, for a report: a long one (a build log's tail) keeps
+/// its first and last lines, where the what and the verdict are.
 fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-        .lines()
-        .take(12)
-        .collect::<Vec<_>>()
-        .join(" | ")
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.len() {
+        0..=12 => lines.join(" | "),
+        n => format!(
+            "{} | ... | {}",
+            lines[..4].join(" | "),
+            lines[n - 4..].join(" | ")
+        ),
+    }
 }
 
 fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -> Entry {
@@ -716,6 +723,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
         return entry;
     }
     let mut series = Series::default();
+    let mut failing = lab::KeepFailing::default();
     let mut attempt = 0;
     let planned = opts.repeat;
     while attempt < planned + if series.all_passed() { 0 } else { opts.retries } {
@@ -735,6 +743,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
                     lab::print(&r);
                 }
                 let log = keep_run(opts, at, &lab.id, attempt, &r.kept);
+                failing.saw(&r);
                 series.push(
                     status,
                     r.total.as_secs_f64(),
@@ -776,7 +785,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
         }
     }
     series.fold_into(&mut entry, &opts.declared, &opts.run, &spec_kernel(at));
-    restore_failing_run(opts, at, &lab.id, &series);
+    failing.restore();
     entry
 }
 
@@ -1244,24 +1253,6 @@ fn run_dir(opts: &CheckOptions, at: &At, id: &str, attempt: usize) -> PathBuf {
         .join(format!("{}.mglru-{}", at.label, at.mode.name()))
         .join(id)
         .join(attempt.to_string())
-}
-
-/// After a series with a failing run, target/kernel-lab/last/<id>/ holds that run's files
-/// again (a later passing run had replaced them).
-fn restore_failing_run(opts: &CheckOptions, at: &At, id: &str, series: &Series) {
-    let Some(bad) = series.first_bad() else {
-        return;
-    };
-    let Ok(target) = cache::target_dir() else {
-        return;
-    };
-    let last = target.join("last").join(id);
-    let from = run_dir(opts, at, id, bad + 1);
-    for name in ["console.log", "results.jsonl", "report.txt"] {
-        if from.join(name).is_file() {
-            let _ = std::fs::copy(from.join(name), last.join(name));
-        }
-    }
 }
 
 fn provenance(opts: &CheckOptions, matrix_items: usize) -> Provenance {

@@ -146,27 +146,11 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
         }
     }
     let family_of = |term: &str| -> Option<(&'static str, String)> {
-        let rest = term.split_once('/').map(|(_, r)| r).unwrap_or(term);
-        for family in ["vmstat", "memory.stat", "memory.events"] {
-            if let Some(key) = rest.strip_prefix(family).and_then(|r| r.strip_prefix('.')) {
-                return Some((family, key.to_string()));
-            }
-        }
-        None
+        let (f, key) = guest::counters::family_of(term)?;
+        Some((f.known_keys?, key.to_string()))
     };
     let mut errs = Vec::new();
-    let counters = spec
-        .observe
-        .iter()
-        .enumerate()
-        .map(|(i, o)| ("observe", i, &o.counter))
-        .chain(
-            spec.expect
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.counter.as_ref().map(|c| ("expect", i, c))),
-        );
-    for (table, index, expr) in counters {
+    for (table, index, expr) in spec.counters() {
         for (_, term) in &expr.terms {
             let Some((family, key)) = family_of(term) else {
                 continue;
@@ -210,19 +194,91 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
     let (declared, text) = vars::extract(text, origin)?;
     let sets = vars::parse_sets(sets, &declared)?;
     let text = vars::substitute(&text, &declared, &sets, origin)?;
-    let mut spec: LabSpec = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
-        anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
-    })?;
+    let hint = match sets.is_empty() {
+        true => "",
+        false => " (with the --set values given)",
+    };
+    let misfits = tagged_tables(&text, origin)?;
+    if !misfits.is_empty() {
+        bail!(located(&misfits, &text, origin, hint));
+    }
+    let mut spec: LabSpec = toml::from_str(&text).map_err(|e| toml_error(&e, &text, origin))?;
     // What the lab teaches refers to the lab as written; the rest is checked as it will run.
     let mut errs = guest::exercise::validate(&spec);
+    errs.extend(unknown_exercise_vars(&spec, &declared));
+    let skipped = vars::switch_off_zeroes(&mut spec);
+    errs.splice(0..0, spec.validate_setup());
+    if !errs.is_empty() {
+        bail!(located(&errs, &text, origin, hint));
+    }
+    Ok(Loaded {
+        spec,
+        vars: declared,
+        sets,
+        skipped,
+        text,
+    })
+}
+
+/// A TOML syntax or type error at its file:line:column.
+fn toml_error(e: &toml::de::Error, text: &str, origin: &str) -> anyhow::Error {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
+}
+
+/// Semantic errors, each at the file:line of its field.
+fn located(errs: &[SpecError], text: &str, origin: &str, hint: &str) -> String {
+    let lines: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{origin}:{}: {e}", locate(text, e)))
+        .collect();
+    format!(
+        "{} problem(s) in the lab spec{hint}:\n  {}",
+        errs.len(),
+        lines.join("\n  ")
+    )
+}
+
+/// The `[[step]]` and `[[expect]]` tables as written, each converted to its kind: every field
+/// that does not fit its kind, in every table (serde would stop at the first). Type errors of
+/// their values keep TOML's line and column.
+fn tagged_tables(text: &str, origin: &str) -> Result<Vec<SpecError>> {
+    #[derive(serde::Deserialize)]
+    struct Tables {
+        #[serde(default)]
+        step: Vec<guest::spec::StepTable>,
+        #[serde(default)]
+        expect: Vec<guest::spec::ExpectTable>,
+    }
+    let t: Tables = toml::from_str(text).map_err(|e| toml_error(&e, text, origin))?;
+    let at = |table, i, errs: Vec<guest::step::FieldError>| {
+        errs.into_iter().map(move |f| SpecError {
+            table,
+            index: Some(i),
+            key: f.key,
+            message: f.message,
+        })
+    };
+    let mut errs = Vec::new();
+    for (i, s) in t.step.into_iter().enumerate() {
+        if let Err(f) = s.into_step() {
+            errs.extend(at("step", i, f));
+        }
+    }
+    for (i, x) in t.expect.into_iter().enumerate() {
+        if let Err(f) = x.into_expect() {
+            errs.extend(at("expect", i, f));
+        }
+    }
+    Ok(errs)
+}
+
+/// Exercises that set variables the lab does not declare.
+fn unknown_exercise_vars(spec: &LabSpec, declared: &[vars::Var]) -> Vec<SpecError> {
+    let known: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+    let mut errs = Vec::new();
     for (i, x) in spec.exercises.iter().enumerate() {
-        for name in x
-            .set
-            .keys()
-            .filter(|n| !declared.iter().any(|v| &v.name == *n))
-        {
-            let known: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+        for name in x.set.keys().filter(|n| !known.contains(&n.as_str())) {
             errs.push(SpecError {
                 table: "exercise",
                 index: Some(i),
@@ -234,31 +290,7 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
             });
         }
     }
-    let skipped = vars::switch_off_zeroes(&mut spec);
-    errs.splice(0..0, spec.validate_setup());
-    if !errs.is_empty() {
-        let lines: Vec<String> = errs
-            .iter()
-            .map(|e| format!("{origin}:{}: {e}", locate(&text, e)))
-            .collect();
-        let hint = if sets.is_empty() {
-            ""
-        } else {
-            " (with the --set values given)"
-        };
-        bail!(
-            "{} problem(s) in the lab spec{hint}:\n  {}",
-            errs.len(),
-            lines.join("\n  ")
-        );
-    }
-    Ok(Loaded {
-        spec,
-        vars: declared,
-        sets,
-        skipped,
-        text,
-    })
+    errs
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -536,11 +568,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
             let c = guest::spec::CounterExpr {
                 terms: vec![(false, "vmstat.oom_kill".into())],
             };
-            let v = eval.view(Some(&s.name));
-            (
-                s.name.clone(),
-                guest::fact::delta(&c, v.before, v.after).ok(),
-            )
+            (s.name.clone(), eval.view(Some(&s.name)).delta(&c).ok())
         })
         .collect();
     eval.oom_kills = crate::oom::place(kills, &kills_per_step);
@@ -798,8 +826,8 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "total_secs": r.total.as_secs_f64(),
         "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
         "timeline_svg": r.timeline_svg,
-        "trace": r.eval.traces.iter().map(|(step, f)| json!({"step": step, "facts": f})).collect::<Vec<_>>(),
-        "timeline": r.eval.timeline.iter().map(|(t, step, values)| json!({"t_ms": t, "step": step, "values": values})).collect::<Vec<_>>(),
+        "trace": r.eval.traces,
+        "timeline": r.eval.timeline,
         "spec": r.spec,
         "frames": r.frames,
     })
@@ -945,6 +973,40 @@ fn describe(e: &Event) -> String {
         Event::Error { context, message } => format!("error {context}: {message}"),
         Event::Health { .. } => "kernel health".into(),
         Event::End { .. } => "end".into(),
+    }
+}
+
+/// Over repeated runs of a lab: a copy of the first failing run's kept files, put back into
+/// target/kernel-lab/last/<id>/ at the end (a later passing run would have replaced them).
+#[derive(Default)]
+pub struct KeepFailing {
+    copy: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+
+impl KeepFailing {
+    pub fn saw(&mut self, r: &RunResult) {
+        if self.copy.is_some() || r.passed() {
+            return;
+        }
+        let Ok(dir) = scratch("failing") else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::copy(r.kept.join(f), dir.path().join(f));
+        }
+        self.copy = Some((dir, r.kept.clone()));
+    }
+
+    pub fn restore(self) {
+        let Some((dir, kept)) = self.copy else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::remove_file(kept.join(f));
+            let _ = std::fs::copy(dir.path().join(f), kept.join(f));
+        }
+        eprintln!(
+            "{}: kept the first failing run's console and results",
+            kept.display()
+        );
     }
 }
 
@@ -1126,6 +1188,44 @@ mod tests {
     }
 
     #[test]
+    fn fields_that_do_not_fit_their_kind_are_named_at_their_line() {
+        let text = format!(
+            "{GOOD}pageout = true\n\n[[step]]\nkind = \"sleep\"\nsize = \"1M\"\n\n[[expect]]\nstep = \"anon\"\nexit = \"killed by SIGKIL\"\nwhy = \"w\"\n"
+        );
+        let e = parse_spec(
+            &text.replace("\"anon\"\ncgroup", "\"read-file\"\ncgroup"),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("4 problem(s) in the lab spec"), "{e}");
+        assert!(
+            e.contains("f:15: [[step]] #1 field `pageout`: only anon steps take pageout"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:19: [[step]] #2 field `size`: a sleep step takes no size"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:17: [[step]] #2 field `ms`: a sleep step needs ms"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:23: [[expect]] #1 field `exit`: \"killed by SIGKIL\": no signal \"SIGKIL\"; did you mean SIGKILL?"),
+            "{e}"
+        );
+        // A type error inside a step keeps TOML's line and column.
+        let e = parse_spec(&GOOD.replace("size = \"64M\"", "size = \"lots\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f:14:8:") && e.contains("does not start with a number"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn exercises_and_headlines_are_checked_with_file_and_line() {
         let text = format!(
             "{GOOD}[[expect]]\nname = \"oom\"\nstep = \"anon\"\nexit = \"killed by SIGKILL\"\nwhy = \"w\"\n\n[[exercise]]\nname = \"x\"\nset = {{ m = \"1M\" }}\nask = \"a\"\nanswer = \"b\"\nshows = [\"anon: exit == exited 0\", \"nope: Δ W/memory.events.max == 0\"]\nfails = [\"om\"]\n\n[[headline]]\nclaim = \"c\"\nexpect = [\"oom\"]\ncontrast = \"x\"\n"
@@ -1154,6 +1254,17 @@ mod tests {
             e.starts_with("f:26:") && e.contains("write `== value`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_lab_reaches_the_guest_as_it_was_loaded() {
+        // The agent reads the same type from the JSON plan: nothing may be lost on the way.
+        for l in catalog().unwrap() {
+            let spec = load(&l.spec_path()).unwrap();
+            let plan = serde_json::to_string(&spec).unwrap();
+            let back: LabSpec = serde_json::from_str(&plan).unwrap();
+            assert_eq!(back, spec, "{}", l.id);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod check;
 mod console;
 mod course;
 mod disk;
+mod evaluate;
 mod exercise;
 mod gc;
 mod health;
@@ -16,6 +17,7 @@ mod initramfs;
 mod kernel;
 mod lab;
 mod manifest;
+mod mutants;
 mod notebook;
 mod oom;
 mod predict;
@@ -162,6 +164,37 @@ enum Command {
     },
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
+    /// Which kernel regressions do the labs and selftests catch? Applies each one-line kernel
+    /// change of kernel-mutants/ in turn to a scratch copy of the kernel tree (in the cache),
+    /// builds it incrementally, runs `check`, and prints which labs or selftests caught each
+    /// mutant and which escaped; writes target/kernel-lab/mutants/mutants.json. The unmodified
+    /// tree is checked first: what fails there is not counted. Example:
+    /// `cargo xtask mutants --kernel-src ~/src/linux --only 02 --only 08`.
+    Mutants {
+        #[command(flatten)]
+        src: KernelArgs,
+        /// The directory of mutants (*.patch, each with a `Subject:` line).
+        #[arg(long, value_name = "DIR", default_value = "kernel-mutants")]
+        mutants: PathBuf,
+        /// Only the mutants whose file name starts with this (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        only: Vec<String>,
+        /// Only these labs (as `check --lab`; `selftests` names the kernel's own tests).
+        #[arg(long = "lab", value_name = "LAB")]
+        labs: Vec<String>,
+        /// Leave out the kernel's own selftests.
+        #[arg(long)]
+        no_selftests: bool,
+        /// Accelerator (see `lab --help`).
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: qemu::Accel,
+        /// Never install packages; say what is missing instead.
+        #[arg(long)]
+        no_install: bool,
+        /// Multiply every lab's and selftest's timeout by F (slow or busy machines).
+        #[arg(long, value_name = "F", default_value_t = 1.0)]
+        timeout_factor: f64,
+    },
     /// Write the generated parts of each lab's README (headline claims with their checks, and
     /// the exercises' answers) from its lab.toml; with --check, only say which are stale.
     Readme {
@@ -180,8 +213,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Remove published kernels, build directories, selftest programs and extracted sources
-    /// not used for --max-age, then the least recently used until the cache fits in
+    /// Remove published kernels, build directories, selftest programs, extracted sources and
+    /// `mutants`' tree copies not used for --max-age, then the least recently used until the cache fits in
     /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
     /// newest two kernels of each build directory (editing a tree does not grow the cache).
     /// Entries another kernel-lab process is using are left alone.
@@ -354,6 +387,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts.shell = shell;
             let mut passed = 0;
             let mut walls = Vec::new();
+            let mut failing = lab::KeepFailing::default();
             for i in 0..repeat.max(1) {
                 if repeat > 1 {
                     eprintln!("run {}/{repeat}", i + 1);
@@ -375,9 +409,11 @@ fn run(cli: Cli) -> Result<bool> {
                         notebook::open(&result.kept.join("index.html"));
                     }
                 }
+                failing.saw(&result);
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
+            failing.restore();
             if repeat > 1 {
                 let f = bench::figure("total", walls);
                 println!(
@@ -442,13 +478,57 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             setup::ensure(true, src.kernel_src.as_deref())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
+            let k = kernel::ensure(&source, &kernel::build_fragments(&fragments)?, rebuild)?;
             eprintln!(
                 "kernel {} ({})",
                 k.key,
                 if k.built { "built now" } else { "cached" }
             );
             println!("{}", k.image.display());
+            Ok(true)
+        }
+        Command::Mutants {
+            src,
+            mutants,
+            only,
+            labs,
+            no_selftests,
+            accel,
+            no_install,
+            timeout_factor,
+        } => {
+            let project = cache::project_root();
+            let set = mutants::load(&project.join(&mutants), &only)?;
+            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
+            let opts = check::CheckOptions {
+                labs: selected,
+                kernels: vec![acquire::KernelChoice::Source(src.kernel_src)],
+                repeat: 1,
+                // A failure that passes on a retry is flaky, and catches nothing.
+                retries: 1,
+                shard: None,
+                run: lab::RunOptions {
+                    kernel: acquire::KernelChoice::default(),
+                    accel,
+                    rebuild_kernel: false,
+                    install: !no_install,
+                    timeout: None,
+                    sets: vec![],
+                    shell: false,
+                    kernel_args: vec![],
+                    mglru: None,
+                    extra_fragments: vec![],
+                },
+                modes: vec![check::Mode::Lab],
+                selftests: selftests && !no_selftests,
+                timeout_factor,
+                out: cache::target_dir()?.join("mutants"),
+                declared: vec![],
+                baseline: None,
+            };
+            let (unreliable, results) = mutants::run(&set, &opts)?;
+            print!("\n{}", mutants::render(&unreliable, &results));
+            println!("wrote {}", opts.out.join("mutants.json").display());
             Ok(true)
         }
         Command::Readme { labs, check } => {

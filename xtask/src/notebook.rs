@@ -291,11 +291,11 @@ fn steps(r: &RunResult) -> String {
             );
         }
         out.push_str("</table>");
-        if let Some(t) = ev.trace_text.get(&s.name) {
+        if let Some(t) = ev.trace(Some(&s.name)) {
             let _ = write!(
                 out,
                 "<p>Reclaim trace (vmscan tracepoints):</p><pre>{}</pre>",
-                esc(t)
+                esc(&t.text)
             );
         }
     }

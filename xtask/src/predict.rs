@@ -90,12 +90,9 @@ pub fn questions(spec: &LabSpec, default: Option<&str>, varies: &[Varies]) -> Ve
             if o.class == ClassRule::Shown || o.explain.is_empty() {
                 continue;
             }
-            let own = o
-                .counter
-                .cgroups()
-                .all(|cg| step.cgroup.as_deref() == Some(cg));
+            let own = o.counter.cgroups().all(|cg| step.cgroup() == Some(cg));
             let judged = spec.expect.iter().any(|e| {
-                e.counter.as_ref() == Some(&o.counter)
+                e.counter() == Some(&o.counter)
                     && e.step.as_deref().is_none_or(|s| s == step.name())
             });
             let race = varies
@@ -119,7 +116,7 @@ pub fn questions(spec: &LabSpec, default: Option<&str>, varies: &[Varies]) -> Ve
             let name = format!("Δ {}", o.counter);
             out.push(Question {
                 step: step.name().to_string(),
-                describe: report::describe_step(step),
+                describe: crate::evaluate::describe_step(step),
                 counter: o.counter.clone(),
                 rule: o.class,
                 choices,

@@ -157,13 +157,14 @@ fn exercise(l: &LabDir, spec: &LabSpec, x: &Exercise, cmd: &str) -> Result<Strin
             "No expectation fails: {passing} of {total} pass.\n"
         )),
         n => out.push_str(&format!(
-            "Expectations that FAIL ({n} of {total}): {}. {passing} pass.\n",
+            "Expectations that FAIL ({n} of {total}): {}; {passing} of {total} pass.\n",
             failing.join(", "),
         )),
     }
     if !unsure.is_empty() {
         out.push_str(&format!(
-            "Pass in some runs and fail in others: {}.\n",
+            "Pass in some runs and fail in others ({} of {total}): {}.\n",
+            unsure.len(),
             unsure.join(", ")
         ));
     }
@@ -276,7 +277,6 @@ mod tests {
         "7-watermarks",
         "8-swappiness-v1-v2",
         "10-dirty-writeback",
-        "11-mglru-vs-classic",
         "12-psi-blocking",
     ];
 

@@ -2,6 +2,7 @@
 //! lab.toml with file:line:field errors, and running one lab end to end.
 
 use crate::cache;
+use crate::exit::{as_bad_input, bad_input};
 use crate::progress::{self, Phases};
 use crate::{disk, health, initramfs, kernel, qemu, report, setup, timeline, vars};
 use anyhow::{Context, Result, bail};
@@ -57,7 +58,7 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
             as_path
         };
         if !dir.join("lab.toml").is_file() {
-            bail!("{query}: no lab.toml there");
+            bad_input!("{query}: no lab.toml there");
         }
         let dir = dir.canonicalize()?;
         let id = dir
@@ -80,7 +81,7 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
     }
     if prefixed.len() > 1 {
         let ids: Vec<&str> = prefixed.iter().map(|l| l.id.as_str()).collect();
-        bail!("lab {query:?} is ambiguous: it could be {}", ids.join(", "));
+        bad_input!("lab {query:?} is ambiguous: it could be {}", ids.join(", "));
     }
     let mut scored: Vec<(usize, &str)> = labs
         .iter()
@@ -101,9 +102,9 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
         .join(", ");
     match scored.first() {
         Some((d, id)) if *d <= query.len().max(3) / 2 + 1 => {
-            bail!("no lab {query:?}; did you mean {id:?}? (labs: {list})")
+            bad_input!("no lab {query:?}; did you mean {id:?}? (labs: {list})")
         }
-        _ => bail!("no lab {query:?} (labs: {list}; `cargo xtask list` describes them)"),
+        _ => bad_input!("no lab {query:?} (labs: {list}; `cargo xtask list` describes them)"),
     }
 }
 
@@ -194,16 +195,42 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
     errs
 }
 
-/// [`load`] with `--set name=value` overrides of the lab's `[vars]`.
+/// [`load`] with `--set name=value` overrides of the lab's `[vars]`. Its errors are bad
+/// input (exit 2).
 pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_full(&text, &path.display().to_string(), sets)
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(as_bad_input)?;
+    parse_full(&text, &path.display().to_string(), sets).map_err(as_bad_input)
+}
+
+/// [`load_with`], and on the default kernel (whose counters kernel-configs/ lists) every
+/// counter the spec names checked: what `lab` and `check` refuse before anything runs.
+pub fn load_for(
+    lab: &LabDir,
+    sets: &[String],
+    kernel: &crate::acquire::KernelChoice,
+) -> Result<Loaded> {
+    let loaded = load_with(&lab.spec_path(), sets)?;
+    if matches!(kernel, crate::acquire::KernelChoice::Source(None))
+        && std::env::var_os(kernel::SOURCE_ENV).is_none()
+    {
+        let origin = lab.spec_path().display().to_string();
+        let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
+        if !errs.is_empty() {
+            bad_input!(
+                "{} counter(s) this kernel does not report:\n  {}",
+                errs.len(),
+                errs.join("\n  ")
+            );
+        }
+    }
+    Ok(loaded)
 }
 
 /// [`load`] on text; `origin` names the file in errors.
 pub fn parse_spec(text: &str, origin: &str) -> Result<LabSpec> {
-    Ok(parse_full(text, origin, &[])?.spec)
+    Ok(parse_full(text, origin, &[]).map_err(as_bad_input)?.spec)
 }
 
 fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
@@ -545,25 +572,17 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();
     let mut phases = Phases::default();
-    let loaded = load_with(&lab.spec_path(), &opts.sets)?;
+    let loaded = load_for(lab, &opts.sets, &opts.kernel)?;
     let mut spec = loaded.spec.clone();
     if opts.mglru.is_some() {
         spec.vm.mglru = opts.mglru;
     }
-    if matches!(opts.kernel, crate::acquire::KernelChoice::Source(None))
-        && std::env::var_os(kernel::SOURCE_ENV).is_none()
-    {
-        let errs = unknown_counters(&spec, &loaded.text, &lab.spec_path().display().to_string());
-        if !errs.is_empty() {
-            bail!(
-                "{} counter(s) this kernel does not report:\n  {}",
-                errs.len(),
-                errs.join("\n  ")
-            );
-        }
-    }
     if let Some(why) = not_applicable(&spec, opts)? {
-        bail!("{why}");
+        // This lab cannot judge this kernel: a bisect skips it (125), as `check` skips it.
+        return Err(kernel::Untestable(format!(
+            "{why} (exit 125: nothing to judge on this kernel)"
+        ))
+        .into());
     }
     eprintln!("lab {}: {}", spec.id, spec.title);
     let Booted {
@@ -762,6 +781,11 @@ pub fn boot(
             format!("; {last_seen}")
         };
         problems.push(format!("result stream incomplete: {problem}{seen}"));
+    }
+    if let Some(panic) = &health.agent_died {
+        problems.push(format!(
+            "the agent (PID 1) died, so the kernel panicked: {panic}"
+        ));
     }
     Ok(Booted {
         stream,

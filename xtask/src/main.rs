@@ -6,6 +6,7 @@ mod cache;
 mod check;
 mod disk;
 mod exercise;
+mod exit;
 mod gc;
 mod health;
 mod initramfs;
@@ -26,6 +27,7 @@ mod vars;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use exit::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,7 +39,7 @@ use std::process::ExitCode;
 ///
 /// Start with:  cargo xtask list          then:  cargo xtask lab 2-cgroup-limit
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, after_help = CACHE_HELP)]
+#[command(name = "cargo xtask", version, after_help = format!("{CACHE_HELP}\n\n{EXIT_HELP}"))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,11 +49,20 @@ const CACHE_HELP: &str = "Files: built kernels, the extracted source and data di
 $KERNEL_LAB_CACHE (default ~/.cache/kernel-lab); per-run files live under target/kernel-lab \
 (the last run of each lab is kept in target/kernel-lab/last/<id>/).";
 
+const EXIT_HELP: &str = "Exit codes (lab and check, as `git bisect run` reads them): 0 passed; 1 a regression \
+(a failed expectation, snapshot fact or selftest, an unhealthy kernel); 2 bad input found before anything ran \
+(a usage error, a spec error, an unknown lab); 125 the kernel cannot be tested (it does not build, lacks a required \
+option, or the lab does not apply to its version: a bisect skips it); 255 an infrastructure fault of a run (a \
+timeout, a QEMU crash, a truncated result stream, a dead agent, a full disk, an interrupted build: a bisect \
+stops instead of blaming a commit).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a lab: build what is missing, boot it, print the explained report, check its snapshot.
     ///
-    /// Exits non-zero when an expectation fails, the snapshot differs, or the run is incomplete.
+    /// Exits 1 when an expectation fails, the snapshot differs or the kernel is unhealthy, 255
+    /// when the run could not finish (timeout, QEMU crash, dead agent), 125 when the kernel
+    /// cannot be tested, 2 on bad input (see the exit codes below).
     Lab {
         /// Lab id (`2-cgroup-limit`), its number (`2`), a unique prefix, or a path to a lab directory.
         lab: String,
@@ -86,11 +97,12 @@ enum Command {
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
     /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
-    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
-    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
-    /// or its selftests do not compile). The reports are written in every case, as results
-    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    /// Exit codes, the worst item first (125 > 255 > 1 > 0): 0 everything passed (flaky,
+    /// skipped and declared results included), 1 a lab or selftest failed (a regression), 255
+    /// an item could not run (timeout, QEMU crash, truncated stream: the machine's fault), 125
+    /// a kernel cannot be tested (it does not build, lacks an option, or its selftests do not
+    /// compile); 2 bad input, before anything runs. The reports are written in every case, as
+    /// results arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
     Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
@@ -264,31 +276,20 @@ impl RunArgs {
     }
 }
 
+/// Exits with the command's [`Exit`] code (exit.rs; clap's usage errors exit 2 by themselves).
 fn main() -> ExitCode {
     progress::install_interrupt_handler();
-    match run(Cli::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let exit = match run(Cli::parse()) {
+        Ok(exit) => exit,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit_code_of(&e)
+            Exit::of_error(&e)
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }
 
-/// Exit codes, as `git bisect run` and CI read them: 0 everything passed (or was skipped with
-/// its reason), 1 a lab or selftest failed (a regression), 125 the kernel cannot be tested
-/// ([`kernel::Untestable`]: it does not build, or lacks a required option), 2 anything else
-/// (bad input, an infrastructure fault such as a QEMU crash or a timeout).
-fn exit_code_of(e: &anyhow::Error) -> ExitCode {
-    if e.downcast_ref::<kernel::Untestable>().is_some() {
-        ExitCode::from(125)
-    } else {
-        ExitCode::from(2)
-    }
-}
-
-fn run(cli: Cli) -> Result<bool> {
+fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Lab {
             lab,
@@ -318,12 +319,13 @@ fn run(cli: Cli) -> Result<bool> {
                 for v in &loaded.vars {
                     println!("{:<14} {:<8} {}", v.name, v.default, v.help);
                 }
-                return Ok(true);
+                return Ok(Exit::Passed);
             }
             let mut opts = opts.options()?;
             opts.sets = sets;
             opts.shell = shell;
             let mut passed = 0;
+            let mut statuses = Vec::new();
             let mut walls = Vec::new();
             let mut failing = lab::KeepFailing::default();
             for i in 0..repeat.max(1) {
@@ -337,6 +339,7 @@ fn run(cli: Cli) -> Result<bool> {
                     lab::print(&result);
                 }
                 failing.saw(&result);
+                statuses.push(check::lab_status(&result));
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
@@ -348,7 +351,7 @@ fn run(cli: Cli) -> Result<bool> {
                     found.id, f.median, f.min, f.max
                 );
             }
-            Ok(passed == repeat.max(1))
+            Ok(Exit::of_runs(&statuses))
         }
         Command::Bench {
             lab,
@@ -363,7 +366,7 @@ fn run(cli: Cli) -> Result<bool> {
             } else {
                 print!("{}", bench::render(&found.id, runs, &figures));
             }
-            Ok(true)
+            Ok(Exit::Passed)
         }
         Command::Check(args) => check::run(args),
         Command::List => {
@@ -373,7 +376,7 @@ fn run(cli: Cli) -> Result<bool> {
                     Err(e) => println!("{:<22} (broken: {e:#})", l.id),
                 }
             }
-            Ok(true)
+            Ok(Exit::Passed)
         }
         Command::Kernel {
             src,
@@ -389,7 +392,7 @@ fn run(cli: Cli) -> Result<bool> {
                 if k.built { "built now" } else { "cached" }
             );
             println!("{}", k.image.display());
-            Ok(true)
+            Ok(Exit::Passed)
         }
         Command::Mutants {
             src,
@@ -433,7 +436,7 @@ fn run(cli: Cli) -> Result<bool> {
             let (unreliable, results) = mutants::run(&set, &opts)?;
             print!("\n{}", mutants::render(&unreliable, &results));
             println!("wrote {}", opts.out.join("mutants.json").display());
-            Ok(true)
+            Ok(Exit::Passed)
         }
         Command::Readme { labs, check } => {
             let all = lab::catalog()?;
@@ -444,7 +447,7 @@ fn run(cli: Cli) -> Result<bool> {
                     .map(|l| lab::resolve(l, &all))
                     .collect::<Result<_>>()?,
             };
-            readme::run_cli(&chosen, check)
+            readme::run_cli(&chosen, check).map(Exit::passed_if)
         }
         Command::Cache {
             action:
@@ -458,12 +461,12 @@ fn run(cli: Cli) -> Result<bool> {
                 max_size,
                 max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
             };
-            gc::command(bounds, dry_run)
+            gc::command(bounds, dry_run).map(Exit::passed_if)
         }
         Command::Setup => {
             setup::ensure(true, None)?;
             eprintln!("setup: everything kernel-lab needs is installed");
-            Ok(true)
+            Ok(Exit::Passed)
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct CheckArgs {
     pub timeout_factor: f64,
     /// Build every kernel with kernel-configs/debug.config too (DEBUG_VM, lockdep, KASAN): a
     /// WARN, a lockdep report or a KASAN report then fails the run's health. Slower (README).
+    /// With --build-only --export, the debug kernels are the ones exported (a run from that
+    /// manifest then needs --debug-kernel too).
     #[arg(long)]
     pub debug_kernel: bool,
     /// Compare with an earlier check.json: only what is new (failing now, not then) fails.
@@ -470,6 +472,7 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
                 &kernels,
                 export.as_deref(),
                 !args.no_install,
+                &fragments,
             )?;
             return Ok(Exit::Passed);
         }

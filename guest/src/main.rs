@@ -6,8 +6,9 @@
 //! cgroup before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
 use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -882,78 +883,42 @@ fn read_file(path: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
-/// the sample, so an expectation on it is reported as "not reported by this kernel".
+/// Reads every counter the lab can refer to, family by family ([`guest::counters`]). A file
+/// that cannot be read is simply absent from the sample, so an expectation on it is reported as
+/// "not reported by this kernel".
 fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
-    let one = |path: &str| {
-        read(path)
-            .and_then(|t| parse_single(&t).ok())
-            .map(|n| vec![(String::new(), n)])
-    };
     let mut v = probe.clone();
-    add(&mut v, "vmstat.", kv("/proc/vmstat"));
-    add(
-        &mut v,
-        "meminfo.",
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
-    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
     // The costlier families only when the lab refers to them (small frames, quick samples).
-    if spec.refers_to("zoneinfo.") {
-        add(
-            &mut v,
-            "zoneinfo.",
-            read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
-        );
+    let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
+    let global = FAMILIES.iter().filter(|f| f.scope == Scope::Global);
+    for f in global.filter(wanted) {
+        add(&mut v, f.prefix, read_family(f, ""));
     }
-    if spec.refers_to("kswapd.") {
-        add(&mut v, "kswapd.", Some(kswapd_threads()));
-    }
-    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
-        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
-    add(
-        &mut v,
-        "lru_gen.enabled",
-        lru_gen.map(|n| vec![(String::new(), n)]),
-    );
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
-        add(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            kv(&format!("{dir}/memory.stat")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.events."),
-            kv(&format!("{dir}/memory.events")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            psi(&format!("{dir}/memory.pressure")),
-        );
-        for file in [
-            "memory.current",
-            "memory.peak",
-            "memory.swap.current",
-            "memory.swappiness",
-        ] {
-            add(
-                &mut v,
-                &format!("{name}/{file}"),
-                one(&format!("{dir}/{file}")),
-            );
+        let dir = format!("{CGROOT}/{}/", cg.name);
+        for f in FAMILIES.iter().filter(|f| f.scope == Scope::Cgroup) {
+            let prefix = format!("{}/{}", cg.name, f.prefix);
+            add(&mut v, &prefix, read_family(f, &dir));
         }
     }
     v
+}
+
+/// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
+/// it cannot be read, or is not sampled.
+fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
+    match f.source {
+        Source::File(path, parser) => {
+            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
+        }
+        Source::KswapdThreads => Some(kswapd_threads()),
+        Source::V1Probe | Source::Trace => None,
+    }
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
@@ -970,20 +935,8 @@ fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+        let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
+        out.push((format!("{node}.cpu_ticks"), ticks));
     }
     out.push(("threads".into(), out.len() as u64));
     out

@@ -148,17 +148,23 @@ pub struct StepView<'a> {
 }
 
 /// The change of `expr` between two samples. `trace.*` counters are measured per step (the
-/// trace is cleared before each step), so their "change" is their value after the step.
+/// trace is cleared before each step), so their "change" is their value after the step, also
+/// as terms of an expression with sampled counters.
 pub fn delta(
     expr: &CounterExpr,
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> Result<i64, String> {
-    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
-        return expr.eval(after);
+    let mut sum = 0i128;
+    for (neg, t) in &expr.terms {
+        let a = i128::from(*after.get(t).ok_or_else(|| t.clone())?);
+        let d = match t.starts_with("trace.") {
+            true => a,
+            false => a - i128::from(*before.get(t).ok_or_else(|| t.clone())?),
+        };
+        sum += if *neg { -d } else { d };
     }
-    let (b, a) = (expr.eval(before)?, expr.eval(after)?);
-    Ok(a.saturating_sub(b))
+    Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
 }
 
 impl Fact {
@@ -294,6 +300,25 @@ mod tests {
 
     fn fact(s: &str) -> Fact {
         Fact::try_from(s.to_string()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn trace_terms_count_their_value_in_a_change() {
+        let e = |t: &str| CounterExpr::try_from(t.to_string()).unwrap();
+        let before: BTreeMap<String, u64> = [("zoneinfo.0.DMA32.low".to_string(), 615)].into();
+        let mut after = before.clone();
+        after.insert("trace.kswapd.sleep.free_min".into(), 780);
+        // A trace fact is per step: its change is its value; the watermark did not move.
+        let d = delta(
+            &e("trace.kswapd.sleep.free_min - zoneinfo.0.DMA32.low"),
+            &before,
+            &after,
+        );
+        assert_eq!(d, Ok(780));
+        after.insert("zoneinfo.0.DMA32.low".into(), 1720);
+        assert_eq!(delta(&e("zoneinfo.0.DMA32.low"), &before, &after), Ok(1105));
+        let missing = delta(&e("trace.kswapd.sleep.free_max"), &before, &after);
+        assert_eq!(missing, Err("trace.kswapd.sleep.free_max".to_string()));
     }
 
     #[test]

@@ -191,6 +191,21 @@ pub struct Cgroup {
     /// memory.oom.group: the OOM killer kills the whole group at once.
     #[serde(default)]
     pub oom_group: bool,
+    /// A cgroup v1 memory group (`v1 = { swappiness = 0 }`; needs CONFIG_MEMCG_V1 on 6.11+)
+    /// instead of a v2 one. The agent mounts the v1 memory hierarchy first; steps in v1 groups
+    /// run before any step in a v2 group, and the controller then moves to cgroup v2 for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1: Option<V1Group>,
+}
+
+/// What only a cgroup v1 memory group has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Group {
+    /// memory.swappiness (0..=200); absent: inherited from the parent, which for a child of
+    /// the v1 root is the global vm.swappiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swappiness: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,6 +313,10 @@ pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
+    /// Observed at this step only (absent: at every step), e.g. a trace fact that only the
+    /// step with the workload can have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`;
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
@@ -569,6 +588,8 @@ pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
     ("memory.peak", false),
     ("memory.swap.current", false),
     ("memory.swappiness", false),
+    ("memory.failcnt", false),
+    ("memory.oom_control.", true),
 ];
 
 fn check_counter_syntax(term: &str) -> Result<(), String> {
@@ -666,6 +687,21 @@ impl LabSpec {
         exprs
             .flat_map(|c| &c.terms)
             .any(|(_, t)| t.starts_with(prefix))
+    }
+
+    /// The index of the last step that runs in a cgroup v1 group: after it the agent hands the
+    /// memory controller to cgroup v2.
+    pub fn last_v1_step(&self) -> Option<usize> {
+        self.steps.iter().rposition(|st| self.in_v1_group(st))
+    }
+
+    /// Whether the step's workload runs in a cgroup v1 group.
+    pub fn in_v1_group(&self, step: &Step) -> bool {
+        step.cgroup.as_deref().is_some_and(|name| {
+            self.cgroups
+                .iter()
+                .any(|c| c.name == name && c.v1.is_some())
+        })
     }
 
     /// Checks what serde cannot: references between tables, required fields per step kind,
@@ -787,6 +823,34 @@ impl LabSpec {
                     "the lab has no swap ([vm] swap)".into(),
                 );
             }
+            if let Some(v1) = &cg.v1 {
+                for (key, set) in [
+                    ("memory_high", cg.memory_high.is_some()),
+                    ("swap_max", cg.swap_max.is_some()),
+                    ("oom_group", cg.oom_group),
+                ] {
+                    if set {
+                        let m = "a cgroup v1 group takes memory_max and v1.swappiness only";
+                        e("cgroup", Some(i), key, m.into());
+                    }
+                }
+                if v1.swappiness.is_some_and(|s| s > 200) {
+                    e("cgroup", Some(i), "v1", "swappiness is 0..=200".into());
+                }
+            }
+        }
+        if let Some(last) = self.last_v1_step()
+            && let Some((j, st)) = self.steps[..last]
+                .iter()
+                .enumerate()
+                .find(|(_, st)| st.cgroup.is_some() && !self.in_v1_group(st))
+        {
+            let m = format!(
+                "step {:?} runs in a cgroup v2 group before step {:?} in a v1 group: steps in v1 groups come first (the memory controller moves from v1 to v2 once)",
+                st.name(),
+                self.steps[last].name()
+            );
+            e("step", Some(j), "cgroup", m);
         }
         let mut step_names: Vec<&str> = Vec::new();
         for (i, st) in self.steps.iter().enumerate() {
@@ -929,6 +993,15 @@ impl LabSpec {
                 .map(|cg| format!("counter {expr} reads cgroup {cg:?}, which is not declared"))
         };
         for (i, ob) in self.observe.iter().enumerate() {
+            if let Some(step) = &ob.step
+                && !step_names.contains(&step.as_str())
+            {
+                let m = format!(
+                    "no step is named {step:?} (steps: {})",
+                    step_names.join(", ")
+                );
+                e("observe", Some(i), "step", m);
+            }
             for key in ob.explain.keys() {
                 let ok = match ob.class {
                     ClassRule::Sign => ["0", ">0", "<0"].contains(&key.as_str()),
@@ -1061,6 +1134,7 @@ mod tests {
                 memory_high: None,
                 swap_max: None,
                 oom_group: false,
+                v1: None,
             }],
             steps: vec![Step {
                 kind: StepKind::Anon,
@@ -1136,6 +1210,45 @@ mod tests {
             s.validate()
                 .iter()
                 .any(|e| e.message.contains("used twice"))
+        );
+    }
+
+    #[test]
+    fn v1_groups_take_their_own_knobs_and_run_first() {
+        let mut s = base();
+        let mut v1 = s.cgroups[0].clone();
+        v1.name = "V".into();
+        v1.v1 = Some(V1Group {
+            swappiness: Some(0),
+        });
+        s.cgroups.push(v1);
+        let mut first = s.steps[0].clone();
+        first.name = Some("in-v1".into());
+        first.cgroup = Some("V".into());
+        s.steps.insert(0, first.clone());
+        assert_eq!(s.validate(), vec![]);
+        assert_eq!(s.last_v1_step(), Some(0));
+        assert!(s.in_v1_group(&s.steps[0]) && !s.in_v1_group(&s.steps[1]));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LabSpec>(&json).unwrap(), s);
+        // A v1 step after a v2 one: the controller cannot go back to v1.
+        s.steps.push(first);
+        s.steps[2].name = Some("v1-again".into());
+        let errs = s.validate();
+        assert!(
+            errs.iter()
+                .any(|e| e.table == "step" && e.message.contains("steps in v1 groups come first")),
+            "{errs:?}"
+        );
+        s.steps.pop();
+        s.cgroups[1].swap_max = Some(Size(0));
+        s.cgroups[1].v1 = Some(V1Group {
+            swappiness: Some(300),
+        });
+        let keys: Vec<&str> = s.validate().iter().map(|e| e.key).collect();
+        assert!(
+            keys.contains(&"swap_max") && keys.contains(&"v1"),
+            "{keys:?}"
         );
     }
 

@@ -263,10 +263,6 @@ mod tests {
         "2-cgroup-limit",
         "5-proactive",
         "6-kswapd-per-node",
-        "7-watermarks",
-        "8-swappiness-v1-v2",
-        "10-dirty-writeback",
-        "12-psi-blocking",
     ];
 
     #[test]

@@ -93,6 +93,13 @@ pub struct Exercise {
     /// The names of the default lab's expectations that fail; every other one passes.
     #[serde(default)]
     pub fails: Vec<String>,
+    /// Snapshot facts that differ from run to run in this exercise (a race the answer explains),
+    /// as `step: Δ counter` or `step: exit`: they may change class without being in `shows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub varies: Vec<Varies>,
+    /// Expectations that pass in some runs and fail in others here (the same race).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_fail: Vec<String>,
     /// Only on these kernels (elsewhere the exercise is skipped with the lab's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelReq>,
@@ -102,6 +109,52 @@ impl Exercise {
     /// The `--set` arguments of this exercise.
     pub fn set_args(&self) -> Vec<String> {
         self.set.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+/// A snapshot fact an exercise does not predict: `read: Δ vmstat.pgscan_direct`, `read: exit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Varies {
+    pub step: String,
+    /// `None`: the step's exit.
+    pub counter: Option<crate::spec::CounterExpr>,
+}
+
+impl TryFrom<String> for Varies {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("{s:?}: write `step: Δ counter` or `step: exit`");
+        let (step, what) = s.split_once(':').ok_or_else(bad)?;
+        let step = step.trim().to_string();
+        check_name(&step).map_err(|e| format!("{s:?}: {e}"))?;
+        let what = what.trim();
+        let counter = match what {
+            "exit" => None,
+            _ => {
+                let c = what
+                    .strip_prefix('Δ')
+                    .or_else(|| what.strip_prefix("delta "))
+                    .ok_or_else(bad)?;
+                Some(crate::spec::CounterExpr::try_from(c.trim().to_string())?)
+            }
+        };
+        Ok(Varies { step, counter })
+    }
+}
+
+impl From<Varies> for String {
+    fn from(v: Varies) -> String {
+        v.to_string()
+    }
+}
+
+impl fmt::Display for Varies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.counter {
+            Some(c) => write!(f, "{}: Δ {c}", self.step),
+            None => write!(f, "{}: exit", self.step),
+        }
     }
 }
 
@@ -246,6 +299,25 @@ pub fn validate(spec: &LabSpec) -> Vec<SpecError> {
         for n in &x.fails {
             if let Some(m) = unknown_expect(n) {
                 e("exercise", i, "fails", m);
+            }
+        }
+        for n in &x.may_fail {
+            if let Some(m) = unknown_expect(n) {
+                e("exercise", i, "may_fail", m);
+            }
+            if x.fails.contains(n) {
+                let m = format!("{n:?} is in both `fails` and `may_fail`");
+                e("exercise", i, "may_fail", m);
+            }
+        }
+        for v in &x.varies {
+            if !steps.contains(&v.step.as_str()) {
+                let m = format!(
+                    "`{v}`: no step is named {:?} (steps: {})",
+                    v.step,
+                    steps.join(", ")
+                );
+                e("exercise", i, "varies", m);
             }
         }
     }

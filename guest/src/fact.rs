@@ -8,7 +8,7 @@
 
 use crate::event::Exit;
 use crate::parse::{format_size, parse_size};
-use crate::spec::{Condition, CounterExpr, LabSpec, check_name};
+use crate::spec::{Condition, CounterExpr, LabSpec, StepKind, check_name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +28,13 @@ pub enum Fact {
         cond: Condition,
     },
     /// How the step's workload ended: `exit == killed by SIGKILL`, `exit != exited 0`.
-    Exit { equal: bool, how: String },
+    Exit { equal: bool, exit: Exit },
+    /// Whether the kernel reports a counter at all after the step: `kswapd.1.cpu_ticks is not
+    /// reported` (a guest with one node has no kswapd1).
+    Reported {
+        counter: CounterExpr,
+        reported: bool,
+    },
     /// The spec as run (after `--set`): `setting vm.swap == none`.
     Setting {
         key: String,
@@ -76,16 +82,8 @@ impl TryFrom<String> for Fact {
         let t = s.trim();
         if let Some(rest) = strip_word(t, "exit") {
             let (equal, how) = eq_op(rest, &format!("fact {s:?}"))?;
-            let known = how.starts_with("exited ")
-                || how.starts_with("killed by ")
-                || how == Exit::Holding.to_string();
-            if !known {
-                return Err(format!(
-                    "fact {s:?}: a step ends \"exited N\", \"killed by SIGKILL\" or \"{}\"",
-                    Exit::Holding
-                ));
-            }
-            return Ok(Fact::Exit { equal, how });
+            let exit = how.parse().map_err(|e| format!("fact {s:?}: {e}"))?;
+            return Ok(Fact::Exit { equal, exit });
         }
         if let Some(rest) = strip_word(t, "setting") {
             let rest = rest.trim_start();
@@ -98,6 +96,12 @@ impl TryFrom<String> for Fact {
                 value: normalise_setting(&value),
             });
         }
+        for (suffix, reported) in [(" is not reported", false), (" is reported", true)] {
+            if let Some(c) = t.strip_suffix(suffix) {
+                let counter = CounterExpr::try_from(c.trim().to_string())?;
+                return Ok(Fact::Reported { counter, reported });
+            }
+        }
         let (is_delta, rest) = match t.strip_prefix('Δ').or_else(|| strip_word(t, "delta")) {
             Some(r) => (true, r),
             None => (false, t),
@@ -107,7 +111,19 @@ impl TryFrom<String> for Fact {
                 "fact {s:?}: write `Δ counter > 0`, `counter >= 32M`, `exit == exited 0` or `setting key == value`"
             ));
         };
-        let counter = CounterExpr::try_from(rest[..i].trim().to_string())?;
+        let lhs = rest[..i].trim();
+        let counter = CounterExpr::try_from(lhs.to_string()).map_err(|e| {
+            match ["vm.", "cgroup.", "step."]
+                .iter()
+                .any(|p| lhs.starts_with(p))
+            {
+                true => format!(
+                    "{e} (a setting? write `setting {lhs} {}`)",
+                    rest[i..].trim()
+                ),
+                false => e,
+            }
+        })?;
         let cond = Condition::try_from(rest[i..].to_string())?;
         Ok(match is_delta {
             true => Fact::Delta { counter, cond },
@@ -128,7 +144,11 @@ impl fmt::Display for Fact {
         match self {
             Fact::Delta { counter, cond } => write!(f, "Δ {counter} {cond}"),
             Fact::Value { counter, cond } => write!(f, "{counter} {cond}"),
-            Fact::Exit { equal, how } => write!(f, "exit {} {how}", op(*equal)),
+            Fact::Exit { equal, exit } => write!(f, "exit {} {exit}", op(*equal)),
+            Fact::Reported { counter, reported } => {
+                let not = if *reported { "" } else { "not " };
+                write!(f, "{counter} is {not}reported")
+            }
             Fact::Setting { key, equal, value } => {
                 write!(f, "setting {key} {} {value}", op(*equal))
             }
@@ -136,35 +156,42 @@ impl fmt::Display for Fact {
     }
 }
 
-/// What one step (or the whole run) looked like: the samples around it, how its workload
-/// ended, and the spec's settings as run.
+/// What one step (or the whole run) looked like: the samples around it, what was measured
+/// over it alone, how its workload ended, and the spec's settings as run.
 #[derive(Debug, Clone, Copy)]
 pub struct StepView<'a> {
     pub before: &'a BTreeMap<String, u64>,
     pub after: &'a BTreeMap<String, u64>,
+    /// Counters measured over the step alone, not sampled (its trace facts, `trace.*`).
+    pub measured: &'a BTreeMap<String, u64>,
     /// None for the whole run, or a step that did not finish.
     pub exit: Option<Exit>,
     pub settings: &'a BTreeMap<String, String>,
 }
 
-/// The change of `expr` between two samples. `trace.*` counters are measured per step (the
-/// trace is cleared before each step), so their "change" is their value after the step, also
-/// as terms of an expression with sampled counters.
-pub fn delta(
-    expr: &CounterExpr,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> Result<i64, String> {
-    let mut sum = 0i128;
-    for (neg, t) in &expr.terms {
-        let a = i128::from(*after.get(t).ok_or_else(|| t.clone())?);
-        let d = match t.starts_with("trace.") {
-            true => a,
-            false => a - i128::from(*before.get(t).ok_or_else(|| t.clone())?),
-        };
-        sum += if *neg { -d } else { d };
+impl StepView<'_> {
+    /// One counter after the step: sampled, or measured over the step.
+    fn after(&self, term: &str) -> Option<u64> {
+        match crate::counters::per_step(term) {
+            true => self.measured.get(term).copied(),
+            false => self.after.get(term).copied(),
+        }
     }
-    Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+
+    /// The value of `expr` after the step; `Err` names the first counter not reported.
+    pub fn value(&self, expr: &CounterExpr) -> Result<i64, String> {
+        expr.eval_by(|t| self.after(t))
+    }
+
+    /// The change of `expr` across the step: sampled counters from the sample before to the
+    /// one after, measured ones by what was measured.
+    pub fn delta(&self, expr: &CounterExpr) -> Result<i64, String> {
+        let before = expr.eval_by(|t| match crate::counters::per_step(t) {
+            true => Some(0),
+            false => self.before.get(t).copied(),
+        })?;
+        Ok(self.value(expr)?.saturating_sub(before))
+    }
 }
 
 impl Fact {
@@ -173,16 +200,21 @@ impl Fact {
     pub fn check(&self, v: &StepView) -> Result<(bool, String), String> {
         match self {
             Fact::Delta { counter, cond } => {
-                let d = delta(counter, v.before, v.after)?;
+                let d = v.delta(counter)?;
                 Ok((cond.holds(d), format!("{d:+}")))
             }
             Fact::Value { counter, cond } => {
-                let x = counter.eval(v.after)?;
+                let x = v.value(counter)?;
                 Ok((cond.holds(x), x.to_string()))
             }
-            Fact::Exit { equal, how } => {
-                let got = v.exit.ok_or("the step did not finish")?.to_string();
-                Ok(((&got == how) == *equal, got))
+            Fact::Reported { counter, reported } => {
+                let got = v.value(counter).is_ok();
+                let word = if got { "reported" } else { "not reported" };
+                Ok((got == *reported, word.to_string()))
+            }
+            Fact::Exit { equal, exit } => {
+                let got = v.exit.ok_or("the step did not finish")?;
+                Ok(((got == *exit) == *equal, got.to_string()))
             }
             Fact::Setting { key, equal, value } => {
                 let got = v
@@ -202,7 +234,9 @@ impl Fact {
     /// The counter expression it is about, if any.
     pub fn counter(&self) -> Option<&CounterExpr> {
         match self {
-            Fact::Delta { counter, .. } | Fact::Value { counter, .. } => Some(counter),
+            Fact::Delta { counter, .. }
+            | Fact::Value { counter, .. }
+            | Fact::Reported { counter, .. } => Some(counter),
             _ => None,
         }
     }
@@ -277,6 +311,9 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     for (k, v) in &spec.vm.sysctl {
         s.insert(format!("vm.sysctl.{k}"), normalise_setting(v));
     }
+    for (k, v) in &spec.vm.sysfs {
+        s.insert(format!("vm.sysfs.{k}"), normalise_setting(v));
+    }
     for cg in &spec.cgroups {
         let key = |f: &str| format!("cgroup.{}.{f}", cg.name);
         s.insert(key("memory_max"), size(cg.memory_max));
@@ -286,10 +323,20 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     }
     for st in &spec.steps {
         let key = |f: &str| format!("step.{}.{f}", st.name());
-        s.insert(key("size"), size(st.size));
+        s.insert(key("size"), size(st.size()));
         let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or("none".into());
-        s.insert(key("swappiness"), opt(st.swappiness));
-        s.insert(key("numa_node"), opt(st.numa_node));
+        let swappiness = match &st.kind {
+            StepKind::Reclaim { swappiness, .. } => *swappiness,
+            _ => None,
+        };
+        s.insert(key("swappiness"), opt(swappiness));
+        s.insert(
+            key("numa_node"),
+            opt(st.workload().and_then(|w| w.numa_node)),
+        );
+        let pageout = matches!(st.kind, StepKind::Anon { pageout: true, .. });
+        s.insert(key("pageout"), pageout.to_string());
+        s.insert(key("background"), st.background().to_string());
     }
     s
 }
@@ -303,25 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn trace_terms_count_their_value_in_a_change() {
-        let e = |t: &str| CounterExpr::try_from(t.to_string()).unwrap();
-        let before: BTreeMap<String, u64> = [("zoneinfo.0.DMA32.low".to_string(), 615)].into();
-        let mut after = before.clone();
-        after.insert("trace.kswapd.sleep.free_min".into(), 780);
-        // A trace fact is per step: its change is its value; the watermark did not move.
-        let d = delta(
-            &e("trace.kswapd.sleep.free_min - zoneinfo.0.DMA32.low"),
-            &before,
-            &after,
-        );
-        assert_eq!(d, Ok(780));
-        after.insert("zoneinfo.0.DMA32.low".into(), 1720);
-        assert_eq!(delta(&e("zoneinfo.0.DMA32.low"), &before, &after), Ok(1105));
-        let missing = delta(&e("trace.kswapd.sleep.free_max"), &before, &after);
-        assert_eq!(missing, Err("trace.kswapd.sleep.free_max".to_string()));
-    }
-
-    #[test]
     fn facts_parse_and_print_as_written() {
         for s in [
             "Δ W/memory.events.max > 0",
@@ -330,6 +358,8 @@ mod tests {
             "exit == killed by SIGKILL",
             "exit != exited 0",
             "setting cgroup.W.memory_max == none",
+            "kswapd.1.cpu_ticks is not reported",
+            "W/memory.peak is reported",
         ] {
             assert_eq!(fact(s).to_string(), s);
         }
@@ -359,12 +389,14 @@ mod tests {
         let mut after = BTreeMap::new();
         before.insert("W/memory.events.max".to_string(), 3);
         after.insert("W/memory.events.max".to_string(), 38);
-        after.insert("trace.kswapd.wakes".to_string(), 2);
+        let mut measured = BTreeMap::new();
+        measured.insert("trace.kswapd.wakes".to_string(), 2);
         let mut settings = BTreeMap::new();
         settings.insert("vm.swap".to_string(), "none".to_string());
         let v = StepView {
             before: &before,
             after: &after,
+            measured: &measured,
             exit: Some(Exit::Signaled { signal: 9 }),
             settings: &settings,
         };
@@ -377,6 +409,8 @@ mod tests {
         assert!(fact("exit == killed by SIGKILL").holds(&v));
         assert!(!fact("exit == exited 0").holds(&v));
         assert!(fact("setting vm.swap == none").holds(&v));
+        assert!(fact("vmstat.pgscan_kswapd is not reported").holds(&v));
+        assert!(fact("W/memory.events.max is reported").holds(&v));
         assert!(fact("Δ vmstat.pgscan_kswapd == 0").check(&v).is_err());
         assert!(!fact("Δ vmstat.pgscan_kswapd == 0").holds(&v));
     }

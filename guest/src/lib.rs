@@ -1,6 +1,8 @@
 //! Types and pure functions shared by the host (xtask) and the guest agent: one definition each.
 //!
-//! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`.
+//! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`;
+//!   its [`step`]s and [`expect`]ations, each kind with its own fields.
+//! - [`counters`]: the registry of counter families (keys, sources, parsers, how they move).
 //! - [`event`]: the framed JSON-line events the agent sends on ttyS1.
 //! - [`fact`]: the condition language of explanations, exercises and headline claims.
 //! - [`exercise`]: conditioned explanations, `[[exercise]]` and `[[headline]]`, and their checks.
@@ -8,11 +10,14 @@
 //!
 //! Nothing here does I/O, so everything here is unit-tested on the host.
 
+pub mod counters;
 pub mod event;
 pub mod exercise;
+pub mod expect;
 pub mod fact;
 pub mod parse;
 pub mod spec;
+pub mod step;
 
 /// The vmscan tracepoints recorded when a lab traces (`[vm] trace = true`); absent ones are
 /// skipped. The host switches them on from the kernel command line, the agent checks them.

@@ -6,9 +6,10 @@
 //! into their cgroup (v2, or v1 for a lab's v1 groups) before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
-use guest::event::{Event, Exit, Frame, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
-use guest::spec::{LabSpec, Step, StepKind, SwapKind};
+use guest::counters::{FAMILIES, Family, Scope, Source};
+use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
+use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -68,6 +69,7 @@ fn main() {
         Ok(Err(e)) => out.error("agent", e),
         Err(_) => out.error("agent", "the agent panicked (see the console)".into()),
     }
+    out.send(kernel_health());
     out.end();
     power_off();
 }
@@ -138,6 +140,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
     let probe = setup(&spec)?;
+    inject_kernel_faults();
     out.send(Event::Ready);
     out.send(Event::Sample {
         label: "start".into(),
@@ -218,20 +221,23 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     for (key, value) in &spec.vm.sysctl {
         write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
     }
+    for (path, value) in &spec.vm.sysfs {
+        write(&format!("/sys/{path}"), value)?;
+    }
     if let Some(swap) = &spec.vm.swap {
         match swap.kind {
             SwapKind::Zram => zram_swap(swap.size.0)?,
         }
     }
-    let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
-    if uses(StepKind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
+    let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
+    if uses(Kind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
         loopback_up()?;
     }
-    let writes = uses(StepKind::WriteFile) || uses(StepKind::Exec);
-    if uses(StepKind::ReadFile) || writes {
+    let writes = uses(Kind::WriteFile) || uses(Kind::Exec);
+    if uses(Kind::ReadFile) || writes {
         mount_data_disk(writes)?;
     }
-    if uses(StepKind::TmpfsFill) {
+    if uses(Kind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
@@ -516,9 +522,9 @@ fn run_step(
 ) -> Result<(Exit, String, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
     let mut ticker = Ticker::new(spec, step);
-    match step.kind {
-        StepKind::Sleep => {
-            let until = Instant::now() + Duration::from_millis(step.ms.unwrap_or(0));
+    match &step.kind {
+        StepKind::Sleep { ms } => {
+            let until = Instant::now() + Duration::from_millis(*ms);
             while Instant::now() < until {
                 ticker.tick(out);
                 std::thread::sleep(
@@ -529,8 +535,8 @@ fn run_step(
             }
             return done;
         }
-        StepKind::Sysctl => {
-            for (key, value) in &step.set {
+        StepKind::Sysctl { set } => {
+            for (key, value) in set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
             return done;
@@ -547,13 +553,9 @@ fn run_step(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
-    let cgroup = step
-        .cgroup
-        .clone()
-        .filter(|_| step.joins_cgroup())
-        .unwrap_or_else(|| "root".into());
+    let cgroup = step.joins().unwrap_or("root").to_string();
     workers.insert(child.id().to_string(), cgroup);
-    if step.background {
+    if step.background() {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
         let mut line = String::new();
@@ -569,40 +571,189 @@ fn run_step(
         }
     }
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
+    let stdout = Drain::start(
         child
             .stdout
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let stderr = drain(
+    let stderr = Drain::start(
         child
             .stderr
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let kill_after = kill_fault(step.name());
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
+    let (mut results, mut last_result) = (0, Instant::now());
+    let mut timed_out = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
+                let n = ktap_results(&stdout.text());
+                if n != results {
+                    (results, last_result) = (n, Instant::now());
+                }
+                if kill_after.is_some_and(|k| n >= k) {
+                    // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
+                if let Some(t) = per_result
+                    && timed_out.is_none()
+                    && last_result.elapsed() > t
+                {
+                    timed_out = Some(t);
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
                 ticker.tick(out);
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(format!("waiting for the workload: {e}")),
         }
     };
-    let stderr = stderr.join().unwrap_or_default();
-    let stdout = stdout.join().unwrap_or_default();
-    Ok((exit_of(status)?, stderr, stdout))
+    // Children a killed program left behind may hold its pipes open: wait for them a little,
+    // then take what arrived.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut err = stderr.text();
+    if let Some(t) = timed_out {
+        err.push_str(&format!(
+            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
+            t.as_secs()
+        ));
+    }
+    Ok((exit_of(status)?, err, stdout.text()))
+}
+
+/// Starts the line the agent adds to an exec step's stderr when it killed the program for its
+/// per-result timeout (the host reads it back).
+const TIMEOUT_NOTE: &str = guest::event::RESULT_TIMEOUT_NOTE;
+
+/// A pipe read to its end on a thread; what arrived so far can be taken at any time.
+struct Drain {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drain {
+    fn start(pipe: Option<Box<dyn Read + Send>>) -> Drain {
+        let d = Drain {
+            text: Default::default(),
+            done: Default::default(),
+        };
+        let (text, done) = (d.text.clone(), d.done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            if let Some(mut pipe) = pipe {
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = text.lock() {
+                        t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        d
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn finished(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
+fn ktap_results(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .count()
+}
+
+/// Fault injection for kernel-lab's own tests, from the kernel command line
+/// (`kernel_lab_fault=a,b`): `warn` writes a WARNING line at level 4 to the kernel log, `taint`
+/// sets the kernel's W taint flag, `kill:STEP:N` kills STEP's program after N test results.
+fn faults() -> Vec<String> {
+    std::env::var("kernel_lab_fault")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn kill_fault(step: &str) -> Option<usize> {
+    faults().iter().find_map(|f| {
+        let rest = f.strip_prefix("kill:")?;
+        let (s, n) = rest.rsplit_once(':')?;
+        (s == step).then(|| n.parse().ok()).flatten()
+    })
+}
+
+fn inject_kernel_faults() {
+    for f in faults() {
+        let done = match f.as_str() {
+            "warn" => write(
+                "/dev/kmsg",
+                "<4>WARNING: CPU: 0 PID: 1 at kernel-lab injected warning (kernel_lab_fault=warn)\n",
+            ),
+            // The W flag (bit 9): what a WARN_ON() leaves behind.
+            "taint" => write("/proc/sys/kernel/tainted", "512"),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            eprintln!("agent: fault {f}: {e}");
+        }
+    }
+}
+
+/// The kernel's own state, read last: its taint flags and the kernel log's records at warning
+/// level or more severe.
+fn kernel_health() -> Event {
+    let tainted = read("/proc/sys/kernel/tainted").and_then(|t| t.trim().parse().ok());
+    let (mut log, mut dropped) = (Vec::new(), 0u64);
+    if let Ok(mut kmsg) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match kmsg.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let Some(r) = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) else {
+                        continue;
+                    };
+                    if r.level > 4 {
+                        continue;
+                    }
+                    if log.len() < HEALTH_LOG_CAP {
+                        log.push(r);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; reading goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => dropped += 1,
+                Err(_) => break,
+            }
+        }
+    }
+    Event::Health {
+        tainted,
+        log,
+        dropped,
+    }
 }
 
 /// How a workload process ended.
@@ -764,10 +915,9 @@ fn lab_step(name: &str) -> Result<()> {
 
 /// The cgroup directory a step's worker joins ("" for none: the root, or a reclaim step).
 fn worker_dir(spec: &LabSpec, step: &Step) -> String {
-    match (&step.cgroup, step.joins_cgroup()) {
-        (Some(cg), true) => cgroup_dir(spec, cg),
-        _ => String::new(),
-    }
+    step.joins()
+        .map(|cg| cgroup_dir(spec, cg))
+        .unwrap_or_default()
 }
 
 /// The workload process: leaves the agent's OOM protection, joins its cgroup (`dir`, empty for
@@ -778,7 +928,7 @@ fn worker(json: &str, dir: &str) -> Result<()> {
     if !dir.is_empty() {
         write(&format!("{dir}/cgroup.procs"), "0")?;
     }
-    if let Some(node) = step.numa_node {
+    if let Some(node) = step.workload().and_then(|w| w.numa_node) {
         let mask: libc::c_ulong = 1 << node;
         const MPOL_BIND: libc::c_long = 2;
         let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
@@ -786,9 +936,9 @@ fn worker(json: &str, dir: &str) -> Result<()> {
             return Err(format!("binding memory to node {node}: {}", errno()));
         }
     }
-    let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
-    if step.background {
+    if step.background() {
         println!("ready");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
@@ -798,33 +948,34 @@ fn worker(json: &str, dir: &str) -> Result<()> {
 }
 
 fn work(step: &Step, size: usize) -> Result<()> {
-    match step.kind {
-        StepKind::Anon => {
-            touch_anon(size, step.pageout)?;
-            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+    match &step.kind {
+        StepKind::Anon { ms, pageout, .. } => {
+            touch_anon(size, *pageout)?;
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
-        StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::WriteFile => write_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::TmpfsFill => write_file(&format!("{TMPFS}/{}", step.file_name()), size),
-        StepKind::Reclaim => {
-            let cg = step.cgroup.as_deref().unwrap_or("");
+        StepKind::ReadFile { file, .. } => read_file(&format!("{DATA}/{file}"), size),
+        StepKind::WriteFile { file, .. } => write_file(&format!("{DATA}/{file}"), size),
+        StepKind::TmpfsFill { file, .. } => write_file(&format!("{TMPFS}/{file}"), size),
+        StepKind::Reclaim {
+            cgroup, swappiness, ..
+        } => {
             let mut arg = size.to_string();
-            if let Some(sw) = step.swappiness {
+            if let Some(sw) = swappiness {
                 arg.push_str(&format!(" swappiness={sw}"));
             }
-            write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+            write(&format!("{CGROOT}/{cgroup}/memory.reclaim"), &arg)
         }
-        StepKind::Exec => {
+        StepKind::Exec { argv, .. } => {
             use std::os::unix::process::CommandExt;
             // Replaces the worker, keeping its cgroup, oom_score_adj and stdout/stderr pipes.
-            let err = Command::new(&step.argv[0])
-                .args(&step.argv[1..])
+            let err = Command::new(&argv[0])
+                .args(&argv[1..])
                 .current_dir(DATA)
                 .exec();
-            Err(format!("running {}: {err}", step.argv[0]))
+            Err(format!("running {}: {err}", argv[0]))
         }
-        StepKind::Sleep | StepKind::Sysctl => Ok(()),
+        StepKind::Sleep { .. } | StepKind::Sysctl { .. } => Ok(()),
     }
 }
 
@@ -931,85 +1082,42 @@ fn read_file(path: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
-/// the sample, so an expectation on it is reported as "not reported by this kernel".
+/// Reads every counter the lab can refer to, family by family ([`guest::counters`]). A file
+/// that cannot be read is simply absent from the sample, so an expectation on it is reported as
+/// "not reported by this kernel".
 fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
-    let one = |path: &str| {
-        read(path)
-            .and_then(|t| parse_single(&t).ok())
-            .map(|n| vec![(String::new(), n)])
-    };
     let mut v = probe.clone();
-    add(&mut v, "vmstat.", kv("/proc/vmstat"));
-    add(
-        &mut v,
-        "meminfo.",
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
-    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
     // The costlier families only when the lab refers to them (small frames, quick samples).
-    if spec.refers_to("zoneinfo.") {
-        add(
-            &mut v,
-            "zoneinfo.",
-            read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
-        );
+    let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
+    let global = FAMILIES.iter().filter(|f| f.scope == Scope::Global);
+    for f in global.filter(wanted) {
+        add(&mut v, f.prefix, read_family(f, ""));
     }
-    if spec.refers_to("kswapd.") {
-        add(&mut v, "kswapd.", Some(kswapd_threads()));
-    }
-    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
-        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
-    add(
-        &mut v,
-        "lru_gen.enabled",
-        lru_gen.map(|n| vec![(String::new(), n)]),
-    );
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
-        add(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            kv(&format!("{dir}/memory.stat")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.events."),
-            kv(&format!("{dir}/memory.events")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            psi(&format!("{dir}/memory.pressure")),
-        );
-        // v1 groups: memory.oom_control (`oom_kill N` ...) and memory.failcnt.
-        add(
-            &mut v,
-            &format!("{name}/memory.oom_control."),
-            kv(&format!("{dir}/memory.oom_control")),
-        );
-        for file in [
-            "memory.current",
-            "memory.peak",
-            "memory.swap.current",
-            "memory.swappiness",
-            "memory.failcnt",
-        ] {
-            add(
-                &mut v,
-                &format!("{name}/{file}"),
-                one(&format!("{dir}/{file}")),
-            );
+        let dir = format!("{}/", cgroup_dir(spec, &cg.name));
+        for f in FAMILIES.iter().filter(|f| f.scope == Scope::Cgroup) {
+            let prefix = format!("{}/{}", cg.name, f.prefix);
+            add(&mut v, &prefix, read_family(f, &dir));
         }
     }
     v
+}
+
+/// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
+/// it cannot be read, or is not sampled.
+fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
+    match f.source {
+        Source::File(path, parser) => {
+            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
+        }
+        Source::KswapdThreads => Some(kswapd_threads()),
+        Source::V1Probe | Source::Trace => None,
+    }
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
@@ -1026,20 +1134,8 @@ fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+        let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
+        out.push((format!("{node}.cpu_ticks"), ticks));
     }
     out.push(("threads".into(), out.len() as u64));
     out

@@ -93,6 +93,26 @@ pub fn lock(cache: &Path, name: &str) -> Result<Lock> {
     Ok(Lock { _file: file })
 }
 
+/// Takes the named lock if no other process holds it (None if one does).
+pub fn try_lock(cache: &Path, name: &str) -> Result<Option<Lock>> {
+    let dir = cache.join("locks");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = File::create(&path).with_context(|| format!("creating lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Lock { _file: file })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Records that a cache entry was used now (its `used` file's mtime), for gc's age and LRU order.
+pub fn touch(entry: &Path) {
+    let _ = fs::write(entry.join("used"), b"");
+}
+
 /// A fresh temporary path next to `dest`, for building an entry that [`publish`] renames.
 pub fn staging_path(dest: &Path) -> PathBuf {
     let name = dest

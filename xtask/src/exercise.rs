@@ -69,13 +69,18 @@ pub fn run(lab: &LabDir, opts: &RunOptions, x: &Exercise) -> Result<(RunResult, 
     let name = report::snapshot_name(&dir, &r.spec.id, r.eval.kernel.as_deref());
     let default = report::read_snapshot(&dir, &name);
     let skipped = r.variant.as_ref().map(|v| v.1.clone()).unwrap_or_default();
-    let mut j = judge(x, &r.spec, &r.eval, default.as_deref(), &skipped);
-    j.disagreements.extend(
-        r.problems
-            .iter()
-            .filter(|p| !r.eval.problems.contains(p))
-            .map(|p| format!("the run is not valid: {p}")),
-    );
+    let j = match r.problems.is_empty() {
+        true => judge(x, &r.spec, &r.eval, default.as_deref(), &skipped),
+        // An incomplete run says nothing about the kernel: only why it is not valid.
+        false => Judgement {
+            disagreements: r
+                .problems
+                .iter()
+                .map(|p| format!("the run is not valid: {p}"))
+                .collect(),
+            confirmed: vec![],
+        },
+    };
     Ok((r, j))
 }
 
@@ -89,11 +94,14 @@ pub fn judge(
     skipped: &[String],
 ) -> Judgement {
     let mut j = Judgement::default();
-    j.disagreements.extend(
-        ev.problems
-            .iter()
-            .map(|p| format!("the run is not valid: {p}")),
-    );
+    if !ev.problems.is_empty() {
+        j.disagreements.extend(
+            ev.problems
+                .iter()
+                .map(|p| format!("the run is not valid: {p}")),
+        );
+        return j;
+    }
     check_shows(x, ev, skipped, &mut j);
     match default_snapshot {
         Some(text) => check_changes(x, &report::render_snapshot(spec, ev), text, &mut j),
@@ -145,14 +153,26 @@ fn check_changes(x: &Exercise, run: &str, default: &str, j: &mut Judgement) {
         if *now == was {
             continue;
         }
+        let subject = |counter: Option<&guest::spec::CounterExpr>| match counter {
+            None => name == "ends",
+            Some(c) => name == format!("Δ {c}"),
+        };
         let named = x.shows.iter().any(|sf| {
             sf.step.as_deref() == Some(step)
                 && match &sf.fact {
-                    Fact::Exit { .. } => name == "ends",
-                    f => f.counter().is_some_and(|c| name == format!("Δ {c}")),
+                    Fact::Exit { .. } => subject(None),
+                    f => f.counter().is_some_and(|c| subject(Some(c))),
                 }
         });
-        if named {
+        let varies = x
+            .varies
+            .iter()
+            .any(|v| v.step == step && subject(v.counter.as_ref()));
+        if varies {
+            j.confirmed.push(format!(
+                "step {step}: {name} {was} -> {now} (it varies, as the exercise says)"
+            ));
+        } else if named {
             j.confirmed
                 .push(format!("step {step}: {name} {was} -> {now}"));
         } else {
@@ -165,7 +185,24 @@ fn check_changes(x: &Exercise, run: &str, default: &str, j: &mut Judgement) {
 
 /// 3. The failing expectations are exactly `fails`.
 fn check_failures(x: &Exercise, ev: &Evaluation, j: &mut Judgement) {
-    for v in ev.verdicts.iter().filter(|v| v.applies && !v.pass) {
+    let unsure = |v: &report::Verdict| {
+        v.expect
+            .name
+            .as_ref()
+            .is_some_and(|n| x.may_fail.contains(n))
+    };
+    for v in ev.verdicts.iter().filter(|v| unsure(v)) {
+        let word = if v.pass { "passed" } else { "failed" };
+        j.confirmed.push(format!(
+            "{} {word} this time (got {}): it may go either way here",
+            v.what, v.actual
+        ));
+    }
+    for v in ev
+        .verdicts
+        .iter()
+        .filter(|v| v.applies && !v.pass && !unsure(v))
+    {
         let listed = v.expect.name.as_ref().is_some_and(|n| x.fails.contains(n));
         if !listed {
             let hint = match &v.expect.name {
@@ -270,4 +307,184 @@ pub fn run_cli(
         );
     }
     Ok(agreed == total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest::event::{Event, Exit};
+    use std::collections::BTreeMap;
+
+    const LAB: &str = r#"
+id = "t"
+title = "T"
+[vars]
+max = { default = "32M", help = "W's memory.max" }
+[vm]
+memory = "256M"
+[[cgroup]]
+name = "W"
+memory_max = "${max}"
+[[step]]
+kind = "anon"
+name = "touch"
+cgroup = "W"
+size = "64M"
+[[observe]]
+counter = "W/memory.events.oom_kill"
+class = "exact"
+[observe.explain]
+"1" = [{ when = ["Δ W/memory.events.max > 0"], text = "killed at the limit" }]
+"0" = "no OOM kill"
+[[observe]]
+counter = "W/memory.events.max"
+[[expect]]
+name = "killed"
+step = "touch"
+exit = "killed by SIGKILL"
+why = "w"
+[[expect]]
+name = "oom"
+step = "touch"
+counter = "W/memory.events.oom_kill"
+delta = "== 1"
+why = "w"
+[[exercise]]
+name = "room"
+set = { max = "128M" }
+ask = "a"
+answer = "b"
+shows = ["touch: exit == exited 0", "touch: Δ W/memory.events.oom_kill == 0", "touch: Δ W/memory.events.max == 0"]
+fails = ["killed", "oom"]
+"#;
+
+    fn run(max_events: u64, oom: u64, exit: Exit) -> (LabSpec, Evaluation) {
+        let spec = crate::lab::parse_spec(LAB, "t").unwrap();
+        let sample = |m: u64, o: u64| {
+            let mut v = BTreeMap::new();
+            v.insert("W/memory.events.max".to_string(), m);
+            v.insert("W/memory.events.oom_kill".to_string(), o);
+            v
+        };
+        let events = vec![
+            Event::Hello {
+                kernel: "6.12.117".into(),
+            },
+            Event::Sample {
+                label: "start".into(),
+                values: sample(0, 0),
+            },
+            Event::StepEnd {
+                step: "touch".into(),
+                exit,
+                wall_ms: 5,
+                stderr: String::new(),
+                stdout: String::new(),
+            },
+            Event::Sample {
+                label: "after:touch".into(),
+                values: sample(max_events, oom),
+            },
+            Event::End { frames: 4 },
+        ];
+        let ev = report::evaluate(&spec, &report::tests::stream_of(events));
+        (spec, ev)
+    }
+
+    fn default_snapshot() -> String {
+        let (spec, ev) = run(35, 1, Exit::Signaled { signal: 9 });
+        report::render_snapshot(&spec, &ev)
+    }
+
+    #[test]
+    fn the_kernel_agrees_when_facts_changes_and_failures_match() {
+        let (spec, ev) = run(0, 0, Exit::Exited { code: 0 });
+        let x = &spec.exercises[0];
+        let j = judge(x, &spec, &ev, Some(&default_snapshot()), &[]);
+        assert!(j.agreed(), "{:?}", j.disagreements);
+        assert!(
+            j.confirmed.iter().any(|c| c.contains("FAIL as predicted")),
+            "{j:?}"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_disagreement_is_named() {
+        // The task is killed anyway, and the max events moved (undeclared, and unexplained).
+        let (spec, ev) = run(35, 0, Exit::Signaled { signal: 9 });
+        let x = &spec.exercises[0];
+        let j = judge(x, &spec, &ev, Some(&default_snapshot()), &[]);
+        let all = j.disagreements.join("\n");
+        assert!(
+            all.contains("touch: exit == exited 0: got killed by SIGKILL"),
+            "{all}"
+        );
+        assert!(
+            all.contains("\"killed\" (step touch killed by SIGKILL) passed"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("Δ W/memory.events.oom_kill changed 1 -> 0"),
+            "named by shows: {all}"
+        );
+        assert!(
+            all.contains("Δ W/memory.events.max moved (+35) and no explanation"),
+            "{all}"
+        );
+        // An undeclared change of class.
+        let mut x = x.clone();
+        x.shows.retain(|f| !f.written.contains("oom_kill"));
+        let j = judge(&x, &spec, &ev, Some(&default_snapshot()), &[]);
+        assert!(
+            j.disagreements.iter().any(|d| d.contains(
+                "Δ W/memory.events.oom_kill changed 1 -> 0, and the exercise does not say so"
+            )),
+            "{:?}",
+            j.disagreements
+        );
+    }
+
+    #[test]
+    fn declared_races_are_not_judged() {
+        let (spec, ev) = run(0, 0, Exit::Exited { code: 0 });
+        let mut x = spec.exercises[0].clone();
+        x.fails = vec!["killed".into()];
+        x.may_fail = vec!["oom".into()];
+        x.shows.retain(|f| !f.written.contains("oom_kill"));
+        x.varies = vec![
+            "touch: Δ W/memory.events.oom_kill"
+                .to_string()
+                .try_into()
+                .unwrap(),
+        ];
+        let j = judge(&x, &spec, &ev, Some(&default_snapshot()), &[]);
+        assert!(j.agreed(), "{:?}", j.disagreements);
+        assert!(
+            j.confirmed.iter().any(|c| c.contains("may go either way")),
+            "{j:?}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_run_is_only_reported_as_such() {
+        let (spec, mut ev) = run(0, 0, Exit::Exited { code: 0 });
+        ev.problems
+            .push("no counters were sampled around step touch".into());
+        let j = judge(
+            &spec.exercises[0],
+            &spec,
+            &ev,
+            Some(&default_snapshot()),
+            &[],
+        );
+        assert_eq!(j.disagreements.len(), 1, "{:?}", j.disagreements);
+    }
+
+    #[test]
+    fn exercises_are_selected_by_name_with_a_suggestion() {
+        let spec = crate::lab::parse_spec(LAB, "t").unwrap();
+        assert_eq!(select(&spec, &["all".into()]).unwrap().len(), 1);
+        let e = select(&spec, &["rooom".into()]).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"room\""), "{e}");
+    }
 }

@@ -32,8 +32,12 @@ pub enum SourceKind {
 pub struct Source {
     pub path: PathBuf,
     pub kind: SourceKind,
-    /// What makes this source this source: path, size and mtime (tarball), or git state (tree).
+    /// What makes this source this source: path, size and mtime (tarball), or its content
+    /// (a tree: [`crate::tree::identify`]).
     pub identity: String,
+    /// The same for the selftests' sources (a tree's tools/testing/selftests; a tarball's is
+    /// the tarball's).
+    pub selftests_identity: String,
 }
 
 /// `--kernel-src 6.1` (any `X.Y` that is not a path here): Debian's linux-source-X.Y tarball
@@ -92,8 +96,10 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
                 path.display()
             );
         }
+        let id = crate::tree::identify(&path)?;
         Ok(Source {
-            identity: tree_identity(&path),
+            identity: id.identity,
+            selftests_identity: id.selftests,
             path,
             kind: SourceKind::Tree,
         })
@@ -106,41 +112,9 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
         Ok(Source {
             path,
             kind: SourceKind::Tarball,
+            selftests_identity: identity.clone(),
             identity,
         })
-    }
-}
-
-/// A git tree is identified by HEAD and its uncommitted changes; any other tree by its path and
-/// version (edit such a tree and pass --rebuild-kernel).
-fn tree_identity(path: &Path) -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(path)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["diff", "HEAD"]).unwrap_or_default();
-            let mut h = KeyHasher::new();
-            h.add(dirty.as_bytes());
-            format!(
-                "tree {} git {} diff {}",
-                path.display(),
-                head.trim(),
-                h.hex()
-            )
-        }
-        None => format!(
-            "tree {} {}",
-            path.display(),
-            makefile_version(path).unwrap_or_default()
-        ),
     }
 }
 
@@ -173,7 +147,10 @@ pub struct Fragment {
 
 /// kernel-configs/base.config plus the named extra fragments (e.g. a lab's `memcg-v1`).
 pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
-    let dir = cache::project_root().join("kernel-configs");
+    fragments_in(&cache::project_root().join("kernel-configs"), extra)
+}
+
+fn fragments_in(dir: &Path, extra: &[String]) -> Result<Vec<Fragment>> {
     let mut out = Vec::new();
     for name in std::iter::once("base").chain(extra.iter().map(String::as_str)) {
         let path = dir.join(format!("{name}.config"));
@@ -187,21 +164,55 @@ pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
     Ok(out)
 }
 
+/// The line that makes a fragment part of every kernel kernel-lab builds (when it costs little
+/// at run time: one kernel then serves every lab, instead of one build per fragment set).
+pub const IN_EVERY_KERNEL: &str = "# kernel-lab: in every kernel";
+
+/// What kernel-lab builds for a lab that needs `extra`: base, every fragment marked
+/// [`IN_EVERY_KERNEL`] (by name), then `extra`. What the lab *needs* stays [`fragments`]: a
+/// kernel built elsewhere is checked against that only.
+pub fn build_fragments(extra: &[String]) -> Result<Vec<Fragment>> {
+    build_fragments_in(&cache::project_root().join("kernel-configs"), extra)
+}
+
+fn build_fragments_in(dir: &Path, extra: &[String]) -> Result<Vec<Fragment>> {
+    let mut folded: Vec<String> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".config")?.to_string();
+            let text = fs::read_to_string(e.path()).ok()?;
+            (name != "base" && text.lines().any(|l| l.trim() == IN_EVERY_KERNEL)).then_some(name)
+        })
+        .collect();
+    folded.sort();
+    for e in extra {
+        if !folded.contains(e) {
+            folded.push(e.clone());
+        }
+    }
+    fragments_in(dir, &folded)
+}
+
 /// A requested option: `CONFIG_X=value`, or `CONFIG_X` unset (`# CONFIG_X is not set`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requested {
     pub name: String,
     pub value: Option<String>,
+    /// Marked `# build choice`: how kernel-lab builds its kernels (compression, unwinder, fewer
+    /// objects), not something the labs need; a prebuilt kernel may differ.
+    pub choice: bool,
 }
 
 /// The options a fragment asks for; comments and blank lines are ignored. A line may end with
 /// `# since 6.12` or `# before 6.11`: it then applies only to kernels of those versions
-/// (`version` is the source's `6.12.117`; `None` keeps every line).
+/// (`version` is the source's `6.12.117`; `None` keeps every line). A line may also end with
+/// `# build choice` (see [`Requested::choice`]).
 pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested> {
     fragment
         .lines()
         .filter_map(|line| {
-            let (line, condition) = split_condition(line.trim());
+            let (line, condition, choice) = split_marks(line.trim());
             if let (Some(v), Some(c)) = (version, condition)
                 && !c.holds(v)
             {
@@ -212,15 +223,27 @@ pub fn requested_options(fragment: &str, version: Option<&str>) -> Vec<Requested
                 return name.starts_with("CONFIG_").then(|| Requested {
                     name: name.into(),
                     value: None,
+                    choice,
                 });
             }
             let (name, value) = line.split_once('=')?;
             name.starts_with("CONFIG_").then(|| Requested {
                 name: name.into(),
                 value: Some(value.trim().into()),
+                choice,
             })
         })
         .collect()
+}
+
+/// A fragment line without its marks: its version condition, and whether it is a build choice.
+fn split_marks(line: &str) -> (&str, Option<KernelReq>, bool) {
+    let (line, choice) = match line.strip_suffix("# build choice") {
+        Some(rest) if rest.ends_with(' ') => (rest.trim_end(), true),
+        _ => (line, false),
+    };
+    let (line, condition) = split_condition(line);
+    (line, condition, choice)
 }
 
 /// `CONFIG_X=y  # since 6.12` -> (`CONFIG_X=y`, `>= 6.12`); `# before 6.12` is `< 6.12`. The
@@ -333,14 +356,30 @@ pub struct Kernel {
 pub fn cache_key(source: &Source, fragments: &[Fragment], version: Option<&str>) -> String {
     let mut h = KeyHasher::new();
     h.add(RECIPE.as_bytes()).add(source.identity.as_bytes());
-    for f in fragments {
-        if f.name != "base" && requested_options(&f.text, version).is_empty() {
-            continue;
-        }
+    for f in applying(fragments, version) {
         h.add(f.name.as_bytes())
             .add(effective_text(&f.text, version).as_bytes());
     }
     h.hex()
+}
+
+/// The fragments that make a kernel what it is on `version`: `base`, and every other one that
+/// asks for something the ones before it do not (on this version). A fragment whose lines are
+/// all in base already (or absent before its version) makes no separate kernel.
+fn applying<'a>(fragments: &'a [Fragment], version: Option<&str>) -> Vec<&'a Fragment> {
+    let mut kept: Vec<&Fragment> = Vec::new();
+    let mut asked: Vec<Requested> = Vec::new();
+    for f in fragments {
+        let wants = requested_options(&f.text, version);
+        let adds = wants
+            .iter()
+            .any(|w| !asked.iter().any(|a| a.name == w.name && a.value == w.value));
+        if f.name == "base" || adds {
+            asked.extend(wants);
+            kept.push(f);
+        }
+    }
+    kept
 }
 
 /// A fragment's text for one kernel version: lines whose version condition fails are dropped,
@@ -350,11 +389,11 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
     fragment
         .split_inclusive('\n')
         .filter_map(|raw| {
-            let (line, condition) = split_condition(raw.trim());
+            let (line, condition, choice) = split_marks(raw.trim());
             match (condition, version) {
-                (None, _) => Some(raw.to_string()),
+                (None, _) if !choice => Some(raw.to_string()),
                 (Some(c), Some(v)) if !c.holds(v) => None,
-                (Some(_), _) => Some(format!(
+                _ => Some(format!(
                     "{line}{}",
                     if raw.ends_with('\n') { "\n" } else { "" }
                 )),
@@ -363,7 +402,10 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
         .collect()
 }
 
-/// Returns the cached kernel for (source, fragments), building it first if needed.
+/// Returns the cached kernel for (source, fragments), building it first if needed: in the
+/// persistent build directory of (tree, fragment set, recipe), reconfigured only when the
+/// fragments changed, so that make recompiles only what an edit touched. `rebuild` starts that
+/// directory afresh.
 pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<Kernel> {
     let cache = cache::cache_dir()?;
     // The tree (extracted once for a tarball) gives the version the fragments are read for.
@@ -371,41 +413,49 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let version = makefile_version(&tree);
     let key = cache_key(source, fragments, version.as_deref());
     let entry = cache.join("kernels").join(&key);
-    let image = entry.join("vmlinux");
-    if image.is_file() && !rebuild {
-        return Ok(Kernel {
-            hz: config_hz(&entry),
-            image,
-            key,
-            built: false,
-        });
+    if !rebuild && let Some(k) = published(&entry, &key) {
+        return Ok(k);
     }
-    let _lock = cache::lock(&cache, &format!("kernel-{key}"))?;
-    if image.is_file() && !rebuild {
-        return Ok(Kernel {
-            hz: config_hz(&entry),
-            image,
-            key,
-            built: false,
-        }); // another process built it meanwhile
+    if let (SourceKind::Tree, Some(what)) = (&source.kind, crate::tree::in_place_build(&tree)) {
+        bail!("{}", in_place_message(&tree, what));
     }
-    let build = cache.join("build").join(&key);
+    let set = FragmentSet::new(fragments, version.as_deref());
+    let build = cache.join("build").join(build_dir_name(&tree, &set));
+    let _lock = cache::lock(&cache, &format!("build-{}", build_dir_name(&tree, &set)))?;
+    if !rebuild && let Some(k) = published(&entry, &key) {
+        return Ok(k); // another process built it meanwhile
+    }
+    if rebuild && build.exists() {
+        fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
+    }
     fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let log = build.join("kernel-lab-build.log");
-    configure(&tree, &build, fragments, &log)?;
-    // The progress line's "of ~N files": what the last build of these fragments compiled
-    // (networking or tracing add hundreds), else the last build of any, else base's count.
-    let names: Vec<&str> = fragments.iter().map(|f| f.name.as_str()).collect();
-    let hint_file = cache.join(format!("kernels/objects-{}", names.join("+")));
+    fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+    let fresh = !build.join("vmlinux").is_file();
+    configure(&tree, &build, &set, &log)?;
+    // The progress line's "of ~N files" on a first build: what the last first build of these
+    // fragments compiled (networking or tracing add hundreds), else of any, else base's count.
+    let hint_file = cache.join(format!("kernels/objects-{}", set.names().join("+")));
     let read_hint =
         |p: PathBuf| -> Option<usize> { fs::read_to_string(p).ok()?.trim().parse().ok() };
-    let objects_hint = read_hint(hint_file.clone())
-        .or_else(|| read_hint(cache.join("kernels/objects-last-build")))
-        .or(Some(670));
-    let objects = make(&tree, &build, &["vmlinux"], &log, objects_hint)?;
-    for file in [hint_file, cache.join("kernels/objects-last-build")] {
-        let _ = fs::write(file, objects.to_string());
+    let progress = if fresh {
+        let hint = read_hint(hint_file.clone())
+            .or_else(|| read_hint(cache.join("kernels/objects-last-build")))
+            .or(Some(900));
+        Build::First { hint }
+    } else {
+        Build::Incremental
+    };
+    let objects = make(&tree, &build, &["vmlinux"], &log, Some(progress))?;
+    if fresh {
+        let _ = fs::create_dir_all(cache.join("kernels"));
+        for file in [hint_file, cache.join("kernels/objects-last-build")] {
+            let _ = fs::write(file, objects.to_string());
+        }
     }
+    // make may have updated .config itself (a Kconfig change in the tree): check it again.
+    set.check_survival(&build.join(".config"))?;
+    let _publish = cache::lock(&cache, &format!("kernel-{key}"))?;
     let staging = cache::staging_path(&entry);
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     fs::copy(build.join("vmlinux"), staging.join("vmlinux"))
@@ -413,22 +463,183 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     fs::copy(build.join(".config"), staging.join("config"))
         .context("copying .config into the cache")?;
     fs::write(staging.join("source"), &source.identity)?;
+    fs::write(staging.join("build-dir"), build_dir_name(&tree, &set))?;
     cache::publish(&staging, &entry)?;
+    cache::touch(&entry);
+    drop(_publish);
+    collect_after_build(&cache, source, &build_dir_name(&tree, &set));
     Ok(Kernel {
         hz: config_hz(&entry),
-        image,
+        image: entry.join("vmlinux"),
         key,
         built: true,
     })
 }
 
+/// After a build: a tree's older kernels of the same build directory go (editing a tree does
+/// not grow the cache), then whatever the default bounds say is too old or too much. A failure
+/// here is reported and does not fail the run.
+fn collect_after_build(cache: &Path, source: &Source, build_dir: &str) {
+    if let SourceKind::Tree = source.kind {
+        match crate::gc::prune_tree_kernels(cache, build_dir) {
+            Ok(removed) if !removed.is_empty() => eprintln!(
+                "  kernel: removed {} older kernel(s) of this tree and fragment set from the cache",
+                removed.len()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("  warning: cleaning the cache: {e:#}"),
+        }
+    }
+    match crate::gc::collect(cache, crate::gc::Bounds::default(), false) {
+        Ok(c) if !c.removed.is_empty() => eprintln!("  {}", crate::gc::summary(&c, false)),
+        Ok(_) => {}
+        Err(e) => eprintln!("  warning: cleaning the cache: {e:#}"),
+    }
+}
+
+/// The published kernel in `entry`, if there is one (its use is recorded for gc).
+fn published(entry: &Path, key: &str) -> Option<Kernel> {
+    let image = entry.join("vmlinux");
+    image.is_file().then(|| {
+        cache::touch(entry);
+        Kernel {
+            hz: config_hz(entry),
+            image,
+            key: key.to_string(),
+            built: false,
+        }
+    })
+}
+
+/// What to tell a developer whose tree was built in place.
+fn in_place_message(tree: &Path, what: &str) -> String {
+    let t = tree.display();
+    format!(
+        "{t} has been configured or built in place ({what} exists), so make refuses to build it into kernel-lab's own build directory (\"the source tree is not clean\"). Either:\n  \
+         - use your own build: --build-dir {t} (kernel-lab runs make there with your .config and checks that it has the options the labs need), or\n  \
+         - give kernel-lab a clean tree with the same content, e.g. a separate worktree: git -C {t} worktree add ../linux-kernel-lab && --kernel-src ../linux-kernel-lab (commit or copy your uncommitted changes there), or\n  \
+         - make -C {t} mrproper (this deletes your in-tree build)"
+    )
+}
+
+/// The fragments of one kernel as they apply to its version: the ones that ask for something
+/// (`base` always), with their effective text.
+pub struct FragmentSet {
+    fragments: Vec<(String, String)>,
+    requested: Vec<Requested>,
+}
+
+impl FragmentSet {
+    pub fn new(fragments: &[Fragment], version: Option<&str>) -> Self {
+        let applying = applying(fragments, version);
+        FragmentSet {
+            fragments: applying
+                .iter()
+                .map(|f| (f.name.clone(), effective_text(&f.text, version)))
+                .collect(),
+            requested: applying
+                .iter()
+                .flat_map(|f| requested_options(&f.text, version))
+                .collect(),
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.fragments.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The merged fragments, as a build directory records them (reconfigure when it differs).
+    fn stamp(&self) -> String {
+        self.fragments
+            .iter()
+            .map(|(n, t)| format!("# fragment {n}\n{t}\n"))
+            .collect()
+    }
+
+    /// A kernel built elsewhere (`--kernel`, `--build-dir`, an exported manifest): its config
+    /// must honour every requested option except the build choices; a bzImage boots without
+    /// the PVH entry.
+    pub fn check_built_elsewhere(&self, config: &str, bzimage: bool, origin: &str) -> Result<()> {
+        let needed: Vec<Requested> = self
+            .requested
+            .iter()
+            .filter(|r| !r.choice)
+            .filter(|r| {
+                !(bzimage && ["CONFIG_PVH", "CONFIG_HYPERVISOR_GUEST"].contains(&r.name.as_str()))
+            })
+            .cloned()
+            .collect();
+        let lost = lost_options(&needed, config);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(crate::acquire::untestable_missing(
+            &lost,
+            &self.names(),
+            origin,
+        ))
+    }
+
+    /// The survival check: every requested option is in `config`; a lost one makes the kernel
+    /// [`Untestable`], named with what it got.
+    pub fn check_survival(&self, config_path: &Path) -> Result<()> {
+        let config = fs::read_to_string(config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let lost = lost_options(&self.requested, &config);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(Untestable(format!(
+            "these kernel options did not survive (a dependency is missing, or this kernel version lacks them):\n  {}\nfragments: kernel-configs/{{{}}}.config; final config: {}",
+            lost.join("\n  "),
+            self.names().join(","),
+            config_path.display()
+        ))
+        .into())
+    }
+}
+
+/// The build directory of (tree, fragment set, recipe): the tree's path is part of it, as the
+/// objects in it were compiled from that path's files.
+fn build_dir_name(tree: &Path, set: &FragmentSet) -> String {
+    let mut h = KeyHasher::new();
+    h.add(b"build dir")
+        .add(RECIPE.as_bytes())
+        .add(tree.as_os_str().as_encoded_bytes());
+    for n in set.names() {
+        h.add(n.as_bytes());
+    }
+    h.hex()
+}
+
 /// CONFIG_HZ of a cached kernel (its `config` file).
 fn config_hz(entry: &Path) -> Option<u64> {
     let config = fs::read_to_string(entry.join("config")).ok()?;
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
-        .and_then(|v| v.trim().parse().ok())
+    config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok())
+}
+
+/// An option's value in a .config (`CONFIG_HZ` -> `250`).
+pub fn config_value(config: &str, name: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix('=')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// `make vmlinux` in a developer's own configured build directory (`--build-dir`: an in-place
+/// tree, or an O= directory, whose Makefile kbuild wrote), with progress.
+pub fn make_in(dir: &Path) -> Result<()> {
+    if !dir.join(".config").is_file() {
+        bail!(
+            "--build-dir {}: no .config there; configure it first (e.g. make defconfig, then merge kernel-configs/base.config with scripts/kconfig/merge_config.sh)",
+            dir.display()
+        );
+    }
+    let log = cache::target_dir()?.join("build-dir-make.log");
+    fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+    make(dir, dir, &["vmlinux"], &log, Some(Build::Incremental))?;
+    Ok(())
 }
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
@@ -487,44 +698,49 @@ fn single_subdir(dir: &Path) -> Option<PathBuf> {
     subdirs.next().is_none().then_some(first)
 }
 
-fn configure(tree: &Path, build: &Path, fragments: &[Fragment], log: &Path) -> Result<()> {
-    make(tree, build, &["tinyconfig"], log, None)?;
+/// Configures `build` for the fragments (tinyconfig, merged fragments, olddefconfig, survival
+/// check), unless it already is: then make alone brings it up to date.
+fn configure(tree: &Path, build: &Path, set: &FragmentSet, log: &Path) -> Result<()> {
+    let stamp_path = build.join("kernel-lab-fragments");
     let config_path = build.join(".config");
-    let base = fs::read_to_string(&config_path).context("reading the tinyconfig .config")?;
-    let version = makefile_version(tree);
-    fs::write(
-        &config_path,
-        merge_config(&base, fragments, version.as_deref()),
-    )?;
-    make(tree, build, &["olddefconfig"], log, None)?;
-    let config = fs::read_to_string(&config_path)?;
-    let requested: Vec<Requested> = fragments
-        .iter()
-        .flat_map(|f| requested_options(&f.text, version.as_deref()))
-        .collect();
-    let lost = lost_options(&requested, &config);
-    if !lost.is_empty() {
-        bail!(
-            "these kernel options did not survive `make olddefconfig` (a dependency is missing, or this kernel version lacks them):\n  {}\nfragments: kernel-configs/{{{}}}.config; final config: {}",
-            lost.join("\n  "),
-            fragments
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            config_path.display()
-        );
+    if config_path.is_file() && fs::read_to_string(&stamp_path).ok() == Some(set.stamp()) {
+        return Ok(());
     }
-    Ok(())
+    let _ = fs::remove_file(&stamp_path);
+    make(tree, build, &["tinyconfig"], log, None)?;
+    let base = fs::read_to_string(&config_path).context("reading the tinyconfig .config")?;
+    let fragments: Vec<Fragment> = set
+        .fragments
+        .iter()
+        .map(|(name, text)| Fragment {
+            name: name.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    // The effective texts carry no version marks any more: merge them as they are.
+    fs::write(&config_path, merge_config(&base, &fragments, None))?;
+    make(tree, build, &["olddefconfig"], log, None)?;
+    set.check_survival(&config_path)?;
+    fs::write(&stamp_path, set.stamp()).with_context(|| format!("writing {}", stamp_path.display()))
 }
 
-/// Runs make with its output in `log`, showing progress; returns how many objects it compiled.
+/// How a vmlinux build is shown: a first build with the files it will likely compile, or an
+/// incremental one (make decides what changed).
+#[derive(Debug, Clone, Copy)]
+pub enum Build {
+    First { hint: Option<usize> },
+    Incremental,
+}
+
+/// Runs make with its output in `log`, showing progress for a vmlinux build; returns how many
+/// files it compiled. A failure of the build itself makes the kernel [`Untestable`]; a full
+/// disk or an interruption is an ordinary error (the machine's fault, not the commit's).
 fn make(
     tree: &Path,
     build: &Path,
     targets: &[&str],
     log: &Path,
-    objects_hint: Option<usize>,
+    progress: Option<Build>,
 ) -> Result<usize> {
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -536,10 +752,12 @@ fn make(
         .with_context(|| format!("opening {}", log.display()))?;
     // make runs in its own process group, so that an interruption stops its compilers too
     // (killing make alone would leave them running).
-    let mut child = std::process::Command::new("make")
-        .arg("-C")
-        .arg(tree)
-        .arg(format!("O={}", build.display()))
+    let mut cmd = std::process::Command::new("make");
+    cmd.arg("-C").arg(tree);
+    if build != tree {
+        cmd.arg(format!("O={}", build.display()));
+    }
+    let mut child = cmd
         .arg(format!("-j{jobs}"))
         .args(targets)
         .stdin(std::process::Stdio::null())
@@ -553,7 +771,23 @@ fn make(
     let tty = std::io::stderr().is_terminal();
     let mut last_print = Instant::now();
     let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-    let mut objects = 0;
+    let compiled = || {
+        let text = fs::read(log).unwrap_or_default();
+        let new =
+            String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+        let objects = new
+            .lines()
+            .filter(|l| l.trim_start().starts_with("CC "))
+            .count();
+        let last = new
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("  "))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        (objects, last)
+    };
     loop {
         if progress::interrupted() {
             let group = -(child.id() as i32);
@@ -566,63 +800,65 @@ fn make(
         if let Some(status) = child.try_wait().context("waiting for make")? {
             if !status.success() {
                 let tail = progress::tail(log, 30);
-                let hint = if tail.contains("No space left on device") {
-                    format!(
-                        "\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {})",
+                let failed = format!(
+                    "make {what} failed ({status}); the last lines of {}:\n{tail}",
+                    log.display()
+                );
+                if tail.contains("No space left on device") {
+                    bail!(
+                        "{failed}\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {}); `cargo xtask cache gc` removes old kernels and build directories",
                         build
                             .parent()
                             .and_then(Path::parent)
                             .unwrap_or(build)
                             .display()
-                    )
-                } else {
-                    String::new()
-                };
-                bail!(
-                    "make {what} failed ({status}); the last lines of {}:\n{tail}{hint}",
-                    log.display()
-                );
+                    );
+                }
+                return Err(Untestable(format!(
+                    "{failed}\nthis kernel does not build: a bisect skips it (exit 125)"
+                ))
+                .into());
             }
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
-        if targets == ["vmlinux"] && (tty || last_print.elapsed() >= Duration::from_secs(30)) {
-            let text = fs::read(log).unwrap_or_default();
-            let new =
-                String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
-            objects = new
-                .lines()
-                .filter(|l| l.trim_start().starts_with("CC "))
-                .count();
-            let last = new
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("  "))
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            let of = objects_hint.map(|n| format!("/~{n}")).unwrap_or_default();
-            // Files compile at a roughly even rate after the first minute: extrapolate.
-            let eta = match objects_hint {
-                Some(n) if objects >= 40 && objects < n => {
-                    let per_file = started.elapsed().as_secs_f64() / objects as f64;
+        let Some(mode) = progress else { continue };
+        if tty || last_print.elapsed() >= Duration::from_secs(30) {
+            let (objects, last) = compiled();
+            let line = match mode {
+                Build::First { hint } => {
+                    let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
+                    // Files compile at a roughly even rate after the first minute: extrapolate.
+                    let eta = match hint {
+                        Some(n) if objects >= 40 && objects < n => {
+                            let per_file = started.elapsed().as_secs_f64() / objects as f64;
+                            format!(
+                                ", about {} left",
+                                progress::mmss(Duration::from_secs_f64(
+                                    per_file * (n - objects) as f64
+                                ))
+                            )
+                        }
+                        _ => String::new(),
+                    };
                     format!(
-                        ", about {} left",
-                        progress::mmss(Duration::from_secs_f64(per_file * (n - objects) as f64))
+                        "kernel: building vmlinux (the first build of this source, once), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
+                        progress::mmss(started.elapsed())
                     )
                 }
-                _ => String::new(),
+                Build::Incremental => format!(
+                    "kernel: rebuilding vmlinux (only what changed), {} elapsed, {objects} files compiled, last: {last}",
+                    progress::mmss(started.elapsed())
+                ),
             };
-            progress::status(&format!(
-                "kernel: building vmlinux (a first build takes about 5 minutes on 2 cores, 6-7 with tracing or networking), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
-                progress::mmss(started.elapsed())
-            ));
+            progress::status(&line);
             last_print = Instant::now();
         }
     }
-    if targets == ["vmlinux"] {
+    let (objects, _) = compiled();
+    if progress.is_some() {
         progress::status_done(&format!(
-            "kernel: built vmlinux in {} (log: {})",
+            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
             progress::mmss(started.elapsed()),
             log.display()
         ));
@@ -652,7 +888,8 @@ mod tests {
             r[1],
             Requested {
                 name: "CONFIG_B".into(),
-                value: None
+                value: None,
+                choice: false,
             }
         );
         assert_eq!(r[2].value.as_deref(), Some("\"lz4\""));
@@ -713,6 +950,7 @@ mod tests {
             path: "/x".into(),
             kind: SourceKind::Tarball,
             identity: "x".into(),
+            selftests_identity: "x".into(),
         };
         let key = |text: &str, v| cache_key(&src, &[frag(text)], v);
         assert_eq!(key(plain, Some("6.12.117")), key(marked, Some("6.12.117")));
@@ -736,6 +974,70 @@ mod tests {
             cache_key(&src, &both, Some("6.12.117")),
             cache_key(&src, &only, Some("6.12.117"))
         );
+        // Nor does one whose every line base asks for already (the same value).
+        let folded = Fragment {
+            name: "base".into(),
+            text: format!("{plain}CONFIG_MEMCG_V1=y\n"),
+        };
+        let v1 = both[1].clone();
+        assert_eq!(
+            cache_key(&src, &[folded.clone(), v1.clone()], Some("6.12.117")),
+            cache_key(&src, std::slice::from_ref(&folded), Some("6.12.117"))
+        );
+        assert_eq!(
+            FragmentSet::new(&[folded, v1], Some("6.12.117")).names(),
+            ["base"]
+        );
+    }
+
+    #[test]
+    fn build_choices_are_marked_and_leave_the_key_alone() {
+        let plain = "CONFIG_A=y\nCONFIG_KERNEL_LZ4=y\n# CONFIG_VT is not set\nCONFIG_NEW=y\n";
+        let marked = "CONFIG_A=y\nCONFIG_KERNEL_LZ4=y # build choice\n# CONFIG_VT is not set # build choice\nCONFIG_NEW=y # since 6.12\n";
+        assert_eq!(effective_text(marked, Some("6.12.1")), plain);
+        let r = requested_options(marked, Some("6.12.1"));
+        let choices: Vec<(&str, bool)> = r.iter().map(|r| (r.name.as_str(), r.choice)).collect();
+        assert_eq!(
+            choices,
+            [
+                ("CONFIG_A", false),
+                ("CONFIG_KERNEL_LZ4", true),
+                ("CONFIG_VT", true),
+                ("CONFIG_NEW", false)
+            ]
+        );
+        assert_eq!(r[2].value, None);
+    }
+
+    #[test]
+    fn fragments_marked_for_every_kernel_make_one_kernel_for_every_lab() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| fs::write(dir.path().join(format!("{n}.config")), t).unwrap();
+        w("base", "CONFIG_A=y\n");
+        w("tracing", &format!("{IN_EVERY_KERNEL}\nCONFIG_FTRACE=y\n"));
+        w(
+            "memcg-v1",
+            &format!("{IN_EVERY_KERNEL}\nCONFIG_MEMCG_V1=y\n"),
+        );
+        w("debug", "CONFIG_KASAN=y\n");
+        let names = |extra: &[&str]| -> Vec<String> {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            build_fragments_in(dir.path(), &extra)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.name)
+                .collect()
+        };
+        assert_eq!(names(&[]), ["base", "memcg-v1", "tracing"]);
+        assert_eq!(names(&["tracing"]), names(&[]), "one kernel for both");
+        assert_eq!(names(&["debug"]), ["base", "memcg-v1", "tracing", "debug"]);
+        // What a lab needs stays its own fragments.
+        let needs: Vec<String> = fragments_in(dir.path(), &["tracing".into()])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(needs, ["base", "tracing"]);
     }
 
     #[test]
@@ -780,6 +1082,47 @@ mod tests {
         ] {
             assert!(debian_source(Path::new(path)).is_none(), "{path}");
         }
+    }
+
+    #[test]
+    fn a_build_directory_is_configured_again_only_when_its_fragments_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tree, build) = (tmp.path().join("linux"), tmp.path().join("build"));
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(
+            tree.join("Makefile"),
+            "tinyconfig:\n\t@mkdir -p $(O) && echo '# tiny' > $(O)/.config && echo x >> $(O)/../count\nolddefconfig:\n\t@true\n",
+        )
+        .unwrap();
+        let log = tmp.path().join("log");
+        let set = |text: &str| {
+            FragmentSet::new(
+                &[Fragment {
+                    name: "base".into(),
+                    text: text.into(),
+                }],
+                None,
+            )
+        };
+        let configured = || count_lines(&tmp.path().join("count"));
+        configure(&tree, &build, &set("CONFIG_A=y\n"), &log).unwrap();
+        assert_eq!(configured(), 1);
+        configure(&tree, &build, &set("CONFIG_A=y\n"), &log).unwrap();
+        assert_eq!(
+            configured(),
+            1,
+            "same fragments: make alone brings it up to date"
+        );
+        configure(&tree, &build, &set("CONFIG_A=y\nCONFIG_B=y\n"), &log).unwrap();
+        assert_eq!(configured(), 2);
+        let config = fs::read_to_string(build.join(".config")).unwrap();
+        assert!(config.contains("CONFIG_B=y"), "{config}");
+    }
+
+    fn count_lines(p: &Path) -> usize {
+        fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
+mod acquire;
 mod bench;
 mod cache;
 mod check;
 mod disk;
+mod evaluate;
 mod exercise;
+mod gc;
+mod health;
 mod initramfs;
 mod kernel;
 mod lab;
+mod manifest;
+mod mutants;
 mod progress;
 mod qemu;
 mod readme;
@@ -16,6 +22,7 @@ mod selftests;
 mod setup;
 mod timeline;
 mod trace;
+mod tree;
 mod vars;
 
 use anyhow::Result;
@@ -78,49 +85,14 @@ enum Command {
     /// List the labs with their titles.
     List,
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
-    /// CI: summary table, JSON, JUnit XML.
+    /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exits non-zero if any lab or selftest failed or passed only sometimes (flaky). A lab that
-    /// declares it does not apply to a kernel (`[applies]`) is skipped with its reason, and so is
-    /// a selftest that skips itself. An upstream selftest declared known-flaky here is shown as
-    /// such. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
-    Check {
-        /// Only these labs (ids, numbers or prefixes); repeatable. `selftests` names the
-        /// kernel's own cgroup memory selftests. Default: the whole catalog and the selftests.
-        #[arg(long = "lab", value_name = "LAB")]
-        labs: Vec<String>,
-        /// Leave out the kernel's own selftests (test_memcontrol, built from the same source
-        /// tree and run in the same VM set-up), which otherwise run once per kernel and mode.
-        #[arg(long)]
-        no_selftests: bool,
-        /// Kernel sources to check: trees, tarballs, or `6.1` for Debian's linux-source-6.1
-        /// (installed when missing); repeatable. Default: Debian's 6.12.
-        #[arg(long = "kernel-src", value_name = "DIR|TARBALL|X.Y")]
-        kernels: Vec<PathBuf>,
-        /// Run each lab N times; a lab that passes only sometimes is reported as flaky.
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        repeat: usize,
-        /// Run every lab with MGLRU on, off, or both (labs that set it themselves are skipped
-        /// in the other mode) [default: as each lab says].
-        #[arg(long, value_enum)]
-        mglru: Option<check::Mglru>,
-        /// Run only shard I of N: every N-th item of the fixed matrix (kernels x modes x labs and selftests), so N CI machines together run each item once.
-        #[arg(long, value_name = "I/N")]
-        shard: Option<check::Shard>,
-        /// Where to write check.json and junit.xml.
-        #[arg(long, value_name = "DIR", default_value = "target/kernel-lab/check")]
-        out: PathBuf,
-        /// Accelerator (see `lab --help`).
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: qemu::Accel,
-        /// Never install packages; say what is missing instead.
-        #[arg(long)]
-        no_install: bool,
-        /// Extra word for every guest kernel's command line (e.g. loglevel=7 to see OOM reports
-        /// in the console logs); repeatable.
-        #[arg(long = "kernel-arg", value_name = "WORD")]
-        kernel_args: Vec<String>,
-    },
+    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
+    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
+    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
+    /// or its selftests do not compile). The reports are written in every case, as results
+    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
         /// The lab to time.
@@ -148,6 +120,37 @@ enum Command {
     },
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
+    /// Which kernel regressions do the labs and selftests catch? Applies each one-line kernel
+    /// change of kernel-mutants/ in turn to a scratch copy of the kernel tree (in the cache),
+    /// builds it incrementally, runs `check`, and prints which labs or selftests caught each
+    /// mutant and which escaped; writes target/kernel-lab/mutants/mutants.json. The unmodified
+    /// tree is checked first: what fails there is not counted. Example:
+    /// `cargo xtask mutants --kernel-src ~/src/linux --only 02 --only 08`.
+    Mutants {
+        #[command(flatten)]
+        src: KernelArgs,
+        /// The directory of mutants (*.patch, each with a `Subject:` line).
+        #[arg(long, value_name = "DIR", default_value = "kernel-mutants")]
+        mutants: PathBuf,
+        /// Only the mutants whose file name starts with this (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        only: Vec<String>,
+        /// Only these labs (as `check --lab`; `selftests` names the kernel's own tests).
+        #[arg(long = "lab", value_name = "LAB")]
+        labs: Vec<String>,
+        /// Leave out the kernel's own selftests.
+        #[arg(long)]
+        no_selftests: bool,
+        /// Accelerator (see `lab --help`).
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: qemu::Accel,
+        /// Never install packages; say what is missing instead.
+        #[arg(long)]
+        no_install: bool,
+        /// Multiply every lab's and selftest's timeout by F (slow or busy machines).
+        #[arg(long, value_name = "F", default_value_t = 1.0)]
+        timeout_factor: f64,
+    },
     /// Write the generated parts of each lab's README (headline claims with their checks, and
     /// the exercises' answers) from its lab.toml; with --check, only say which are stale.
     Readme {
@@ -157,6 +160,35 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Manage the cache ($KERNEL_LAB_CACHE, default ~/.cache/kernel-lab).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Remove published kernels, build directories, selftest programs, extracted sources and
+    /// `mutants`' tree copies not used for --max-age, then the least recently used until the cache fits in
+    /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
+    /// newest two kernels of each build directory (editing a tree does not grow the cache).
+    /// Entries another kernel-lab process is using are left alone.
+    Gc {
+        /// The most the cache may hold afterwards (K, M, G).
+        #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+        max_size: u64,
+        /// Remove what was not used for this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age_days: u64,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    guest::parse::parse_size(s)
 }
 
 #[derive(Args, Clone)]
@@ -167,10 +199,30 @@ struct KernelArgs {
     kernel_src: Option<PathBuf>,
 }
 
+/// A kernel that kernel-lab does not build from a source.
+#[derive(Args, Clone, Default, Debug)]
+pub struct PrebuiltArgs {
+    /// A kernel built elsewhere, vmlinux or bzImage, instead of building one. Its config
+    /// (--kernel-config, else the one embedded with CONFIG_IKCONFIG) must have every option the
+    /// lab's fragments (kernel-configs/) ask for, except those marked `# build choice`; a
+    /// missing one is named and exits 125. With --kernel-src, that tree builds the selftests.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The .config the --kernel was built with.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub kernel_config: Option<PathBuf>,
+    /// Your own configured build directory (a tree you built in place, or your O= directory):
+    /// `make vmlinux` runs there with your .config, which is then checked like --kernel's.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     src: KernelArgs,
+    #[command(flatten)]
+    prebuilt: PrebuiltArgs,
     /// Accelerator: auto picks KVM only where it really works (/dev/kvm opens and the CPU has vmx/svm).
     #[arg(long, value_enum, default_value = "auto")]
     accel: qemu::Accel,
@@ -188,10 +240,18 @@ struct RunArgs {
     kernel_args: Vec<String>,
 }
 
-impl From<RunArgs> for lab::RunOptions {
-    fn from(a: RunArgs) -> Self {
-        lab::RunOptions {
-            kernel_src: a.src.kernel_src,
+impl RunArgs {
+    fn options(self) -> Result<lab::RunOptions> {
+        let a = self;
+        let mut kernels = acquire::choose(
+            a.src.kernel_src.into_iter().collect(),
+            a.prebuilt.kernel,
+            a.prebuilt.kernel_config,
+            a.prebuilt.build_dir,
+            None,
+        )?;
+        Ok(lab::RunOptions {
+            kernel: kernels.remove(0),
             accel: a.accel,
             rebuild_kernel: a.rebuild_kernel,
             install: !a.no_install,
@@ -200,7 +260,8 @@ impl From<RunArgs> for lab::RunOptions {
             shell: false,
             kernel_args: a.kernel_args,
             mglru: None,
-        }
+            extra_fragments: vec![],
+        })
     }
 }
 
@@ -242,7 +303,13 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
             if !exercises.is_empty() {
-                return exercise::run_cli(&found, &exercises, repeat.max(1), json, &opts.into());
+                return exercise::run_cli(
+                    &found,
+                    &exercises,
+                    repeat.max(1),
+                    json,
+                    &opts.options()?,
+                );
             }
             if vars {
                 let loaded = lab::load_with(&found.spec_path(), &[])?;
@@ -254,11 +321,12 @@ fn run(cli: Cli) -> Result<bool> {
                 }
                 return Ok(true);
             }
-            let mut opts: lab::RunOptions = opts.into();
+            let mut opts = opts.options()?;
             opts.sets = sets;
             opts.shell = shell;
             let mut passed = 0;
             let mut walls = Vec::new();
+            let mut failing = lab::KeepFailing::default();
             for i in 0..repeat.max(1) {
                 if repeat > 1 {
                     eprintln!("run {}/{repeat}", i + 1);
@@ -269,9 +337,11 @@ fn run(cli: Cli) -> Result<bool> {
                 } else {
                     lab::print(&result);
                 }
+                failing.saw(&result);
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
+            failing.restore();
             if repeat > 1 {
                 let f = bench::figure("total", walls);
                 println!(
@@ -288,7 +358,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts,
         } => {
             let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let figures = bench::bench(&found, &opts.into(), runs.max(1))?;
+            let figures = bench::bench(&found, &opts.options()?, runs.max(1))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
@@ -296,68 +366,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Check {
-            labs,
-            kernels,
-            repeat,
-            mglru,
-            shard,
-            out,
-            accel,
-            no_install,
-            no_selftests,
-            kernel_args,
-        } => {
-            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
-            let kernels: Vec<Option<PathBuf>> = if kernels.is_empty() {
-                vec![None]
-            } else {
-                kernels.into_iter().map(Some).collect()
-            };
-            let run = lab::RunOptions {
-                kernel_src: None,
-                accel,
-                rebuild_kernel: false,
-                install: !no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
-                kernel_args,
-                mglru: None,
-            };
-            let opts = check::CheckOptions {
-                labs: selected,
-                kernels,
-                repeat: repeat.max(1),
-                shard,
-                run,
-                mglru: mglru.map(check::Mglru::modes).unwrap_or_else(|| vec![None]),
-                selftests: selftests && !no_selftests,
-            };
-            let started = std::time::Instant::now();
-            let entries = check::check(&opts)?;
-            print!("\n{}", check::render_table(&entries));
-            let (json, xml) = check::write_reports(&cache::project_root().join(&out), &entries)?;
-            println!(
-                "check: {} lab runs, {} selftest results in {:.1}s; wrote {} and {}",
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "lab")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "selftest")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                started.elapsed().as_secs_f64(),
-                json.display(),
-                xml.display()
-            );
-            Ok(entries
-                .iter()
-                .all(|e| matches!(e.result, "passed" | "skipped" | "known-flaky")))
-        }
+        Command::Check(args) => check::run(args),
         Command::List => {
             for l in lab::catalog()? {
                 match lab::load(&l.spec_path()) {
@@ -374,13 +383,57 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             setup::ensure(true, src.kernel_src.as_deref())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
+            let k = kernel::ensure(&source, &kernel::build_fragments(&fragments)?, rebuild)?;
             eprintln!(
                 "kernel {} ({})",
                 k.key,
                 if k.built { "built now" } else { "cached" }
             );
             println!("{}", k.image.display());
+            Ok(true)
+        }
+        Command::Mutants {
+            src,
+            mutants,
+            only,
+            labs,
+            no_selftests,
+            accel,
+            no_install,
+            timeout_factor,
+        } => {
+            let project = cache::project_root();
+            let set = mutants::load(&project.join(&mutants), &only)?;
+            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
+            let opts = check::CheckOptions {
+                labs: selected,
+                kernels: vec![acquire::KernelChoice::Source(src.kernel_src)],
+                repeat: 1,
+                // A failure that passes on a retry is flaky, and catches nothing.
+                retries: 1,
+                shard: None,
+                run: lab::RunOptions {
+                    kernel: acquire::KernelChoice::default(),
+                    accel,
+                    rebuild_kernel: false,
+                    install: !no_install,
+                    timeout: None,
+                    sets: vec![],
+                    shell: false,
+                    kernel_args: vec![],
+                    mglru: None,
+                    extra_fragments: vec![],
+                },
+                modes: vec![check::Mode::Lab],
+                selftests: selftests && !no_selftests,
+                timeout_factor,
+                out: cache::target_dir()?.join("mutants"),
+                declared: vec![],
+                baseline: None,
+            };
+            let (unreliable, results) = mutants::run(&set, &opts)?;
+            print!("\n{}", mutants::render(&unreliable, &results));
+            println!("wrote {}", opts.out.join("mutants.json").display());
             Ok(true)
         }
         Command::Readme { labs, check } => {
@@ -393,6 +446,20 @@ fn run(cli: Cli) -> Result<bool> {
                     .collect::<Result<_>>()?,
             };
             readme::run_cli(&chosen, check)
+        }
+        Command::Cache {
+            action:
+                CacheAction::Gc {
+                    max_size,
+                    max_age_days,
+                    dry_run,
+                },
+        } => {
+            let bounds = gc::Bounds {
+                max_size,
+                max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
+            };
+            gc::command(bounds, dry_run)
         }
         Command::Setup => {
             setup::ensure(true, None)?;

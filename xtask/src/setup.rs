@@ -9,6 +9,8 @@ struct Need {
     what: &'static str,
     present: fn(&str) -> bool,
     package: &'static str,
+    /// Needed only to build (a kernel, the selftests), not to boot a kernel built elsewhere.
+    build: bool,
 }
 
 fn on_path(bin: &str) -> bool {
@@ -26,69 +28,81 @@ const NEEDS: &[Need] = &[
         what: "qemu-system-x86_64",
         present: on_path,
         package: "qemu-system-x86",
+        build: false,
     },
     Need {
         what: "make",
         present: on_path,
         package: "make",
+        build: true,
     },
     Need {
         what: "gcc",
         present: on_path,
         package: "gcc",
+        build: true,
     },
     Need {
         what: "flex",
         present: on_path,
         package: "flex",
+        build: true,
     },
     Need {
         what: "bison",
         present: on_path,
         package: "bison",
+        build: true,
     },
     Need {
         what: "bc",
         present: on_path,
         package: "bc",
+        build: true,
     },
     Need {
         what: "xz",
         present: on_path,
         package: "xz-utils",
+        build: true,
     },
     Need {
         what: "mkfs.ext4",
         present: |b| on_path(b) || exists("/sbin/mkfs.ext4"),
         package: "e2fsprogs",
+        build: false,
     },
     Need {
         what: crate::initramfs::BUSYBOX,
         present: exists,
         package: "busybox-static",
+        build: false,
     },
     Need {
         what: "/usr/include/gelf.h",
         present: exists,
         package: "libelf-dev",
+        build: true,
     },
     Need {
         // The static C library, for the kernel's selftests (`check`), linked with -static.
         what: "/usr/lib/x86_64-linux-gnu/libc.a",
         present: exists,
         package: "libc6-dev",
+        build: true,
     },
 ];
 
 /// The packages providing what is missing: the tools, and the kernel source when it is a
 /// Debian package (the default 6.12, or `--kernel-src 6.1`).
-fn find_missing(source_flag: Option<&Path>) -> Vec<(String, String)> {
+fn find_missing(source_flag: Option<&Path>, build: bool) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = NEEDS
         .iter()
-        .filter(|n| !(n.present)(n.what))
+        .filter(|n| (build || !n.build) && !(n.present)(n.what))
         .map(|n| (n.what.to_string(), n.package.to_string()))
         .collect();
     if let Some((tarball, package)) = crate::kernel::debian_package(source_flag)
+        && build
         && !tarball.exists()
     {
         out.push((tarball.display().to_string(), package));
@@ -96,9 +110,18 @@ fn find_missing(source_flag: Option<&Path>) -> Vec<(String, String)> {
     out
 }
 
+/// [`ensure`] for a run's kernel: the build tools and source only when it builds something.
+pub fn ensure_for(install: bool, kernel: &crate::acquire::KernelChoice) -> Result<()> {
+    ensure_needs(install, kernel.source_flag(), kernel.builds())
+}
+
 /// Installs what is missing when `install` and we are root with apt-get; otherwise explains.
 pub fn ensure(install: bool, source_flag: Option<&Path>) -> Result<()> {
-    let missing = find_missing(source_flag);
+    ensure_needs(install, source_flag, true)
+}
+
+fn ensure_needs(install: bool, source_flag: Option<&Path>, build: bool) -> Result<()> {
+    let missing = find_missing(source_flag, build);
     if missing.is_empty() {
         return Ok(());
     }
@@ -134,7 +157,7 @@ pub fn ensure(install: bool, source_flag: Option<&Path>) -> Result<()> {
     if !status.success() {
         bail!("`{command}` failed ({status})");
     }
-    let still = find_missing(source_flag);
+    let still = find_missing(source_flag, build);
     if !still.is_empty() {
         let whats: Vec<&str> = still.iter().map(|n| n.0.as_str()).collect();
         bail!("still missing after installing: {}", whats.join(", "));

@@ -428,6 +428,8 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     if rebuild && build.exists() {
         fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
     }
+    // Only a build from an empty directory tells how many files these fragments compile.
+    let from_scratch = !build.join("vmlinux.a").exists() && !build.join("mm").exists();
     fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let log = build.join("kernel-lab-build.log");
     fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
@@ -447,7 +449,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
         Build::Incremental
     };
     let objects = make(&tree, &build, &["vmlinux"], &log, Some(progress))?;
-    if fresh {
+    if from_scratch {
         let _ = fs::create_dir_all(cache.join("kernels"));
         for file in [hint_file, cache.join("kernels/objects-last-build")] {
             let _ = fs::write(file, objects.to_string());
@@ -833,6 +835,8 @@ fn make(
             let (objects, last) = compiled();
             let line = match mode {
                 Build::First { hint } => {
+                    // A hint already passed was wrong: say nothing rather than "98/~35".
+                    let hint = hint.filter(|&n| objects <= n);
                     let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
                     // Files compile at a roughly even rate after the first minute: extrapolate.
                     let eta = match hint {

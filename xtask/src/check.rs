@@ -489,16 +489,11 @@ pub fn run(args: CheckArgs) -> Result<bool> {
             retries: args.retries,
             shard: args.shard,
             run: RunOptions {
-                kernel: KernelChoice::default(),
                 accel: args.accel,
-                rebuild_kernel: false,
                 install: !args.no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
                 kernel_args: args.kernel_args.clone(),
-                mglru: None,
                 extra_fragments: fragments,
+                ..Default::default()
             },
             modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
             selftests: selftests && !args.no_selftests,
@@ -1200,7 +1195,7 @@ pub fn selftest_entries(
                 declared,
                 &RunOptions {
                     accel,
-                    ..dummy_run()
+                    ..Default::default()
                 },
                 label,
             );
@@ -1219,21 +1214,6 @@ pub fn selftest_entries(
         entries.push(e);
     }
     entries
-}
-
-fn dummy_run() -> RunOptions {
-    RunOptions {
-        kernel: KernelChoice::default(),
-        accel: qemu::Accel::Tcg,
-        rebuild_kernel: false,
-        install: false,
-        timeout: None,
-        sets: vec![],
-        shell: false,
-        kernel_args: vec![],
-        mglru: None,
-        extra_fragments: vec![],
-    }
 }
 
 /// Copies one run's console.log and results.jsonl from `kept` (last/<id>/) into the check's
@@ -1811,7 +1791,7 @@ pub mod tests {
             repeat: 1,
             retries: 2,
             shard: None,
-            run: dummy_run(),
+            run: RunOptions::default(),
             modes: vec![Mode::On, Mode::Off],
             selftests: true,
             timeout_factor: 1.0,

@@ -406,6 +406,23 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
 /// persistent build directory of (tree, fragment set, recipe), reconfigured only when the
 /// fragments changed, so that make recompiles only what an edit touched. `rebuild` starts that
 /// directory afresh.
+impl crate::KernelBuildArgs {
+    /// `cargo xtask kernel`: builds (or finds) the kernel and prints its path.
+    pub fn run(self) -> Result<bool> {
+        let flag = self.src.kernel_src.as_deref();
+        crate::setup::ensure(true, flag)?;
+        let k = ensure(
+            &locate(flag)?,
+            &build_fragments(&self.fragments)?,
+            self.rebuild,
+        )?;
+        let how = if k.built { "built now" } else { "cached" };
+        eprintln!("kernel {} ({how})", k.key);
+        println!("{}", k.image.display());
+        Ok(true)
+    }
+}
+
 pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<Kernel> {
     let cache = cache::cache_dir()?;
     // The tree (extracted once for a tarball) gives the version the fragments are read for.

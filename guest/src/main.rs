@@ -403,14 +403,26 @@ fn run_step(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let kill_after = kill_fault(step.name());
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
+    let (mut results, mut last_result) = (0, Instant::now());
+    let mut timed_out = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
-                if let Some(n) = kill_after
-                    && ktap_results(&stdout.text()) >= n
-                {
+                let n = ktap_results(&stdout.text());
+                if n != results {
+                    (results, last_result) = (n, Instant::now());
+                }
+                if kill_after.is_some_and(|k| n >= k) {
                     // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
+                if let Some(t) = per_result
+                    && timed_out.is_none()
+                    && last_result.elapsed() > t
+                {
+                    timed_out = Some(t);
                     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 }
                 ticker.tick(out);
@@ -425,8 +437,19 @@ fn run_step(
     while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((exit_of(status)?, stderr.text(), stdout.text()))
+    let mut err = stderr.text();
+    if let Some(t) = timed_out {
+        err.push_str(&format!(
+            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
+            t.as_secs()
+        ));
+    }
+    Ok((exit_of(status)?, err, stdout.text()))
 }
+
+/// Starts the line the agent adds to an exec step's stderr when it killed the program for its
+/// per-result timeout (the host reads it back).
+const TIMEOUT_NOTE: &str = guest::event::RESULT_TIMEOUT_NOTE;
 
 /// A pipe read to its end on a thread; what arrived so far can be taken at any time.
 struct Drain {

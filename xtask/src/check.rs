@@ -674,8 +674,9 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -> Entry {
     let mut entry = Entry::blank(at.index, Kind::Lab, &lab.id, &at.label, at.mode);
-    let spec = match lab::load(&lab.spec_path()) {
-        Ok(s) => s,
+    // Loaded, and asked whether it applies, once for all its runs.
+    let loaded = match lab::load_with(&lab.spec_path(), &[]) {
+        Ok(l) => l,
         Err(e) => {
             entry.result = Verdict::Error;
             entry
@@ -684,8 +685,9 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             return entry;
         }
     };
+    let spec = &loaded.spec;
     let run_opts = run_options(opts, at, spec.vm.timeout_secs);
-    match lab::not_applicable(&spec, &run_opts) {
+    match lab::not_applicable(spec, &run_opts) {
         Ok(Some(why)) => {
             entry.details.push(format!("skipped: {why}"));
             return entry;
@@ -706,7 +708,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             .push(format!("skipped: the lab itself runs with MGLRU {own}"));
         return entry;
     }
-    let mut fragments = lab::kernel_fragments(&spec);
+    let mut fragments = lab::kernel_fragments(spec);
     fragments.extend(opts.run.extra_fragments.iter().cloned());
     if let Some((_, _, v, why)) = state
         .failed_kernels
@@ -731,7 +733,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             at.mode.name(),
             if retry { " (retry)" } else { "" }
         );
-        match lab::execute(lab, &run_opts) {
+        match lab::execute_loaded(lab, &loaded, &run_opts) {
             Ok(r) => {
                 let status = lab_status(&r);
                 if status != RunStatus::Passed {

@@ -1267,14 +1267,13 @@ pub fn tool_version() -> String {
 }
 
 fn git_describe(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
+    let out = crate::process::Cmd::new("git", "git describe")
         .args(["describe", "--always", "--dirty", "--tags"])
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .output()
+        .dir(dir)
+        .run(None)
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then_some(s)
+    (out.success() && !s.is_empty()).then_some(s)
 }
 
 /// What each kernel is, and the kernels (fragment sets) the results used.

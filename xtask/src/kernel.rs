@@ -8,13 +8,14 @@
 //! progress line, and publishes it into the cache with a rename.
 
 use crate::cache::{self, KeyHasher};
+use crate::process::{Cmd, Ended, Sink};
 use crate::progress;
 use anyhow::{Context, Result, bail};
 use guest::spec::{KernelReq, major_minor};
 use std::fs;
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// Bump when the way kernels are built changes, so old cache entries are not reused.
@@ -685,16 +686,20 @@ pub fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
         "  kernel: extracting {} (once; about 15 s) ...",
         source.path.display()
     );
-    let status = std::process::Command::new("tar")
+    let tar = Cmd::new("tar", "tar (is tar installed?)")
         .arg("-xf")
         .arg(&source.path)
         .arg("-C")
         .arg(&staging)
-        .status()
-        .context("running tar (is tar installed?)")?;
-    if !status.success() {
+        .run(None)?;
+    if !tar.success() {
         let _ = fs::remove_dir_all(&staging);
-        bail!("extracting {} failed ({status})", source.path.display());
+        bail!(
+            "extracting {} failed ({}): {}",
+            source.path.display(),
+            tar.ended,
+            tar.text().trim()
+        );
     }
     cache::publish(&staging, &dir)?;
     eprintln!(
@@ -767,31 +772,89 @@ fn make(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    // make runs in its own process group, so that an interruption stops its compilers too
-    // (killing make alone would leave them running).
-    let mut cmd = std::process::Command::new("make");
-    cmd.arg("-C").arg(tree);
+    // make runs in its own process group (process.rs), so that an interruption stops its
+    // compilers too (killing make alone would leave them running).
+    let what = targets.join(" ");
+    let mut cmd = Cmd::new("make", "make (is build-essential installed?)")
+        .arg("-C")
+        .arg(tree);
     if build != tree {
-        cmd.arg(format!("O={}", build.display()));
+        cmd = cmd.arg(format!("O={}", build.display()));
     }
-    let mut child = cmd
+    let running = cmd
         .arg(format!("-j{jobs}"))
         .args(targets)
-        .stdin(std::process::Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .context("starting make (is build-essential installed?)")?;
-    let started = Instant::now();
-    let what = targets.join(" ");
-    let tty = std::io::stderr().is_terminal();
-    let mut last_print = Instant::now();
-    let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-    let compiled = || {
-        let text = fs::read(log).unwrap_or_default();
-        let new =
-            String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+        .stdout(Sink::File(log_file.try_clone()?))
+        .stderr(Sink::File(log_file))
+        .start()?;
+    let mut shown = BuildProgress::new(log, progress);
+    let f = running.wait(Duration::from_millis(250), None, || shown.tick())?;
+    match f.ended {
+        Ended::Exited(status) if status.success() => {}
+        Ended::Exited(status) => return Err(make_failed(&what, status, log, build)),
+        Ended::Interrupted | Ended::TimedOut => {
+            bail!("interrupted while running make {what}; the cache is unchanged")
+        }
+    }
+    let (objects, _) = shown.compiled();
+    if progress.is_some() {
+        progress::status_done(&format!(
+            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
+            progress::mmss(shown.started.elapsed()),
+            log.display()
+        ));
+    }
+    Ok(objects)
+}
+
+/// Why make failed: the build itself ([`Untestable`]), or a full disk (the machine's fault).
+fn make_failed(what: &str, status: ExitStatus, log: &Path, build: &Path) -> anyhow::Error {
+    let tail = progress::tail(log, 30);
+    let failed = format!(
+        "make {what} failed ({status}); the last lines of {}:\n{tail}",
+        log.display()
+    );
+    if tail.contains("No space left on device") {
+        let cache = build.parent().and_then(Path::parent).unwrap_or(build);
+        return anyhow::anyhow!(
+            "{failed}\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {}); `cargo xtask cache gc` removes old kernels and build directories",
+            cache.display()
+        );
+    }
+    Untestable(format!(
+        "{failed}\nthis kernel does not build: a bisect skips it (exit 125)"
+    ))
+    .into()
+}
+
+/// The progress line of a vmlinux build, from make's log: on a terminal at every tick,
+/// otherwise every 30 s.
+struct BuildProgress<'a> {
+    log: &'a Path,
+    mode: Option<Build>,
+    log_start: u64,
+    started: Instant,
+    last_print: Instant,
+    tty: bool,
+}
+
+impl<'a> BuildProgress<'a> {
+    fn new(log: &'a Path, mode: Option<Build>) -> Self {
+        BuildProgress {
+            log,
+            mode,
+            log_start: fs::metadata(log).map(|m| m.len()).unwrap_or(0),
+            started: Instant::now(),
+            last_print: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Files compiled so far in this make, and the last line of the log.
+    fn compiled(&self) -> (usize, String) {
+        let text = fs::read(self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(text.len());
+        let new = String::from_utf8_lossy(&text[start..]).into_owned();
         let objects = new
             .lines()
             .filter(|l| l.trim_start().starts_with("CC "))
@@ -800,87 +863,44 @@ fn make(
             .lines()
             .rev()
             .find(|l| l.starts_with("  "))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        (objects, last)
-    };
-    loop {
-        if progress::interrupted() {
-            let group = -(child.id() as i32);
-            unsafe { libc::kill(group, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_millis(200));
-            unsafe { libc::kill(group, libc::SIGKILL) };
-            let _ = child.wait();
-            bail!("interrupted while running make {what}; the cache is unchanged");
+            .unwrap_or("");
+        (objects, last.trim().to_string())
+    }
+
+    fn tick(&mut self) {
+        let Some(mode) = self.mode else { return };
+        if !self.tty && self.last_print.elapsed() < Duration::from_secs(30) {
+            return;
         }
-        if let Some(status) = child.try_wait().context("waiting for make")? {
-            if !status.success() {
-                let tail = progress::tail(log, 30);
-                let failed = format!(
-                    "make {what} failed ({status}); the last lines of {}:\n{tail}",
-                    log.display()
-                );
-                if tail.contains("No space left on device") {
-                    bail!(
-                        "{failed}\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {}); `cargo xtask cache gc` removes old kernels and build directories",
-                        build
-                            .parent()
-                            .and_then(Path::parent)
-                            .unwrap_or(build)
-                            .display()
-                    );
-                }
-                return Err(Untestable(format!(
-                    "{failed}\nthis kernel does not build: a bisect skips it (exit 125)"
-                ))
-                .into());
+        let (objects, last) = self.compiled();
+        let elapsed = progress::mmss(self.started.elapsed());
+        let line = match mode {
+            Build::First { hint } => {
+                let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
+                let eta = self.eta(hint, objects);
+                format!(
+                    "kernel: building vmlinux (the first build of this source, once), {elapsed} elapsed{eta}, {objects}{of} files compiled, last: {last}"
+                )
             }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        let Some(mode) = progress else { continue };
-        if tty || last_print.elapsed() >= Duration::from_secs(30) {
-            let (objects, last) = compiled();
-            let line = match mode {
-                Build::First { hint } => {
-                    let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
-                    // Files compile at a roughly even rate after the first minute: extrapolate.
-                    let eta = match hint {
-                        Some(n) if objects >= 40 && objects < n => {
-                            let per_file = started.elapsed().as_secs_f64() / objects as f64;
-                            format!(
-                                ", about {} left",
-                                progress::mmss(Duration::from_secs_f64(
-                                    per_file * (n - objects) as f64
-                                ))
-                            )
-                        }
-                        _ => String::new(),
-                    };
-                    format!(
-                        "kernel: building vmlinux (the first build of this source, once), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
-                        progress::mmss(started.elapsed())
-                    )
-                }
-                Build::Incremental => format!(
-                    "kernel: rebuilding vmlinux (only what changed), {} elapsed, {objects} files compiled, last: {last}",
-                    progress::mmss(started.elapsed())
-                ),
-            };
-            progress::status(&line);
-            last_print = Instant::now();
+            Build::Incremental => format!(
+                "kernel: rebuilding vmlinux (only what changed), {elapsed} elapsed, {objects} files compiled, last: {last}"
+            ),
+        };
+        progress::status(&line);
+        self.last_print = Instant::now();
+    }
+
+    /// Files compile at a roughly even rate after the first minute: extrapolate.
+    fn eta(&self, hint: Option<usize>, objects: usize) -> String {
+        match hint {
+            Some(n) if objects >= 40 && objects < n => {
+                let per_file = self.started.elapsed().as_secs_f64() / objects as f64;
+                let left = Duration::from_secs_f64(per_file * (n - objects) as f64);
+                format!(", about {} left", progress::mmss(left))
+            }
+            _ => String::new(),
         }
     }
-    let (objects, _) = compiled();
-    if progress.is_some() {
-        progress::status_done(&format!(
-            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
-            progress::mmss(started.elapsed()),
-            log.display()
-        ));
-    }
-    Ok(objects)
 }
 
 #[cfg(test)]

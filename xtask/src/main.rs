@@ -14,6 +14,7 @@ mod kernel;
 mod lab;
 mod manifest;
 mod mutants;
+mod process;
 mod progress;
 mod qemu;
 mod readme;

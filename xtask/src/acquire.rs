@@ -4,6 +4,7 @@
 //! manifest.json`). Whatever the origin, the config is checked against the lab's fragments
 //! before anything boots; a missing option makes the kernel [`Untestable`], named.
 
+use crate::exit::bad_input;
 use crate::kernel::{self, FragmentSet, Kernel, Untestable};
 use crate::manifest::Manifest;
 use crate::process::{Cmd, Sink};
@@ -152,7 +153,7 @@ impl KernelChoice {
             }
             KernelChoice::Prebuilt(Prebuilt { tree: Some(t), .. }) => t.clone(),
             KernelChoice::BuildDir(dir) => build_dir_tree(dir),
-            KernelChoice::Prebuilt(Prebuilt { tree: None, .. }) => bail!(
+            KernelChoice::Prebuilt(Prebuilt { tree: None, .. }) => bad_input!(
                 "the selftests are built from the kernel's source tree: pass it with --kernel-src TREE beside --kernel, or leave them out with --no-selftests"
             ),
         };
@@ -175,31 +176,32 @@ pub fn choose(
         .filter(|b| **b)
         .count();
     if given > 1 {
-        bail!("--kernel, --build-dir and --kernels each name the kernel: give one of them");
+        bad_input!("--kernel, --build-dir and --kernels each name the kernel: give one of them");
     }
     if let Some(m) = manifest {
         if !sources.is_empty() {
-            bail!("--kernels runs the kernels of the manifest: leave out --kernel-src");
+            bad_input!("--kernels runs the kernels of the manifest: leave out --kernel-src");
         }
         return Ok(Manifest::load(&m)?.choices());
     }
     if let Some(dir) = build_dir {
         if !sources.is_empty() {
-            bail!("--build-dir builds your own build directory: leave out --kernel-src");
+            bad_input!("--build-dir builds your own build directory: leave out --kernel-src");
         }
         let dir = dir
             .canonicalize()
-            .with_context(|| format!("--build-dir {}", dir.display()))?;
+            .with_context(|| format!("--build-dir {}", dir.display()))
+            .map_err(crate::exit::as_bad_input)?;
         return Ok(vec![KernelChoice::BuildDir(dir)]);
     }
     if let Some(image) = kernel {
         if sources.len() > 1 {
-            bail!(
+            bad_input!(
                 "--kernel is one kernel: give at most one --kernel-src (the tree it was built from, for the selftests)"
             );
         }
         if !image.is_file() {
-            bail!("--kernel {}: no such file", image.display());
+            bad_input!("--kernel {}: no such file", image.display());
         }
         return Ok(vec![KernelChoice::Prebuilt(Prebuilt {
             image,
@@ -239,10 +241,11 @@ impl Prebuilt {
         let image = fs::read(&self.image)
             .with_context(|| format!("reading --kernel {}", self.image.display()))?;
         embedded_config(&image)?.ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::exit::BadInput(format!(
                 "{} has no embedded config (it was built without CONFIG_IKCONFIG): pass the .config it was built with as --kernel-config PATH",
                 self.image.display()
-            )
+            ))
+            .into()
         })
     }
 }
@@ -274,7 +277,7 @@ pub fn is_bzimage(image: &Path) -> Result<bool> {
     if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
         return Ok(true);
     }
-    bail!(
+    bad_input!(
         "{} is neither a vmlinux (ELF) nor a bzImage: pass the kernel image make built (vmlinux, or arch/x86/boot/bzImage)",
         image.display()
     )

@@ -39,14 +39,14 @@ pub fn figure(name: &str, mut samples: Vec<f64>) -> Figure {
 /// in display order.
 impl crate::BenchArgs {
     /// `cargo xtask bench`: the figures as a table, or as JSON.
-    pub fn run(self) -> Result<bool> {
+    pub fn run(self) -> Result<crate::exit::Exit> {
         let found = lab::resolve(&self.lab, &lab::catalog()?)?;
         let figures = bench(&found, &self.opts.options()?, self.runs.max(1))?;
         match self.json {
             true => println!("{}", serde_json::to_string_pretty(&figures)?),
             false => print!("{}", render(&found.id, self.runs, &figures)),
         }
-        Ok(true)
+        Ok(crate::exit::Exit::Passed)
     }
 }
 

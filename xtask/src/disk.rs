@@ -15,7 +15,10 @@ use std::path::PathBuf;
 pub struct DiskPlan {
     /// Files to read: name -> the largest size any step reads of it.
     pub files: BTreeMap<String, u64>,
-    /// Room for the files the write-file steps write.
+    /// Room for the files the write-file steps write: three times their size, because ext4
+    /// starts writing back on its own (WB_REASON_FS_FREE_SPACE) once its free space is less
+    /// than twice its delayed allocations (ext4_nonda_switch()), which would make writeback
+    /// depend on the disk's size rather than on the dirty limits and on reclaim.
     pub free: u64,
 }
 
@@ -28,7 +31,8 @@ pub fn plan(spec: &LabSpec) -> DiskPlan {
                 let e = p.files.entry(file.clone()).or_insert(0);
                 *e = (*e).max(size);
             }
-            StepKind::WriteFile { .. } | StepKind::Exec { .. } => p.free += size,
+            StepKind::WriteFile { .. } => p.free += 3 * size,
+            StepKind::Exec { .. } => p.free += size,
             _ => {}
         }
     }

@@ -286,10 +286,11 @@ pub fn run_cli(
     repeat: usize,
     json: bool,
     opts: &RunOptions,
-) -> Result<bool> {
+) -> Result<crate::exit::Exit> {
     let spec = lab::load(&found.spec_path())?;
-    let chosen = select(&spec, names)?;
+    let chosen = select(&spec, names).map_err(crate::exit::as_bad_input)?;
     let mut agreed = 0;
+    let mut statuses = Vec::new();
     let total = chosen.len() * repeat;
     for i in 0..repeat {
         for x in &chosen {
@@ -312,6 +313,11 @@ pub fn run_cli(
                 print!("{}", render(x, &j));
             }
             agreed += usize::from(j.agreed());
+            // A run that could not finish says nothing about the kernel (exit 255).
+            statuses.push(match crate::check::lab_status(&r) {
+                crate::check::RunStatus::Passed if !j.agreed() => crate::check::RunStatus::Failed,
+                s => s,
+            });
         }
     }
     if total > 1 {
@@ -320,7 +326,7 @@ pub fn run_cli(
             found.id
         );
     }
-    Ok(agreed == total)
+    Ok(crate::exit::Exit::of_runs(&statuses))
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ pub fn prune_tree_kernels(cache: &Path, build_dir: &str) -> Result<Vec<PathBuf>>
 /// `cargo xtask cache gc`: collects, then lists what it removed.
 impl crate::CacheAction {
     /// `cargo xtask cache gc`.
-    pub fn run(self) -> Result<bool> {
+    pub fn run(self) -> Result<crate::exit::Exit> {
         let crate::CacheAction::Gc {
             max_size,
             max_age_days,
@@ -236,7 +236,7 @@ impl crate::CacheAction {
             max_size,
             max_age: Duration::from_secs(max_age_days * 24 * 3600),
         };
-        command(bounds, dry_run)
+        command(bounds, dry_run).map(crate::exit::Exit::passed_if)
     }
 }
 

@@ -82,7 +82,7 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
             path.display(),
             debian.as_ref().map(|d| d.1.as_str()).unwrap_or_default()
         ),
-        Err(e) => bail!(
+        Err(e) => crate::exit::bad_input!(
             "kernel source {} (from {origin}) cannot be read: {e}",
             path.display()
         ),
@@ -92,7 +92,7 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
         .with_context(|| format!("resolving {}", path.display()))?;
     if meta.is_dir() {
         if !path.join("Makefile").is_file() || !path.join("mm/vmscan.c").is_file() {
-            bail!(
+            crate::exit::bad_input!(
                 "{} (from {origin}) is not a Linux source tree (no Makefile or mm/vmscan.c)",
                 path.display()
             );
@@ -409,7 +409,7 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
 /// directory afresh.
 impl crate::KernelBuildArgs {
     /// `cargo xtask kernel`: builds (or finds) the kernel and prints its path.
-    pub fn run(self) -> Result<bool> {
+    pub fn run(self) -> Result<crate::exit::Exit> {
         let flag = self.src.kernel_src.as_deref();
         crate::setup::ensure(true, flag)?;
         let k = ensure(
@@ -420,7 +420,7 @@ impl crate::KernelBuildArgs {
         let how = if k.built { "built now" } else { "cached" };
         eprintln!("kernel {} ({how})", k.key);
         println!("{}", k.image.display());
-        Ok(true)
+        Ok(crate::exit::Exit::Passed)
     }
 }
 
@@ -435,7 +435,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
         return Ok(k);
     }
     if let (SourceKind::Tree, Some(what)) = (&source.kind, crate::tree::in_place_build(&tree)) {
-        bail!("{}", in_place_message(&tree, what));
+        crate::exit::bad_input!("{}", in_place_message(&tree, what));
     }
     let set = FragmentSet::new(fragments, version.as_deref());
     let build = cache.join("build").join(build_dir_name(&tree, &set));
@@ -649,7 +649,7 @@ pub fn config_value(config: &str, name: &str) -> Option<String> {
 /// tree, or an O= directory, whose Makefile kbuild wrote), with progress.
 pub fn make_in(dir: &Path) -> Result<()> {
     if !dir.join(".config").is_file() {
-        bail!(
+        crate::exit::bad_input!(
             "--build-dir {}: no .config there; configure it first (e.g. make defconfig, then merge kernel-configs/base.config with scripts/kconfig/merge_config.sh)",
             dir.display()
         );
@@ -756,7 +756,8 @@ pub enum Build {
 
 /// Runs make with its output in `log`, showing progress for a vmlinux build; returns how many
 /// files it compiled. A failure of the build itself makes the kernel [`Untestable`]; a full
-/// disk or an interruption is an ordinary error (the machine's fault, not the commit's).
+/// disk or an interruption (make or a compiler killed by a signal: Ctrl-C, a CI timeout, the
+/// host's OOM killer) is an ordinary error, exit 255: the machine's fault, not the commit's.
 fn make(
     tree: &Path,
     build: &Path,
@@ -807,13 +808,19 @@ fn make(
     Ok(objects)
 }
 
-/// Why make failed: the build itself ([`Untestable`]), or a full disk (the machine's fault).
+/// Why make failed: the build itself ([`Untestable`]), or the machine (a full disk, make or
+/// a compiler killed by a signal: Ctrl-C, a CI timeout, the host's OOM killer; exit 255).
 fn make_failed(what: &str, status: ExitStatus, log: &Path, build: &Path) -> anyhow::Error {
     let tail = progress::tail(log, 30);
     let failed = format!(
         "make {what} failed ({status}); the last lines of {}:\n{tail}",
         log.display()
     );
+    if let Some(how) = interrupted(status, &tail) {
+        return anyhow::anyhow!(
+            "{failed}\nthe build was interrupted ({how}): the machine's fault, not the kernel's; run it again (the cache is unchanged)"
+        );
+    }
     if tail.contains("No space left on device") {
         let cache = build.parent().and_then(Path::parent).unwrap_or(build);
         return anyhow::anyhow!(
@@ -903,9 +910,49 @@ impl<'a> BuildProgress<'a> {
     }
 }
 
+/// How a failed make was interrupted, if it was: make itself killed by a signal, or a job it
+/// ran (`*** [target] Killed`, gcc's `Killed signal terminated program cc1`).
+fn interrupted(status: std::process::ExitStatus, tail: &str) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return Some(format!("make was killed by signal {sig}"));
+    }
+    tail.lines().find_map(|l| {
+        let l = l.trim();
+        let job = l.contains("*** [")
+            && ["Killed", "Terminated", "Interrupt", "Hangup"]
+                .iter()
+                .any(|s| l.ends_with(s));
+        (job || l.contains("Killed signal terminated program"))
+            .then(|| format!("a job was killed: {l}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_make_killed_by_a_signal_is_an_interruption_not_a_broken_kernel() {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = std::process::ExitStatus::from_raw(15);
+        assert_eq!(
+            interrupted(killed, "  CC mm/vmscan.o\n").as_deref(),
+            Some("make was killed by signal 15")
+        );
+        let failed = std::process::ExitStatus::from_raw(2 << 8);
+        let job = "make[3]: *** [scripts/Makefile.build:229: mm/vmscan.o] Killed\n";
+        assert!(
+            interrupted(failed, job)
+                .unwrap()
+                .contains("mm/vmscan.o] Killed")
+        );
+        let oom =
+            "gcc: fatal error: Killed signal terminated program cc1\ncompilation terminated.\n";
+        assert!(interrupted(failed, oom).is_some());
+        let broken = "mm/vmscan.c:1:1: error: expected declaration\nmake[3]: *** [scripts/Makefile.build:229: mm/vmscan.o] Error 1\n";
+        assert_eq!(interrupted(failed, broken), None);
+    }
 
     fn frag(text: &str) -> Fragment {
         Fragment {

@@ -7,6 +7,7 @@ mod check;
 mod disk;
 mod evaluate;
 mod exercise;
+mod exit;
 mod gc;
 mod health;
 mod initramfs;
@@ -28,6 +29,7 @@ mod vars;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use exit::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,7 +41,7 @@ use std::process::ExitCode;
 ///
 /// Start with:  cargo xtask list          then:  cargo xtask lab 2-cgroup-limit
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, after_help = CACHE_HELP)]
+#[command(name = "cargo xtask", version, after_help = format!("{CACHE_HELP}\n\n{EXIT_HELP}"))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,22 +51,32 @@ const CACHE_HELP: &str = "Files: built kernels, the extracted source and data di
 $KERNEL_LAB_CACHE (default ~/.cache/kernel-lab); per-run files live under target/kernel-lab \
 (the last run of each lab is kept in target/kernel-lab/last/<id>/).";
 
+const EXIT_HELP: &str = "Exit codes (lab and check, as `git bisect run` reads them): 0 passed; 1 a regression \
+(a failed expectation, snapshot fact or selftest, an unhealthy kernel); 2 bad input found before anything ran \
+(a usage error, a spec error, an unknown lab); 125 the kernel cannot be tested (it does not build, lacks a required \
+option, or the lab does not apply to its version: a bisect skips it); 255 an infrastructure fault of a run (a \
+timeout, a QEMU crash, a truncated result stream, a dead agent, a full disk, an interrupted build: a bisect \
+stops instead of blaming a commit).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a lab: build what is missing, boot it, print the explained report, check its snapshot.
     ///
-    /// Exits non-zero when an expectation fails, the snapshot differs, or the run is incomplete.
+    /// Exits 1 when an expectation fails, the snapshot differs or the kernel is unhealthy, 255
+    /// when the run could not finish (timeout, QEMU crash, dead agent), 125 when the kernel
+    /// cannot be tested, 2 on bad input (see the exit codes below).
     Lab(LabArgs),
     /// List the labs with their titles.
     List,
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
     /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
-    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
-    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
-    /// or its selftests do not compile). The reports are written in every case, as results
-    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    /// Exit codes, the worst item first (125 > 255 > 1 > 0): 0 everything passed (flaky,
+    /// skipped and declared results included), 1 a lab or selftest failed (a regression), 255
+    /// an item could not run (timeout, QEMU crash, truncated stream: the machine's fault), 125
+    /// a kernel cannot be tested (it does not build, lacks an option, or its selftests do not
+    /// compile); 2 bad input, before anything runs. The reports are written in every case, as
+    /// results arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
     Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench(BenchArgs),
@@ -284,32 +296,21 @@ impl RunArgs {
     }
 }
 
+/// Exits with the command's [`Exit`] code (exit.rs; clap's usage errors exit 2 by themselves).
 fn main() -> ExitCode {
     progress::install_interrupt_handler();
-    match run(Cli::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let exit = match run(Cli::parse()) {
+        Ok(exit) => exit,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit_code_of(&e)
+            Exit::of_error(&e)
         }
-    }
-}
-
-/// Exit codes, as `git bisect run` and CI read them: 0 everything passed (or was skipped with
-/// its reason), 1 a lab or selftest failed (a regression), 125 the kernel cannot be tested
-/// ([`kernel::Untestable`]: it does not build, or lacks a required option), 2 anything else
-/// (bad input, an infrastructure fault such as a QEMU crash or a timeout).
-fn exit_code_of(e: &anyhow::Error) -> ExitCode {
-    if e.downcast_ref::<kernel::Untestable>().is_some() {
-        ExitCode::from(125)
-    } else {
-        ExitCode::from(2)
-    }
+    };
+    ExitCode::from(exit.code())
 }
 
 /// Dispatches to the verb's body, in its module.
-fn run(cli: Cli) -> Result<bool> {
+fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Lab(a) => a.run(),
         Command::Bench(a) => a.run(),

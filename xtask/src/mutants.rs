@@ -88,7 +88,7 @@ pub struct Result1 {
 
 impl crate::MutantsArgs {
     /// `cargo xtask mutants`: every mutant checked, the table, mutants.json.
-    pub fn run(self) -> Result<bool> {
+    pub fn run(self) -> Result<crate::exit::Exit> {
         let project = cache::project_root();
         let set = load(&project.join(&self.mutants), &self.only)?;
         let (selected, selftests) = check::select(&self.labs, &crate::lab::catalog()?)?;
@@ -114,7 +114,7 @@ impl crate::MutantsArgs {
         let (unreliable, results) = run(&set, &opts)?;
         print!("\n{}", render(&unreliable, &results));
         println!("wrote {}", opts.out.join("mutants.json").display());
-        Ok(true)
+        Ok(crate::exit::Exit::Passed)
     }
 }
 

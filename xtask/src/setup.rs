@@ -118,10 +118,10 @@ pub fn ensure_for(install: bool, kernel: &crate::acquire::KernelChoice) -> Resul
 
 /// Installs what is missing when `install` and we are root with apt-get; otherwise explains.
 /// `cargo xtask setup`.
-pub fn run() -> Result<bool> {
+pub fn run() -> Result<crate::exit::Exit> {
     ensure(true, None)?;
     eprintln!("setup: everything kernel-lab needs is installed");
-    Ok(true)
+    Ok(crate::exit::Exit::Passed)
 }
 
 pub fn ensure(install: bool, source_flag: Option<&Path>) -> Result<()> {

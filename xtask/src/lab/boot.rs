@@ -189,10 +189,17 @@ pub fn boot(
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
     let console =
         String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
+    let health = health::judge(&stream, &console);
+    let mut problems = problems(&outcome, timeout, &stream);
+    if let Some(panic) = &health.agent_died {
+        problems.push(format!(
+            "the agent (PID 1) died, so the kernel panicked: {panic}"
+        ));
+    }
     Ok(Booted {
-        health: health::judge(&stream, &console),
+        health,
         kept: keep_artifacts(&spec.id, &console_log, &results)?,
-        problems: problems(&outcome, timeout, &stream),
+        problems,
         stream,
         kernel_built: p.kernel.built,
     })

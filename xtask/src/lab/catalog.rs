@@ -1,7 +1,8 @@
 //! The catalog of labs under labs/, and what the user typed resolved to one ("did you mean").
 
 use crate::cache;
-use anyhow::{Context, Result, bail};
+use crate::exit::bad_input;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// A lab found on disk.
@@ -51,7 +52,7 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
             as_path
         };
         if !dir.join("lab.toml").is_file() {
-            bail!("{query}: no lab.toml there");
+            bad_input!("{query}: no lab.toml there");
         }
         let dir = dir.canonicalize()?;
         let id = dir
@@ -74,7 +75,7 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
     }
     if prefixed.len() > 1 {
         let ids: Vec<&str> = prefixed.iter().map(|l| l.id.as_str()).collect();
-        bail!("lab {query:?} is ambiguous: it could be {}", ids.join(", "));
+        bad_input!("lab {query:?} is ambiguous: it could be {}", ids.join(", "));
     }
     let mut scored: Vec<(usize, &str)> = labs
         .iter()
@@ -95,9 +96,9 @@ pub fn resolve(query: &str, labs: &[LabDir]) -> Result<LabDir> {
         .join(", ");
     match scored.first() {
         Some((d, id)) if *d <= query.len().max(3) / 2 + 1 => {
-            bail!("no lab {query:?}; did you mean {id:?}? (labs: {list})")
+            bad_input!("no lab {query:?}; did you mean {id:?}? (labs: {list})")
         }
-        _ => bail!("no lab {query:?} (labs: {list}; `cargo xtask list` describes them)"),
+        _ => bad_input!("no lab {query:?} (labs: {list}; `cargo xtask list` describes them)"),
     }
 }
 

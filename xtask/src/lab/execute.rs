@@ -3,10 +3,11 @@
 
 use super::boot::{Booted, boot, scratch};
 use super::load::Loaded;
-use super::{LabDir, RunOptions, load_with, unknown_counters};
+use super::load::load_for;
+use super::{LabDir, RunOptions};
 use crate::progress::Phases;
 use crate::{health, kernel, report, timeline};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use guest::spec::LabSpec;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,15 +74,20 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
 /// Runs one lab: loaded, checked that it applies to the kernel, then [`execute_loaded`].
 /// Prints progress only; [`super::print`] shows the report.
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
-    let loaded = load_with(&lab.spec_path(), &opts.sets)?;
+    let loaded = load_for(lab, &opts.sets, &opts.kernel)?;
     if let Some(why) = not_applicable(&loaded.spec, opts)? {
-        bail!("{why}");
+        // This lab cannot judge this kernel: a bisect skips it (125), as `check` skips it.
+        return Err(kernel::Untestable(format!(
+            "{why} (exit 125: nothing to judge on this kernel)"
+        ))
+        .into());
     }
     execute_loaded(lab, &loaded, opts)
 }
 
-/// Runs a loaded lab (`check` loads it, and asks whether it applies, once for all its runs):
-/// set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison, timeline chart.
+/// Runs a lab loaded with [`load_for`] (`check` loads it, and asks whether it applies, once
+/// for all its runs): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
+/// timeline chart.
 pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();
     let mut phases = Phases::default();
@@ -89,7 +95,6 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
     if opts.mglru.is_some() {
         spec.vm.mglru = opts.mglru;
     }
-    check_counters(lab, loaded, opts)?;
     eprintln!("lab {}: {}", spec.id, spec.title);
     let Booted {
         stream,
@@ -127,25 +132,6 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         kernel_built,
         kept,
     })
-}
-
-/// On the default kernel, counters it does not report are errors before anything boots.
-fn check_counters(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Result<()> {
-    let default = matches!(opts.kernel, crate::acquire::KernelChoice::Source(None))
-        && std::env::var_os(kernel::SOURCE_ENV).is_none();
-    if !default {
-        return Ok(());
-    }
-    let origin = lab.spec_path().display().to_string();
-    let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
-    if !errs.is_empty() {
-        bail!(
-            "{} counter(s) this kernel does not report:\n  {}",
-            errs.len(),
-            errs.join("\n  ")
-        );
-    }
-    Ok(())
 }
 
 /// A valid run compared with its snapshot, or a variant with the default snapshot.

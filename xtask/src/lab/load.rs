@@ -1,6 +1,9 @@
 //! Loading a lab.toml: `[vars]` resolved, parsed into the one lab model, checked, every error at
 //! its file:line (and column for TOML's own), and the counters the default kernel lacks.
 
+use super::LabDir;
+use crate::acquire::KernelChoice;
+use crate::exit::{as_bad_input, bad_input};
 use crate::vars;
 use anyhow::{Context, Result, bail};
 use guest::spec::{LabSpec, SpecError, edit_distance};
@@ -75,16 +78,38 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
     errs
 }
 
-/// [`load`] with `--set name=value` overrides of the lab's `[vars]`.
+/// [`load`] with `--set name=value` overrides of the lab's `[vars]`. Its errors are bad
+/// input (exit 2).
 pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_full(&text, &path.display().to_string(), sets)
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(as_bad_input)?;
+    parse_full(&text, &path.display().to_string(), sets).map_err(as_bad_input)
+}
+
+/// [`load_with`], and on the default kernel (whose counters kernel-configs/ lists) every
+/// counter the spec names checked: what `lab` and `check` refuse before anything runs.
+pub fn load_for(lab: &LabDir, sets: &[String], kernel: &KernelChoice) -> Result<Loaded> {
+    let loaded = load_with(&lab.spec_path(), sets)?;
+    let default = matches!(kernel, KernelChoice::Source(None))
+        && std::env::var_os(crate::kernel::SOURCE_ENV).is_none();
+    if default {
+        let origin = lab.spec_path().display().to_string();
+        let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
+        if !errs.is_empty() {
+            bad_input!(
+                "{} counter(s) this kernel does not report:\n  {}",
+                errs.len(),
+                errs.join("\n  ")
+            );
+        }
+    }
+    Ok(loaded)
 }
 
 /// [`load`] on text; `origin` names the file in errors.
 pub fn parse_spec(text: &str, origin: &str) -> Result<LabSpec> {
-    Ok(parse_full(text, origin, &[])?.spec)
+    Ok(parse_full(text, origin, &[]).map_err(as_bad_input)?.spec)
 }
 
 fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {

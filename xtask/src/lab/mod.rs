@@ -11,9 +11,10 @@ mod output;
 pub use boot::{boot, floor, kernel_fragments, prepare};
 pub use catalog::{LabDir, catalog, edit_distance, resolve};
 pub use execute::{KeepFailing, RunResult, execute, execute_loaded, not_applicable};
-pub use load::{load, load_with, parse_spec, unknown_counters};
+pub use load::{load, load_for, load_with, parse_spec};
 pub use output::{print, to_json};
 
+use crate::exit::Exit;
 use crate::qemu;
 use anyhow::Result;
 
@@ -60,7 +61,7 @@ impl Default for RunOptions {
 
 impl crate::LabArgs {
     /// `cargo xtask lab`: its exercises, its variables, or `--repeat` runs of it.
-    pub fn run(self) -> Result<bool> {
+    pub fn run(self) -> Result<Exit> {
         let found = resolve(&self.lab, &catalog()?)?;
         if !self.exercises.is_empty() {
             let opts = self.opts.options()?;
@@ -80,18 +81,18 @@ impl crate::LabArgs {
 }
 
 /// `cargo xtask list`.
-pub fn list() -> Result<bool> {
+pub fn list() -> Result<Exit> {
     for l in catalog()? {
         match load(&l.spec_path()) {
             Ok(spec) => println!("{:<22} {}", l.id, spec.title),
             Err(e) => println!("{:<22} (broken: {e:#})", l.id),
         }
     }
-    Ok(true)
+    Ok(Exit::Passed)
 }
 
 /// `lab --vars`: the lab's knobs with their defaults and meanings.
-fn print_vars(found: &LabDir) -> Result<bool> {
+fn print_vars(found: &LabDir) -> Result<Exit> {
     let loaded = load_with(&found.spec_path(), &[])?;
     if loaded.vars.is_empty() {
         println!("{} has no variables", found.id);
@@ -99,13 +100,13 @@ fn print_vars(found: &LabDir) -> Result<bool> {
     for v in &loaded.vars {
         println!("{:<14} {:<8} {}", v.name, v.default, v.help);
     }
-    Ok(true)
+    Ok(Exit::Passed)
 }
 
 /// Runs the lab `repeat` times, each run's report (or JSON) as it ends, then how many passed;
-/// the first failing run's files stay in last/<id>/.
-fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> Result<bool> {
-    let (mut passed, mut walls) = (0, Vec::new());
+/// the first failing run's files stay in last/<id>/. The exit: the worst run's.
+fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> Result<Exit> {
+    let (mut passed, mut walls, mut statuses) = (0, Vec::new(), Vec::new());
     let mut failing = KeepFailing::default();
     for i in 0..repeat {
         if repeat > 1 {
@@ -117,6 +118,7 @@ fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> 
             false => print(&result),
         }
         failing.saw(&result);
+        statuses.push(crate::check::lab_status(&result));
         passed += usize::from(result.passed());
         walls.push(result.total.as_secs_f64());
     }
@@ -128,5 +130,5 @@ fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> 
             found.id, f.median, f.min, f.max
         );
     }
-    Ok(passed == repeat)
+    Ok(Exit::of_runs(&statuses))
 }

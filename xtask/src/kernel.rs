@@ -16,6 +16,7 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Bump when the way kernels are built changes, so old cache entries are not reused.
@@ -23,7 +24,7 @@ const RECIPE: &str = "kernel-lab recipe 1: tinyconfig + fragments, vmlinux";
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 pub const SOURCE_ENV: &str = "KERNEL_LAB_SRC";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     Tarball,
     Tree,
@@ -65,9 +66,41 @@ pub fn debian_package(flag: Option<&Path>) -> Option<(PathBuf, String)> {
     }
 }
 
+/// Sources located, and their versions, so far in this process: a run asks for its source
+/// several times (whether the lab applies, set-up, its kernel), a check once per item; the
+/// answer cannot change meanwhile (a tree's identity is taken once per process too).
+static LOCATED: Mutex<Vec<(String, Source)>> = Mutex::new(Vec::new());
+static VERSIONS: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+
+fn remembered<T: Clone>(memo: &Mutex<Vec<(String, T)>>, key: &str) -> Option<T> {
+    let memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    memo.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+fn remember<T>(memo: &Mutex<Vec<(String, T)>>, key: String, value: T) {
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((key, value));
+}
+
 /// The flag (a tree, a tarball, or `X.Y` for Debian's linux-source-X.Y), else
-/// `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball.
+/// `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball; a tarball is located once per
+/// process (a source that is missing is looked for again: set-up may install it).
 pub fn locate(flag: Option<&Path>) -> Result<Source> {
+    let key = format!("{flag:?} {:?}", std::env::var_os(SOURCE_ENV));
+    if let Some(s) = remembered(&LOCATED, &key) {
+        return Ok(s);
+    }
+    let source = locate_now(flag)?;
+    // A tree's identity is its content, which this process may change (mutants patches its
+    // scratch copy): tree::identify remembers it until tree::forget, so only tarballs here.
+    if source.kind == SourceKind::Tarball {
+        remember(&LOCATED, key, source.clone());
+    }
+    Ok(source)
+}
+
+fn locate_now(flag: Option<&Path>) -> Result<Source> {
     let debian = debian_package(flag);
     let (path, origin) = match (flag, std::env::var_os(SOURCE_ENV), &debian) {
         (_, _, Some((tarball, _))) => (tarball.clone(), "a Debian package"),
@@ -662,8 +695,14 @@ pub fn make_in(dir: &Path) -> Result<()> {
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
 pub fn version(source: &Source) -> Result<Option<String>> {
-    let tree = source_tree(&cache::cache_dir()?, source)?;
-    Ok(makefile_version(&tree))
+    let cache = cache::cache_dir()?;
+    let key = format!("{} {}", source.identity, cache.display());
+    if let Some(v) = remembered(&VERSIONS, &key) {
+        return Ok(v);
+    }
+    let v = makefile_version(&source_tree(&cache, source)?);
+    remember(&VERSIONS, key, v.clone());
+    Ok(v)
 }
 
 /// A tree is used in place (built with O=); a tarball is extracted once into the cache.

@@ -7,8 +7,9 @@ use crate::cache;
 use crate::progress::{self, Phases};
 use crate::{disk, health, initramfs, kernel, qemu, setup};
 use anyhow::{Result, bail};
-use guest::event::{Event, Frame, Stream, decode_stream};
+use guest::event::{Decoder, Event, Frame, Stream};
 use guest::spec::LabSpec;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,13 +173,13 @@ pub fn boot(
         "{}: booting ({accel}, {} RAM, {} cpus) ...",
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
-    let mut shown = 0usize;
+    let mut follow = Follow::new(&results);
     let outcome = qemu::run(
         &qemu::argv(&vm),
         scratch.path(),
         timeout,
         opts.shell,
-        || show_steps(&spec.id, &results, &mut shown),
+        || show_steps(&spec.id, follow.poll()),
     )?;
     progress::status_done(&format!(
         "{}: QEMU ran {:.2}s",
@@ -186,7 +187,7 @@ pub fn boot(
         outcome.wall.as_secs_f64()
     ));
     phases.add("qemu", outcome.wall);
-    let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
+    let stream = follow.finish();
     let console =
         String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
     let health = health::judge(&stream, &console);
@@ -205,19 +206,53 @@ pub fn boot(
     })
 }
 
-/// Shows each step as the agent starts it (`shown`: the frames seen so far).
-fn show_steps(id: &str, results: &Path, shown: &mut usize) {
-    let Ok(bytes) = std::fs::read(results) else {
-        return;
-    };
-    let stream = decode_stream(&bytes);
-    for f in stream.frames.iter().skip(*shown) {
+/// Shows each step as the agent starts it (`new`: the frames that just arrived).
+fn show_steps(id: &str, new: &[Frame]) {
+    for f in new {
         if let Event::StepStart { step } = &f.event {
             let secs = f.t_ms as f64 / 1000.0;
             progress::status(&format!("{id}: step {step} (guest time {secs:.1}s) ..."));
         }
     }
-    *shown = stream.frames.len();
+}
+
+/// The result stream read as QEMU writes it: each poll reads only what was appended since the
+/// last and decodes only that (a long run's stream is never read or decoded twice).
+struct Follow<'a> {
+    path: &'a Path,
+    file: Option<std::fs::File>,
+    decoder: Decoder,
+    buf: Vec<u8>,
+}
+
+impl<'a> Follow<'a> {
+    fn new(path: &'a Path) -> Self {
+        Follow {
+            path,
+            file: None,
+            decoder: Decoder::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The frames that arrived since the last poll.
+    fn poll(&mut self) -> &[Frame] {
+        if self.file.is_none() {
+            // QEMU creates the file when it starts.
+            self.file = std::fs::File::open(self.path).ok();
+        }
+        self.buf.clear();
+        if let Some(f) = &mut self.file {
+            let _ = f.read_to_end(&mut self.buf);
+        }
+        self.decoder.feed(&self.buf)
+    }
+
+    /// The whole stream, once QEMU has ended.
+    fn finish(mut self) -> Stream {
+        self.poll();
+        self.decoder.finish()
+    }
 }
 
 /// Why a boot is not valid: QEMU killed at the timeout or failing, an incomplete stream; each

@@ -376,7 +376,7 @@ fn a_full_disk_during_the_build_says_so_with_the_fix() {
 
 #[test]
 fn no_shell_command_lines_are_built_anywhere() {
-    // Children get argument vectors (Command, duct); nothing goes through a shell, so no user
+    // Children get argument vectors (xtask/src/process.rs); nothing goes through a shell, so no user
     // input can ever be interpreted by one.
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
     let mut files: Vec<std::path::PathBuf> = vec![];

@@ -7,6 +7,7 @@
 use crate::exit::bad_input;
 use crate::kernel::{self, FragmentSet, Kernel, Untestable};
 use crate::manifest::Manifest;
+use crate::process::{Cmd, Sink};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -309,7 +310,7 @@ pub fn embedded_config(image: &[u8]) -> Result<Option<String>> {
                         return Ok(Some(c));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if not_found(&e) => {
                     missing_tool = Some((*tool, *package));
                     break;
                 }
@@ -345,14 +346,20 @@ fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> 
 
 /// `tool -dc` over `data`; what it wrote (trailing garbage after a stream is an error for most
 /// tools, so their output counts even when they fail).
-fn decompress(tool: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let out = duct::cmd!(tool, "-dc")
+fn decompress(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
+    let out = Cmd::new(tool, tool)
+        .arg("-dc")
         .stdin_bytes(data.to_vec())
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()?;
+        .stderr(Sink::Null)
+        .run(None)?;
     Ok(out.stdout)
+}
+
+/// Whether an error is a program that is not installed.
+fn not_found(e: &anyhow::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Why a kernel built elsewhere cannot run these labs, as an error.
@@ -369,13 +376,15 @@ pub fn untestable_missing(lost: &[String], fragments: &[&str], origin: &str) -> 
 mod tests {
     use super::*;
 
+    fn compress(tool: &str, data: &[u8]) -> Vec<u8> {
+        let out = Cmd::new(tool, tool)
+            .arg("--stdout")
+            .stdin_bytes(data.to_vec());
+        out.checked().unwrap().stdout
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
-        duct::cmd!("gzip", "--stdout")
-            .stdin_bytes(data.to_vec())
-            .stdout_capture()
-            .run()
-            .unwrap()
-            .stdout
+        compress("gzip", data)
     }
 
     const CONFIG: &str = "#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 6.12.117 Kernel Configuration\n#\nCONFIG_HZ=250\n";
@@ -388,12 +397,7 @@ mod tests {
         vmlinux.extend(b"IKCFG_ED more");
         assert_eq!(embedded_config(&vmlinux).unwrap().as_deref(), Some(CONFIG));
         // A bzImage: setup code, then the vmlinux compressed (xz here), then more bytes.
-        let payload = duct::cmd!("xz", "--stdout")
-            .stdin_bytes(vmlinux.clone())
-            .stdout_capture()
-            .run()
-            .unwrap()
-            .stdout;
+        let payload = compress("xz", &vmlinux);
         let mut bz = vec![0u8; 0x300];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         bz.extend(payload);

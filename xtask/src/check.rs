@@ -483,16 +483,11 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
             retries: args.retries,
             shard: args.shard,
             run: RunOptions {
-                kernel: KernelChoice::default(),
                 accel: args.accel,
-                rebuild_kernel: false,
                 install: !args.no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
                 kernel_args: args.kernel_args.clone(),
-                mglru: None,
                 extra_fragments: fragments,
+                ..Default::default()
             },
             modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
             selftests: selftests && !args.no_selftests,
@@ -684,8 +679,9 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -> Entry {
     let mut entry = Entry::blank(at.index, Kind::Lab, &lab.id, &at.label, at.mode);
-    let spec = match lab::load(&lab.spec_path()) {
-        Ok(s) => s,
+    // Loaded, and asked whether it applies, once for all its runs.
+    let loaded = match lab::load_with(&lab.spec_path(), &[]) {
+        Ok(l) => l,
         Err(e) => {
             entry.result = Verdict::Error;
             entry
@@ -694,8 +690,9 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             return entry;
         }
     };
+    let spec = &loaded.spec;
     let run_opts = run_options(opts, at, spec.vm.timeout_secs);
-    match lab::not_applicable(&spec, &run_opts) {
+    match lab::not_applicable(spec, &run_opts) {
         Ok(Some(why)) => {
             entry.details.push(format!("skipped: {why}"));
             return entry;
@@ -716,7 +713,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             .push(format!("skipped: the lab itself runs with MGLRU {own}"));
         return entry;
     }
-    let mut fragments = lab::kernel_fragments(&spec);
+    let mut fragments = lab::kernel_fragments(spec);
     fragments.extend(opts.run.extra_fragments.iter().cloned());
     if let Some((_, _, v, why)) = state
         .failed_kernels
@@ -741,7 +738,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             at.mode.name(),
             if retry { " (retry)" } else { "" }
         );
-        match lab::execute(lab, &run_opts) {
+        match lab::execute_loaded(lab, &loaded, &run_opts) {
             Ok(r) => {
                 let status = lab_status(&r);
                 if status != RunStatus::Passed {
@@ -1205,7 +1202,7 @@ pub fn selftest_entries(
                 declared,
                 &RunOptions {
                     accel,
-                    ..dummy_run()
+                    ..Default::default()
                 },
                 label,
             );
@@ -1224,21 +1221,6 @@ pub fn selftest_entries(
         entries.push(e);
     }
     entries
-}
-
-fn dummy_run() -> RunOptions {
-    RunOptions {
-        kernel: KernelChoice::default(),
-        accel: qemu::Accel::Tcg,
-        rebuild_kernel: false,
-        install: false,
-        timeout: None,
-        sets: vec![],
-        shell: false,
-        kernel_args: vec![],
-        mglru: None,
-        extra_fragments: vec![],
-    }
 }
 
 /// Copies one run's console.log and results.jsonl from `kept` (last/<id>/) into the check's
@@ -1290,14 +1272,13 @@ pub fn tool_version() -> String {
 }
 
 fn git_describe(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
+    let out = crate::process::Cmd::new("git", "git describe")
         .args(["describe", "--always", "--dirty", "--tags"])
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .output()
+        .dir(dir)
+        .run(None)
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then_some(s)
+    (out.success() && !s.is_empty()).then_some(s)
 }
 
 /// What each kernel is, and the kernels (fragment sets) the results used.
@@ -1819,7 +1800,7 @@ pub mod tests {
             repeat: 1,
             retries: 2,
             shard: None,
-            run: dummy_run(),
+            run: RunOptions::default(),
             modes: vec![Mode::On, Mode::Off],
             selftests: true,
             timeout_factor: 1.0,

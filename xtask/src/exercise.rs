@@ -25,6 +25,15 @@ impl Judgement {
     }
 }
 
+/// `lab --exercise --json`: whether the kernel agreed, beside the run's result.
+#[derive(serde::Serialize)]
+pub struct Agreement<'a> {
+    pub name: &'a str,
+    pub agreed: bool,
+    pub disagreements: &'a [String],
+    pub confirmed: &'a [String],
+}
+
 /// The exercises named on the command line (`all`: every one), in lab.toml order.
 pub fn select<'a>(spec: &'a LabSpec, names: &[String]) -> Result<Vec<&'a Exercise>> {
     if spec.exercises.is_empty() {
@@ -290,9 +299,14 @@ pub fn run_cli(
             }
             let (r, j) = run(found, opts, x)?;
             if json {
+                let agreement = Agreement {
+                    name: &x.name,
+                    agreed: j.agreed(),
+                    disagreements: &j.disagreements,
+                    confirmed: &j.confirmed,
+                };
                 let mut v = lab::to_json(&r);
-                v["exercise"] = serde_json::json!({"name": x.name, "agreed": j.agreed(),
-                    "disagreements": j.disagreements, "confirmed": j.confirmed});
+                v.exercise = Some(agreement);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 lab::print(&r);

@@ -4,6 +4,7 @@
 //! generated exercise blocks included (readme.rs keeps those true to lab.toml). Pure but for
 //! reading the file.
 
+use crate::exit::bad_input;
 use crate::lab::LabDir;
 use crate::units::wrap;
 use anyhow::{Context, Result};
@@ -187,7 +188,7 @@ pub fn render_answers(
         anyhow::bail!("labs/{}/README.md has no folded answers", lab.id);
     }
     if let Some(n) = only.filter(|n| *n == 0 || *n > qas.len()) {
-        anyhow::bail!("lab {} has questions 1 to {}, not {n}", lab.id, qas.len());
+        bad_input!("lab {} has questions 1 to {}, not {n}", lab.id, qas.len());
     }
     let mut out = String::new();
     for (i, q) in qas.iter().enumerate() {
@@ -205,6 +206,17 @@ pub fn render_answers(
         out.push_str(&wrapped(&q.answer, width, "   "));
     }
     Ok(out)
+}
+
+impl crate::AnswersArgs {
+    /// `cargo xtask answers N [Q]`: the answers to the lab's README questions.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        let found = crate::lab::resolve(&self.lab, &crate::lab::catalog()?)?;
+        let qas = of(&found)?;
+        let width = crate::units::terminal_width();
+        print!("{}", render_answers(&found, &qas, self.number, width)?);
+        Ok(crate::exit::Exit::Passed)
+    }
 }
 
 #[cfg(test)]

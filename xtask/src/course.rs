@@ -202,6 +202,34 @@ pub fn describe(l: Option<&LabProgress>, exercises: usize) -> String {
     parts.join(" · ")
 }
 
+impl crate::ListArgs {
+    /// `cargo xtask list`: each lab with its title and this machine's progress in it;
+    /// `--reset` forgets the progress.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        if self.reset {
+            let path = path()?;
+            match reset()? {
+                true => println!("progress forgotten ({} removed)", path.display()),
+                false => println!("no progress recorded yet ({})", path.display()),
+            }
+            return Ok(crate::exit::Exit::Passed);
+        }
+        let progress = load();
+        for l in crate::lab::catalog()? {
+            match crate::lab::load(&l.spec_path()) {
+                Ok(spec) => println!(
+                    "{:<22} {:<66} {}",
+                    l.id,
+                    spec.title,
+                    describe(progress.labs.get(&l.id), spec.exercises.len())
+                ),
+                Err(e) => println!("{:<22} (broken: {e:#})", l.id),
+            }
+        }
+        Ok(crate::exit::Exit::Passed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

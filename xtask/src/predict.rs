@@ -10,6 +10,7 @@
 //! scoring are pure; the terminal and files are at the edges.
 
 use crate::exercise::Judgement;
+use crate::exit::{Exit, as_bad_input};
 use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::report::{self, Evaluation};
 use crate::units::{human_delta, wrap};
@@ -503,9 +504,10 @@ pub struct Request<'a> {
     pub open: bool,
 }
 
-/// `cargo xtask lab N --predict [--set ...|--exercise ...]`: asks, runs, scores. Returns
-/// whether every run passed (a default run) or the kernel agreed (an exercise).
-pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
+/// `cargo xtask lab N --predict [--set ...|--exercise ...]`: asks, runs, scores. The exit is
+/// the run's (a default run) or the exercises' (the kernel agreed); a wrong prediction is the
+/// student's to learn from, not a failure. Answers that cannot be read are bad input (2).
+pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<Exit> {
     let spec = lab::load(&req.lab.spec_path())?;
     let dir = req.lab.dir.join("snapshots");
     let default = report::read_snapshot(&dir, &spec.id);
@@ -518,10 +520,10 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
         let qs = questions(&loaded.spec, variant, &[]);
         if req.questions_only {
             print!("{}", template(&qs, None));
-            return Ok(true);
+            return Ok(Exit::Passed);
         }
-        let mut src = source(req.answers)?;
-        let answers = ask(&qs, &mut src, None)?;
+        let mut src = source(req.answers).map_err(as_bad_input)?;
+        let answers = ask(&qs, &mut src, None).map_err(as_bad_input)?;
         let mut opts = opts.clone();
         opts.sets = req.sets.clone();
         let r = lab::execute(req.lab, &opts)?;
@@ -532,14 +534,14 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
         if let Ok(qas) = crate::answers::of(req.lab) {
             print!("{}", crate::answers::render_questions(req.lab, &qas, width));
         }
-        return Ok(r.passed());
+        return Ok(Exit::of_runs(&[crate::check::lab_status(&r)]));
     }
-    let chosen = crate::exercise::select(&spec, &req.exercises)?;
+    let chosen = crate::exercise::select(&spec, &req.exercises).map_err(as_bad_input)?;
     let mut src = match req.questions_only {
         true => Source::Terminal,
-        false => source(req.answers)?,
+        false => source(req.answers).map_err(as_bad_input)?,
     };
-    let mut all = true;
+    let mut statuses = Vec::new();
     for x in chosen {
         let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
         let qs = questions(&loaded.spec, default.as_deref(), &x.varies);
@@ -550,7 +552,7 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
         if matches!(src, Source::Terminal) {
             eprintln!("\nexercise {}: {}", x.name, x.ask.trim());
         }
-        let answers = ask(&qs, &mut src, Some(&x.name))?;
+        let answers = ask(&qs, &mut src, Some(&x.name)).map_err(as_bad_input)?;
         let (r, j) = crate::exercise::run(req.lab, opts, x)?;
         lab::print_with(&r, req.full);
         print!("{}", crate::exercise::render(x, &j));
@@ -561,9 +563,9 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<bool> {
             print!("{}", wrap(para, width, "  ", "  "));
         }
         finish(req, &r, &s, Some((x, &j)))?;
-        all &= j.agreed();
+        statuses.push(crate::exercise::status(&r, &j));
     }
-    Ok(all)
+    Ok(Exit::of_runs(&statuses))
 }
 
 /// After a scored run: the notebook with the score, the course progress, `--open`.

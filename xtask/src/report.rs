@@ -80,7 +80,7 @@ pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> St
                     human_delta(*d, unit(&o.counter)),
                     class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
                 ),
-                Err(t) => ("?".into(), format!("not reported by this kernel: {t}")),
+                Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
             };
             let _ = writeln!(
                 out,

@@ -16,36 +16,9 @@ pub enum Unit {
 /// Bytes per page on the guests (x86-64).
 pub const PAGE: u64 = 4096;
 
-/// memory.stat keys that are sizes in bytes (the rest are event counts or pages).
-const STAT_BYTES: &[&str] = &[
-    "anon",
-    "file",
-    "kernel",
-    "kernel_stack",
-    "pagetables",
-    "sec_pagetables",
-    "percpu",
-    "sock",
-    "vmalloc",
-    "shmem",
-    "zswap",
-    "zswapped",
-    "file_mapped",
-    "file_dirty",
-    "file_writeback",
-    "swapcached",
-    "anon_thp",
-    "file_thp",
-    "shmem_thp",
-    "inactive_anon",
-    "active_anon",
-    "inactive_file",
-    "active_file",
-    "unevictable",
-    "slab_reclaimable",
-    "slab_unreclaimable",
-    "slab",
-    // cgroup v1's memory.stat
+/// cgroup v1's memory.stat keys that are sizes in bytes (v2's are the counter registry's
+/// levels, [`guest::counters::MEMORY_STAT_LEVELS`]).
+const V1_STAT_BYTES: &[&str] = &[
     "cache",
     "rss",
     "rss_huge",
@@ -54,6 +27,11 @@ const STAT_BYTES: &[&str] = &[
     "writeback",
     "swap",
 ];
+
+/// Whether a memory.stat key (v2, or v1 without its `total_` prefix) is a size in bytes.
+fn stat_bytes(key: &str) -> bool {
+    guest::counters::MEMORY_STAT_LEVELS.contains(&key) || V1_STAT_BYTES.contains(&key)
+}
 
 /// Event counters that count pages (reclaim, swap, refaults).
 const PAGE_EVENTS: &[&str] = &[
@@ -85,8 +63,7 @@ pub fn unit_of(counter: &str) -> Unit {
         .strip_prefix("memory.stat.")
         .or_else(|| rest.strip_prefix("v1.memory.stat."))
     {
-        if STAT_BYTES.contains(&key) || key.starts_with("total_") && STAT_BYTES.contains(&&key[6..])
-        {
+        if stat_bytes(key) || key.strip_prefix("total_").is_some_and(stat_bytes) {
             return Unit::Bytes;
         }
         return page_event(key);

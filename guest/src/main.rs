@@ -971,6 +971,10 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         "file",
         "shmem",
         "file_dirty",
+        // A cgroup v1 group's anonymous memory, page cache and swap.
+        "rss",
+        "cache",
+        "swap",
     ];
     const EVENTS: &[&str] = &["high", "max", "oom_kill"];
     let mut v = BTreeMap::new();
@@ -1023,7 +1027,11 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
     }
     for cg in &spec.cgroups {
         let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
-        for file in ["memory.current", "memory.swap.current"] {
+        let files: &[&str] = match cg.v1 {
+            None => &["memory.current", "memory.swap.current"],
+            Some(_) => &["memory.usage_in_bytes"],
+        };
+        for file in files {
             if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
                 v.insert(format!("{name}/{file}"), n);
             }

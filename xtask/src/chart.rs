@@ -126,12 +126,22 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         let mut p = panel("Memory each group uses, against its limits", "MiB");
         for cg in &spec.cgroups {
             let c = &cg.name;
-            if let Some(s) = series(
+            // A cgroup v1 group's usage is memory.usage_in_bytes.
+            let in_use = series(
                 &data,
                 &format!("{c}/memory.current"),
                 format!("{c}: memory in use"),
                 Draw::Level(1.0 / MIB),
-            ) {
+            )
+            .or_else(|| {
+                series(
+                    &data,
+                    &format!("{c}/memory.usage_in_bytes"),
+                    format!("{c}: memory in use (cgroup v1)"),
+                    Draw::Level(1.0 / MIB),
+                )
+            });
+            if let Some(s) = in_use {
                 let j = p.series.len();
                 p.series.push(s);
                 for (name, limit) in [
@@ -149,17 +159,18 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                     }
                 }
             }
+            let in_swap = |file: &str| {
+                let s = series(
+                    &data,
+                    &format!("{c}/{file}"),
+                    format!("{c}: in swap"),
+                    Draw::Level(1.0 / MIB),
+                );
+                keep(s, 0.5, false)
+            };
             if spec.vm.swap.is_some()
-                && let Some(s) = keep(
-                    series(
-                        &data,
-                        &format!("{c}/memory.swap.current"),
-                        format!("{c}: in swap"),
-                        Draw::Level(1.0 / MIB),
-                    ),
-                    0.5,
-                    false,
-                )
+                && let Some(s) =
+                    in_swap("memory.swap.current").or_else(|| in_swap("memory.stat.swap"))
             {
                 p.series.push(s);
             }
@@ -175,6 +186,8 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                 ("anon", "anonymous"),
                 ("file", "page cache"),
                 ("shmem", "tmpfs/shared"),
+                ("rss", "anonymous (cgroup v1 rss)"),
+                ("cache", "page cache (cgroup v1 cache)"),
             ] {
                 let s = series(
                     &data,

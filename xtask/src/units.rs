@@ -79,6 +79,7 @@ pub fn unit_of(counter: &str) -> Unit {
         rest,
         "memory.current" | "memory.peak" | "memory.swap.current" | "memory.swap.peak"
     ) || rest.starts_with("v1.memory.") && rest.ends_with("_in_bytes")
+        || rest == "memory.usage_in_bytes"
     {
         return Unit::Bytes;
     }

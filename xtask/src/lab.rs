@@ -146,7 +146,9 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
         }
     }
     let family_of = |term: &str| -> Option<(&'static str, String)> {
-        let rest = term.split_once('/').map(|(_, r)| r).unwrap_or(term);
+        let rest = guest::spec::split_cgroup(term).map_or(term, |(_, r)| r);
+        // memory.events.local has the keys of memory.events.
+        let rest = rest.replacen("memory.events.local.", "memory.events.", 1);
         for family in ["vmstat", "memory.stat", "memory.events"] {
             if let Some(key) = rest.strip_prefix(family).and_then(|r| r.strip_prefix('.')) {
                 return Some((family, key.to_string()));
@@ -476,6 +478,10 @@ fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
         words.push("trace_clock=boot".into());
         words.push("trace_buf_size=4M".into());
     }
+    if spec.vm.zswap {
+        // Built in and off by default (kernel-configs/base.config): on for this lab only.
+        words.push("zswap.enabled=1".into());
+    }
     words
 }
 
@@ -502,6 +508,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: None,
+        swap_disk: None,
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -658,6 +665,7 @@ pub fn boot(
         initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
+    let swap_disk = disk::swap_disk(spec, scratch.path())?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
@@ -667,6 +675,7 @@ pub fn boot(
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: data_disk.as_deref(),
+        swap_disk: swap_disk.as_deref(),
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -1088,6 +1097,18 @@ mod tests {
             errs[0].contains("no vmstat key \"pgscan_kswapd_normal\" (closest: \"pgscan_kswapd\")"),
             "{errs:?}"
         );
+        // Nested groups and memory.events.local are checked against the same names.
+        let nested = format!(
+            "{GOOD}\n[[cgroup]]\nname = \"W/app\"\n\n[[expect]]\ncounter = \"W/app/memory.events.local.lowe + W/app/memory.stat.pgscan_direct\"\ndelta = \"== 0\"\nwhy = \"w\"\n"
+        );
+        let spec =
+            parse_spec(&nested.replace("cgroup = \"W\"", "cgroup = \"W/app\""), "f").unwrap();
+        let errs = unknown_counters(&spec, &nested, "f");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("no memory.events key \"lowe\" (closest: \"low\")"),
+            "{errs:?}"
+        );
         // Every lab in the catalog names only counters the kernel has.
         for l in catalog().unwrap() {
             let text = std::fs::read_to_string(l.spec_path()).unwrap();
@@ -1152,6 +1173,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("f:9: [[cgroup]] #1 field `memory_max`"), "{e}");
+    }
+
+    #[test]
+    fn nested_group_errors_name_file_and_line() {
+        let child = "\n[[cgroup]]\nname = \"pod/app\"\nmemory_low = \"16M\"\n";
+        let e = parse_spec(&format!("{GOOD}{child}"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:17: [[cgroup]] #2 field `name`: cgroup \"pod/app\": its parent \"pod\" is not declared"),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[[cgroup]]\nname = \"W/app\"\nmemory_low = \"16M\"\n");
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("f:18: [[cgroup]] #2 field `memory_low`: 16M is above the parent's memory_low (\"W\": none)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:13: [[step]] #1 field `cgroup`: cgroup \"W\" has child groups"),
+            "{e}"
+        );
+        let e = parse_spec(&GOOD.replace("name = \"W\"", "name = \"/W\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:8: [[cgroup]] #1 field `name`: cgroup \"/W\" is an absolute path"),
+            "{e}"
+        );
     }
 
     #[test]

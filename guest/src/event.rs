@@ -77,6 +77,10 @@ pub enum Event {
     },
 }
 
+/// The line an exec step's stderr ends with when the agent killed the program because no
+/// KTAP result came for `result_timeout_secs` (`<note> 300s after 4 results: killed`).
+pub const RESULT_TIMEOUT_NOTE: &str = "kernel-lab: no test result for";
+
 /// At most this many kernel log records travel in one [`Event::Health`].
 pub const HEALTH_LOG_CAP: usize = 2000;
 

@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`;
 //!   its [`step`]s and [`expect`]ations, each kind with its own fields.
+//! - [`counters`]: the registry of counter families (keys, sources, parsers, how they move).
 //! - [`event`]: the framed JSON-line events the agent sends on ttyS1.
 //! - [`fact`]: the condition language of explanations, exercises and headline claims.
 //! - [`exercise`]: conditioned explanations, `[[exercise]]` and `[[headline]]`, and their checks.
@@ -9,6 +10,7 @@
 //!
 //! Nothing here does I/O, so everything here is unit-tested on the host.
 
+pub mod counters;
 pub mod event;
 pub mod exercise;
 pub mod expect;

@@ -6,8 +6,9 @@
 //! cgroup before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
 use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -447,14 +448,26 @@ fn run_step(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let kill_after = kill_fault(step.name());
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
+    let (mut results, mut last_result) = (0, Instant::now());
+    let mut timed_out = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
-                if let Some(n) = kill_after
-                    && ktap_results(&stdout.text()) >= n
-                {
+                let n = ktap_results(&stdout.text());
+                if n != results {
+                    (results, last_result) = (n, Instant::now());
+                }
+                if kill_after.is_some_and(|k| n >= k) {
                     // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
+                if let Some(t) = per_result
+                    && timed_out.is_none()
+                    && last_result.elapsed() > t
+                {
+                    timed_out = Some(t);
                     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 }
                 ticker.tick(out);
@@ -469,8 +482,19 @@ fn run_step(
     while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((exit_of(status)?, stderr.text(), stdout.text()))
+    let mut err = stderr.text();
+    if let Some(t) = timed_out {
+        err.push_str(&format!(
+            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
+            t.as_secs()
+        ));
+    }
+    Ok((exit_of(status)?, err, stdout.text()))
 }
+
+/// Starts the line the agent adds to an exec step's stderr when it killed the program for its
+/// per-result timeout (the host reads it back).
+const TIMEOUT_NOTE: &str = guest::event::RESULT_TIMEOUT_NOTE;
 
 /// A pipe read to its end on a thread; what arrived so far can be taken at any time.
 struct Drain {
@@ -904,86 +928,42 @@ fn read_file(path: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
-/// the sample, so an expectation on it is reported as "not reported by this kernel".
+/// Reads every counter the lab can refer to, family by family ([`guest::counters`]). A file
+/// that cannot be read is simply absent from the sample, so an expectation on it is reported as
+/// "not reported by this kernel".
 fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
-    let one = |path: &str| {
-        read(path)
-            .and_then(|t| parse_single(&t).ok())
-            .map(|n| vec![(String::new(), n)])
-    };
     let mut v = probe.clone();
-    add(&mut v, "vmstat.", kv("/proc/vmstat"));
-    add(
-        &mut v,
-        "meminfo.",
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
-    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
     // The costlier families only when the lab refers to them (small frames, quick samples).
-    if spec.refers_to("zoneinfo.") {
-        add(
-            &mut v,
-            "zoneinfo.",
-            read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
-        );
+    let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
+    let global = FAMILIES.iter().filter(|f| f.scope == Scope::Global);
+    for f in global.filter(wanted) {
+        add(&mut v, f.prefix, read_family(f, ""));
     }
-    if spec.refers_to("kswapd.") {
-        add(&mut v, "kswapd.", Some(kswapd_threads()));
-    }
-    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
-        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
-    add(
-        &mut v,
-        "lru_gen.enabled",
-        lru_gen.map(|n| vec![(String::new(), n)]),
-    );
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
-        add(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            kv(&format!("{dir}/memory.stat")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.events."),
-            kv(&format!("{dir}/memory.events")),
-        );
-        for file in ["memory.events.local", "memory.swap.events"] {
-            add(
-                &mut v,
-                &format!("{name}/{file}."),
-                kv(&format!("{dir}/{file}")),
-            );
-        }
-        add(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            psi(&format!("{dir}/memory.pressure")),
-        );
-        for file in [
-            "memory.current",
-            "memory.peak",
-            "memory.swap.current",
-            "memory.swappiness",
-            "memory.zswap.current",
-        ] {
-            add(
-                &mut v,
-                &format!("{name}/{file}"),
-                one(&format!("{dir}/{file}")),
-            );
+        let dir = format!("{CGROOT}/{}/", cg.name);
+        for f in FAMILIES.iter().filter(|f| f.scope == Scope::Cgroup) {
+            let prefix = format!("{}/{}", cg.name, f.prefix);
+            add(&mut v, &prefix, read_family(f, &dir));
         }
     }
     v
+}
+
+/// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
+/// it cannot be read, or is not sampled.
+fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
+    match f.source {
+        Source::File(path, parser) => {
+            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
+        }
+        Source::KswapdThreads => Some(kswapd_threads()),
+        Source::V1Probe | Source::Trace => None,
+    }
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
@@ -1000,20 +980,8 @@ fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+        let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
+        out.push((format!("{node}.cpu_ticks"), ticks));
     }
     out.push(("threads".into(), out.len() as u64));
     out

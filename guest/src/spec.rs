@@ -485,7 +485,7 @@ impl TryFrom<String> for CounterExpr {
                 if t.is_empty() {
                     return Err(format!("counter {s:?} has an empty term"));
                 }
-                check_counter_syntax(&t)?;
+                crate::counters::check_syntax(&t)?;
                 terms.push((neg, t));
                 neg = ch == '\u{1}';
                 current.clear();
@@ -527,39 +527,19 @@ impl CounterExpr {
 
     /// Evaluates the terms in a sample; `Err` names the first term the kernel did not report.
     pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<i64, String> {
+        self.eval_by(|t| values.get(t).copied())
+    }
+
+    /// Evaluates the terms, each looked up by `get`; `Err` names the first one it lacks.
+    pub fn eval_by(&self, get: impl Fn(&str) -> Option<u64>) -> Result<i64, String> {
         let mut sum = 0i128;
         for (neg, t) in &self.terms {
-            let v = i128::from(*values.get(t).ok_or_else(|| t.clone())?);
+            let v = i128::from(get(t).ok_or_else(|| t.clone())?);
             sum += if *neg { -v } else { v };
         }
         Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
 }
-
-/// Families of sample keys, as the agent produces them. The first element is the prefix
-/// (after `<cgroup>/` for cgroup files), the second says whether a key name follows.
-pub const GLOBAL_FAMILIES: &[(&str, bool)] = &[
-    ("vmstat.", true),
-    ("meminfo.", true),
-    ("pressure.", true),
-    ("zoneinfo.", true),
-    ("kswapd.", true),
-    ("lru_gen.enabled", false),
-    ("trace.", true),
-    ("v1.", true),
-];
-pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
-    ("memory.stat.", true),
-    ("memory.events.", true),
-    ("memory.events.local.", true),
-    ("memory.swap.events.", true),
-    ("memory.zswap.current", false),
-    ("memory.pressure.", true),
-    ("memory.current", false),
-    ("memory.peak", false),
-    ("memory.swap.current", false),
-    ("memory.swappiness", false),
-];
 
 /// Splits a sample key into its cgroup and the file's part: `pod/app/memory.stat.x` ->
 /// (`pod/app`, `memory.stat.x`). Trace facts (`trace.pod/app.memcg_reclaim.episodes`) are
@@ -569,54 +549,6 @@ pub fn split_cgroup(term: &str) -> Option<(&str, &str)> {
         return None;
     }
     term.rsplit_once('/')
-}
-
-fn check_counter_syntax(term: &str) -> Result<(), String> {
-    let (families, rest) = match split_cgroup(term) {
-        Some((cg, rest)) => {
-            check_cgroup_path(cg).map_err(|e| format!("counter {term:?}: {e}"))?;
-            (CGROUP_FAMILIES, rest)
-        }
-        None => (GLOBAL_FAMILIES, term),
-    };
-    // Trace facts name a group inside the key: its path may hold '/' and '-'.
-    let path_chars = term.starts_with("trace.");
-    for (prefix, keyed) in families {
-        if *keyed {
-            if let Some(key) = rest.strip_prefix(prefix)
-                && !key.is_empty()
-                && key.chars().all(|c| {
-                    c.is_ascii_alphanumeric()
-                        || c == '_'
-                        || c == '.'
-                        || (path_chars && (c == '/' || c == '-'))
-                })
-            {
-                return Ok(());
-            }
-        } else if rest == *prefix {
-            return Ok(());
-        }
-    }
-    let known: Vec<String> = families
-        .iter()
-        .map(|(p, keyed)| {
-            if *keyed {
-                format!("{p}<key>")
-            } else {
-                p.to_string()
-            }
-        })
-        .collect();
-    let scope = if families == CGROUP_FAMILIES {
-        "<cgroup>/"
-    } else {
-        ""
-    };
-    Err(format!(
-        "counter {term:?} is not one of {scope}{}",
-        known.join(", ")
-    ))
 }
 
 /// A cgroup's name: its path under /sys/fs/cgroup (`W`, `pod/app`), each component a

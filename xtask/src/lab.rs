@@ -146,29 +146,11 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
         }
     }
     let family_of = |term: &str| -> Option<(&'static str, String)> {
-        let rest = guest::spec::split_cgroup(term).map_or(term, |(_, r)| r);
-        // memory.events.local has the keys of memory.events.
-        let rest = rest.replacen("memory.events.local.", "memory.events.", 1);
-        for family in ["vmstat", "memory.stat", "memory.events"] {
-            if let Some(key) = rest.strip_prefix(family).and_then(|r| r.strip_prefix('.')) {
-                return Some((family, key.to_string()));
-            }
-        }
-        None
+        let (f, key) = guest::counters::family_of(term)?;
+        Some((f.known_keys?, key.to_string()))
     };
     let mut errs = Vec::new();
-    let counters = spec
-        .observe
-        .iter()
-        .enumerate()
-        .map(|(i, o)| ("observe", i, &o.counter))
-        .chain(
-            spec.expect
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))),
-        );
-    for (table, index, expr) in counters {
+    for (table, index, expr) in spec.counters() {
         for (_, term) in &expr.terms {
             let Some((family, key)) = family_of(term) else {
                 continue;
@@ -829,8 +811,8 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "total_secs": r.total.as_secs_f64(),
         "guest": {"ready_ms": r.eval.ready_ms, "end_ms": r.eval.end_ms},
         "timeline_svg": r.timeline_svg,
-        "trace": r.eval.traces.iter().map(|(step, f)| json!({"step": step, "facts": f})).collect::<Vec<_>>(),
-        "timeline": r.eval.timeline.iter().map(|(t, step, values)| json!({"t_ms": t, "step": step, "values": values})).collect::<Vec<_>>(),
+        "trace": r.eval.traces,
+        "timeline": r.eval.timeline,
         "spec": r.spec,
         "frames": r.frames,
     })

@@ -5,6 +5,7 @@ mod bench;
 mod cache;
 mod check;
 mod disk;
+mod evaluate;
 mod exercise;
 mod gc;
 mod health;

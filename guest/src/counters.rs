@@ -223,6 +223,19 @@ pub const FAMILIES: &[Family] = &[
         File("memory.zswap.current", Single),
         Level,
     ),
+    // Only cgroup v1 groups have these.
+    family(
+        Cgroup,
+        "memory.failcnt",
+        File("memory.failcnt", Single),
+        Cumulative,
+    ),
+    family(
+        Cgroup,
+        "memory.oom_control.",
+        File("memory.oom_control", KeyValues),
+        Cumulative,
+    ),
 ];
 
 /// memory.stat keys that are sizes in bytes (levels); the others count events.
@@ -384,7 +397,7 @@ mod tests {
     fn the_syntax_check_lists_the_families_of_the_scope() {
         let e = check_syntax("W/memory.currant").unwrap_err();
         assert!(
-            e.ends_with("is not one of <cgroup>/memory.stat.<key>, memory.events.local.<key>, memory.events.<key>, memory.pressure.<key>, memory.current, memory.peak, memory.swap.current, memory.swappiness, memory.swap.events.<key>, memory.zswap.current"),
+            e.ends_with("is not one of <cgroup>/memory.stat.<key>, memory.events.local.<key>, memory.events.<key>, memory.pressure.<key>, memory.current, memory.peak, memory.swap.current, memory.swappiness, memory.swap.events.<key>, memory.zswap.current, memory.failcnt, memory.oom_control.<key>"),
             "{e}"
         );
         let e = check_syntax("vmstat").unwrap_err();

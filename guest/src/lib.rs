@@ -39,4 +39,16 @@ pub const TRACEPOINTS: &[&str] = &[
     "mm_vmscan_memcg_softlimit_reclaim_end",
     "mm_vmscan_node_reclaim_begin",
     "mm_vmscan_node_reclaim_end",
+    "mm_vmscan_throttled",
+];
+
+/// The tracepoints (of [`TRACEPOINTS`]) that also get an event probe recording the machine's
+/// free pages when they fire: where free memory stood when kswapd was woken and went back to
+/// sleep, and when a task entered direct reclaim. The probe `kernel_lab/<tracepoint>_free`
+/// reads `vm_zone_stat[NR_FREE_PAGES]` (item 0); it needs CONFIG_PROBE_EVENTS (event probes)
+/// and CONFIG_KALLSYMS_ALL (the symbol), and a kernel without them simply reports no free pages.
+pub const FREE_PROBES: &[&str] = &[
+    "mm_vmscan_wakeup_kswapd",
+    "mm_vmscan_kswapd_sleep",
+    "mm_vmscan_direct_reclaim_begin",
 ];

@@ -223,6 +223,11 @@ pub struct Cgroup {
     /// its pages go to the swap device; `max`: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_zswap_max: Option<Limit>,
+    /// A cgroup v1 memory group (`v1 = { swappiness = 0 }`; needs CONFIG_MEMCG_V1 on 6.11+)
+    /// instead of a v2 one. The agent mounts the v1 memory hierarchy first; steps in v1 groups
+    /// run before any step in a v2 group, and the controller then moves to cgroup v2 for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1: Option<V1Group>,
 }
 
 impl Cgroup {
@@ -311,12 +316,26 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
+/// What only a cgroup v1 memory group has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Group {
+    /// memory.swappiness (0..=200); absent: inherited from the parent, which for a child of
+    /// the v1 root is the global vm.swappiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swappiness: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
+    /// Observed at this step only (absent: at every step), e.g. a trace fact that only the
+    /// step with the workload can have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`;
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
@@ -680,6 +699,21 @@ impl LabSpec {
         self.cgroups.iter().map(|c| c.name.as_str()).collect()
     }
 
+    /// The index of the last step that runs in a cgroup v1 group: after it the agent hands the
+    /// memory controller to cgroup v2.
+    pub fn last_v1_step(&self) -> Option<usize> {
+        self.steps.iter().rposition(|st| self.in_v1_group(st))
+    }
+
+    /// Whether the step acts in a cgroup v1 group.
+    pub fn in_v1_group(&self, step: &Step) -> bool {
+        step.cgroup().is_some_and(|name| {
+            self.cgroups
+                .iter()
+                .any(|c| c.name == name && c.v1.is_some())
+        })
+    }
+
     /// Checks what the types cannot say: names, references between tables, and sizes that
     /// cannot fit the guest, and what the lab teaches (explanations, exercises, headlines:
     /// [`crate::exercise::validate`]). Returns every problem, not just the first.
@@ -741,6 +775,56 @@ impl LabSpec {
                     || "the lab has no swap ([vm] swap)".into(),
                 );
             }
+            if let Some(v1) = &cg.v1 {
+                Self::validate_v1_group(e, i, cg, v1);
+            }
+        }
+        self.validate_v1_order(e);
+    }
+
+    /// A v1 group takes memory_max and its swappiness only, directly under the v1 root.
+    fn validate_v1_group(e: &mut Errors, i: usize, cg: &Cgroup, v1: &V1Group) {
+        for (key, set) in [
+            ("memory_high", cg.memory_high.is_some()),
+            ("swap_max", cg.swap_max.is_some()),
+            ("oom_group", cg.oom_group),
+            ("memory_min", cg.memory_min.is_some()),
+            ("memory_low", cg.memory_low.is_some()),
+            ("swap_high", cg.swap_high.is_some()),
+            ("memory_zswap_max", cg.memory_zswap_max.is_some()),
+        ] {
+            e.unless(!set, "cgroup", Some(i), key, || {
+                "a cgroup v1 group takes memory_max and v1.swappiness only".into()
+            });
+        }
+        e.unless(
+            v1.swappiness.is_none_or(|sw| sw <= 200),
+            "cgroup",
+            Some(i),
+            "v1",
+            || "swappiness is 0..=200".into(),
+        );
+        e.unless(cg.parent().is_none(), "cgroup", Some(i), "name", || {
+            "a cgroup v1 group is a plain name (no nesting): nested groups are cgroup v2's".into()
+        });
+    }
+
+    /// Steps in v1 groups come before any step in a v2 group: the controller moves once.
+    fn validate_v1_order(&self, e: &mut Errors) {
+        let Some(last) = self.last_v1_step() else {
+            return;
+        };
+        let early_v2 = self.steps[..last]
+            .iter()
+            .enumerate()
+            .find(|(_, st)| st.cgroup().is_some() && !self.in_v1_group(st));
+        if let Some((j, st)) = early_v2 {
+            let m = format!(
+                "step {:?} runs in a cgroup v2 group before step {:?} in a v1 group: steps in v1 groups come first (the memory controller moves from v1 to v2 once)",
+                st.name(),
+                self.steps[last].name()
+            );
+            e.at("step", Some(j), "cgroup", m);
         }
     }
 
@@ -863,7 +947,17 @@ impl LabSpec {
     }
 
     fn validate_observe(&self, e: &mut Errors) {
+        let steps = self.step_names();
         for (i, ob) in self.observe.iter().enumerate() {
+            if let Some(step) = &ob.step {
+                e.unless(
+                    steps.contains(&step.as_str()),
+                    "observe",
+                    Some(i),
+                    "step",
+                    || format!("no step is named {step:?} (steps: {})", steps.join(", ")),
+                );
+            }
             for key in ob.explain.keys() {
                 e.unless(ob.class.has_class(key), "observe", Some(i), "explain", || {
                     format!(
@@ -1021,6 +1115,43 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: LabSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn v1_groups_take_their_own_knobs_and_run_first() {
+        let mut s: LabSpec = serde_json::from_str(
+            r#"{"id": "t", "title": "T", "vm": {"memory": "256M"},
+                "cgroup": [{"name": "W", "memory_max": "32M"},
+                           {"name": "V", "memory_max": "32M", "v1": {"swappiness": 0}}],
+                "step": [{"kind": "anon", "name": "in-v1", "cgroup": "V", "size": "64M"},
+                         {"kind": "anon", "name": "in-v2", "cgroup": "W", "size": "64M"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.validate(), vec![]);
+        assert_eq!(s.last_v1_step(), Some(0));
+        assert!(s.in_v1_group(&s.steps[0]) && !s.in_v1_group(&s.steps[1]));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LabSpec>(&json).unwrap(), s);
+        // A v1 step after a v2 one: the controller cannot go back to v1.
+        let mut again = s.steps[0].clone();
+        again.name = "v1-again".into();
+        s.steps.push(again);
+        let errs = s.validate();
+        assert!(
+            errs.iter()
+                .any(|e| e.table == "step" && e.message.contains("steps in v1 groups come first")),
+            "{errs:?}"
+        );
+        s.steps.pop();
+        s.cgroups[1].swap_max = Some(Size(0));
+        s.cgroups[1].v1 = Some(V1Group {
+            swappiness: Some(300),
+        });
+        let keys: Vec<&str> = s.validate().iter().map(|e| e.key).collect();
+        assert!(
+            keys.contains(&"swap_max") && keys.contains(&"v1"),
+            "{keys:?}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
                     format!("{d:+}"),
                     class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
                 ),
-                Err(t) => ("?".into(), format!("not reported by this kernel: {t}")),
+                Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
             };
             let _ = writeln!(
                 out,

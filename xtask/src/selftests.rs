@@ -7,6 +7,7 @@ use crate::cache::{self, KeyHasher};
 use crate::initramfs::Extra;
 use crate::kernel;
 use crate::lab::{self, RunOptions};
+use crate::process::{Cmd, Ended};
 use crate::progress::Phases;
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, Exit};
@@ -348,19 +349,25 @@ fn compile(tree: &Path, program: &str, bin: &Path) -> Result<()> {
     let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
     let shim = bin.with_extension(format!("linebuf{}.c", std::process::id()));
     std::fs::write(&shim, LINE_BUFFERED)?;
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-Wall", "-pthread", "-w"])
-        .arg(format!("-I{}", selftests.display()))
-        .arg("-o")
-        .arg(&tmp)
-        .arg(src.join(format!("{program}.c")))
-        .arg(src.join("cgroup_util.c"))
-        .arg(&shim)
-        .output()
-        .context("running gcc for the selftests (apt-get install gcc libc6-dev)");
+    let out = Cmd::new(
+        "gcc",
+        "gcc for the selftests (apt-get install gcc libc6-dev)",
+    )
+    .args(["-static", "-Wall", "-pthread", "-w"])
+    .arg(format!("-I{}", selftests.display()))
+    .arg("-o")
+    .arg(&tmp)
+    .arg(src.join(format!("{program}.c")))
+    .arg(src.join("cgroup_util.c"))
+    .arg(&shim)
+    .run(None);
     let _ = std::fs::remove_file(&shim);
     let out = out?;
-    if !out.status.success() {
+    if out.ended == Ended::Interrupted {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("interrupted while compiling {program}");
+    }
+    if !out.success() {
         let _ = std::fs::remove_file(&tmp);
         // The tree's own test does not build: this commit cannot be tested (exit 125).
         return Err(kernel::Untestable(format!(

@@ -240,6 +240,7 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     if let Some(swap) = &spec.vm.swap {
         match swap.kind {
             SwapKind::Zram => zram_swap(swap.size.0)?,
+            SwapKind::Disk => disk_swap(swap.size.0)?,
         }
     }
     let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
@@ -330,21 +331,15 @@ fn cgroups_v2(spec: &LabSpec) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for cg in spec.cgroups.iter().filter(|c| c.v1.is_none()) {
-        let dir = format!("{CGROOT}/{}", cg.name);
-        fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
-        let limits = [
-            ("memory.max", cg.memory_max),
-            ("memory.high", cg.memory_high),
-            ("memory.swap.max", cg.swap_max),
-        ];
-        for (file, size) in limits {
-            if let Some(size) = size {
-                write(&format!("{dir}/{file}"), &size.0.to_string())?;
-            }
-        }
-        if cg.oom_group {
-            write(&format!("{dir}/memory.oom.group"), "1")?;
+    create_cgroups(spec)?;
+    if spec.vm.zswap {
+        // The host put zswap.enabled=1 on the command line; a kernel without CONFIG_ZSWAP
+        // ignores that word.
+        let on = read("/sys/module/zswap/parameters/enabled").unwrap_or_default();
+        if on.trim() != "Y" {
+            return Err(
+                "zswap is not enabled (/sys/module/zswap/parameters/enabled is not Y): the kernel needs CONFIG_ZSWAP".into(),
+            );
         }
     }
     Ok(())
@@ -472,6 +467,27 @@ fn cgroup_dir(spec: &LabSpec, name: &str) -> String {
     format!("{}/{name}", if v1 { V1ROOT } else { CGROOT })
 }
 
+/// Creates the lab's groups, parents first: a parent gets `+memory` in its
+/// cgroup.subtree_control before its children are made, so they have the memory controller.
+fn create_cgroups(spec: &LabSpec) -> Result<()> {
+    let mut groups: Vec<_> = spec.cgroups.iter().filter(|c| c.v1.is_none()).collect();
+    groups.sort_by_key(|c| c.depth());
+    for cg in groups {
+        if let Some(parent) = cg.parent() {
+            let control = format!("{CGROOT}/{parent}/cgroup.subtree_control");
+            if !read(&control).unwrap_or_default().contains("memory") {
+                write(&control, "+memory")?;
+            }
+        }
+        let dir = format!("{CGROOT}/{}", cg.name);
+        fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
+        for (file, value) in cg.files() {
+            write(&format!("{dir}/{file}"), &value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Brings the loopback interface up (a kernel with networking starts with it down), for
 /// programs that talk TCP to themselves, such as the selftests' socket-accounting test.
 fn loopback_up() -> Result<()> {
@@ -495,15 +511,42 @@ fn loopback_up() -> Result<()> {
     Ok(())
 }
 
-/// The ext4 data disk (/dev/vda); QEMU attaches it with snapshot=on, so writes never persist.
+/// The ext4 data disk (the virtio disk with the data serial, else /dev/vda); QEMU attaches it
+/// with snapshot=on, so writes never persist.
 fn mount_data_disk(writable: bool) -> Result<()> {
     let flags = if writable { 0 } else { libc::MS_RDONLY };
-    mount("/dev/vda", DATA, "ext4", flags)
+    let dev = disk_by_serial(guest::DATA_DISK_SERIAL).unwrap_or_else(|| "/dev/vda".into());
+    mount(&dev, DATA, "ext4", flags)
+}
+
+/// The /dev path of the virtio disk the host gave this serial number.
+fn disk_by_serial(serial: &str) -> Option<String> {
+    fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|d| read(&format!("/sys/block/{d}/serial")).is_some_and(|s| s.trim() == serial))
+        .map(|d| format!("/dev/{d}"))
 }
 
 /// Sizes zram0, writes a swap signature on it and enables it.
 fn zram_swap(size: u64) -> Result<()> {
     write("/sys/block/zram0/disksize", &size.to_string())?;
+    swap_on("/dev/zram0", size)
+}
+
+/// The swap disk: the virtio disk whose serial is `guest::SWAP_DISK_SERIAL` (the host attaches
+/// it beside the data disk; their order is not fixed).
+fn disk_swap(size: u64) -> Result<()> {
+    let Some(dev) = disk_by_serial(guest::SWAP_DISK_SERIAL) else {
+        return Err("no swap disk: no virtio disk has the serial the host gave it".into());
+    };
+    swap_on(&dev, size)
+}
+
+/// Writes a swap signature (mkswap's header: version 1, the last page) and enables the swap.
+fn swap_on(device: &str, size: u64) -> Result<()> {
     let page = 4096usize;
     let mut header = vec![0u8; page];
     header[1024..1028].copy_from_slice(&1u32.to_le_bytes()); // version
@@ -512,14 +555,16 @@ fn zram_swap(size: u64) -> Result<()> {
     header[page - 10..].copy_from_slice(b"SWAPSPACE2");
     let mut dev = OpenOptions::new()
         .write(true)
-        .open("/dev/zram0")
-        .map_err(|e| format!("opening /dev/zram0: {e}"))?;
+        .open(device)
+        .map_err(|e| format!("opening {device}: {e}"))?;
     dev.write_all(&header)
         .map_err(|e| format!("writing the swap header: {e}"))?;
+    dev.sync_all()
+        .map_err(|e| format!("writing the swap header: {e}"))?;
     drop(dev);
-    let path = CString::new("/dev/zram0").unwrap();
+    let path = CString::new(device).unwrap();
     if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
-        return Err(format!("swapon /dev/zram0: {}", errno()));
+        return Err(format!("swapon {device}: {}", errno()));
     }
     Ok(())
 }
@@ -1181,8 +1226,13 @@ fn worker(json: &str, dir: &str) -> Result<()> {
 
 fn work(step: &Step, size: usize) -> Result<()> {
     match &step.kind {
-        StepKind::Anon { ms, pageout, .. } => {
-            touch_anon(size, *pageout)?;
+        StepKind::Anon {
+            ms,
+            pageout,
+            compressible,
+            ..
+        } => {
+            touch_anon(size, *pageout, *compressible)?;
             std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
@@ -1252,8 +1302,9 @@ fn cgroup_v1_probe() -> BTreeMap<String, u64> {
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
-/// so that neither the zero page nor zram's same-filled pages can stand in for it.
-fn touch_anon(size: usize, pageout: bool) -> Result<()> {
+/// so that neither the zero page nor zram's same-filled pages can stand in for it. With
+/// `compressible`, only the first quarter of each page (the rest stays zero): about 4:1 under lz4.
+fn touch_anon(size: usize, pageout: bool, compressible: bool) -> Result<()> {
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -1269,11 +1320,14 @@ fn touch_anon(size: usize, pageout: bool) -> Result<()> {
     }
     let words = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u64, size / 8) };
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for w in words.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *w = x;
+    let per_page = if compressible { 128 } else { 512 };
+    for page in words.chunks_mut(512) {
+        for w in page.iter_mut().take(per_page) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *w = x;
+        }
     }
     if pageout && unsafe { libc::madvise(ptr, size, libc::MADV_PAGEOUT) } != 0 {
         return Err(format!("madvise(MADV_PAGEOUT): {}", errno()));

@@ -29,6 +29,8 @@ pub struct VmArgs<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub data_disk: Option<&'a Path>,
+    /// A swap disk (`[vm] swap = { kind = "disk" }`): a scratch file, written by the guest.
+    pub swap_disk: Option<&'a Path>,
     pub console_log: &'a Path,
     pub results: &'a Path,
     /// The host TSC in kHz: TCG guests on microvm hang in TSC calibration without it.
@@ -128,12 +130,19 @@ pub fn argv(a: &VmArgs) -> Vec<OsString> {
     ]);
     if let Some(disk) = a.data_disk {
         let drive = path_arg("if=none,id=data,format=raw,snapshot=on,file=", disk);
-        push(&[
-            &"-drive",
-            &drive,
-            &"-device",
-            &"virtio-blk-device,drive=data",
-        ]);
+        let device = format!(
+            "virtio-blk-device,drive=data,serial={}",
+            guest::DATA_DISK_SERIAL
+        );
+        push(&[&"-drive", &drive, &"-device", &device]);
+    }
+    if let Some(disk) = a.swap_disk {
+        let drive = path_arg("if=none,id=swap,format=raw,file=", disk);
+        let device = format!(
+            "virtio-blk-device,drive=swap,serial={}",
+            guest::SWAP_DISK_SERIAL
+        );
+        push(&[&"-drive", &drive, &"-device", &device]);
     }
     v
 }
@@ -259,6 +268,7 @@ mod tests {
             kernel: Path::new("/c/vmlinux"),
             initrd: Path::new("/r/initramfs.cpio"),
             data_disk: disk,
+            swap_disk: None,
             console_log: Path::new("/r/console,1.log"),
             results: Path::new("/r/results.jsonl"),
             tsc_khz: Some(2445406),
@@ -310,7 +320,15 @@ mod tests {
     #[test]
     fn argv_attaches_the_disk_read_only_in_effect() {
         let s = joined(&args(Some(Path::new("/c/data.img"))));
-        assert!(s.contains("-drive if=none,id=data,format=raw,snapshot=on,file=/c/data.img -device virtio-blk-device,drive=data"), "{s}");
+        assert!(s.contains("-drive if=none,id=data,format=raw,snapshot=on,file=/c/data.img -device virtio-blk-device,drive=data,serial=kernel-lab-data"), "{s}");
+    }
+
+    #[test]
+    fn argv_attaches_a_writable_swap_disk_by_serial() {
+        let mut a = args(Some(Path::new("/c/data.img")));
+        a.swap_disk = Some(Path::new("/r/swap.img"));
+        let s = joined(&a);
+        assert!(s.contains("-drive if=none,id=swap,format=raw,file=/r/swap.img -device virtio-blk-device,drive=swap,serial=kernel-lab-swap"), "{s}");
     }
 
     #[test]

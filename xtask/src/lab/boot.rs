@@ -64,6 +64,10 @@ fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
         words.push("trace_clock=boot".into());
         words.push("trace_buf_size=4M".into());
     }
+    if spec.vm.zswap {
+        // Built in and off by default (kernel-configs/base.config): on for this lab only.
+        words.push("zswap.enabled=1".into());
+    }
     words
 }
 
@@ -90,6 +94,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: None,
+        swap_disk: None,
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -143,6 +148,7 @@ pub fn boot(
         initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
+    let swap_disk = disk::swap_disk(spec, scratch.path())?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
@@ -152,6 +158,7 @@ pub fn boot(
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: data_disk.as_deref(),
+        swap_disk: swap_disk.as_deref(),
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),

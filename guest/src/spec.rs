@@ -306,6 +306,11 @@ pub struct Observe {
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
     pub explain: BTreeMap<String, Explanation>,
+    /// Only at these steps (default: every step). A memory.stat counter may show a few hundred
+    /// pages of the previous step's change late (memcg stats are flushed past a threshold, or
+    /// every 2 s), so class it only where the lab is about it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// How an observed delta becomes a snapshot fact.
@@ -455,11 +460,16 @@ impl TryFrom<String> for Condition {
             ));
         };
         let rest = t[sym.len()..].trim();
+        let (sign, magnitude) = match rest.strip_prefix('-') {
+            Some(m) => (-1, m.trim()),
+            None => (1, rest),
+        };
         let rhs = match rest.parse::<i64>() {
             Ok(n) => n,
-            Err(_) => parse_size(rest)
+            Err(_) => parse_size(magnitude)
                 .ok()
                 .and_then(|b| i64::try_from(b).ok())
+                .map(|b| sign * b)
                 .ok_or_else(|| format!("condition {s:?}: {rest:?} is not a number or size"))?,
         };
         Ok(Condition { op: *op, rhs })
@@ -1199,6 +1209,8 @@ mod tests {
         assert!(c.holds(1) && !c.holds(0));
         let c = Condition::try_from(">=64M".to_string()).unwrap();
         assert_eq!(c.rhs, 64 << 20);
+        let c = Condition::try_from("> -1M".to_string()).unwrap();
+        assert_eq!(c.rhs, -(1 << 20));
         assert_eq!(
             Condition::try_from("==1".to_string()).unwrap().to_string(),
             "== 1"

@@ -229,19 +229,23 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
     // nobody asked about at other steps stay out of the snapshot.
     type Explain = BTreeMap<String, Explanation>;
     let no_words = Explain::new();
-    let mut observe: Vec<(CounterExpr, ClassRule, Option<String>, &Explain)> = spec
+    // (counter, rule, the steps it is observed at (none: every step), explanations)
+    let mut observe: Vec<(CounterExpr, ClassRule, Vec<String>, &Explain)> = spec
         .observe
         .iter()
-        .map(|o| (o.counter.clone(), o.class, None, &o.explain))
+        .map(|o| (o.counter.clone(), o.class, o.steps.clone(), &o.explain))
         .collect();
     let declared = observe.len();
     for ex in &spec.expect {
+        let at: Vec<String> = ex.step.iter().cloned().collect();
+        let covered =
+            |steps: &Vec<String>| steps.is_empty() || at.iter().all(|s| steps.contains(s));
         if let Some(c) = &ex.counter
             && !observe
                 .iter()
-                .any(|(o, _, at, _)| o == c && (at.is_none() || *at == ex.step))
+                .any(|(o, _, steps, _)| o == c && covered(steps))
         {
-            observe.push((c.clone(), ClassRule::Sign, ex.step.clone(), &no_words));
+            observe.push((c.clone(), ClassRule::Sign, at, &no_words));
         }
     }
     ev.settings = guest::fact::settings(spec);
@@ -273,7 +277,7 @@ pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
         let observed = observe
             .iter()
             .enumerate()
-            .filter(|(_, (_, _, at, _))| at.as_deref().is_none_or(|at| at == step.name()))
+            .filter(|(_, (_, _, at, _))| at.is_empty() || at.iter().any(|s| s == step.name()))
             .map(|(k, (c, rule, _, words))| {
                 let delta = delta(c, before, after);
                 let explain = delta

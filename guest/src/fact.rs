@@ -8,7 +8,7 @@
 
 use crate::event::Exit;
 use crate::parse::{format_size, parse_size};
-use crate::spec::{Condition, CounterExpr, LabSpec, check_name};
+use crate::spec::{Condition, CounterExpr, LabSpec, StepKind, check_name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +28,7 @@ pub enum Fact {
         cond: Condition,
     },
     /// How the step's workload ended: `exit == killed by SIGKILL`, `exit != exited 0`.
-    Exit { equal: bool, how: String },
+    Exit { equal: bool, exit: Exit },
     /// Whether the kernel reports a counter at all after the step: `kswapd.1.cpu_ticks is not
     /// reported` (a guest with one node has no kswapd1).
     Reported {
@@ -82,16 +82,8 @@ impl TryFrom<String> for Fact {
         let t = s.trim();
         if let Some(rest) = strip_word(t, "exit") {
             let (equal, how) = eq_op(rest, &format!("fact {s:?}"))?;
-            let known = how.starts_with("exited ")
-                || how.starts_with("killed by ")
-                || how == Exit::Holding.to_string();
-            if !known {
-                return Err(format!(
-                    "fact {s:?}: a step ends \"exited N\", \"killed by SIGKILL\" or \"{}\"",
-                    Exit::Holding
-                ));
-            }
-            return Ok(Fact::Exit { equal, how });
+            let exit = how.parse().map_err(|e| format!("fact {s:?}: {e}"))?;
+            return Ok(Fact::Exit { equal, exit });
         }
         if let Some(rest) = strip_word(t, "setting") {
             let rest = rest.trim_start();
@@ -152,7 +144,7 @@ impl fmt::Display for Fact {
         match self {
             Fact::Delta { counter, cond } => write!(f, "Δ {counter} {cond}"),
             Fact::Value { counter, cond } => write!(f, "{counter} {cond}"),
-            Fact::Exit { equal, how } => write!(f, "exit {} {how}", op(*equal)),
+            Fact::Exit { equal, exit } => write!(f, "exit {} {exit}", op(*equal)),
             Fact::Reported { counter, reported } => {
                 let not = if *reported { "" } else { "not " };
                 write!(f, "{counter} is {not}reported")
@@ -207,9 +199,9 @@ impl Fact {
                 let word = if got { "reported" } else { "not reported" };
                 Ok((got == *reported, word.to_string()))
             }
-            Fact::Exit { equal, how } => {
-                let got = v.exit.ok_or("the step did not finish")?.to_string();
-                Ok(((&got == how) == *equal, got))
+            Fact::Exit { equal, exit } => {
+                let got = v.exit.ok_or("the step did not finish")?;
+                Ok(((got == *exit) == *equal, got.to_string()))
             }
             Fact::Setting { key, equal, value } => {
                 let got = v
@@ -318,12 +310,20 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     }
     for st in &spec.steps {
         let key = |f: &str| format!("step.{}.{f}", st.name());
-        s.insert(key("size"), size(st.size));
+        s.insert(key("size"), size(st.size()));
         let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or("none".into());
-        s.insert(key("swappiness"), opt(st.swappiness));
-        s.insert(key("numa_node"), opt(st.numa_node));
-        s.insert(key("pageout"), st.pageout.to_string());
-        s.insert(key("background"), st.background.to_string());
+        let swappiness = match &st.kind {
+            StepKind::Reclaim { swappiness, .. } => *swappiness,
+            _ => None,
+        };
+        s.insert(key("swappiness"), opt(swappiness));
+        s.insert(
+            key("numa_node"),
+            opt(st.workload().and_then(|w| w.numa_node)),
+        );
+        let pageout = matches!(st.kind, StepKind::Anon { pageout: true, .. });
+        s.insert(key("pageout"), pageout.to_string());
+        s.insert(key("background"), st.background().to_string());
     }
     s
 }

@@ -1,6 +1,7 @@
 //! Types and pure functions shared by the host (xtask) and the guest agent: one definition each.
 //!
-//! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`.
+//! - [`spec`]: the lab spec; the host reads it from `lab.toml`, the guest from `/lab/plan.json`;
+//!   its [`step`]s and [`expect`]ations, each kind with its own fields.
 //! - [`event`]: the framed JSON-line events the agent sends on ttyS1.
 //! - [`fact`]: the condition language of explanations, exercises and headline claims.
 //! - [`exercise`]: conditioned explanations, `[[exercise]]` and `[[headline]]`, and their checks.
@@ -10,9 +11,11 @@
 
 pub mod event;
 pub mod exercise;
+pub mod expect;
 pub mod fact;
 pub mod parse;
 pub mod spec;
+pub mod step;
 
 /// The vmscan tracepoints recorded when a lab traces (`[vm] trace = true`); absent ones are
 /// skipped. The host switches them on from the kernel command line, the agent checks them.

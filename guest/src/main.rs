@@ -6,9 +6,9 @@
 //! cgroup before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
-use guest::event::{Event, Exit, Frame, encode_frame};
+use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
 use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
-use guest::spec::{LabSpec, Step, StepKind, SwapKind};
+use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -67,6 +67,7 @@ fn main() {
         Ok(Err(e)) => out.error("agent", e),
         Err(_) => out.error("agent", "the agent panicked (see the console)".into()),
     }
+    out.send(kernel_health());
     out.end();
     power_off();
 }
@@ -137,6 +138,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let plan = fs::read_to_string(PLAN).map_err(|e| format!("reading {PLAN}: {e}"))?;
     let spec: LabSpec = serde_json::from_str(&plan).map_err(|e| format!("parsing {PLAN}: {e}"))?;
     let probe = setup(&spec)?;
+    inject_kernel_faults();
     out.send(Event::Ready);
     out.send(Event::Sample {
         label: "start".into(),
@@ -212,15 +214,15 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
             SwapKind::Zram => zram_swap(swap.size.0)?,
         }
     }
-    let uses = |kind: StepKind| spec.steps.iter().any(|s| s.kind == kind);
-    if uses(StepKind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
+    let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
+    if uses(Kind::Exec) && fs::metadata("/sys/class/net/lo").is_ok() {
         loopback_up()?;
     }
-    let writes = uses(StepKind::WriteFile) || uses(StepKind::Exec);
-    if uses(StepKind::ReadFile) || writes {
+    let writes = uses(Kind::WriteFile) || uses(Kind::Exec);
+    if uses(Kind::ReadFile) || writes {
         mount_data_disk(writes)?;
     }
-    if uses(StepKind::TmpfsFill) {
+    if uses(Kind::TmpfsFill) {
         let _ = fs::create_dir_all(TMPFS);
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
@@ -339,9 +341,9 @@ fn run_step(
 ) -> Result<(Exit, String, String)> {
     let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
     let mut ticker = Ticker::new(spec, step);
-    match step.kind {
-        StepKind::Sleep => {
-            let until = Instant::now() + Duration::from_millis(step.ms.unwrap_or(0));
+    match &step.kind {
+        StepKind::Sleep { ms } => {
+            let until = Instant::now() + Duration::from_millis(*ms);
             while Instant::now() < until {
                 ticker.tick(out);
                 std::thread::sleep(
@@ -352,8 +354,8 @@ fn run_step(
             }
             return done;
         }
-        StepKind::Sysctl => {
-            for (key, value) in &step.set {
+        StepKind::Sysctl { set } => {
+            for (key, value) in set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
             return done;
@@ -369,13 +371,9 @@ fn run_step(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the workload: {e}"))?;
-    let cgroup = step
-        .cgroup
-        .clone()
-        .filter(|_| step.joins_cgroup())
-        .unwrap_or_else(|| "root".into());
+    let cgroup = step.joins().unwrap_or("root").to_string();
     workers.insert(child.id().to_string(), cgroup);
-    if step.background {
+    if step.background() {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
         let mut line = String::new();
@@ -391,40 +389,166 @@ fn run_step(
         }
     }
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
+    let stdout = Drain::start(
         child
             .stdout
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let stderr = drain(
+    let stderr = Drain::start(
         child
             .stderr
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let kill_after = kill_fault(step.name());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
+                if let Some(n) = kill_after
+                    && ktap_results(&stdout.text()) >= n
+                {
+                    // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
                 ticker.tick(out);
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(format!("waiting for the workload: {e}")),
         }
     };
-    let stderr = stderr.join().unwrap_or_default();
-    let stdout = stdout.join().unwrap_or_default();
-    Ok((exit_of(status)?, stderr, stdout))
+    // Children a killed program left behind may hold its pipes open: wait for them a little,
+    // then take what arrived.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok((exit_of(status)?, stderr.text(), stdout.text()))
+}
+
+/// A pipe read to its end on a thread; what arrived so far can be taken at any time.
+struct Drain {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drain {
+    fn start(pipe: Option<Box<dyn Read + Send>>) -> Drain {
+        let d = Drain {
+            text: Default::default(),
+            done: Default::default(),
+        };
+        let (text, done) = (d.text.clone(), d.done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            if let Some(mut pipe) = pipe {
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = text.lock() {
+                        t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        d
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn finished(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
+fn ktap_results(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .count()
+}
+
+/// Fault injection for kernel-lab's own tests, from the kernel command line
+/// (`kernel_lab_fault=a,b`): `warn` writes a WARNING line at level 4 to the kernel log, `taint`
+/// sets the kernel's W taint flag, `kill:STEP:N` kills STEP's program after N test results.
+fn faults() -> Vec<String> {
+    std::env::var("kernel_lab_fault")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn kill_fault(step: &str) -> Option<usize> {
+    faults().iter().find_map(|f| {
+        let rest = f.strip_prefix("kill:")?;
+        let (s, n) = rest.rsplit_once(':')?;
+        (s == step).then(|| n.parse().ok()).flatten()
+    })
+}
+
+fn inject_kernel_faults() {
+    for f in faults() {
+        let done = match f.as_str() {
+            "warn" => write(
+                "/dev/kmsg",
+                "<4>WARNING: CPU: 0 PID: 1 at kernel-lab injected warning (kernel_lab_fault=warn)\n",
+            ),
+            // The W flag (bit 9): what a WARN_ON() leaves behind.
+            "taint" => write("/proc/sys/kernel/tainted", "512"),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            eprintln!("agent: fault {f}: {e}");
+        }
+    }
+}
+
+/// The kernel's own state, read last: its taint flags and the kernel log's records at warning
+/// level or more severe.
+fn kernel_health() -> Event {
+    let tainted = read("/proc/sys/kernel/tainted").and_then(|t| t.trim().parse().ok());
+    let (mut log, mut dropped) = (Vec::new(), 0u64);
+    if let Ok(mut kmsg) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match kmsg.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let Some(r) = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) else {
+                        continue;
+                    };
+                    if r.level > 4 {
+                        continue;
+                    }
+                    if log.len() < HEALTH_LOG_CAP {
+                        log.push(r);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; reading goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => dropped += 1,
+                Err(_) => break,
+            }
+        }
+    }
+    Event::Health {
+        tainted,
+        log,
+        dropped,
+    }
 }
 
 /// How a workload process ended.
@@ -587,10 +711,10 @@ fn lab_step(name: &str) -> Result<()> {
 fn worker(json: &str) -> Result<()> {
     let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
     write("/proc/self/oom_score_adj", "0")?;
-    if let (Some(cg), true) = (&step.cgroup, step.joins_cgroup()) {
+    if let Some(cg) = step.joins() {
         write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
     }
-    if let Some(node) = step.numa_node {
+    if let Some(node) = step.workload().and_then(|w| w.numa_node) {
         let mask: libc::c_ulong = 1 << node;
         const MPOL_BIND: libc::c_long = 2;
         let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
@@ -598,9 +722,9 @@ fn worker(json: &str) -> Result<()> {
             return Err(format!("binding memory to node {node}: {}", errno()));
         }
     }
-    let size = step.size.map(|s| s.0).unwrap_or(0) as usize;
+    let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
-    if step.background {
+    if step.background() {
         println!("ready");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
@@ -610,33 +734,34 @@ fn worker(json: &str) -> Result<()> {
 }
 
 fn work(step: &Step, size: usize) -> Result<()> {
-    match step.kind {
-        StepKind::Anon => {
-            touch_anon(size, step.pageout)?;
-            std::thread::sleep(Duration::from_millis(step.ms.unwrap_or(0)));
+    match &step.kind {
+        StepKind::Anon { ms, pageout, .. } => {
+            touch_anon(size, *pageout)?;
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
-        StepKind::ReadFile => read_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::WriteFile => write_file(&format!("{DATA}/{}", step.file_name()), size),
-        StepKind::TmpfsFill => write_file(&format!("{TMPFS}/{}", step.file_name()), size),
-        StepKind::Reclaim => {
-            let cg = step.cgroup.as_deref().unwrap_or("");
+        StepKind::ReadFile { file, .. } => read_file(&format!("{DATA}/{file}"), size),
+        StepKind::WriteFile { file, .. } => write_file(&format!("{DATA}/{file}"), size),
+        StepKind::TmpfsFill { file, .. } => write_file(&format!("{TMPFS}/{file}"), size),
+        StepKind::Reclaim {
+            cgroup, swappiness, ..
+        } => {
             let mut arg = size.to_string();
-            if let Some(sw) = step.swappiness {
+            if let Some(sw) = swappiness {
                 arg.push_str(&format!(" swappiness={sw}"));
             }
-            write(&format!("{CGROOT}/{cg}/memory.reclaim"), &arg)
+            write(&format!("{CGROOT}/{cgroup}/memory.reclaim"), &arg)
         }
-        StepKind::Exec => {
+        StepKind::Exec { argv, .. } => {
             use std::os::unix::process::CommandExt;
             // Replaces the worker, keeping its cgroup, oom_score_adj and stdout/stderr pipes.
-            let err = Command::new(&step.argv[0])
-                .args(&step.argv[1..])
+            let err = Command::new(&argv[0])
+                .args(&argv[1..])
                 .current_dir(DATA)
                 .exec();
-            Err(format!("running {}: {err}", step.argv[0]))
+            Err(format!("running {}: {err}", argv[0]))
         }
-        StepKind::Sleep | StepKind::Sysctl => Ok(()),
+        StepKind::Sleep { .. } | StepKind::Sysctl { .. } => Ok(()),
     }
 }
 

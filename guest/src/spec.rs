@@ -4,7 +4,9 @@
 //! the guest deserializes the same type from the JSON plan baked into the initramfs.
 
 use crate::exercise::{Exercise, Explanation, Headline};
+pub use crate::expect::{Expect, ExpectTable, Want};
 use crate::parse::{format_size, parse_size};
+pub use crate::step::{Kind, Step, StepKind, StepTable, Workload};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -199,105 +201,6 @@ pub struct Cgroup {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Step {
-    pub kind: StepKind,
-    /// Defaults to the kind; names must be unique within a lab.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The cgroup the workload runs in (its task is moved there before it starts); root if absent.
-    #[serde(default)]
-    pub cgroup: Option<String>,
-    /// Bytes to touch (anon) or read (read-file).
-    #[serde(default)]
-    pub size: Option<Size>,
-    /// read-file: the file on the ext4 data disk (created by the host); default "data".
-    #[serde(default)]
-    pub file: Option<String>,
-    /// sleep: milliseconds; anon: how long to hold the memory after touching it.
-    #[serde(default)]
-    pub ms: Option<u64>,
-    /// anon: after touching, ask the kernel to page it all out (madvise MADV_PAGEOUT).
-    #[serde(default)]
-    pub pageout: bool,
-    /// reclaim: the `swappiness=` argument written to memory.reclaim (6.12+).
-    #[serde(default)]
-    pub swappiness: Option<u32>,
-    /// Keep the process (and its memory) alive after the work until the lab ends; the next
-    /// step starts once the work is done.
-    #[serde(default)]
-    pub background: bool,
-    /// Bind the workload's memory to this NUMA node (set_mempolicy MPOL_BIND).
-    #[serde(default)]
-    pub numa_node: Option<u32>,
-    /// sysctl: the settings to write, e.g. `{ "vm.watermark_scale_factor" = "200" }`.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// exec: the program to run (a path in the initramfs) and its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub argv: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepKind {
-    /// mmap anonymous memory and write pseudo-random bytes to every page.
-    Anon,
-    /// Read a file on the ext4 data disk through the page cache.
-    ReadFile,
-    /// Write a file on the ext4 data disk (dirty page cache, written back later).
-    WriteFile,
-    /// Write a file on a tmpfs: shmem pages, which live on the anon LRU and need swap.
-    TmpfsFill,
-    /// Proactive reclaim: write `size [swappiness=N]` to the cgroup's memory.reclaim.
-    Reclaim,
-    /// Write sysctls (`set`) in the middle of a lab.
-    Sysctl,
-    /// Wait; lets kswapd and the lazy stat flush catch up.
-    Sleep,
-    /// Run a program shipped in the initramfs (`argv`), e.g. the kernel's own cgroup selftests,
-    /// with the writable data disk as its working directory (`size` = room it may use there);
-    /// its stdout is reported with the step's end.
-    Exec,
-}
-
-impl StepKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Anon => "anon",
-            StepKind::ReadFile => "read-file",
-            StepKind::WriteFile => "write-file",
-            StepKind::TmpfsFill => "tmpfs-fill",
-            StepKind::Reclaim => "reclaim",
-            StepKind::Sysctl => "sysctl",
-            StepKind::Sleep => "sleep",
-            StepKind::Exec => "exec",
-        }
-    }
-}
-
-impl Step {
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.kind.as_str())
-    }
-
-    /// Whether the step's process joins its cgroup (a reclaim step acts on the group from outside).
-    pub fn joins_cgroup(&self) -> bool {
-        self.kind != StepKind::Reclaim
-    }
-
-    /// Steps the agent does itself, without a workload process.
-    pub fn in_agent(&self) -> bool {
-        matches!(self.kind, StepKind::Sleep | StepKind::Sysctl)
-    }
-
-    /// The data-disk (read-file, write-file) or tmpfs (tmpfs-fill) file the step uses.
-    pub fn file_name(&self) -> &str {
-        self.file.as_deref().unwrap_or("data")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
@@ -324,38 +227,6 @@ pub enum ClassRule {
     Exact,
     /// Shown with its number but kept out of the snapshot (noisy).
     Shown,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// A name, for exercises and headline claims that refer to this expectation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// A counter or a sum of counters, e.g. `vmstat.pgscan_anon + vmstat.pgscan_file`.
-    #[serde(default)]
-    pub counter: Option<CounterExpr>,
-    /// The step whose change is judged; absent: the whole run (first to last sample).
-    #[serde(default)]
-    pub step: Option<String>,
-    /// A condition on the change across the step (or run).
-    #[serde(default)]
-    pub delta: Option<Condition>,
-    /// A condition on the value after the step (or run).
-    #[serde(default)]
-    pub value: Option<Condition>,
-    /// How the step's workload must end, e.g. "exited 0" or "killed by SIGKILL".
-    #[serde(default)]
-    pub exit: Option<String>,
-    /// Whether the kernel reports the counter at all (e.g. cgroup v2 has no memory.swappiness).
-    #[serde(default)]
-    pub present: Option<bool>,
-    /// Only on these kernels, e.g. `">= 6.12"` where older kernels rightly behave otherwise;
-    /// on the others the expectation is shown as not applying, neither pass nor fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<KernelReq>,
-    /// One line for the student: why this is what the kernel does.
-    pub why: String,
 }
 
 /// A size in bytes, written as `64M` in lab.toml.
@@ -669,22 +540,69 @@ impl fmt::Display for SpecError {
     }
 }
 
+/// Collects [`SpecError`]s, every one rather than the first.
+#[derive(Debug, Default)]
+pub struct Errors(pub Vec<SpecError>);
+
+impl Errors {
+    pub fn at(
+        &mut self,
+        table: &'static str,
+        index: Option<usize>,
+        key: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.0.push(SpecError {
+            table,
+            index,
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// Records `message` unless `ok`.
+    pub fn unless(
+        &mut self,
+        ok: bool,
+        table: &'static str,
+        index: Option<usize>,
+        key: &'static str,
+        message: impl FnOnce() -> String,
+    ) {
+        if !ok {
+            self.at(table, index, key, message());
+        }
+    }
+}
+
 impl LabSpec {
     /// Whether any observed or expected counter starts with `prefix` (e.g. `zoneinfo.`).
     pub fn refers_to(&self, prefix: &str) -> bool {
-        let exprs = self
-            .observe
-            .iter()
-            .map(|o| &o.counter)
-            .chain(self.expect.iter().filter_map(|e| e.counter.as_ref()));
-        exprs
-            .flat_map(|c| &c.terms)
+        self.counters()
+            .flat_map(|(_, _, c)| &c.terms)
             .any(|(_, t)| t.starts_with(prefix))
     }
 
-    /// Checks what serde cannot: references between tables, required fields per step kind,
-    /// sizes that cannot fit the guest, and what the lab teaches (explanations, exercises,
-    /// headlines: [`crate::exercise::validate`]). Returns every problem, not just the first.
+    /// Every counter expression the lab observes or expects, with its table and index.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, usize, &CounterExpr)> {
+        let observed = self.observe.iter().enumerate();
+        let expected = self.expect.iter().enumerate();
+        observed
+            .map(|(i, o)| ("observe", i, &o.counter))
+            .chain(expected.filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))))
+    }
+
+    pub fn step_names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.name()).collect()
+    }
+
+    pub fn cgroup_names(&self) -> Vec<&str> {
+        self.cgroups.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Checks what the types cannot say: names, references between tables, and sizes that
+    /// cannot fit the guest, and what the lab teaches (explanations, exercises, headlines:
+    /// [`crate::exercise::validate`]). Returns every problem, not just the first.
     pub fn validate(&self) -> Vec<SpecError> {
         let mut errs = self.validate_setup();
         errs.extend(crate::exercise::validate(self));
@@ -694,350 +612,225 @@ impl LabSpec {
     /// [`LabSpec::validate`] without what the lab teaches: for a variant of the lab (`--set`),
     /// whose exercises refer to the lab as written.
     pub fn validate_setup(&self) -> Vec<SpecError> {
-        let mut errs = Vec::new();
-        let mut e = |table, index, key, message: String| {
-            errs.push(SpecError {
-                table,
-                index,
-                key,
-                message,
-            })
-        };
+        let mut e = Errors::default();
         if let Err(m) = check_name(&self.id) {
-            e("", None, "id", m);
+            e.at("", None, "id", m);
         }
-        let ram = self.vm.memory.0;
-        if ram < 64 << 20 {
-            e(
-                "vm",
-                None,
-                "memory",
-                format!("{} is too small to boot (at least 64M)", self.vm.memory),
-            );
-        }
-        for name in &self.vm.kernel_config {
-            if let Err(m) = check_name(name) {
-                e("vm", None, "kernel_config", m);
-            }
-        }
-        if !(1..=4).contains(&self.vm.numa_nodes) {
-            e(
-                "vm",
-                None,
-                "numa_nodes",
-                format!("{} nodes: use 1 to 4", self.vm.numa_nodes),
-            );
-        }
-        if !(1..=8).contains(&self.vm.cpus) {
-            e(
-                "vm",
-                None,
-                "cpus",
-                format!("{} cpus: use 1 to 8", self.vm.cpus),
-            );
-        }
-        if let Some(swap) = &self.vm.swap
-            && (swap.size.0 < 1 << 20 || swap.size.0 > ram)
-        {
-            e(
-                "vm",
-                None,
-                "swap",
-                format!("swap size {} must be 1M .. guest RAM", swap.size),
-            );
-        }
-        for key in self.vm.sysfs.keys() {
-            if key.is_empty() || key.contains("..") || key.starts_with('/') {
-                e(
-                    "vm",
-                    None,
-                    "sysfs",
-                    format!(
-                        "{key:?} is not a path under /sys like kernel/mm/transparent_hugepage/enabled"
-                    ),
-                );
-            }
-        }
-        for key in self.vm.sysctl.keys() {
-            if key.is_empty() || key.contains("..") || key.starts_with('/') {
-                e(
-                    "vm",
-                    None,
-                    "sysctl",
-                    format!("{key:?} is not a sysctl name like vm.swappiness"),
-                );
-            }
-        }
-        let mut cg_names: Vec<&str> = Vec::new();
+        self.vm.validate(&mut e);
+        self.validate_cgroups(&mut e);
+        self.validate_steps(&mut e);
+        self.validate_observe(&mut e);
+        self.validate_expect(&mut e);
+        e.0
+    }
+
+    fn validate_cgroups(&self, e: &mut Errors) {
+        let mut seen: Vec<&str> = Vec::new();
         for (i, cg) in self.cgroups.iter().enumerate() {
             if let Err(m) = check_name(&cg.name) {
-                e("cgroup", Some(i), "name", m);
+                e.at("cgroup", Some(i), "name", m);
             }
-            if cg_names.contains(&cg.name.as_str()) {
-                e(
-                    "cgroup",
-                    Some(i),
-                    "name",
-                    format!("cgroup {:?} is declared twice", cg.name),
-                );
-            }
-            cg_names.push(&cg.name);
+            e.unless(
+                !seen.contains(&cg.name.as_str()),
+                "cgroup",
+                Some(i),
+                "name",
+                || format!("cgroup {:?} is declared twice", cg.name),
+            );
+            seen.push(&cg.name);
             for (key, size) in [
                 ("memory_max", cg.memory_max),
                 ("memory_high", cg.memory_high),
             ] {
                 if let Some(size) = size {
-                    if size.0 > ram {
-                        e(
-                            "cgroup",
-                            Some(i),
-                            key,
-                            format!("{size} is more than the guest's RAM ({})", self.vm.memory),
-                        );
-                    }
-                    if size.0 < 1 << 20 {
-                        e(
-                            "cgroup",
-                            Some(i),
-                            key,
-                            format!("{size} is below 1M; the workload could not even start"),
-                        );
-                    }
+                    self.vm.check_limit(e, i, key, size);
                 }
             }
-            if cg.swap_max.is_some() && self.vm.swap.is_none() {
-                e(
-                    "cgroup",
-                    Some(i),
-                    "swap_max",
-                    "the lab has no swap ([vm] swap)".into(),
-                );
-            }
-        }
-        let mut step_names: Vec<&str> = Vec::new();
-        for (i, st) in self.steps.iter().enumerate() {
-            if let Err(m) = check_name(st.name()) {
-                e("step", Some(i), "name", m);
-            }
-            if step_names.contains(&st.name()) {
-                e(
-                    "step",
-                    Some(i),
-                    "name",
-                    format!(
-                        "step name {:?} is used twice: give each step its own `name`",
-                        st.name()
-                    ),
-                );
-            }
-            step_names.push(st.name());
-            if let Some(cg) = &st.cgroup
-                && !cg_names.contains(&cg.as_str())
-            {
-                e(
-                    "step",
-                    Some(i),
-                    "cgroup",
-                    format!("cgroup {cg:?} is not declared in a [[cgroup]] table above"),
-                );
-            }
-            let needs_size = !st.in_agent();
-            match (needs_size, st.size) {
-                (true, None) => e(
-                    "step",
-                    Some(i),
-                    "size",
-                    format!("a {} step needs a size", st.kind.as_str()),
-                ),
-                (true, Some(s)) if s.0 == 0 => {
-                    e("step", Some(i), "size", "size must be more than 0".into())
-                }
-                (true, Some(s)) if st.kind == StepKind::ReadFile && s.0 > 4 << 30 => e(
-                    "step",
-                    Some(i),
-                    "size",
-                    format!("{s} is more than the data disk can hold (4G)"),
-                ),
-                (false, Some(_)) => e(
-                    "step",
-                    Some(i),
-                    "size",
-                    format!("a {} step takes no size", st.kind.as_str()),
-                ),
-                _ => {}
-            }
-            if st.kind == StepKind::Sleep && st.ms.is_none() {
-                e("step", Some(i), "ms", "a sleep step needs ms".into());
-            }
-            let takes_file = matches!(
-                st.kind,
-                StepKind::ReadFile | StepKind::WriteFile | StepKind::TmpfsFill
+            e.unless(
+                cg.swap_max.is_none() || self.vm.swap.is_some(),
+                "cgroup",
+                Some(i),
+                "swap_max",
+                || "the lab has no swap ([vm] swap)".into(),
             );
-            if st.file.is_some() && !takes_file {
-                let m = "only read-file, write-file and tmpfs-fill steps take a file";
-                e("step", Some(i), "file", m.into());
+        }
+    }
+
+    fn validate_steps(&self, e: &mut Errors) {
+        let cgroups = self.cgroup_names();
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, st) in self.steps.iter().enumerate() {
+            let at = Some(i);
+            if let Err(m) = check_name(st.name()) {
+                e.at("step", at, "name", m);
             }
-            if st.pageout && st.kind != StepKind::Anon {
-                e(
-                    "step",
-                    Some(i),
-                    "pageout",
-                    "only anon steps take pageout".into(),
-                );
+            e.unless(!seen.contains(&st.name()), "step", at, "name", || {
+                format!(
+                    "step name {:?} is used twice: give each step its own `name`",
+                    st.name()
+                )
+            });
+            seen.push(st.name());
+            if let Some(cg) = st.cgroup() {
+                e.unless(cgroups.contains(&cg), "step", at, "cgroup", || {
+                    format!("cgroup {cg:?} is not declared in a [[cgroup]] table above")
+                });
             }
-            if st.kind == StepKind::Sysctl && st.set.is_empty() {
-                e(
-                    "step",
-                    Some(i),
-                    "set",
-                    "a sysctl step needs `set = { \"vm.x\" = \"v\" }`".into(),
-                );
-            }
-            if !st.set.is_empty() && st.kind != StepKind::Sysctl {
-                e(
-                    "step",
-                    Some(i),
-                    "set",
-                    "only sysctl steps take `set`".into(),
-                );
-            }
-            if st.numa_node.is_some_and(|n| n >= self.vm.numa_nodes) {
-                let m = format!(
-                    "node {} does not exist ([vm] numa_nodes = {})",
-                    st.numa_node.unwrap_or(0),
+            self.validate_step_values(e, i, st);
+        }
+        e.unless(!self.steps.is_empty(), "", None, "step", || {
+            "a lab needs at least one [[step]]".into()
+        });
+    }
+
+    /// A step's sizes, node, swappiness and file name.
+    fn validate_step_values(&self, e: &mut Errors, i: usize, st: &Step) {
+        let at = Some(i);
+        if let Some(s) = st.size() {
+            e.unless(s.0 > 0, "step", at, "size", || {
+                "size must be more than 0".into()
+            });
+            let read = matches!(st.kind, StepKind::ReadFile { .. });
+            e.unless(!read || s.0 <= 4 << 30, "step", at, "size", || {
+                format!("{s} is more than the data disk can hold (4G)")
+            });
+        }
+        if let Some(n) = st.workload().and_then(|w| w.numa_node) {
+            e.unless(n < self.vm.numa_nodes, "step", at, "numa_node", || {
+                format!(
+                    "node {n} does not exist ([vm] numa_nodes = {})",
                     self.vm.numa_nodes
-                );
-                e("step", Some(i), "numa_node", m);
-            }
-            if st.background && (st.in_agent() || st.kind == StepKind::Reclaim) {
-                let m = format!("a {} step cannot run in the background", st.kind.as_str());
-                e("step", Some(i), "background", m);
-            }
-            if st.kind == StepKind::Reclaim && st.cgroup.is_none() {
-                let m = "a reclaim step needs the cgroup to reclaim from";
-                e("step", Some(i), "cgroup", m.into());
-            }
-            match (st.kind == StepKind::Exec, st.argv.is_empty()) {
-                (true, true) => e(
-                    "step",
-                    Some(i),
-                    "argv",
-                    "an exec step needs argv = [\"/program\", ...]".into(),
-                ),
-                (false, false) => e("step", Some(i), "argv", "only exec steps take argv".into()),
-                _ => {}
-            }
-            if st.swappiness.is_some() && st.kind != StepKind::Reclaim {
-                let m =
-                    "only reclaim steps take swappiness (cgroup v2 has no per-group vm.swappiness)";
-                e("step", Some(i), "swappiness", m.into());
-            }
-            if st.swappiness.is_some_and(|s| s > 200) {
-                e(
-                    "step",
-                    Some(i),
-                    "swappiness",
-                    "swappiness is 0..=200".into(),
-                );
-            }
-            if let Some(f) = &st.file
-                && let Err(m) = check_name(f)
-            {
-                e("step", Some(i), "file", m);
-            }
+                )
+            });
         }
-        if self.steps.is_empty() {
-            e("", None, "step", "a lab needs at least one [[step]]".into());
+        match &st.kind {
+            StepKind::Reclaim {
+                swappiness: Some(sw),
+                ..
+            } => e.unless(*sw <= 200, "step", at, "swappiness", || {
+                "swappiness is 0..=200".into()
+            }),
+            StepKind::ReadFile { file, .. }
+            | StepKind::WriteFile { file, .. }
+            | StepKind::TmpfsFill { file, .. } => {
+                if let Err(m) = check_name(file) {
+                    e.at("step", at, "file", m);
+                }
+            }
+            _ => {}
         }
-        let check_cgroups = |expr: &CounterExpr| -> Option<String> {
-            expr.cgroups()
-                .find(|cg| !cg_names.contains(cg))
-                .map(|cg| format!("counter {expr} reads cgroup {cg:?}, which is not declared"))
-        };
+    }
+
+    /// The first cgroup an expression reads that the lab does not declare, as a message.
+    fn undeclared_cgroup(&self, expr: &CounterExpr) -> Option<String> {
+        let cgroups = self.cgroup_names();
+        expr.cgroups()
+            .find(|cg| !cgroups.contains(cg))
+            .map(|cg| format!("counter {expr} reads cgroup {cg:?}, which is not declared"))
+    }
+
+    fn validate_observe(&self, e: &mut Errors) {
         for (i, ob) in self.observe.iter().enumerate() {
             for key in ob.explain.keys() {
-                let ok = match ob.class {
-                    ClassRule::Sign => ["0", ">0", "<0"].contains(&key.as_str()),
-                    ClassRule::Exact => key.parse::<i64>().is_ok(),
-                    ClassRule::Shown => false,
-                };
-                if !ok {
-                    let m = format!(
+                e.unless(ob.class.has_class(key), "observe", Some(i), "explain", || {
+                    format!(
                         "explain key {key:?} is not a class of this counter (sign: \"0\", \">0\", \"<0\"; exact: a number; shown counters have no class)"
-                    );
-                    e("observe", Some(i), "explain", m);
-                }
+                    )
+                });
             }
-            if let Some(m) = check_cgroups(&ob.counter) {
-                e("observe", Some(i), "counter", m);
+            if let Some(m) = self.undeclared_cgroup(&ob.counter) {
+                e.at("observe", Some(i), "counter", m);
             }
         }
+    }
+
+    fn validate_expect(&self, e: &mut Errors) {
+        let steps = self.step_names();
         for (i, ex) in self.expect.iter().enumerate() {
-            if let Some(step) = &ex.step
-                && !step_names.contains(&step.as_str())
-            {
-                e(
+            if let Some(step) = &ex.step {
+                e.unless(
+                    steps.contains(&step.as_str()),
                     "expect",
                     Some(i),
                     "step",
-                    format!(
-                        "no step is named {step:?} (steps: {})",
-                        step_names.join(", ")
-                    ),
+                    || format!("no step is named {step:?} (steps: {})", steps.join(", ")),
                 );
             }
-            if let Some(c) = &ex.counter
-                && let Some(m) = check_cgroups(c)
-            {
-                e("expect", Some(i), "counter", m);
+            if let Some(m) = ex.counter().and_then(|c| self.undeclared_cgroup(c)) {
+                e.at("expect", Some(i), "counter", m);
             }
-            match (
-                &ex.counter,
-                ex.delta.is_some() || ex.value.is_some() || ex.present.is_some(),
-                &ex.exit,
-            ) {
-                (Some(_), true, None) => {}
-                (None, false, Some(exit)) => {
-                    if ex.step.is_none() {
-                        e(
-                            "expect",
-                            Some(i),
-                            "step",
-                            "an exit expectation needs the step it is about".into(),
-                        );
-                    }
-                    if !(exit.starts_with("exited ") || exit.starts_with("killed by ")) {
-                        e(
-                            "expect",
-                            Some(i),
-                            "exit",
-                            format!("{exit:?}: write \"exited 0\" or \"killed by SIGKILL\""),
-                        );
-                    }
-                }
-                (Some(_), false, _) => e(
-                    "expect",
-                    Some(i),
-                    "delta",
-                    "a counter expectation needs `delta` or `value`".into(),
-                ),
-                _ => e(
-                    "expect",
-                    Some(i),
-                    "counter",
-                    "an expectation has either `counter` with `delta`/`value`, or `exit`".into(),
-                ),
-            }
-            if ex.why.trim().is_empty() {
-                e(
-                    "expect",
-                    Some(i),
-                    "why",
-                    "say in one line why the kernel behaves so".into(),
-                );
+            e.unless(!ex.why.trim().is_empty(), "expect", Some(i), "why", || {
+                "say in one line why the kernel behaves so".into()
+            });
+        }
+    }
+}
+
+impl ClassRule {
+    /// Whether `key` (of an `explain` table) names a class of this rule.
+    pub fn has_class(self, key: &str) -> bool {
+        match self {
+            ClassRule::Sign => ["0", ">0", "<0"].contains(&key),
+            ClassRule::Exact => key.parse::<i64>().is_ok(),
+            ClassRule::Shown => false,
+        }
+    }
+}
+
+impl Vm {
+    fn validate(&self, e: &mut Errors) {
+        let memory = self.memory;
+        e.unless(memory.0 >= 64 << 20, "vm", None, "memory", || {
+            format!("{memory} is too small to boot (at least 64M)")
+        });
+        for name in &self.kernel_config {
+            if let Err(m) = check_name(name) {
+                e.at("vm", None, "kernel_config", m);
             }
         }
-        errs
+        let nodes = self.numa_nodes;
+        e.unless((1..=4).contains(&nodes), "vm", None, "numa_nodes", || {
+            format!("{nodes} nodes: use 1 to 4")
+        });
+        let cpus = self.cpus;
+        e.unless((1..=8).contains(&cpus), "vm", None, "cpus", || {
+            format!("{cpus} cpus: use 1 to 8")
+        });
+        if let Some(swap) = &self.swap {
+            let fits = swap.size.0 >= 1 << 20 && swap.size.0 <= memory.0;
+            e.unless(fits, "vm", None, "swap", || {
+                format!("swap size {} must be 1M .. guest RAM", swap.size)
+            });
+        }
+        let is_path = |k: &String| !(k.is_empty() || k.contains("..") || k.starts_with('/'));
+        for key in self.sysfs.keys().filter(|k| !is_path(k)) {
+            e.at(
+                "vm",
+                None,
+                "sysfs",
+                format!(
+                    "{key:?} is not a path under /sys like kernel/mm/transparent_hugepage/enabled"
+                ),
+            );
+        }
+        for key in self.sysctl.keys().filter(|k| !is_path(k)) {
+            e.at(
+                "vm",
+                None,
+                "sysctl",
+                format!("{key:?} is not a sysctl name like vm.swappiness"),
+            );
+        }
+    }
+
+    /// A cgroup's memory limit must fit the guest and leave a workload room to start.
+    fn check_limit(&self, e: &mut Errors, i: usize, key: &'static str, size: Size) {
+        e.unless(size.0 <= self.memory.0, "cgroup", Some(i), key, || {
+            format!("{size} is more than the guest's RAM ({})", self.memory)
+        });
+        e.unless(size.0 >= 1 << 20, "cgroup", Some(i), key, || {
+            format!("{size} is below 1M; the workload could not even start")
+        });
     }
 }
 
@@ -1064,60 +857,20 @@ mod tests {
     use super::*;
 
     fn base() -> LabSpec {
-        LabSpec {
-            id: "t".into(),
-            title: "T".into(),
-            claim: String::new(),
-            vm: Vm {
-                memory: Size(256 << 20),
-                cpus: 2,
-                swap: None,
-                sysctl: BTreeMap::new(),
-                sysfs: BTreeMap::new(),
-                timeout_secs: 60,
-                numa_nodes: 1,
-                mglru: None,
-                kernel_config: vec![],
-                cgroup_v1_probe: false,
-                tick_ms: 100,
-                trace: false,
-            },
-            cgroups: vec![Cgroup {
-                name: "W".into(),
-                memory_max: Some(Size(32 << 20)),
-                memory_high: None,
-                swap_max: None,
-                oom_group: false,
-            }],
-            steps: vec![Step {
-                kind: StepKind::Anon,
-                name: None,
-                cgroup: Some("W".into()),
-                size: Some(Size(64 << 20)),
-                file: None,
-                ms: None,
-                pageout: false,
-                swappiness: None,
-                background: false,
-                numa_node: None,
-                set: BTreeMap::new(),
-                argv: vec![],
-            }],
-            observe: vec![],
-            expect: vec![Expect {
-                name: None,
-                counter: Some("W/memory.events.oom_kill".to_string().try_into().unwrap()),
-                step: Some("anon".into()),
-                delta: Some("== 1".to_string().try_into().unwrap()),
-                value: None,
-                exit: None,
-                present: None,
-                kernel: None,
-                why: "the group is over its limit with nothing to reclaim".into(),
-            }],
-            applies: None,
-            exercises: vec![],
-            headlines: vec![],
+        serde_json::from_str(
+            r#"{"id": "t", "title": "T", "vm": {"memory": "256M"},
+                "cgroup": [{"name": "W", "memory_max": "32M"}],
+                "step": [{"kind": "anon", "cgroup": "W", "size": "64M"}],
+                "expect": [{"counter": "W/memory.events.oom_kill", "step": "anon",
+                            "delta": "== 1", "why": "the group is over its limit with nothing to reclaim"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn workload(s: &mut LabSpec) -> &mut Workload {
+        match &mut s.steps[0].kind {
+            StepKind::Anon { work, .. } => work,
+            _ => unreachable!(),
         }
     }
 
@@ -1133,9 +886,12 @@ mod tests {
     #[test]
     fn references_are_checked() {
         let mut s = base();
-        s.steps[0].cgroup = Some("X".into());
+        workload(&mut s).cgroup = Some("X".into());
         s.expect[0].step = Some("nope".into());
-        s.expect[0].counter = Some("Y/memory.current".to_string().try_into().unwrap());
+        s.expect[0].want = Want::Delta {
+            counter: "Y/memory.current".to_string().try_into().unwrap(),
+            delta: "> 0".to_string().try_into().unwrap(),
+        };
         let errs = s.validate();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(text[0].contains("[[step]] #1 field `cgroup`"), "{text:?}");
@@ -1167,19 +923,13 @@ mod tests {
     }
 
     #[test]
-    fn exec_steps_need_argv_and_only_they_take_it() {
+    fn a_node_beyond_the_guest_is_rejected() {
         let mut s = base();
-        s.steps[0].argv = vec!["/x".into()];
-        assert!(s.validate().iter().any(|e| e.key == "argv"));
-        s.steps[0].kind = StepKind::Exec;
-        s.expect.clear();
+        workload(&mut s).numa_node = Some(1);
+        let errs = s.validate();
+        assert_eq!(errs[0].key, "numa_node", "{errs:?}");
+        s.vm.numa_nodes = 2;
         assert_eq!(s.validate(), vec![]);
-        s.steps[0].argv.clear();
-        assert!(
-            s.validate()
-                .iter()
-                .any(|e| e.message.contains("needs argv"))
-        );
     }
 
     #[test]

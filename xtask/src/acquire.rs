@@ -104,9 +104,11 @@ impl KernelChoice {
     pub fn kernel(&self, extra: &[String], rebuild: bool) -> Result<Kernel> {
         let fragments = kernel::fragments(extra)?;
         match self {
-            KernelChoice::Source(p) => {
-                kernel::ensure(&kernel::locate(p.as_deref())?, &fragments, rebuild)
-            }
+            KernelChoice::Source(p) => kernel::ensure(
+                &kernel::locate(p.as_deref())?,
+                &kernel::build_fragments(extra)?,
+                rebuild,
+            ),
             KernelChoice::Prebuilt(p) => {
                 let config = p.config_text()?;
                 let version = config_version(&config);

@@ -21,13 +21,13 @@ pub struct DiskPlan {
 pub fn plan(spec: &LabSpec) -> DiskPlan {
     let mut p = DiskPlan::default();
     for step in &spec.steps {
-        let size = step.size.map(|s| s.0).unwrap_or(0);
-        match step.kind {
-            StepKind::ReadFile => {
-                let e = p.files.entry(step.file_name().to_string()).or_insert(0);
+        let size = step.size().map(|s| s.0).unwrap_or(0);
+        match &step.kind {
+            StepKind::ReadFile { file, .. } => {
+                let e = p.files.entry(file.clone()).or_insert(0);
                 *e = (*e).max(size);
             }
-            StepKind::WriteFile | StepKind::Exec => p.free += size,
+            StepKind::WriteFile { .. } | StepKind::Exec { .. } => p.free += size,
             _ => {}
         }
     }

@@ -1,6 +1,6 @@
 //! Collecting the cache (`cargo xtask cache gc`, and after each kernel build): published
-//! kernels, build directories, selftest programs and extracted sources that were not used for
-//! a while, then the least recently used ones until the cache fits its size bound. A tree's
+//! kernels, build directories, selftest programs, extracted sources and `mutants`' tree copies
+//! that were not used for a while, then the least recently used ones until the cache fits its size bound. A tree's
 //! edits replace each other: only the newest kernels of a build directory are kept.
 
 use crate::cache;
@@ -35,6 +35,8 @@ pub enum Kind {
     BuildDir,
     Selftests,
     Source,
+    /// `mutants`' scratch copy of a tree.
+    Scratch,
     /// A half-written entry of a process that is gone.
     Leftover,
 }
@@ -46,6 +48,7 @@ impl Kind {
             Kind::BuildDir => "build directory",
             Kind::Selftests => "selftest programs",
             Kind::Source => "extracted source",
+            Kind::Scratch => "mutants' tree copy",
             Kind::Leftover => "unfinished entry",
         }
     }
@@ -70,6 +73,7 @@ pub fn entries(cache: &Path) -> Vec<Entry> {
         ("build", Kind::BuildDir, Some("build-")),
         ("selftests", Kind::Selftests, None),
         ("src", Kind::Source, Some("src-")),
+        ("mutants", Kind::Scratch, Some("mutants-")),
     ] {
         let Ok(dir) = fs::read_dir(cache.join(folder)) else {
             continue;

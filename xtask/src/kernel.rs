@@ -147,7 +147,10 @@ pub struct Fragment {
 
 /// kernel-configs/base.config plus the named extra fragments (e.g. a lab's `memcg-v1`).
 pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
-    let dir = cache::project_root().join("kernel-configs");
+    fragments_in(&cache::project_root().join("kernel-configs"), extra)
+}
+
+fn fragments_in(dir: &Path, extra: &[String]) -> Result<Vec<Fragment>> {
     let mut out = Vec::new();
     for name in std::iter::once("base").chain(extra.iter().map(String::as_str)) {
         let path = dir.join(format!("{name}.config"));
@@ -159,6 +162,36 @@ pub fn fragments(extra: &[String]) -> Result<Vec<Fragment>> {
         });
     }
     Ok(out)
+}
+
+/// The line that makes a fragment part of every kernel kernel-lab builds (when it costs little
+/// at run time: one kernel then serves every lab, instead of one build per fragment set).
+pub const IN_EVERY_KERNEL: &str = "# kernel-lab: in every kernel";
+
+/// What kernel-lab builds for a lab that needs `extra`: base, every fragment marked
+/// [`IN_EVERY_KERNEL`] (by name), then `extra`. What the lab *needs* stays [`fragments`]: a
+/// kernel built elsewhere is checked against that only.
+pub fn build_fragments(extra: &[String]) -> Result<Vec<Fragment>> {
+    build_fragments_in(&cache::project_root().join("kernel-configs"), extra)
+}
+
+fn build_fragments_in(dir: &Path, extra: &[String]) -> Result<Vec<Fragment>> {
+    let mut folded: Vec<String> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".config")?.to_string();
+            let text = fs::read_to_string(e.path()).ok()?;
+            (name != "base" && text.lines().any(|l| l.trim() == IN_EVERY_KERNEL)).then_some(name)
+        })
+        .collect();
+    folded.sort();
+    for e in extra {
+        if !folded.contains(e) {
+            folded.push(e.clone());
+        }
+    }
+    fragments_in(dir, &folded)
 }
 
 /// A requested option: `CONFIG_X=value`, or `CONFIG_X` unset (`# CONFIG_X is not set`).
@@ -323,14 +356,30 @@ pub struct Kernel {
 pub fn cache_key(source: &Source, fragments: &[Fragment], version: Option<&str>) -> String {
     let mut h = KeyHasher::new();
     h.add(RECIPE.as_bytes()).add(source.identity.as_bytes());
-    for f in fragments {
-        if f.name != "base" && requested_options(&f.text, version).is_empty() {
-            continue;
-        }
+    for f in applying(fragments, version) {
         h.add(f.name.as_bytes())
             .add(effective_text(&f.text, version).as_bytes());
     }
     h.hex()
+}
+
+/// The fragments that make a kernel what it is on `version`: `base`, and every other one that
+/// asks for something the ones before it do not (on this version). A fragment whose lines are
+/// all in base already (or absent before its version) makes no separate kernel.
+fn applying<'a>(fragments: &'a [Fragment], version: Option<&str>) -> Vec<&'a Fragment> {
+    let mut kept: Vec<&Fragment> = Vec::new();
+    let mut asked: Vec<Requested> = Vec::new();
+    for f in fragments {
+        let wants = requested_options(&f.text, version);
+        let adds = wants
+            .iter()
+            .any(|w| !asked.iter().any(|a| a.name == w.name && a.value == w.value));
+        if f.name == "base" || adds {
+            asked.extend(wants);
+            kept.push(f);
+        }
+    }
+    kept
 }
 
 /// A fragment's text for one kernel version: lines whose version condition fails are dropped,
@@ -392,13 +441,14 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let progress = if fresh {
         let hint = read_hint(hint_file.clone())
             .or_else(|| read_hint(cache.join("kernels/objects-last-build")))
-            .or(Some(670));
+            .or(Some(900));
         Build::First { hint }
     } else {
         Build::Incremental
     };
     let objects = make(&tree, &build, &["vmlinux"], &log, Some(progress))?;
     if fresh {
+        let _ = fs::create_dir_all(cache.join("kernels"));
         for file in [hint_file, cache.join("kernels/objects-last-build")] {
             let _ = fs::write(file, objects.to_string());
         }
@@ -481,10 +531,7 @@ pub struct FragmentSet {
 
 impl FragmentSet {
     pub fn new(fragments: &[Fragment], version: Option<&str>) -> Self {
-        let applying: Vec<&Fragment> = fragments
-            .iter()
-            .filter(|f| f.name == "base" || !requested_options(&f.text, version).is_empty())
-            .collect();
+        let applying = applying(fragments, version);
         FragmentSet {
             fragments: applying
                 .iter()
@@ -795,7 +842,7 @@ fn make(
                         _ => String::new(),
                     };
                     format!(
-                        "kernel: building vmlinux (a first build takes about 5 minutes on 2 cores, 6-7 with tracing or networking), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
+                        "kernel: building vmlinux (the first build of this source, once), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
                         progress::mmss(started.elapsed())
                     )
                 }
@@ -927,6 +974,20 @@ mod tests {
             cache_key(&src, &both, Some("6.12.117")),
             cache_key(&src, &only, Some("6.12.117"))
         );
+        // Nor does one whose every line base asks for already (the same value).
+        let folded = Fragment {
+            name: "base".into(),
+            text: format!("{plain}CONFIG_MEMCG_V1=y\n"),
+        };
+        let v1 = both[1].clone();
+        assert_eq!(
+            cache_key(&src, &[folded.clone(), v1.clone()], Some("6.12.117")),
+            cache_key(&src, std::slice::from_ref(&folded), Some("6.12.117"))
+        );
+        assert_eq!(
+            FragmentSet::new(&[folded, v1], Some("6.12.117")).names(),
+            ["base"]
+        );
     }
 
     #[test]
@@ -946,6 +1007,37 @@ mod tests {
             ]
         );
         assert_eq!(r[2].value, None);
+    }
+
+    #[test]
+    fn fragments_marked_for_every_kernel_make_one_kernel_for_every_lab() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| fs::write(dir.path().join(format!("{n}.config")), t).unwrap();
+        w("base", "CONFIG_A=y\n");
+        w("tracing", &format!("{IN_EVERY_KERNEL}\nCONFIG_FTRACE=y\n"));
+        w(
+            "memcg-v1",
+            &format!("{IN_EVERY_KERNEL}\nCONFIG_MEMCG_V1=y\n"),
+        );
+        w("debug", "CONFIG_KASAN=y\n");
+        let names = |extra: &[&str]| -> Vec<String> {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            build_fragments_in(dir.path(), &extra)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.name)
+                .collect()
+        };
+        assert_eq!(names(&[]), ["base", "memcg-v1", "tracing"]);
+        assert_eq!(names(&["tracing"]), names(&[]), "one kernel for both");
+        assert_eq!(names(&["debug"]), ["base", "memcg-v1", "tracing", "debug"]);
+        // What a lab needs stays its own fragments.
+        let needs: Vec<String> = fragments_in(dir.path(), &["tracing".into()])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(needs, ["base", "tracing"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::cache;
 use crate::progress::{self, Phases};
-use crate::{disk, initramfs, kernel, qemu, report, setup, timeline, vars};
+use crate::{disk, health, initramfs, kernel, qemu, report, setup, timeline, vars};
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, decode_stream};
 use guest::spec::{LabSpec, SpecError};
@@ -164,7 +164,7 @@ pub fn unknown_counters(spec: &LabSpec, text: &str, origin: &str) -> Vec<String>
             spec.expect
                 .iter()
                 .enumerate()
-                .filter_map(|(i, e)| e.counter.as_ref().map(|c| ("expect", i, c))),
+                .filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))),
         );
     for (table, index, expr) in counters {
         for (_, term) in &expr.terms {
@@ -210,19 +210,91 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
     let (declared, text) = vars::extract(text, origin)?;
     let sets = vars::parse_sets(sets, &declared)?;
     let text = vars::substitute(&text, &declared, &sets, origin)?;
-    let mut spec: LabSpec = toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
-        anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
-    })?;
+    let hint = match sets.is_empty() {
+        true => "",
+        false => " (with the --set values given)",
+    };
+    let misfits = tagged_tables(&text, origin)?;
+    if !misfits.is_empty() {
+        bail!(located(&misfits, &text, origin, hint));
+    }
+    let mut spec: LabSpec = toml::from_str(&text).map_err(|e| toml_error(&e, &text, origin))?;
     // What the lab teaches refers to the lab as written; the rest is checked as it will run.
     let mut errs = guest::exercise::validate(&spec);
+    errs.extend(unknown_exercise_vars(&spec, &declared));
+    let skipped = vars::switch_off_zeroes(&mut spec);
+    errs.splice(0..0, spec.validate_setup());
+    if !errs.is_empty() {
+        bail!(located(&errs, &text, origin, hint));
+    }
+    Ok(Loaded {
+        spec,
+        vars: declared,
+        sets,
+        skipped,
+        text,
+    })
+}
+
+/// A TOML syntax or type error at its file:line:column.
+fn toml_error(e: &toml::de::Error, text: &str, origin: &str) -> anyhow::Error {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    anyhow::anyhow!("{origin}:{line}:{col}: {}", e.message())
+}
+
+/// Semantic errors, each at the file:line of its field.
+fn located(errs: &[SpecError], text: &str, origin: &str, hint: &str) -> String {
+    let lines: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{origin}:{}: {e}", locate(text, e)))
+        .collect();
+    format!(
+        "{} problem(s) in the lab spec{hint}:\n  {}",
+        errs.len(),
+        lines.join("\n  ")
+    )
+}
+
+/// The `[[step]]` and `[[expect]]` tables as written, each converted to its kind: every field
+/// that does not fit its kind, in every table (serde would stop at the first). Type errors of
+/// their values keep TOML's line and column.
+fn tagged_tables(text: &str, origin: &str) -> Result<Vec<SpecError>> {
+    #[derive(serde::Deserialize)]
+    struct Tables {
+        #[serde(default)]
+        step: Vec<guest::spec::StepTable>,
+        #[serde(default)]
+        expect: Vec<guest::spec::ExpectTable>,
+    }
+    let t: Tables = toml::from_str(text).map_err(|e| toml_error(&e, text, origin))?;
+    let at = |table, i, errs: Vec<guest::step::FieldError>| {
+        errs.into_iter().map(move |f| SpecError {
+            table,
+            index: Some(i),
+            key: f.key,
+            message: f.message,
+        })
+    };
+    let mut errs = Vec::new();
+    for (i, s) in t.step.into_iter().enumerate() {
+        if let Err(f) = s.into_step() {
+            errs.extend(at("step", i, f));
+        }
+    }
+    for (i, x) in t.expect.into_iter().enumerate() {
+        if let Err(f) = x.into_expect() {
+            errs.extend(at("expect", i, f));
+        }
+    }
+    Ok(errs)
+}
+
+/// Exercises that set variables the lab does not declare.
+fn unknown_exercise_vars(spec: &LabSpec, declared: &[vars::Var]) -> Vec<SpecError> {
+    let known: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+    let mut errs = Vec::new();
     for (i, x) in spec.exercises.iter().enumerate() {
-        for name in x
-            .set
-            .keys()
-            .filter(|n| !declared.iter().any(|v| &v.name == *n))
-        {
-            let known: Vec<&str> = declared.iter().map(|v| v.name.as_str()).collect();
+        for name in x.set.keys().filter(|n| !known.contains(&n.as_str())) {
             errs.push(SpecError {
                 table: "exercise",
                 index: Some(i),
@@ -234,31 +306,7 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
             });
         }
     }
-    let skipped = vars::switch_off_zeroes(&mut spec);
-    errs.splice(0..0, spec.validate_setup());
-    if !errs.is_empty() {
-        let lines: Vec<String> = errs
-            .iter()
-            .map(|e| format!("{origin}:{}: {e}", locate(&text, e)))
-            .collect();
-        let hint = if sets.is_empty() {
-            ""
-        } else {
-            " (with the --set values given)"
-        };
-        bail!(
-            "{} problem(s) in the lab spec{hint}:\n  {}",
-            errs.len(),
-            lines.join("\n  ")
-        );
-    }
-    Ok(Loaded {
-        spec,
-        vars: declared,
-        sets,
-        skipped,
-        text,
-    })
+    errs
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -328,6 +376,8 @@ pub struct RunOptions {
     pub kernel_args: Vec<String>,
     /// `check --mglru`: run with MGLRU switched on or off, whatever the lab says.
     pub mglru: Option<bool>,
+    /// Config fragments added to every kernel (`check --debug-kernel`: `debug`).
+    pub extra_fragments: Vec<String>,
 }
 
 /// Everything one run produced.
@@ -347,6 +397,8 @@ pub struct RunResult {
     pub variant_diff: Option<String>,
     /// A `--shell` session (no steps run, nothing judged).
     pub shell: bool,
+    /// The kernel's own health during the run (taint, splats in its log and console).
+    pub health: health::Health,
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
@@ -365,13 +417,10 @@ impl RunResult {
         if self.shell {
             return self.problems.is_empty();
         }
+        let valid = self.problems.is_empty() && self.health.healthy();
         match self.variant {
-            Some(_) => self.problems.is_empty(),
-            None => {
-                self.problems.is_empty()
-                    && self.eval.passed()
-                    && self.snapshot_matched == Some(true)
-            }
+            Some(_) => valid,
+            None => valid && self.eval.passed() && self.snapshot_matched == Some(true),
         }
     }
 }
@@ -388,7 +437,10 @@ pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> 
     phases.time("setup", || setup::ensure_for(opts.install, &opts.kernel))?;
     let accel = qemu::resolve_accel(opts.accel)?;
     let kernel = phases.time("kernel", || {
-        opts.kernel.kernel(fragments, opts.rebuild_kernel)
+        opts.kernel.kernel(
+            &[fragments, &opts.extra_fragments[..]].concat(),
+            opts.rebuild_kernel,
+        )
     })?;
     let agent = phases.time("agent", initramfs::build_agent)?;
     Ok(Prepared {
@@ -519,6 +571,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         kept,
         mut problems,
         kernel_built,
+        health,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
     let eval = report::evaluate(&spec, &stream);
@@ -559,6 +612,7 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         .flatten();
     Ok(RunResult {
         shell: opts.shell,
+        health,
         timeline_svg,
         frames: stream.frames.clone(),
         spec,
@@ -583,6 +637,8 @@ pub struct Booted {
     /// Why the run is not valid: timeout, QEMU failure, an incomplete result stream.
     pub problems: Vec<String>,
     pub kernel_built: bool,
+    /// The kernel's own health (see health.rs).
+    pub health: health::Health,
 }
 
 /// Prepares the kernel and agent for `spec`, writes its initramfs (plus `extra` files) and data
@@ -663,6 +719,9 @@ pub fn boot(
     ));
     phases.add("qemu", outcome.wall);
     let stream = decode_stream(&std::fs::read(&results).unwrap_or_default());
+    let console =
+        String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
+    let health = health::judge(&stream, &console);
     let kept = keep_artifacts(&spec.id, &console_log, &results)?;
     let mut problems = Vec::new();
     let meaningful = stream
@@ -709,6 +768,7 @@ pub fn boot(
         kept,
         problems,
         kernel_built: p.kernel.built,
+        health,
     })
 }
 
@@ -752,6 +812,7 @@ pub fn to_json(r: &RunResult) -> serde_json::Value {
         "passed": r.passed(),
         "variant": r.variant.as_ref().map(|(sets, skipped)| json!({"set": sets, "skipped_steps": skipped})),
         "problems": r.problems,
+        "health": r.health,
         "steps": steps,
         "expectations": expectations,
         "snapshot": {"matched": r.snapshot_matched, "diff_from_default": r.variant_diff},
@@ -799,6 +860,13 @@ pub fn print(r: &RunResult) {
             progress::tail(&console, 25)
         );
     }
+    if !r.health.healthy() {
+        println!("\nthe kernel is not healthy:");
+        for f in &r.health.findings {
+            println!("  - {f}");
+        }
+        println!("  (console: {})", r.kept.join("console.log").display());
+    }
     if let (Some((sets, skipped)), Some(diff)) = (&r.variant, &r.variant_diff) {
         let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -838,6 +906,7 @@ pub fn print(r: &RunResult) {
             secs(end - ready)
         );
     }
+    println!("kernel health: {}", r.health.summary());
     println!(
         "kernel {} ({}); console log and raw results: {}",
         r.eval.kernel.as_deref().unwrap_or("?"),
@@ -869,7 +938,42 @@ fn describe(e: &Event) -> String {
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),
+        Event::Health { .. } => "kernel health".into(),
         Event::End { .. } => "end".into(),
+    }
+}
+
+/// Over repeated runs of a lab: a copy of the first failing run's kept files, put back into
+/// target/kernel-lab/last/<id>/ at the end (a later passing run would have replaced them).
+#[derive(Default)]
+pub struct KeepFailing {
+    copy: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+
+impl KeepFailing {
+    pub fn saw(&mut self, r: &RunResult) {
+        if self.copy.is_some() || r.passed() {
+            return;
+        }
+        let Ok(dir) = scratch("failing") else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::copy(r.kept.join(f), dir.path().join(f));
+        }
+        self.copy = Some((dir, r.kept.clone()));
+    }
+
+    pub fn restore(self) {
+        let Some((dir, kept)) = self.copy else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::remove_file(kept.join(f));
+            let _ = std::fs::copy(dir.path().join(f), kept.join(f));
+        }
+        eprintln!(
+            "{}: kept the first failing run's console and results",
+            kept.display()
+        );
     }
 }
 
@@ -1051,6 +1155,44 @@ mod tests {
     }
 
     #[test]
+    fn fields_that_do_not_fit_their_kind_are_named_at_their_line() {
+        let text = format!(
+            "{GOOD}pageout = true\n\n[[step]]\nkind = \"sleep\"\nsize = \"1M\"\n\n[[expect]]\nstep = \"anon\"\nexit = \"killed by SIGKIL\"\nwhy = \"w\"\n"
+        );
+        let e = parse_spec(
+            &text.replace("\"anon\"\ncgroup", "\"read-file\"\ncgroup"),
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("4 problem(s) in the lab spec"), "{e}");
+        assert!(
+            e.contains("f:15: [[step]] #1 field `pageout`: only anon steps take pageout"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:19: [[step]] #2 field `size`: a sleep step takes no size"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:17: [[step]] #2 field `ms`: a sleep step needs ms"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:23: [[expect]] #1 field `exit`: \"killed by SIGKIL\": no signal \"SIGKIL\"; did you mean SIGKILL?"),
+            "{e}"
+        );
+        // A type error inside a step keeps TOML's line and column.
+        let e = parse_spec(&GOOD.replace("size = \"64M\"", "size = \"lots\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f:14:8:") && e.contains("does not start with a number"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn exercises_and_headlines_are_checked_with_file_and_line() {
         let text = format!(
             "{GOOD}[[expect]]\nname = \"oom\"\nstep = \"anon\"\nexit = \"killed by SIGKILL\"\nwhy = \"w\"\n\n[[exercise]]\nname = \"x\"\nset = {{ m = \"1M\" }}\nask = \"a\"\nanswer = \"b\"\nshows = [\"anon: exit == exited 0\", \"nope: Δ W/memory.events.max == 0\"]\nfails = [\"om\"]\n\n[[headline]]\nclaim = \"c\"\nexpect = [\"oom\"]\ncontrast = \"x\"\n"
@@ -1079,6 +1221,17 @@ mod tests {
             e.starts_with("f:26:") && e.contains("write `== value`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_lab_reaches_the_guest_as_it_was_loaded() {
+        // The agent reads the same type from the JSON plan: nothing may be lost on the way.
+        for l in catalog().unwrap() {
+            let spec = load(&l.spec_path()).unwrap();
+            let plan = serde_json::to_string(&spec).unwrap();
+            let back: LabSpec = serde_json::from_str(&plan).unwrap();
+            assert_eq!(back, spec, "{}", l.id);
+        }
     }
 
     #[test]

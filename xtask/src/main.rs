@@ -7,10 +7,12 @@ mod check;
 mod disk;
 mod exercise;
 mod gc;
+mod health;
 mod initramfs;
 mod kernel;
 mod lab;
 mod manifest;
+mod mutants;
 mod progress;
 mod qemu;
 mod readme;
@@ -82,64 +84,14 @@ enum Command {
     /// List the labs with their titles.
     List,
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
-    /// CI: summary table, JSON, JUnit XML.
+    /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exits non-zero if any lab or selftest failed or passed only sometimes (flaky). A lab that
-    /// declares it does not apply to a kernel (`[applies]`) is skipped with its reason, and so is
-    /// a selftest that skips itself. An upstream selftest declared known-flaky here is shown as
-    /// such. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
-    Check {
-        /// Only these labs (ids, numbers or prefixes); repeatable. `selftests` names the
-        /// kernel's own cgroup memory selftests. Default: the whole catalog and the selftests.
-        #[arg(long = "lab", value_name = "LAB")]
-        labs: Vec<String>,
-        /// Leave out the kernel's own selftests (test_memcontrol, built from the same source
-        /// tree and run in the same VM set-up), which otherwise run once per kernel and mode.
-        #[arg(long)]
-        no_selftests: bool,
-        /// Kernel sources to check: trees, tarballs, or `6.1` for Debian's linux-source-6.1
-        /// (installed when missing); repeatable. Default: Debian's 6.12.
-        #[arg(long = "kernel-src", value_name = "DIR|TARBALL|X.Y")]
-        kernels: Vec<PathBuf>,
-        /// Run each lab N times; a lab that passes only sometimes is reported as flaky.
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        repeat: usize,
-        /// Run every lab with MGLRU on, off, or both (labs that set it themselves are skipped
-        /// in the other mode) [default: as each lab says].
-        #[arg(long, value_enum)]
-        mglru: Option<check::Mglru>,
-        /// Run only shard I of N: every N-th item of the fixed matrix (kernels x modes x labs and selftests), so N CI machines together run each item once.
-        #[arg(long, value_name = "I/N")]
-        shard: Option<check::Shard>,
-        /// Where to write check.json and junit.xml.
-        #[arg(long, value_name = "DIR", default_value = "target/kernel-lab/check")]
-        out: PathBuf,
-        /// Accelerator (see `lab --help`).
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: qemu::Accel,
-        /// Never install packages; say what is missing instead.
-        #[arg(long)]
-        no_install: bool,
-        /// Extra word for every guest kernel's command line (e.g. loglevel=7 to see OOM reports
-        /// in the console logs); repeatable.
-        #[arg(long = "kernel-arg", value_name = "WORD")]
-        kernel_args: Vec<String>,
-        #[command(flatten)]
-        prebuilt: PrebuiltArgs,
-        /// Run from kernels exported by `check --build-only --export DIR`: DIR/manifest.json.
-        /// No kernel tree and no make are needed; each lab's kernel is checked against its
-        /// fragments before it boots.
-        #[arg(long = "kernels", value_name = "MANIFEST")]
-        manifest: Option<PathBuf>,
-        /// Only build (or find cached) every kernel the selected labs and selftests need, and
-        /// the selftest programs; boot nothing. With --export, copy them with a manifest.json.
-        #[arg(long)]
-        build_only: bool,
-        /// With --build-only: write the kernels, the selftest programs and manifest.json to DIR
-        /// (for `check --kernels DIR/manifest.json` on other machines).
-        #[arg(long, value_name = "DIR", requires = "build_only")]
-        export: Option<PathBuf>,
-    },
+    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
+    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
+    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
+    /// or its selftests do not compile). The reports are written in every case, as results
+    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
     Bench {
         /// The lab to time.
@@ -167,6 +119,37 @@ enum Command {
     },
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
+    /// Which kernel regressions do the labs and selftests catch? Applies each one-line kernel
+    /// change of kernel-mutants/ in turn to a scratch copy of the kernel tree (in the cache),
+    /// builds it incrementally, runs `check`, and prints which labs or selftests caught each
+    /// mutant and which escaped; writes target/kernel-lab/mutants/mutants.json. The unmodified
+    /// tree is checked first: what fails there is not counted. Example:
+    /// `cargo xtask mutants --kernel-src ~/src/linux --only 02 --only 08`.
+    Mutants {
+        #[command(flatten)]
+        src: KernelArgs,
+        /// The directory of mutants (*.patch, each with a `Subject:` line).
+        #[arg(long, value_name = "DIR", default_value = "kernel-mutants")]
+        mutants: PathBuf,
+        /// Only the mutants whose file name starts with this (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        only: Vec<String>,
+        /// Only these labs (as `check --lab`; `selftests` names the kernel's own tests).
+        #[arg(long = "lab", value_name = "LAB")]
+        labs: Vec<String>,
+        /// Leave out the kernel's own selftests.
+        #[arg(long)]
+        no_selftests: bool,
+        /// Accelerator (see `lab --help`).
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: qemu::Accel,
+        /// Never install packages; say what is missing instead.
+        #[arg(long)]
+        no_install: bool,
+        /// Multiply every lab's and selftest's timeout by F (slow or busy machines).
+        #[arg(long, value_name = "F", default_value_t = 1.0)]
+        timeout_factor: f64,
+    },
     /// Write the generated parts of each lab's README (headline claims with their checks, and
     /// the exercises' answers) from its lab.toml; with --check, only say which are stale.
     Readme {
@@ -185,8 +168,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Remove published kernels, build directories, selftest programs and extracted sources
-    /// not used for --max-age, then the least recently used until the cache fits in
+    /// Remove published kernels, build directories, selftest programs, extracted sources and
+    /// `mutants`' tree copies not used for --max-age, then the least recently used until the cache fits in
     /// --max-size. The same bounds apply after every kernel build, and a tree keeps only the
     /// newest two kernels of each build directory (editing a tree does not grow the cache).
     /// Entries another kernel-lab process is using are left alone.
@@ -216,21 +199,21 @@ struct KernelArgs {
 }
 
 /// A kernel that kernel-lab does not build from a source.
-#[derive(Args, Clone, Default)]
-struct PrebuiltArgs {
+#[derive(Args, Clone, Default, Debug)]
+pub struct PrebuiltArgs {
     /// A kernel built elsewhere, vmlinux or bzImage, instead of building one. Its config
     /// (--kernel-config, else the one embedded with CONFIG_IKCONFIG) must have every option the
     /// lab's fragments (kernel-configs/) ask for, except those marked `# build choice`; a
     /// missing one is named and exits 125. With --kernel-src, that tree builds the selftests.
     #[arg(long, value_name = "PATH")]
-    kernel: Option<PathBuf>,
+    pub kernel: Option<PathBuf>,
     /// The .config the --kernel was built with.
     #[arg(long, value_name = "PATH", requires = "kernel")]
-    kernel_config: Option<PathBuf>,
+    pub kernel_config: Option<PathBuf>,
     /// Your own configured build directory (a tree you built in place, or your O= directory):
     /// `make vmlinux` runs there with your .config, which is then checked like --kernel's.
     #[arg(long, value_name = "DIR")]
-    build_dir: Option<PathBuf>,
+    pub build_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -276,6 +259,7 @@ impl RunArgs {
             shell: false,
             kernel_args: a.kernel_args,
             mglru: None,
+            extra_fragments: vec![],
         })
     }
 }
@@ -341,6 +325,7 @@ fn run(cli: Cli) -> Result<bool> {
             opts.shell = shell;
             let mut passed = 0;
             let mut walls = Vec::new();
+            let mut failing = lab::KeepFailing::default();
             for i in 0..repeat.max(1) {
                 if repeat > 1 {
                     eprintln!("run {}/{repeat}", i + 1);
@@ -351,9 +336,11 @@ fn run(cli: Cli) -> Result<bool> {
                 } else {
                     lab::print(&result);
                 }
+                failing.saw(&result);
                 passed += usize::from(result.passed());
                 walls.push(result.total.as_secs_f64());
             }
+            failing.restore();
             if repeat > 1 {
                 let f = bench::figure("total", walls);
                 println!(
@@ -378,86 +365,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Check {
-            labs,
-            kernels,
-            repeat,
-            mglru,
-            shard,
-            out,
-            accel,
-            no_install,
-            no_selftests,
-            kernel_args,
-            prebuilt,
-            manifest,
-            build_only,
-            export,
-        } => {
-            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
-            let kernels = acquire::choose(
-                kernels,
-                prebuilt.kernel,
-                prebuilt.kernel_config,
-                prebuilt.build_dir,
-                manifest,
-            )?;
-            if build_only {
-                let selftests = selftests && !no_selftests;
-                let export = export.map(|d| cache::project_root().join(d));
-                manifest::build_only(
-                    &selected,
-                    selftests,
-                    &kernels,
-                    export.as_deref(),
-                    !no_install,
-                )?;
-                return Ok(true);
-            }
-            let run = lab::RunOptions {
-                kernel: acquire::KernelChoice::default(),
-                accel,
-                rebuild_kernel: false,
-                install: !no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
-                kernel_args,
-                mglru: None,
-            };
-            let opts = check::CheckOptions {
-                labs: selected,
-                kernels,
-                repeat: repeat.max(1),
-                shard,
-                run,
-                mglru: mglru.map(check::Mglru::modes).unwrap_or_else(|| vec![None]),
-                selftests: selftests && !no_selftests,
-            };
-            let started = std::time::Instant::now();
-            let entries = check::check(&opts)?;
-            print!("\n{}", check::render_table(&entries));
-            let (json, xml) = check::write_reports(&cache::project_root().join(&out), &entries)?;
-            println!(
-                "check: {} lab runs, {} selftest results in {:.1}s; wrote {} and {}",
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "lab")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                entries
-                    .iter()
-                    .filter(|e| e.kind == "selftest")
-                    .map(|e| e.runs)
-                    .sum::<usize>(),
-                started.elapsed().as_secs_f64(),
-                json.display(),
-                xml.display()
-            );
-            Ok(entries
-                .iter()
-                .all(|e| matches!(e.result, "passed" | "skipped" | "known-flaky")))
-        }
+        Command::Check(args) => check::run(args),
         Command::List => {
             for l in lab::catalog()? {
                 match lab::load(&l.spec_path()) {
@@ -474,13 +382,57 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             setup::ensure(true, src.kernel_src.as_deref())?;
             let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::fragments(&fragments)?, rebuild)?;
+            let k = kernel::ensure(&source, &kernel::build_fragments(&fragments)?, rebuild)?;
             eprintln!(
                 "kernel {} ({})",
                 k.key,
                 if k.built { "built now" } else { "cached" }
             );
             println!("{}", k.image.display());
+            Ok(true)
+        }
+        Command::Mutants {
+            src,
+            mutants,
+            only,
+            labs,
+            no_selftests,
+            accel,
+            no_install,
+            timeout_factor,
+        } => {
+            let project = cache::project_root();
+            let set = mutants::load(&project.join(&mutants), &only)?;
+            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
+            let opts = check::CheckOptions {
+                labs: selected,
+                kernels: vec![acquire::KernelChoice::Source(src.kernel_src)],
+                repeat: 1,
+                // A failure that passes on a retry is flaky, and catches nothing.
+                retries: 1,
+                shard: None,
+                run: lab::RunOptions {
+                    kernel: acquire::KernelChoice::default(),
+                    accel,
+                    rebuild_kernel: false,
+                    install: !no_install,
+                    timeout: None,
+                    sets: vec![],
+                    shell: false,
+                    kernel_args: vec![],
+                    mglru: None,
+                    extra_fragments: vec![],
+                },
+                modes: vec![check::Mode::Lab],
+                selftests: selftests && !no_selftests,
+                timeout_factor,
+                out: cache::target_dir()?.join("mutants"),
+                declared: vec![],
+                baseline: None,
+            };
+            let (unreliable, results) = mutants::run(&set, &opts)?;
+            print!("\n{}", mutants::render(&unreliable, &results));
+            println!("wrote {}", opts.out.join("mutants.json").display());
             Ok(true)
         }
         Command::Readme { labs, check } => {

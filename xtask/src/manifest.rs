@@ -117,7 +117,14 @@ impl Manifest {
         let source = &self.sources[index];
         let set = FragmentSet::new(fragments, Some(&source.version));
         let names = set.names();
-        let Some(k) = source.kernels.iter().find(|k| k.fragments == names) else {
+        // The kernel built with exactly these fragments, else the one with the fewest more (a
+        // fragment built into every kernel kernel-lab builds).
+        let Some(k) = source
+            .kernels
+            .iter()
+            .filter(|k| names.iter().all(|n| k.fragments.iter().any(|f| f == n)))
+            .min_by_key(|k| k.fragments.len())
+        else {
             bail!(
                 "the manifest in {} has no {} kernel with the fragments {} (it has: {}); export it with the labs that need it selected (check --build-only --export DIR --lab ...)",
                 self.dir.display(),
@@ -189,7 +196,7 @@ pub fn export(
             selftests: BTreeMap::new(),
         };
         for extra in sets {
-            let fragments = kernel::fragments(extra)?;
+            let fragments = kernel::build_fragments(extra)?;
             let names: Vec<String> = FragmentSet::new(&fragments, Some(&version))
                 .names()
                 .iter()
@@ -221,6 +228,9 @@ pub fn export(
                 let rel = format!("{label}/selftests/{p}");
                 fs::create_dir_all(dir.join(&label).join("selftests"))?;
                 copy(&bin, &dir.join(&rel))?;
+                // The tests it must report (its source's tests[] table) travel with it.
+                let list = crate::selftests::tests_list(&bin);
+                copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
                 entry.selftests.insert(p.to_string(), rel);
             }
         }
@@ -239,16 +249,8 @@ pub fn export(
     Ok(path)
 }
 
-/// `check --build-only [--export DIR]`: builds (or finds cached) every kernel the selected labs
-/// and the selftests need on every kernel source, and the selftest programs; with `export`,
-/// copies them there with a manifest.
-pub fn build_only(
-    labs: &[crate::lab::LabDir],
-    selftests: bool,
-    kernels: &[KernelChoice],
-    export_to: Option<&Path>,
-    install: bool,
-) -> Result<()> {
+/// The extra fragments of every kernel these labs (and the selftests) boot, each set once.
+pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec<Vec<String>>> {
     let mut sets: Vec<Vec<String>> = Vec::new();
     let mut add = |f: Vec<String>| {
         if !sets.contains(&f) {
@@ -264,6 +266,20 @@ pub fn build_only(
         let spec = crate::selftests::spec(crate::selftests::PROGRAMS)?;
         add(crate::lab::kernel_fragments(&spec));
     }
+    Ok(sets)
+}
+
+/// `check --build-only [--export DIR]`: builds (or finds cached) every kernel the selected labs
+/// and the selftests need on every kernel source, and the selftest programs; with `export`,
+/// copies them there with a manifest.
+pub fn build_only(
+    labs: &[crate::lab::LabDir],
+    selftests: bool,
+    kernels: &[KernelChoice],
+    export_to: Option<&Path>,
+    install: bool,
+) -> Result<()> {
+    let sets = fragment_sets(labs, selftests)?;
     for k in kernels {
         crate::setup::ensure_for(install, k)?;
     }

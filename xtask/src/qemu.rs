@@ -171,7 +171,11 @@ pub fn resolve_accel(requested: Accel) -> Result<Accel> {
     }
 }
 
-/// The TSC rate to give the guest: the host's under TCG (see [`VmArgs::tsc_khz`]), none under KVM.
+/// The TSC rate to give the guest: the host's under TCG (see [`VmArgs::tsc_khz`]), none under
+/// KVM, where the guest reads it from kvm-clock (base.config's `KVM_GUEST`: `kvmclock_init()`
+/// sets the TSC calibration to the rate the host publishes and presets `lpj`). The host's
+/// "cpu MHz" is not the TSC rate on a laptop that scales its frequency, so under KVM it would
+/// be the wrong number to give.
 pub fn tsc_khz_for(accel: Accel) -> Option<u64> {
     if accel == Accel::Kvm {
         None
@@ -351,5 +355,34 @@ mod tests {
         let mut a = args(None);
         a.accel = Accel::Kvm;
         assert!(joined(&a).contains("-accel kvm -cpu host"));
+    }
+
+    /// Under KVM the command line gives no TSC rate and no `lpj=`: every kernel kernel-lab boots
+    /// has kvm-clock (base.config, checked to survive olddefconfig), which gives both. The
+    /// argv and the fragment are one decision.
+    #[test]
+    fn under_kvm_the_clock_comes_from_kvm_clock_in_every_kernel() {
+        let mut a = args(None);
+        a.accel = Accel::Kvm;
+        a.tsc_khz = tsc_khz_for(Accel::Kvm);
+        let c = cmdline(&a);
+        for word in ["tsc_early_khz", "lpj=", "tsc=reliable", "noapictimer"] {
+            assert!(!c.contains(word), "{word} under KVM: {c}");
+        }
+        let base = crate::kernel::fragments(&[]).unwrap();
+        for version in ["6.12.0", "6.1.158"] {
+            let wanted: Vec<crate::kernel::Requested> = base
+                .iter()
+                .flat_map(|f| crate::kernel::requested_options(&f.text, Some(version)))
+                .collect();
+            for opt in ["CONFIG_KVM_GUEST", "CONFIG_PARAVIRT"] {
+                assert!(
+                    wanted
+                        .iter()
+                        .any(|r| r.name == opt && r.value.as_deref() == Some("y") && !r.choice),
+                    "base.config must ask for {opt}=y on {version} (not as a build choice)"
+                );
+            }
+        }
     }
 }

@@ -276,9 +276,7 @@ mod tests {
     const PENDING: &[&str] = &[
         "7-watermarks",
         "8-swappiness-v1-v2",
-        "9-anon-file-tmpfs",
         "10-dirty-writeback",
-        "11-mglru-vs-classic",
         "12-psi-blocking",
     ];
 

@@ -21,9 +21,11 @@ pub struct TreeId {
     pub selftests: String,
 }
 
-/// The tree's identity, computed once per process and tree (a `check` asks many times).
+static SEEN: Mutex<Option<HashMap<PathBuf, TreeId>>> = Mutex::new(None);
+
+/// The tree's identity, computed once per process and tree (a `check` asks many times), until
+/// [`forget`].
 pub fn identify(tree: &Path) -> Result<TreeId> {
-    static SEEN: Mutex<Option<HashMap<PathBuf, TreeId>>> = Mutex::new(None);
     if let Some(id) = SEEN
         .lock()
         .unwrap()
@@ -49,6 +51,13 @@ pub fn identify(tree: &Path) -> Result<TreeId> {
         .get_or_insert_with(HashMap::new)
         .insert(tree.to_path_buf(), id.clone());
     Ok(id)
+}
+
+/// Makes the next [`identify`] of `tree` look at it again (after this process changed it).
+pub fn forget(tree: &Path) {
+    if let Some(seen) = SEEN.lock().unwrap().as_mut() {
+        seen.remove(tree);
+    }
 }
 
 /// Runs git in `dir` with `env`; its trimmed stdout, or None when it fails.
@@ -178,6 +187,107 @@ pub fn in_place_build(tree: &Path) -> Option<&'static str> {
         .find(|p| tree.join(p).exists())
 }
 
+/// Makes `dest` a copy of the source files of `tree` (a git tree's tracked and untracked files
+/// that are not ignored; any other tree's files but `.git`), copying only what differs in size
+/// or modification time and keeping the source's times, so that make in a build directory of
+/// `dest` recompiles only what changed. Files that are gone from `tree` go from `dest`.
+/// Returns how many files were copied.
+pub fn sync(tree: &Path, dest: &Path) -> Result<usize> {
+    let files = source_files(tree)?;
+    let mut copied = 0;
+    for rel in &files {
+        let (from, to) = (tree.join(rel), dest.join(rel));
+        let Ok(meta) = fs::symlink_metadata(&from) else {
+            continue; // listed by git but deleted in the work tree
+        };
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&from)?;
+            if fs::read_link(&to).ok().as_ref() != Some(&target) {
+                let _ = fs::remove_file(&to);
+                fs::create_dir_all(to.parent().unwrap_or(dest))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .with_context(|| format!("linking {}", to.display()))?;
+                copied += 1;
+            }
+            continue;
+        }
+        let same = fs::symlink_metadata(&to).is_ok_and(|m| {
+            m.len() == meta.len() && m.modified().ok() == meta.modified().ok() && m.is_file()
+        });
+        if same {
+            continue;
+        }
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let _ = fs::remove_file(&to);
+        fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        if let Ok(mtime) = meta.modified() {
+            fs::File::options()
+                .write(true)
+                .open(&to)?
+                .set_modified(mtime)?;
+        }
+        copied += 1;
+    }
+    let keep: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+    remove_others(dest, dest, &keep)?;
+    Ok(copied)
+}
+
+/// The source files of a tree, relative to it.
+fn source_files(tree: &Path) -> Result<Vec<PathBuf>> {
+    if let Some(list) = git(
+        tree,
+        &[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
+        &[],
+    ) {
+        let mut files: Vec<PathBuf> = list
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        files.dedup();
+        return Ok(files);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)?.flatten() {
+            let path = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(tree).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes every file under `dir` (within `root`) that is not in `keep`.
+fn remove_others(root: &Path, dir: &Path, keep: &std::collections::HashSet<&Path>) -> Result<()> {
+    for e in fs::read_dir(dir)?.flatten() {
+        let path = e.path();
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        if e.file_type()?.is_dir() {
+            remove_others(root, &path, keep)?;
+        } else if !keep.contains(rel) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +346,29 @@ mod tests {
         let untracked = git(&a, &["ls-files", "--others", "--exclude-standard"], &[]).unwrap();
         assert_eq!(untracked, "mm/new.c");
         assert!(git_tree_id(&scratch, &scratch).unwrap().is_none());
+    }
+
+    #[test]
+    fn sync_copies_what_changed_and_removes_what_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
+        fs::create_dir_all(src.join("mm")).unwrap();
+        fs::write(src.join("mm/vmscan.c"), "a").unwrap();
+        fs::write(src.join("Makefile"), "m").unwrap();
+        std::os::unix::fs::symlink("Makefile", src.join("link")).unwrap();
+        assert_eq!(sync(&src, &dest).unwrap(), 3);
+        assert_eq!(sync(&src, &dest).unwrap(), 0, "nothing changed");
+        fs::write(src.join("mm/vmscan.c"), "ab").unwrap();
+        fs::remove_file(src.join("Makefile")).unwrap();
+        fs::write(src.join("Makefile"), "m").unwrap();
+        fs::write(dest.join("mm/vmscan.o"), "an object in the copy").unwrap();
+        assert_eq!(sync(&src, &dest).unwrap(), 2);
+        assert_eq!(fs::read_to_string(dest.join("mm/vmscan.c")).unwrap(), "ab");
+        assert!(!dest.join("mm/vmscan.o").exists());
+        assert_eq!(
+            fs::read_link(dest.join("link")).unwrap(),
+            Path::new("Makefile")
+        );
     }
 
     #[test]

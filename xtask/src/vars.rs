@@ -137,7 +137,7 @@ pub fn switch_off_zeroes(spec: &mut LabSpec) -> Vec<String> {
     let skipped: Vec<String> = spec
         .steps
         .iter()
-        .filter(|s| s.size.is_some_and(|z| z.0 == 0))
+        .filter(|s| s.size().is_some_and(|z| z.0 == 0))
         .map(|s| s.name().to_string())
         .collect();
     spec.steps

@@ -583,13 +583,24 @@ impl LabSpec {
             .any(|(_, t)| t.starts_with(prefix))
     }
 
-    /// Every counter expression the lab observes or expects, with its table and index.
+    /// Every counter expression the lab observes or expects, or names in a fact (of an
+    /// explanation or an exercise), with its table and index.
     pub fn counters(&self) -> impl Iterator<Item = (&'static str, usize, &CounterExpr)> {
         let observed = self.observe.iter().enumerate();
         let expected = self.expect.iter().enumerate();
+        let explained = self.observe.iter().enumerate().flat_map(|(i, o)| {
+            let facts = o.explain.values().flat_map(|x| x.facts());
+            facts.filter_map(move |f| f.counter().map(|c| ("observe", i, c)))
+        });
+        let shown = self.exercises.iter().enumerate().flat_map(|(i, x)| {
+            let facts = x.shows.iter().map(|sf| &sf.fact);
+            facts.filter_map(move |f| f.counter().map(|c| ("exercise", i, c)))
+        });
         observed
             .map(|(i, o)| ("observe", i, &o.counter))
             .chain(expected.filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))))
+            .chain(explained)
+            .chain(shown)
     }
 
     pub fn step_names(&self) -> Vec<&str> {

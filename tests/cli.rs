@@ -39,6 +39,26 @@ fn a_bad_spec_is_rejected_before_boot_with_file_and_line() {
         "{out}"
     );
     assert!(!out.contains("booting"), "{out}");
+    // `check` refuses it too, before it runs (or reports) anything: bad input, exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let o = xtask(&[
+        "check",
+        "--lab",
+        "2",
+        "--lab",
+        "tests/labs/bad-spec",
+        "--no-selftests",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("bad-spec: ") && out.contains("lab.toml:14: [[step]] #1 field `cgroup`"),
+        "{out}"
+    );
+    assert!(!out.contains("booting") && !out_dir.exists(), "{out}");
 }
 
 #[test]
@@ -49,6 +69,21 @@ fn help_teaches() {
     for word in ["--kernel-src", "--accel", "KERNEL_LAB_SRC", "KVM", "number"] {
         assert!(out.contains(word), "lab --help lacks {word}: {out}");
     }
+    // The exit codes, as `git bisect run` reads them, in the top-level and check's help.
+    let top = text(&xtask(&["--help"]));
+    for code in [
+        "0 passed",
+        "1 a regression",
+        "2 bad input",
+        "125 the kernel",
+        "255 an infrastructure fault",
+    ] {
+        assert!(top.contains(code), "--help lacks {code:?}: {top}");
+    }
+    let check = text(&xtask(&["check", "--help"]));
+    assert!(check.contains("125 > 255 > 1 > 0"), "{check}");
+    // A usage error is clap's: exit 2.
+    assert_eq!(xtask(&["lab", "2", "--repeat", "x"]).status.code(), Some(2));
 }
 
 fn xtask_env(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -64,7 +99,8 @@ fn missing_tools_name_the_install_command() {
     let empty = tempfile::tempdir().unwrap();
     let path = empty.path().to_str().unwrap();
     let o = xtask_env(&["lab", "2", "--no-install"], &[("PATH", path)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // The machine lacks a tool: its fault, not a commit's (a bisect stops).
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("missing: qemu-system-x86_64"), "{out}");
     assert!(
@@ -93,7 +129,7 @@ fn an_unwritable_cache_is_named() {
         &["lab", "2", "--no-install"],
         &[("KERNEL_LAB_CACHE", "/proc/kernel-lab-cache")],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
     assert!(
         text(&o).contains("cannot create the cache directory /proc/kernel-lab-cache"),
         "{}",
@@ -190,6 +226,34 @@ fn an_interrupted_kernel_build_stops_make_and_publishes_nothing() {
         .spawn()
         .unwrap();
     // Wait until the "build" runs, then interrupt it as Ctrl-C or a CI timeout would.
+    let sleeper = fake_build_running(&cache);
+    unsafe { kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(255),
+        "an interruption is no verdict: {err}"
+    );
+    assert!(
+        err.contains("interrupted while running make vmlinux; the cache is unchanged"),
+        "{err}"
+    );
+    // make's own children are gone too, and no kernel was published.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{sleeper}")).exists(),
+        "make's child {sleeper} is still running"
+    );
+    let published = std::fs::read_dir(cache.join("kernels"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(published, 0, "an interrupted build was published");
+}
+
+/// Waits until the fake tree's `make vmlinux` runs in `cache`; the pid of its job.
+fn fake_build_running(cache: &std::path::Path) -> i32 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let pid_file = loop {
         let found = std::fs::read_dir(cache.join("build"))
@@ -209,30 +273,37 @@ fn an_interrupted_kernel_build_stops_make_and_publishes_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let sleeper: i32 = std::fs::read_to_string(&pid_file)
+    std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
+        .unwrap()
+}
+
+/// A job of make killed from outside (the host's OOM killer, a stray `kill`): the build was
+/// interrupted, which says nothing about the commit: exit 255, not 125.
+#[test]
+fn a_build_job_killed_by_a_signal_is_an_infrastructure_fault_not_a_broken_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let child = xtask_cmd(&["kernel", "--kernel-src", tree.to_str().unwrap()])
+        .env("KERNEL_LAB_CACHE", &cache)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    unsafe { kill(child.id() as i32, 15) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success());
+    let job = fake_build_running(&cache);
+    unsafe { kill(job, 9) };
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(255), "{out}");
     assert!(
-        err.contains("interrupted while running make vmlinux; the cache is unchanged"),
-        "{err}"
+        out.contains("the build was interrupted (a job was killed: "),
+        "{out}"
     );
-    // make's own children are gone too, and no kernel was published.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(
-        !std::path::Path::new(&format!("/proc/{sleeper}")).exists(),
-        "make's child {sleeper} is still running"
-    );
-    let published = std::fs::read_dir(cache.join("kernels"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(published, 0, "an interrupted build was published");
+    assert!(!out.contains("does not build"), "{out}");
+    assert_eq!(entries(&cache.join("kernels")), 0);
 }
 
 unsafe extern "C" {
@@ -282,7 +353,11 @@ fn a_full_disk_during_the_build_says_so_with_the_fix() {
         .output()
         .unwrap();
     let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "a full disk is the machine's fault: {out}"
+    );
     assert!(out.contains("make vmlinux failed"), "{out}");
     assert!(out.contains("No space left on device"), "{out}");
     assert!(
@@ -301,7 +376,7 @@ fn a_full_disk_during_the_build_says_so_with_the_fix() {
 
 #[test]
 fn no_shell_command_lines_are_built_anywhere() {
-    // Children get argument vectors (Command, duct); nothing goes through a shell, so no user
+    // Children get argument vectors (xtask/src/process.rs); nothing goes through a shell, so no user
     // input can ever be interpreted by one.
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
     let mut files: Vec<std::path::PathBuf> = vec![];
@@ -372,7 +447,8 @@ fn a_lab_that_does_not_apply_to_a_kernel_version_is_skipped_with_its_reason() {
     // `lab` says why, before building or booting anything.
     let o = xtask_env(&["lab", "5", "--kernel-src", src, "--no-install"], &env);
     let out = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}");
+    // Nothing to judge on this kernel: a bisect skips it.
+    assert_eq!(o.status.code(), Some(125), "{out}");
     assert!(
         out.contains("lab 5-proactive is for kernels >= 6.12, not 6.1.192: memory.reclaim takes no swappiness="),
         "{out}"

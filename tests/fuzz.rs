@@ -151,3 +151,39 @@ fn the_stream_decoder_never_panics_and_never_calls_a_damaged_stream_complete() {
         let _ = decode_stream(mutate(&mut rng, &valid).as_bytes());
     }
 }
+
+#[test]
+fn the_stream_decoded_as_it_grows_equals_the_stream_decoded_at_once() {
+    let valid: String = (0..6)
+        .map(|i| {
+            let event = match i {
+                5 => Event::End { frames: 5 },
+                _ => Event::StepStart {
+                    step: format!("s{i}"),
+                },
+            };
+            encode_frame(&Frame {
+                seq: i,
+                t_ms: i,
+                event,
+            })
+        })
+        .collect();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for _ in 0..5_000 {
+        let text = match rng.below(3) {
+            0 => valid.clone(),
+            1 => random_text(&mut rng),
+            _ => mutate(&mut rng, &valid),
+        };
+        let bytes = text.as_bytes();
+        let mut d = guest::event::Decoder::default();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = 1 + rng.below(bytes.len() - at);
+            d.feed(&bytes[at..at + n]);
+            at += n;
+        }
+        assert_eq!(d.finish(), decode_stream(bytes), "{text:?}");
+    }
+}

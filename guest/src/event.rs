@@ -77,6 +77,10 @@ pub enum Event {
     },
 }
 
+/// The line an exec step's stderr ends with when the agent killed the program because no
+/// KTAP result came for `result_timeout_secs` (`<note> 300s after 4 results: killed`).
+pub const RESULT_TIMEOUT_NOTE: &str = "kernel-lab: no test result for";
+
 /// At most this many kernel log records travel in one [`Event::Health`].
 pub const HEALTH_LOG_CAP: usize = 2000;
 
@@ -192,7 +196,7 @@ impl std::str::FromStr for Exit {
 }
 
 /// A decoded stream: every frame in order, and what was wrong with it if anything.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stream {
     pub frames: Vec<Frame>,
     /// `None` when the stream ended with a valid [`Event::End`].
@@ -211,53 +215,108 @@ impl Stream {
 
 /// Decodes the bytes read from the result port. Never fails: what cannot be read is a `problem`.
 pub fn decode_stream(bytes: &[u8]) -> Stream {
-    let text = String::from_utf8_lossy(bytes);
-    let mut stream = Stream::default();
-    let mut ended = false;
-    for (i, raw) in text.split('\n').enumerate() {
-        let line = raw.trim_matches(|c: char| c == '\r' || c == '\0' || c.is_whitespace());
-        if line.is_empty() {
-            continue;
+    let mut d = Decoder::default();
+    d.feed(bytes);
+    d.finish()
+}
+
+/// Decodes a result stream as it grows (while QEMU writes it): each feed hands over what was
+/// appended since the last, and each complete line is decoded once; [`Decoder::finish`] takes
+/// the last, unterminated line and says what is wrong with the stream, if anything. After a
+/// problem nothing more is read: what came before it is kept.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    stream: Stream,
+    /// The bytes of a line not terminated yet.
+    partial: Vec<u8>,
+    /// Lines seen so far, for the line numbers of problems.
+    lines: usize,
+    ended: bool,
+}
+
+impl Decoder {
+    /// Decodes the complete lines of `bytes` (which follow what was fed before); returns the
+    /// frames they held.
+    pub fn feed(&mut self, bytes: &[u8]) -> &[Frame] {
+        let before = self.stream.frames.len();
+        if self.stream.problem.is_some() {
+            return &[];
         }
-        if ended {
-            stream.problem = Some(format!("line {}: data after the end frame", i + 1));
-            return stream;
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(n) = buf[start..].iter().position(|b| *b == b'\n') {
+            self.line(&buf[start..start + n]);
+            start += n + 1;
+            if self.stream.problem.is_some() {
+                return &self.stream.frames[before..];
+            }
+        }
+        buf.drain(..start);
+        self.partial = buf;
+        &self.stream.frames[before..]
+    }
+
+    /// The frames decoded so far.
+    pub fn frames(&self) -> &[Frame] {
+        &self.stream.frames
+    }
+
+    /// The stream: the last line (unterminated) decoded too, and its problem if it has one.
+    pub fn finish(mut self) -> Stream {
+        if self.stream.problem.is_none() {
+            let last = std::mem::take(&mut self.partial);
+            self.line(&last);
+        }
+        if self.stream.problem.is_none() && !self.ended {
+            self.stream.problem = Some(match self.stream.frames.last() {
+                None => "no frame arrived from the agent".into(),
+                Some(f) => format!("the stream stops after frame {} without its end", f.seq),
+            });
+        }
+        self.stream
+    }
+
+    /// One line: a frame in sequence, or the stream's problem.
+    fn line(&mut self, raw: &[u8]) {
+        self.lines += 1;
+        let i = self.lines;
+        let text = String::from_utf8_lossy(raw);
+        let line = text.trim_matches(|c: char| c == '\r' || c == '\0' || c.is_whitespace());
+        if line.is_empty() {
+            return;
+        }
+        if self.ended {
+            self.stream.problem = Some(format!("line {i}: data after the end frame"));
+            return;
         }
         let frame: Frame = match serde_json::from_str(line) {
             Ok(f) => f,
             Err(e) => {
-                stream.problem = Some(format!("line {}: garbled frame ({e})", i + 1));
-                return stream;
+                self.stream.problem = Some(format!("line {i}: garbled frame ({e})"));
+                return;
             }
         };
-        let expected = stream.frames.len() as u64;
+        let expected = self.stream.frames.len() as u64;
         if frame.seq != expected {
-            stream.problem = Some(format!(
-                "line {}: frame {} follows frame {} (frames were lost)",
-                i + 1,
+            self.stream.problem = Some(format!(
+                "line {i}: frame {} follows frame {} (frames were lost)",
                 frame.seq,
                 expected as i64 - 1
             ));
-            return stream;
+            return;
         }
         if let Event::End { frames } = frame.event {
             if frames != expected {
-                stream.problem = Some(format!(
+                self.stream.problem = Some(format!(
                     "end frame counts {frames} frames, {expected} arrived"
                 ));
-                return stream;
+                return;
             }
-            ended = true;
+            self.ended = true;
         }
-        stream.frames.push(frame);
+        self.stream.frames.push(frame);
     }
-    if !ended {
-        stream.problem = Some(match stream.frames.last() {
-            None => "no frame arrived from the agent".into(),
-            Some(f) => format!("the stream stops after frame {} without its end", f.seq),
-        });
-    }
-    stream
 }
 
 /// Encodes one frame as a line (with its newline).
@@ -338,6 +397,28 @@ mod tests {
                 .unwrap()
                 .contains("after the end")
         );
+    }
+
+    #[test]
+    fn fed_in_pieces_the_stream_decodes_as_in_one_piece() {
+        let good = frames(good()).replace('\n', "\r\n");
+        let mut lines: Vec<&str> = good.lines().collect();
+        lines.remove(1);
+        let lost = lines.join("\n");
+        let cut = &good[..good.len() - 10];
+        let extra = format!("{good}{good}");
+        for text in [good.as_str(), &lost, cut, &extra, "", "\n\n", "garbage"] {
+            let whole = decode_stream(text.as_bytes());
+            for chunk in [1, 2, 7, 64] {
+                let mut d = Decoder::default();
+                let mut seen = 0;
+                for piece in text.as_bytes().chunks(chunk) {
+                    seen += d.feed(piece).len();
+                }
+                assert_eq!(seen, d.frames().len());
+                assert_eq!(d.finish(), whole, "{text:?} in pieces of {chunk}");
+            }
+        }
     }
 
     #[test]

@@ -156,29 +156,42 @@ impl fmt::Display for Fact {
     }
 }
 
-/// What one step (or the whole run) looked like: the samples around it, how its workload
-/// ended, and the spec's settings as run.
+/// What one step (or the whole run) looked like: the samples around it, what was measured
+/// over it alone, how its workload ended, and the spec's settings as run.
 #[derive(Debug, Clone, Copy)]
 pub struct StepView<'a> {
     pub before: &'a BTreeMap<String, u64>,
     pub after: &'a BTreeMap<String, u64>,
+    /// Counters measured over the step alone, not sampled (its trace facts, `trace.*`).
+    pub measured: &'a BTreeMap<String, u64>,
     /// None for the whole run, or a step that did not finish.
     pub exit: Option<Exit>,
     pub settings: &'a BTreeMap<String, String>,
 }
 
-/// The change of `expr` between two samples. `trace.*` counters are measured per step (the
-/// trace is cleared before each step), so their "change" is their value after the step.
-pub fn delta(
-    expr: &CounterExpr,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> Result<i64, String> {
-    if expr.terms.iter().all(|(_, t)| t.starts_with("trace.")) {
-        return expr.eval(after);
+impl StepView<'_> {
+    /// One counter after the step: sampled, or measured over the step.
+    fn after(&self, term: &str) -> Option<u64> {
+        match crate::counters::per_step(term) {
+            true => self.measured.get(term).copied(),
+            false => self.after.get(term).copied(),
+        }
     }
-    let (b, a) = (expr.eval(before)?, expr.eval(after)?);
-    Ok(a.saturating_sub(b))
+
+    /// The value of `expr` after the step; `Err` names the first counter not reported.
+    pub fn value(&self, expr: &CounterExpr) -> Result<i64, String> {
+        expr.eval_by(|t| self.after(t))
+    }
+
+    /// The change of `expr` across the step: sampled counters from the sample before to the
+    /// one after, measured ones by what was measured.
+    pub fn delta(&self, expr: &CounterExpr) -> Result<i64, String> {
+        let before = expr.eval_by(|t| match crate::counters::per_step(t) {
+            true => Some(0),
+            false => self.before.get(t).copied(),
+        })?;
+        Ok(self.value(expr)?.saturating_sub(before))
+    }
 }
 
 impl Fact {
@@ -187,15 +200,15 @@ impl Fact {
     pub fn check(&self, v: &StepView) -> Result<(bool, String), String> {
         match self {
             Fact::Delta { counter, cond } => {
-                let d = delta(counter, v.before, v.after)?;
+                let d = v.delta(counter)?;
                 Ok((cond.holds(d), format!("{d:+}")))
             }
             Fact::Value { counter, cond } => {
-                let x = counter.eval(v.after)?;
+                let x = v.value(counter)?;
                 Ok((cond.holds(x), x.to_string()))
             }
             Fact::Reported { counter, reported } => {
-                let got = counter.eval(v.after).is_ok();
+                let got = v.value(counter).is_ok();
                 let word = if got { "reported" } else { "not reported" };
                 Ok((got == *reported, word.to_string()))
             }
@@ -376,12 +389,14 @@ mod tests {
         let mut after = BTreeMap::new();
         before.insert("W/memory.events.max".to_string(), 3);
         after.insert("W/memory.events.max".to_string(), 38);
-        after.insert("trace.kswapd.wakes".to_string(), 2);
+        let mut measured = BTreeMap::new();
+        measured.insert("trace.kswapd.wakes".to_string(), 2);
         let mut settings = BTreeMap::new();
         settings.insert("vm.swap".to_string(), "none".to_string());
         let v = StepView {
             before: &before,
             after: &after,
+            measured: &measured,
             exit: Some(Exit::Signaled { signal: 9 }),
             settings: &settings,
         };

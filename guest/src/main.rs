@@ -2,12 +2,13 @@
 //!
 //! It is PID 1, so it never panics or exits its way out: every failure becomes an `Error` event,
 //! the stream always ends with `End`, and the VM always powers off. Workloads run in child
-//! processes (this binary again, as `/init worker <step-json>`) that move themselves into their
-//! cgroup before touching memory; the agent itself stays in the root cgroup with
+//! processes (this binary again, as `/init worker <step-json> <cgroup-dir>`) that move themselves
+//! into their cgroup (v2, or v1 for a lab's v1 groups) before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single, parse_zoneinfo};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
 use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -33,7 +34,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
         // A workload child: its failures are its exit status and stderr, read by the agent.
-        let code = match worker(args.get(2).map(String::as_str).unwrap_or("")) {
+        let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+        let code = match worker(arg(2), arg(3)) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("worker: {e}");
@@ -149,7 +151,8 @@ fn agent(out: &mut Emitter) -> Result<()> {
     }
     let mut holders = Vec::new();
     let mut workers: BTreeMap<String, String> = BTreeMap::new();
-    for step in &spec.steps {
+    let last_v1 = spec.last_v1_step();
+    for (i, step) in spec.steps.iter().enumerate() {
         if spec.vm.trace {
             // Opening `trace` for writing with truncation empties the ring buffer.
             let _ = fs::write(format!("{TRACEFS}/trace"), "");
@@ -182,10 +185,22 @@ fn agent(out: &mut Emitter) -> Result<()> {
                 workers: workers.clone(),
             });
         }
+        let mut values = sample(&spec, &probe);
+        let mut switched = Ok(());
+        if Some(i) == last_v1 {
+            // The v1 groups go, the memory controller moves to v2 and the v2 groups appear:
+            // the sample keeps the v1 groups' files as they were after the step, and adds the
+            // v2 groups (at zero) so that the next step has its "before".
+            switched = v1_to_v2(&spec);
+            for (k, v) in sample(&spec, &probe) {
+                values.insert(k, v);
+            }
+        }
         out.send(Event::Sample {
             label: format!("after:{}", step.name()),
-            values: sample(&spec, &probe),
+            values,
         });
+        switched?;
     }
     for mut h in holders {
         let _ = h.kill();
@@ -240,25 +255,69 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
                 write(&enable, "1")?;
             }
         }
+        if let Err(e) = free_probes() {
+            // Only the free-page facts are missing then; the lab says so where it needs them.
+            eprintln!("agent: no free-page probes: {e}");
+        }
         write(&format!("{TRACEFS}/tracing_on"), "1")?;
     }
     if let Some(on) = spec.vm.mglru {
         write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
     }
-    let probe = if spec.vm.cgroup_v1_probe {
-        cgroup_v1_probe()?
+    let v1_groups = spec.cgroups.iter().any(|c| c.v1.is_some());
+    let probe = if spec.vm.cgroup_v1_probe || v1_groups {
+        cgroup_v1_mount()?;
+        let probe = if spec.vm.cgroup_v1_probe {
+            cgroup_v1_probe()
+        } else {
+            BTreeMap::new()
+        };
+        if v1_groups {
+            cgroups_v1(spec)?;
+            if spec.last_v1_step().is_none() {
+                v1_to_v2(spec)?;
+            }
+            // Otherwise the v2 groups are set up once the steps in v1 groups are done.
+            return Ok(probe);
+        }
+        cgroup_v1_unmount()?;
+        probe
     } else {
         BTreeMap::new()
     };
-    // After a v1 probe the controller returns to v2 once the v1 root is destroyed (RCU): retry.
+    cgroups_v2(spec)?;
+    Ok(probe)
+}
+
+/// Event probes that record the machine's free pages beside some vmscan tracepoints
+/// (guest::FREE_PROBES).
+fn free_probes() -> Result<()> {
+    // Appended, never truncated: truncating dynamic_events deletes every probe.
+    let mut defs = OpenOptions::new()
+        .append(true)
+        .open(format!("{TRACEFS}/dynamic_events"))
+        .map_err(|e| format!("opening {TRACEFS}/dynamic_events: {e}"))?;
+    for tp in guest::FREE_PROBES {
+        let def = format!("e:kernel_lab/{tp}_free vmscan/{tp} free=@vm_zone_stat:s64\n");
+        defs.write_all(def.as_bytes())
+            .map_err(|e| format!("defining {def:?}: {e}"))?;
+    }
+    write(&format!("{TRACEFS}/events/kernel_lab/enable"), "1")
+}
+
+/// Gives the memory controller to cgroup v2 (`+memory`) and creates the v2 groups.
+fn cgroups_v2(spec: &LabSpec) -> Result<()> {
+    // After the v1 hierarchy is unmounted the controller returns to v2 once the v1 root is
+    // destroyed (RCU): retry.
+    let v1_used = spec.vm.cgroup_v1_probe || spec.cgroups.iter().any(|c| c.v1.is_some());
     let started = Instant::now();
     while let Err(e) = write(&format!("{CGROOT}/cgroup.subtree_control"), "+memory") {
-        if !spec.vm.cgroup_v1_probe || started.elapsed() > Duration::from_secs(5) {
+        if !v1_used || started.elapsed() > Duration::from_secs(5) {
             return Err(e);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for cg in &spec.cgroups {
+    for cg in spec.cgroups.iter().filter(|c| c.v1.is_none()) {
         let dir = format!("{CGROOT}/{}", cg.name);
         fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
         let limits = [
@@ -275,7 +334,129 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
             write(&format!("{dir}/memory.oom.group"), "1")?;
         }
     }
-    Ok(probe)
+    Ok(())
+}
+
+/// Creates the lab's cgroup v1 memory groups under the v1 hierarchy (mounted).
+fn cgroups_v1(spec: &LabSpec) -> Result<()> {
+    for cg in &spec.cgroups {
+        let Some(v1) = &cg.v1 else { continue };
+        let dir = format!("{V1ROOT}/{}", cg.name);
+        fs::create_dir(&dir).map_err(|e| format!("creating cgroup v1 group {dir}: {e}"))?;
+        if let Some(max) = cg.memory_max {
+            write(&format!("{dir}/memory.limit_in_bytes"), &max.0.to_string())?;
+        }
+        if let Some(sw) = v1.swappiness {
+            write(&format!("{dir}/memory.swappiness"), &sw.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// After the last step in a v1 group: removes the v1 groups, waits until the kernel has freed
+/// them (a group lingers while anything is still charged to it), unmounts the v1 hierarchy and
+/// sets up cgroup v2.
+fn v1_to_v2(spec: &LabSpec) -> Result<()> {
+    let drain = format!("{V1ROOT}/kernel-lab-drain");
+    fs::create_dir(&drain).map_err(|e| format!("creating {drain}: {e}"))?;
+    drain_charge_caches(&drain)?;
+    let dirs = spec
+        .cgroups
+        .iter()
+        .filter(|c| c.v1.is_some())
+        .map(|c| format!("{V1ROOT}/{}", c.name))
+        .chain([drain]);
+    for dir in dirs {
+        fs::remove_dir(&dir).map_err(|e| format!("removing cgroup v1 group {dir}: {e}"))?;
+    }
+    // /proc/cgroups counts the memory hierarchy's groups, the root included, until each is freed.
+    let groups = || {
+        read("/proc/cgroups")?
+            .lines()
+            .find(|l| l.starts_with("memory\t"))
+            .and_then(|l| l.split('\t').nth(2)?.parse::<u64>().ok())
+    };
+    let started = Instant::now();
+    while groups() != Some(1) {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "the cgroup v1 groups were not freed within 10 s (/proc/cgroups counts {:?} memory groups): something is still charged to them",
+                groups()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cgroup_v1_unmount()?;
+    cgroups_v2(spec)
+}
+
+/// Each CPU keeps a cache of pre-charged pages for the last group it charged, with a reference
+/// to that group (memcg_stock, mm/memcontrol.c); a cache whose pages are used up keeps the
+/// reference, and drain_all_stock() at the group's removal skips it, so a group that charged
+/// its last pages at its limit would linger as a dying memcg. Charging one page on every CPU to
+/// the fresh group `drain` (far from any limit) makes each CPU's cache switch to it:
+/// __refill_stock() drops the old reference and keeps spare pages, which drain's own removal
+/// then returns. No heap allocation while the agent is in `drain`: it would stay charged there.
+fn drain_charge_caches(drain: &str) -> Result<()> {
+    let open = |path: String| {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("opening {path}: {e}"))
+    };
+    let (into, back) = (
+        open(format!("{drain}/cgroup.procs"))?,
+        open(format!("{V1ROOT}/cgroup.procs"))?,
+    );
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let pin = |cpu: Option<usize>| unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..cpus {
+            if cpu.is_none_or(|x| x == c) {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    let mut failed = None;
+    for cpu in 0..cpus {
+        unsafe {
+            if pin(Some(cpu)) != 0 || libc::write(into.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                failed = Some(cpu);
+                break;
+            }
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page != libc::MAP_FAILED {
+                *(page as *mut u8) = 1;
+                libc::munmap(page, 4096);
+            }
+            libc::write(back.as_raw_fd(), b"0".as_ptr().cast(), 1);
+        }
+    }
+    pin(None);
+    match failed {
+        Some(cpu) => Err(format!(
+            "charging a page on CPU {cpu} in {drain}: {}",
+            errno()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The directory of one of the lab's groups: under the v1 hierarchy for v1 groups.
+fn cgroup_dir(spec: &LabSpec, name: &str) -> String {
+    let v1 = spec
+        .cgroups
+        .iter()
+        .any(|c| c.name == name && c.v1.is_some());
+    format!("{}/{name}", if v1 { V1ROOT } else { CGROOT })
 }
 
 /// Brings the loopback interface up (a kernel with networking starts with it down), for
@@ -366,6 +547,7 @@ fn run_step(
     let mut child = Command::new("/proc/self/exe")
         .arg("worker")
         .arg(json)
+        .arg(worker_dir(spec, step))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -402,14 +584,26 @@ fn run_step(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let kill_after = kill_fault(step.name());
+    let per_result = step.result_timeout_secs().map(Duration::from_secs);
+    let (mut results, mut last_result) = (0, Instant::now());
+    let mut timed_out = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
-                if let Some(n) = kill_after
-                    && ktap_results(&stdout.text()) >= n
-                {
+                let n = ktap_results(&stdout.text());
+                if n != results {
+                    (results, last_result) = (n, Instant::now());
+                }
+                if kill_after.is_some_and(|k| n >= k) {
                     // Fault injection: the program dies midway, as if OOM-killed.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                }
+                if let Some(t) = per_result
+                    && timed_out.is_none()
+                    && last_result.elapsed() > t
+                {
+                    timed_out = Some(t);
                     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 }
                 ticker.tick(out);
@@ -424,8 +618,19 @@ fn run_step(
     while !(stdout.finished() && stderr.finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((exit_of(status)?, stderr.text(), stdout.text()))
+    let mut err = stderr.text();
+    if let Some(t) = timed_out {
+        err.push_str(&format!(
+            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
+            t.as_secs()
+        ));
+    }
+    Ok((exit_of(status)?, err, stdout.text()))
 }
+
+/// Starts the line the agent adds to an exec step's stderr when it killed the program for its
+/// per-result timeout (the host reads it back).
+const TIMEOUT_NOTE: &str = guest::event::RESULT_TIMEOUT_NOTE;
 
 /// A pipe read to its end on a thread; what arrived so far can be taken at any time.
 struct Drain {
@@ -616,7 +821,7 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         v.insert("meminfo.MemFree".into(), n);
     }
     for cg in &spec.cgroups {
-        let dir = format!("{CGROOT}/{}", cg.name);
+        let dir = cgroup_dir(spec, &cg.name);
         if let Some(n) = read(&format!("{dir}/memory.current")).and_then(|t| parse_single(&t).ok())
         {
             v.insert(format!("{}/memory.current", cg.name), n);
@@ -637,7 +842,7 @@ fn shell(spec: &LabSpec) -> Result<()> {
     let groups: Vec<String> = spec
         .cgroups
         .iter()
-        .map(|c| format!("{CGROOT}/{}", c.name))
+        .map(|c| cgroup_dir(spec, &c.name))
         .collect();
     println!(
         "\nkernel-lab shell: lab {} is set up; no step has run.",
@@ -684,6 +889,7 @@ fn lab_step(name: &str) -> Result<()> {
     let status = Command::new("/proc/self/exe")
         .arg("worker")
         .arg(json)
+        .arg(worker_dir(&spec, step))
         .status()
         .map_err(|e| format!("starting the workload: {e}"))?;
     let after = sample(&spec, &BTreeMap::new());
@@ -707,12 +913,20 @@ fn lab_step(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The workload process: leaves the agent's OOM protection, joins its cgroup, does the work.
-fn worker(json: &str) -> Result<()> {
+/// The cgroup directory a step's worker joins ("" for none: the root, or a reclaim step).
+fn worker_dir(spec: &LabSpec, step: &Step) -> String {
+    step.joins()
+        .map(|cg| cgroup_dir(spec, cg))
+        .unwrap_or_default()
+}
+
+/// The workload process: leaves the agent's OOM protection, joins its cgroup (`dir`, empty for
+/// none), does the work.
+fn worker(json: &str, dir: &str) -> Result<()> {
     let step: Step = serde_json::from_str(json).map_err(|e| format!("bad step: {e}"))?;
     write("/proc/self/oom_score_adj", "0")?;
-    if let Some(cg) = step.joins() {
-        write(&format!("{CGROOT}/{cg}/cgroup.procs"), "0")?;
+    if !dir.is_empty() {
+        write(&format!("{dir}/cgroup.procs"), "0")?;
     }
     if let Some(node) = step.workload().and_then(|w| w.numa_node) {
         let mask: libc::c_ulong = 1 << node;
@@ -765,15 +979,28 @@ fn work(step: &Step, size: usize) -> Result<()> {
     }
 }
 
-/// Mounts the v1 memory controller, reads its root group's files, and unmounts it again so
-/// that cgroup v2 can take the controller: `v1.memory.swappiness`, `v1.memory.stat.<key>` ...
-fn cgroup_v1_probe() -> Result<BTreeMap<String, u64>> {
+/// Mounts the memory controller as a cgroup v1 hierarchy (before cgroup v2 takes it).
+fn cgroup_v1_mount() -> Result<()> {
     let _ = fs::create_dir_all(V1ROOT);
     mount_with("cgroup", V1ROOT, "cgroup", 0, Some("memory")).map_err(|e| {
         format!("the cgroup v1 memory controller: {e} (the kernel needs CONFIG_MEMCG_V1)")
-    })?;
-    // Read the v1 root's files: a child group would outlive the umount as a dying memcg and
-    // keep the hierarchy (and so the controller) from returning to v2.
+    })
+}
+
+/// Unmounts the v1 hierarchy (with no groups left, its root is destroyed and the controller
+/// can move to cgroup v2).
+fn cgroup_v1_unmount() -> Result<()> {
+    let root = CString::new(V1ROOT).unwrap();
+    if unsafe { libc::umount(root.as_ptr()) } != 0 {
+        return Err(format!("unmounting the v1 hierarchy: {}", errno()));
+    }
+    Ok(())
+}
+
+/// Reads the v1 root group's files: `v1.memory.swappiness`, `v1.memory.stat.<key>` ...
+fn cgroup_v1_probe() -> BTreeMap<String, u64> {
+    // The root's: a child group would outlive the umount as a dying memcg (while anything is
+    // charged to it) and keep the hierarchy, and so the controller, from returning to v2.
     let group = V1ROOT;
     let mut v = BTreeMap::new();
     let files = read(&format!("{group}/memory.stat")).and_then(|t| parse_key_values(&t).ok());
@@ -789,11 +1016,7 @@ fn cgroup_v1_probe() -> Result<BTreeMap<String, u64>> {
             v.insert(format!("v1.{file}"), n);
         }
     }
-    let root = CString::new(V1ROOT).unwrap();
-    if unsafe { libc::umount(root.as_ptr()) } != 0 {
-        return Err(format!("unmounting the v1 hierarchy: {}", errno()));
-    }
-    Ok(v)
+    v
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
@@ -859,78 +1082,42 @@ fn read_file(path: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads every counter the lab can refer to. A file that cannot be read is simply absent from
-/// the sample, so an expectation on it is reported as "not reported by this kernel".
+/// Reads every counter the lab can refer to, family by family ([`guest::counters`]). A file
+/// that cannot be read is simply absent from the sample, so an expectation on it is reported as
+/// "not reported by this kernel".
 fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
         for (k, n) in pairs.into_iter().flatten() {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
-    let one = |path: &str| {
-        read(path)
-            .and_then(|t| parse_single(&t).ok())
-            .map(|n| vec![(String::new(), n)])
-    };
     let mut v = probe.clone();
-    add(&mut v, "vmstat.", kv("/proc/vmstat"));
-    add(
-        &mut v,
-        "meminfo.",
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
-    add(&mut v, "pressure.", psi("/proc/pressure/memory"));
     // The costlier families only when the lab refers to them (small frames, quick samples).
-    if spec.refers_to("zoneinfo.") {
-        add(
-            &mut v,
-            "zoneinfo.",
-            read("/proc/zoneinfo").and_then(|t| parse_zoneinfo(&t).ok()),
-        );
+    let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
+    let global = FAMILIES.iter().filter(|f| f.scope == Scope::Global);
+    for f in global.filter(wanted) {
+        add(&mut v, f.prefix, read_family(f, ""));
     }
-    if spec.refers_to("kswapd.") {
-        add(&mut v, "kswapd.", Some(kswapd_threads()));
-    }
-    let lru_gen = read("/sys/kernel/mm/lru_gen/enabled")
-        .and_then(|t| u64::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
-    add(
-        &mut v,
-        "lru_gen.enabled",
-        lru_gen.map(|n| vec![(String::new(), n)]),
-    );
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, format!("{CGROOT}/{}", cg.name));
-        add(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            kv(&format!("{dir}/memory.stat")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.events."),
-            kv(&format!("{dir}/memory.events")),
-        );
-        add(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            psi(&format!("{dir}/memory.pressure")),
-        );
-        for file in [
-            "memory.current",
-            "memory.peak",
-            "memory.swap.current",
-            "memory.swappiness",
-        ] {
-            add(
-                &mut v,
-                &format!("{name}/{file}"),
-                one(&format!("{dir}/{file}")),
-            );
+        let dir = format!("{}/", cgroup_dir(spec, &cg.name));
+        for f in FAMILIES.iter().filter(|f| f.scope == Scope::Cgroup) {
+            let prefix = format!("{}/{}", cg.name, f.prefix);
+            add(&mut v, &prefix, read_family(f, &dir));
         }
     }
     v
+}
+
+/// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
+/// it cannot be read, or is not sampled.
+fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
+    match f.source {
+        Source::File(path, parser) => {
+            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
+        }
+        Source::KswapdThreads => Some(kswapd_threads()),
+        Source::V1Probe | Source::Trace => None,
+    }
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.
@@ -947,20 +1134,8 @@ fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {
             continue;
         };
-        // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.push((format!("{node}.cpu_ticks"), ticks(14) + ticks(15)));
+        let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
+        out.push((format!("{node}.cpu_ticks"), ticks));
     }
     out.push(("threads".into(), out.len() as u64));
     out

@@ -160,6 +160,30 @@ pub fn parse_single(text: &str) -> Result<u64, ParseError> {
         .map_err(|_| err(1, format!("expected a number, found {t:?}")))
 }
 
+/// The CPU time of a task, user + system in clock ticks, from its /proc/<pid>/stat: the
+/// fields after the `)` that closes the command name (which may hold spaces and parentheses)
+/// are state (field 3) ... utime (14), stime (15).
+pub fn parse_cpu_ticks(stat: &str) -> Result<u64, ParseError> {
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .ok_or_else(|| err(1, "no `)` after the command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(|| err(1, format!("field {i} is not a number")))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// Parses one hexadecimal number such as `0x0007` (/sys/kernel/mm/lru_gen/enabled).
+pub fn parse_hex(text: &str) -> Result<u64, ParseError> {
+    let t = text.trim();
+    u64::from_str_radix(t.trim_start_matches("0x"), 16)
+        .map_err(|_| err(1, format!("expected a hexadecimal number, found {t:?}")))
+}
+
 /// Parses a size such as `64M`, `1G`, `512K`, `64MiB` or `4096` (binary units) into bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -254,6 +278,16 @@ mod tests {
         assert!(v.contains(&("1.Normal.min".into(), 1)));
         assert!(!v.iter().any(|(k, _)| k.contains("nr_free")));
         assert!(parse_zoneinfo("Node 0, zone DMA\n        min      x\n").is_err());
+    }
+
+    #[test]
+    fn proc_stat_gives_cpu_ticks_past_a_command_with_spaces() {
+        let stat = "33 (kswapd0) S 2 0 0 0 -1 10485824 0 0 0 0 17 25 0 0 20 0 1 0 15 0 0";
+        assert_eq!(parse_cpu_ticks(stat).unwrap(), 42);
+        let odd = "7 (a) b (c)) S 2 0 0 0 -1 1 0 0 0 0 3 4 0 0";
+        assert_eq!(parse_cpu_ticks(odd).unwrap(), 7);
+        assert!(parse_cpu_ticks("7 (x) S 1").is_err());
+        assert!(parse_cpu_ticks("no paren").is_err());
     }
 
     #[test]

@@ -197,6 +197,21 @@ pub struct Cgroup {
     /// memory.oom.group: the OOM killer kills the whole group at once.
     #[serde(default)]
     pub oom_group: bool,
+    /// A cgroup v1 memory group (`v1 = { swappiness = 0 }`; needs CONFIG_MEMCG_V1 on 6.11+)
+    /// instead of a v2 one. The agent mounts the v1 memory hierarchy first; steps in v1 groups
+    /// run before any step in a v2 group, and the controller then moves to cgroup v2 for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1: Option<V1Group>,
+}
+
+/// What only a cgroup v1 memory group has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V1Group {
+    /// memory.swappiness (0..=200); absent: inherited from the parent, which for a child of
+    /// the v1 root is the global vm.swappiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swappiness: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,9 +224,10 @@ pub struct Observe {
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
     pub explain: BTreeMap<String, Explanation>,
-    /// Only at these steps (default: every step). A memory.stat counter may show a few hundred
-    /// pages of the previous step's change late (memcg stats are flushed past a threshold, or
-    /// every 2 s), so class it only where the lab is about it.
+    /// Only at these steps (default: every step): a trace fact that only the step with the
+    /// workload can have; a memory.stat counter, which may show a few hundred pages of the
+    /// previous step's change late (memcg stats are flushed past a threshold, or every 2 s), so
+    /// class it only where the lab is about it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<String>,
 }
@@ -383,7 +399,7 @@ impl TryFrom<String> for CounterExpr {
                 if t.is_empty() {
                     return Err(format!("counter {s:?} has an empty term"));
                 }
-                check_counter_syntax(&t)?;
+                crate::counters::check_syntax(&t)?;
                 terms.push((neg, t));
                 neg = ch == '\u{1}';
                 current.clear();
@@ -425,78 +441,18 @@ impl CounterExpr {
 
     /// Evaluates the terms in a sample; `Err` names the first term the kernel did not report.
     pub fn eval(&self, values: &BTreeMap<String, u64>) -> Result<i64, String> {
+        self.eval_by(|t| values.get(t).copied())
+    }
+
+    /// Evaluates the terms, each looked up by `get`; `Err` names the first one it lacks.
+    pub fn eval_by(&self, get: impl Fn(&str) -> Option<u64>) -> Result<i64, String> {
         let mut sum = 0i128;
         for (neg, t) in &self.terms {
-            let v = i128::from(*values.get(t).ok_or_else(|| t.clone())?);
+            let v = i128::from(get(t).ok_or_else(|| t.clone())?);
             sum += if *neg { -v } else { v };
         }
         Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
-}
-
-/// Families of sample keys, as the agent produces them. The first element is the prefix
-/// (after `<cgroup>/` for cgroup files), the second says whether a key name follows.
-pub const GLOBAL_FAMILIES: &[(&str, bool)] = &[
-    ("vmstat.", true),
-    ("meminfo.", true),
-    ("pressure.", true),
-    ("zoneinfo.", true),
-    ("kswapd.", true),
-    ("lru_gen.enabled", false),
-    ("trace.", true),
-    ("v1.", true),
-];
-pub const CGROUP_FAMILIES: &[(&str, bool)] = &[
-    ("memory.stat.", true),
-    ("memory.events.", true),
-    ("memory.pressure.", true),
-    ("memory.current", false),
-    ("memory.peak", false),
-    ("memory.swap.current", false),
-    ("memory.swappiness", false),
-];
-
-fn check_counter_syntax(term: &str) -> Result<(), String> {
-    let (families, rest) = match term.split_once('/') {
-        Some((cg, rest)) => {
-            check_name(cg).map_err(|e| format!("counter {term:?}: {e}"))?;
-            (CGROUP_FAMILIES, rest)
-        }
-        None => (GLOBAL_FAMILIES, term),
-    };
-    for (prefix, keyed) in families {
-        if *keyed {
-            if let Some(key) = rest.strip_prefix(prefix)
-                && !key.is_empty()
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            {
-                return Ok(());
-            }
-        } else if rest == *prefix {
-            return Ok(());
-        }
-    }
-    let known: Vec<String> = families
-        .iter()
-        .map(|(p, keyed)| {
-            if *keyed {
-                format!("{p}<key>")
-            } else {
-                p.to_string()
-            }
-        })
-        .collect();
-    let scope = if families == CGROUP_FAMILIES {
-        "<cgroup>/"
-    } else {
-        ""
-    };
-    Err(format!(
-        "counter {term:?} is not one of {scope}{}",
-        known.join(", ")
-    ))
 }
 
 /// Cgroup and step names: short, no path separators or spaces.
@@ -611,6 +567,21 @@ impl LabSpec {
         self.cgroups.iter().map(|c| c.name.as_str()).collect()
     }
 
+    /// The index of the last step that runs in a cgroup v1 group: after it the agent hands the
+    /// memory controller to cgroup v2.
+    pub fn last_v1_step(&self) -> Option<usize> {
+        self.steps.iter().rposition(|st| self.in_v1_group(st))
+    }
+
+    /// Whether the step acts in a cgroup v1 group.
+    pub fn in_v1_group(&self, step: &Step) -> bool {
+        step.cgroup().is_some_and(|name| {
+            self.cgroups
+                .iter()
+                .any(|c| c.name == name && c.v1.is_some())
+        })
+    }
+
     /// Checks what the types cannot say: names, references between tables, and sizes that
     /// cannot fit the guest, and what the lab teaches (explanations, exercises, headlines:
     /// [`crate::exercise::validate`]). Returns every problem, not just the first.
@@ -664,6 +635,44 @@ impl LabSpec {
                 "swap_max",
                 || "the lab has no swap ([vm] swap)".into(),
             );
+            if let Some(v1) = &cg.v1 {
+                for (key, set) in [
+                    ("memory_high", cg.memory_high.is_some()),
+                    ("swap_max", cg.swap_max.is_some()),
+                    ("oom_group", cg.oom_group),
+                ] {
+                    e.unless(!set, "cgroup", Some(i), key, || {
+                        "a cgroup v1 group takes memory_max and v1.swappiness only".into()
+                    });
+                }
+                e.unless(
+                    v1.swappiness.is_none_or(|sw| sw <= 200),
+                    "cgroup",
+                    Some(i),
+                    "v1",
+                    || "swappiness is 0..=200".into(),
+                );
+            }
+        }
+        self.validate_v1_order(e);
+    }
+
+    /// Steps in v1 groups come before any step in a v2 group: the controller moves once.
+    fn validate_v1_order(&self, e: &mut Errors) {
+        let Some(last) = self.last_v1_step() else {
+            return;
+        };
+        let early_v2 = self.steps[..last]
+            .iter()
+            .enumerate()
+            .find(|(_, st)| st.cgroup().is_some() && !self.in_v1_group(st));
+        if let Some((j, st)) = early_v2 {
+            let m = format!(
+                "step {:?} runs in a cgroup v2 group before step {:?} in a v1 group: steps in v1 groups come first (the memory controller moves from v1 to v2 once)",
+                st.name(),
+                self.steps[last].name()
+            );
+            e.at("step", Some(j), "cgroup", m);
         }
     }
 
@@ -741,7 +750,17 @@ impl LabSpec {
     }
 
     fn validate_observe(&self, e: &mut Errors) {
+        let steps = self.step_names();
         for (i, ob) in self.observe.iter().enumerate() {
+            for step in &ob.steps {
+                e.unless(
+                    steps.contains(&step.as_str()),
+                    "observe",
+                    Some(i),
+                    "steps",
+                    || format!("no step is named {step:?} (steps: {})", steps.join(", ")),
+                );
+            }
             for key in ob.explain.keys() {
                 e.unless(ob.class.has_class(key), "observe", Some(i), "explain", || {
                     format!(
@@ -892,6 +911,43 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: LabSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn v1_groups_take_their_own_knobs_and_run_first() {
+        let mut s: LabSpec = serde_json::from_str(
+            r#"{"id": "t", "title": "T", "vm": {"memory": "256M"},
+                "cgroup": [{"name": "W", "memory_max": "32M"},
+                           {"name": "V", "memory_max": "32M", "v1": {"swappiness": 0}}],
+                "step": [{"kind": "anon", "name": "in-v1", "cgroup": "V", "size": "64M"},
+                         {"kind": "anon", "name": "in-v2", "cgroup": "W", "size": "64M"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.validate(), vec![]);
+        assert_eq!(s.last_v1_step(), Some(0));
+        assert!(s.in_v1_group(&s.steps[0]) && !s.in_v1_group(&s.steps[1]));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LabSpec>(&json).unwrap(), s);
+        // A v1 step after a v2 one: the controller cannot go back to v1.
+        let mut again = s.steps[0].clone();
+        again.name = "v1-again".into();
+        s.steps.push(again);
+        let errs = s.validate();
+        assert!(
+            errs.iter()
+                .any(|e| e.table == "step" && e.message.contains("steps in v1 groups come first")),
+            "{errs:?}"
+        );
+        s.steps.pop();
+        s.cgroups[1].swap_max = Some(Size(0));
+        s.cgroups[1].v1 = Some(V1Group {
+            swappiness: Some(300),
+        });
+        let keys: Vec<&str> = s.validate().iter().map(|e| e.key).collect();
+        assert!(
+            keys.contains(&"swap_max") && keys.contains(&"v1"),
+            "{keys:?}"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub enum StepKind {
         #[serde(flatten)]
         work: Workload,
         argv: Vec<String>,
+        /// Kill the program when no KTAP result line (`ok`/`not ok`) has come for this long
+        /// (the per-test timeout of a selftest program).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result_timeout_secs: Option<u64>,
     },
 }
 
@@ -191,6 +195,17 @@ impl Step {
         self.workload().is_some_and(|w| w.background)
     }
 
+    /// An exec step's per-result timeout: how long the program may go without a KTAP result.
+    pub fn result_timeout_secs(&self) -> Option<u64> {
+        match &self.kind {
+            StepKind::Exec {
+                result_timeout_secs,
+                ..
+            } => *result_timeout_secs,
+            _ => None,
+        }
+    }
+
     /// The cgroup its process joins (a reclaim step acts on its group from outside).
     pub fn joins(&self) -> Option<&str> {
         self.workload().and_then(|w| w.cgroup.as_deref())
@@ -249,10 +264,13 @@ pub struct StepTable {
     /// exec: the program to run (a path in the initramfs) and its arguments.
     #[serde(default)]
     pub argv: Vec<String>,
+    /// exec: kill the program when no KTAP result line has come for this long.
+    #[serde(default)]
+    pub result_timeout_secs: Option<u64>,
 }
 
 /// The fields that only some kinds take, and what to say to the others.
-fn only(kind: Kind) -> [(&'static str, bool, String); 9] {
+fn only(kind: Kind) -> [(&'static str, bool, String); 10] {
     use Kind::*;
     let workload = kind.is_workload();
     let k = kind.as_str();
@@ -275,6 +293,11 @@ fn only(kind: Kind) -> [(&'static str, bool, String); 9] {
         ),
         ("set", kind == Sysctl, "only sysctl steps take `set`".into()),
         ("argv", kind == Exec, "only exec steps take argv".into()),
+        (
+            "result_timeout_secs",
+            kind == Exec,
+            "only exec steps take result_timeout_secs".into(),
+        ),
         (
             "ms",
             matches!(kind, Sleep | Anon),
@@ -300,13 +323,14 @@ fn only(kind: Kind) -> [(&'static str, bool, String); 9] {
 
 impl StepTable {
     /// Which of the optional fields are given (for [`only`]).
-    fn given(&self) -> [(&'static str, bool); 10] {
+    fn given(&self) -> [(&'static str, bool); 11] {
         [
             ("file", self.file.is_some()),
             ("pageout", self.pageout),
             ("swappiness", self.swappiness.is_some()),
             ("set", !self.set.is_empty()),
             ("argv", !self.argv.is_empty()),
+            ("result_timeout_secs", self.result_timeout_secs.is_some()),
             ("ms", self.ms.is_some()),
             ("background", self.background),
             ("numa_node", self.numa_node.is_some()),
@@ -377,6 +401,11 @@ impl StepTable {
             "argv",
             "an exec step needs argv = [\"/program\", ...]".into(),
         );
+        need(
+            self.result_timeout_secs != Some(0),
+            "result_timeout_secs",
+            "result_timeout_secs is at least 1 (seconds without a test result)".into(),
+        );
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -414,6 +443,7 @@ impl StepTable {
             Kind::Exec => StepKind::Exec {
                 work,
                 argv: self.argv,
+                result_timeout_secs: self.result_timeout_secs,
             },
         };
         Step {
@@ -467,6 +497,25 @@ mod tests {
     }
 
     #[test]
+    fn only_exec_steps_take_a_per_result_timeout() {
+        let s =
+            table(r#"{"kind": "exec", "argv": ["/t"], "size": "1M", "result_timeout_secs": 30}"#)
+                .into_step()
+                .unwrap();
+        assert_eq!(s.result_timeout_secs(), Some(30));
+        let errs = table(r#"{"kind": "anon", "size": "1M", "result_timeout_secs": 30}"#)
+            .into_step()
+            .unwrap_err();
+        assert_eq!(errs[0].key, "result_timeout_secs", "{errs:?}");
+        assert!(errs[0].message.contains("only exec steps"), "{errs:?}");
+        let errs =
+            table(r#"{"kind": "exec", "argv": ["/t"], "size": "1M", "result_timeout_secs": 0}"#)
+                .into_step()
+                .unwrap_err();
+        assert_eq!(errs[0].key, "result_timeout_secs", "{errs:?}");
+    }
+
+    #[test]
     fn the_plan_round_trips_through_json_flat_and_tagged() {
         let s = table(r#"{"kind": "exec", "name": "t", "argv": ["/t"], "size": "512M"}"#)
             .into_step()
@@ -478,6 +527,11 @@ mod tests {
         );
         let back: Step = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+        let timed =
+            r#"{"name":"t","kind":"exec","size":"512M","argv":["/t"],"result_timeout_secs":300}"#;
+        let back: Step = serde_json::from_str(timed).unwrap();
+        assert_eq!(back.result_timeout_secs(), Some(300));
+        assert_eq!(serde_json::to_string(&back).unwrap(), timed);
         let bad = serde_json::from_str::<Step>(r#"{"kind": "exec", "size": "1M"}"#);
         assert!(bad.unwrap_err().to_string().contains("needs argv"));
     }

@@ -4,8 +4,10 @@
 //! manifest.json`). Whatever the origin, the config is checked against the lab's fragments
 //! before anything boots; a missing option makes the kernel [`Untestable`], named.
 
+use crate::exit::bad_input;
 use crate::kernel::{self, FragmentSet, Kernel, Untestable};
 use crate::manifest::Manifest;
+use crate::process::{Cmd, Sink};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,7 +153,7 @@ impl KernelChoice {
             }
             KernelChoice::Prebuilt(Prebuilt { tree: Some(t), .. }) => t.clone(),
             KernelChoice::BuildDir(dir) => build_dir_tree(dir),
-            KernelChoice::Prebuilt(Prebuilt { tree: None, .. }) => bail!(
+            KernelChoice::Prebuilt(Prebuilt { tree: None, .. }) => bad_input!(
                 "the selftests are built from the kernel's source tree: pass it with --kernel-src TREE beside --kernel, or leave them out with --no-selftests"
             ),
         };
@@ -174,31 +176,32 @@ pub fn choose(
         .filter(|b| **b)
         .count();
     if given > 1 {
-        bail!("--kernel, --build-dir and --kernels each name the kernel: give one of them");
+        bad_input!("--kernel, --build-dir and --kernels each name the kernel: give one of them");
     }
     if let Some(m) = manifest {
         if !sources.is_empty() {
-            bail!("--kernels runs the kernels of the manifest: leave out --kernel-src");
+            bad_input!("--kernels runs the kernels of the manifest: leave out --kernel-src");
         }
         return Ok(Manifest::load(&m)?.choices());
     }
     if let Some(dir) = build_dir {
         if !sources.is_empty() {
-            bail!("--build-dir builds your own build directory: leave out --kernel-src");
+            bad_input!("--build-dir builds your own build directory: leave out --kernel-src");
         }
         let dir = dir
             .canonicalize()
-            .with_context(|| format!("--build-dir {}", dir.display()))?;
+            .with_context(|| format!("--build-dir {}", dir.display()))
+            .map_err(crate::exit::as_bad_input)?;
         return Ok(vec![KernelChoice::BuildDir(dir)]);
     }
     if let Some(image) = kernel {
         if sources.len() > 1 {
-            bail!(
+            bad_input!(
                 "--kernel is one kernel: give at most one --kernel-src (the tree it was built from, for the selftests)"
             );
         }
         if !image.is_file() {
-            bail!("--kernel {}: no such file", image.display());
+            bad_input!("--kernel {}: no such file", image.display());
         }
         return Ok(vec![KernelChoice::Prebuilt(Prebuilt {
             image,
@@ -238,10 +241,11 @@ impl Prebuilt {
         let image = fs::read(&self.image)
             .with_context(|| format!("reading --kernel {}", self.image.display()))?;
         embedded_config(&image)?.ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::exit::BadInput(format!(
                 "{} has no embedded config (it was built without CONFIG_IKCONFIG): pass the .config it was built with as --kernel-config PATH",
                 self.image.display()
-            )
+            ))
+            .into()
         })
     }
 }
@@ -273,7 +277,7 @@ pub fn is_bzimage(image: &Path) -> Result<bool> {
     if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
         return Ok(true);
     }
-    bail!(
+    bad_input!(
         "{} is neither a vmlinux (ELF) nor a bzImage: pass the kernel image make built (vmlinux, or arch/x86/boot/bzImage)",
         image.display()
     )
@@ -306,7 +310,7 @@ pub fn embedded_config(image: &[u8]) -> Result<Option<String>> {
                         return Ok(Some(c));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if not_found(&e) => {
                     missing_tool = Some((*tool, *package));
                     break;
                 }
@@ -342,14 +346,20 @@ fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> 
 
 /// `tool -dc` over `data`; what it wrote (trailing garbage after a stream is an error for most
 /// tools, so their output counts even when they fail).
-fn decompress(tool: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let out = duct::cmd!(tool, "-dc")
+fn decompress(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
+    let out = Cmd::new(tool, tool)
+        .arg("-dc")
         .stdin_bytes(data.to_vec())
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()?;
+        .stderr(Sink::Null)
+        .run(None)?;
     Ok(out.stdout)
+}
+
+/// Whether an error is a program that is not installed.
+fn not_found(e: &anyhow::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Why a kernel built elsewhere cannot run these labs, as an error.
@@ -366,13 +376,15 @@ pub fn untestable_missing(lost: &[String], fragments: &[&str], origin: &str) -> 
 mod tests {
     use super::*;
 
+    fn compress(tool: &str, data: &[u8]) -> Vec<u8> {
+        let out = Cmd::new(tool, tool)
+            .arg("--stdout")
+            .stdin_bytes(data.to_vec());
+        out.checked().unwrap().stdout
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
-        duct::cmd!("gzip", "--stdout")
-            .stdin_bytes(data.to_vec())
-            .stdout_capture()
-            .run()
-            .unwrap()
-            .stdout
+        compress("gzip", data)
     }
 
     const CONFIG: &str = "#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 6.12.117 Kernel Configuration\n#\nCONFIG_HZ=250\n";
@@ -385,12 +397,7 @@ mod tests {
         vmlinux.extend(b"IKCFG_ED more");
         assert_eq!(embedded_config(&vmlinux).unwrap().as_deref(), Some(CONFIG));
         // A bzImage: setup code, then the vmlinux compressed (xz here), then more bytes.
-        let payload = duct::cmd!("xz", "--stdout")
-            .stdin_bytes(vmlinux.clone())
-            .stdout_capture()
-            .run()
-            .unwrap()
-            .stdout;
+        let payload = compress("xz", &vmlinux);
         let mut bz = vec![0u8; 0x300];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         bz.extend(payload);

@@ -37,6 +37,19 @@ pub fn figure(name: &str, mut samples: Vec<f64>) -> Figure {
 
 /// Runs the floor and the lab `runs` times each (after one warm-up of both) and returns figures
 /// in display order.
+impl crate::BenchArgs {
+    /// `cargo xtask bench`: the figures as a table, or as JSON.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        let found = lab::resolve(&self.lab, &lab::catalog()?)?;
+        let figures = bench(&found, &self.opts.options()?, self.runs.max(1))?;
+        match self.json {
+            true => println!("{}", serde_json::to_string_pretty(&figures)?),
+            false => print!("{}", render(&found.id, self.runs, &figures)),
+        }
+        Ok(crate::exit::Exit::Passed)
+    }
+}
+
 pub fn bench(lab: &LabDir, opts: &RunOptions, runs: usize) -> Result<Vec<Figure>> {
     let mut order: Vec<String> = Vec::new();
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();

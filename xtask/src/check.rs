@@ -4,13 +4,14 @@
 //!
 //! Each matrix item ends in one [`Verdict`]: a per-item error (a kernel that does not build, a
 //! timeout, a QEMU crash, a truncated stream) is recorded and the check goes on. The exit code
-//! folds the verdicts: 125 if a kernel could not be tested, else 2 if an item could not run,
+//! folds the verdicts: 125 if a kernel could not be tested, else 255 if an item could not run,
 //! else 1 if one failed, else 0 (see [`exit_code`]).
 
 mod formats;
 mod merge;
 
 use crate::acquire::KernelChoice;
+use crate::exit::{Exit, as_bad_input};
 use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::{cache, health, kernel, progress, qemu, selftests};
 use anyhow::{Context, Result, bail};
@@ -69,6 +70,8 @@ pub struct CheckArgs {
     pub timeout_factor: f64,
     /// Build every kernel with kernel-configs/debug.config too (DEBUG_VM, lockdep, KASAN): a
     /// WARN, a lockdep report or a KASAN report then fails the run's health. Slower (README).
+    /// With --build-only --export, the debug kernels are the ones exported (a run from that
+    /// manifest then needs --debug-kernel too).
     #[arg(long)]
     pub debug_kernel: bool,
     /// Compare with an earlier check.json: only what is new (failing now, not then) fails.
@@ -98,9 +101,10 @@ pub struct CheckArgs {
 const CHECK_HELP: &str = "Results: passed, flaky (failed, then passed on a retry: shown with its rate, does not fail \
 the check), failed (never passed: a regression, exit 1), xfail (failed where kernel-lab's declared.toml says it cannot \
 work, with the reason), skipped (does not apply, with the reason), error (could not run: timeout, QEMU crash, truncated \
-stream; exit 2), untestable (the kernel does not build, lacks an option, or its selftests do not compile; exit 125). A run \
-whose kernel warned (WARNING, BUG, Oops, lockdep, a taint, a crit/alert/emerg line) fails its health. \
-Example: cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3";
+stream, a dead agent; exit 255, which aborts a bisect), untestable (the kernel does not build, lacks an option, or its \
+selftests do not compile; exit 125). The exit is the worst item: 125 > 255 > 1 > 0; bad input (a spec error, an unknown \
+lab) exits 2 before anything runs. A run whose kernel warned (WARNING, BUG, Oops, lockdep, a taint, a crit/alert/emerg \
+line) fails its health. Example: cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3";
 
 /// `I/N`: this machine runs shard I (1-based) of N.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,33 +369,21 @@ pub struct Report {
 
 pub const SCHEMA: &str = "kernel-lab/check/1";
 
-/// Exit code of a set of results: 125 if a kernel could not be tested, else 2 if an item
+/// Exit code of a set of results: 125 if a kernel could not be tested, else 255 if an item
 /// could not run, else 1 if one failed, else 0. With a baseline only the new ones count
 /// (a kernel that cannot be tested always does).
 pub fn exit_code(entries: &[Entry]) -> u8 {
-    let counts = |v: Verdict| {
-        entries
-            .iter()
-            .any(|e| e.result == v && (v == Verdict::Untestable || e.new != Some(false)))
-    };
-    if counts(Verdict::Untestable) {
-        125
-    } else if counts(Verdict::Error) {
-        2
-    } else if counts(Verdict::Failed) {
-        1
-    } else {
-        0
-    }
+    entries
+        .iter()
+        .filter(|e| e.result == Verdict::Untestable || e.new != Some(false))
+        .map(|e| Exit::of_verdict(e.result))
+        .max()
+        .unwrap_or(Exit::Passed)
+        .code()
 }
 
 fn verdict_name(code: u8) -> &'static str {
-    match code {
-        0 => "passed",
-        1 => "failed",
-        125 => "untestable",
-        _ => "error",
-    }
+    Exit::from_code(code).name()
 }
 
 /// One unit of the matrix: a lab, or one boot running the kernel's selftests.
@@ -439,18 +431,18 @@ pub fn matrix(opts: &CheckOptions) -> Vec<(usize, KernelChoice, Mode, Item)> {
         .collect()
 }
 
-/// `cargo xtask check`: returns Ok(true) when the check passed, Ok(false) when something
-/// failed (exit 1), and an error for exit 2 (an [`kernel::Untestable`] one for 125). The
-/// reports are written in every case.
-pub fn run(args: CheckArgs) -> Result<bool> {
+/// `cargo xtask check`: the check's exit (see [`exit_code`]); an error only when it could not
+/// start (bad input: exit 2) or could not write its reports. The reports are written in every
+/// other case.
+pub fn run(args: CheckArgs) -> Result<Exit> {
     let out = cache::project_root().join(&args.out);
-    let declared = merge::load_declared()?;
+    let declared = merge::load_declared().map_err(as_bad_input)?;
     let baseline = match &args.baseline {
-        Some(p) => Some((p.clone(), merge::read_report(p)?)),
+        Some(p) => Some((p.clone(), merge::read_report(p).map_err(as_bad_input)?)),
         None => None,
     };
     let report = if !args.merge.is_empty() {
-        let mut r = merge::merge(&args.merge)?;
+        let mut r = merge::merge(&args.merge).map_err(as_bad_input)?;
         if let Some((path, old)) = &baseline {
             r.baseline = Some(merge::compare(&mut r.results, path, old));
         }
@@ -467,6 +459,7 @@ pub fn run(args: CheckArgs) -> Result<bool> {
             args.prebuilt.build_dir.clone(),
             args.manifest.clone(),
         )?;
+        refuse_bad_specs(&labs, &kernels)?;
         let mut fragments = vec![];
         if args.debug_kernel {
             fragments.push("debug".to_string());
@@ -479,8 +472,9 @@ pub fn run(args: CheckArgs) -> Result<bool> {
                 &kernels,
                 export.as_deref(),
                 !args.no_install,
+                &fragments,
             )?;
-            return Ok(true);
+            return Ok(Exit::Passed);
         }
         let opts = CheckOptions {
             labs,
@@ -489,16 +483,11 @@ pub fn run(args: CheckArgs) -> Result<bool> {
             retries: args.retries,
             shard: args.shard,
             run: RunOptions {
-                kernel: KernelChoice::default(),
                 accel: args.accel,
-                rebuild_kernel: false,
                 install: !args.no_install,
-                timeout: None,
-                sets: vec![],
-                shell: false,
                 kernel_args: args.kernel_args.clone(),
-                mglru: None,
                 extra_fragments: fragments,
+                ..Default::default()
             },
             modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
             selftests: selftests && !args.no_selftests,
@@ -531,28 +520,39 @@ pub fn run(args: CheckArgs) -> Result<bool> {
     if let Some(b) = &report.baseline {
         println!("{}", merge::render_baseline(b));
     }
-    match report.exit_code {
-        0 => Ok(true),
-        1 => Ok(false),
-        125 => Err(kernel::Untestable(format!(
-            "check: a kernel cannot be tested ({} untestable items; see the table)",
-            report
-                .results
-                .iter()
-                .filter(|e| e.result == Verdict::Untestable)
-                .count()
-        ))
-        .into()),
-        _ => bail!(
-            "check: {} items could not run to a result (see the table and {})",
-            report
-                .results
-                .iter()
-                .filter(|e| e.result == Verdict::Error)
-                .count(),
+    let count = |v: Verdict| report.results.iter().filter(|e| e.result == v).count();
+    let exit = Exit::from_code(report.exit_code);
+    match exit {
+        Exit::Untestable => eprintln!(
+            "check: a kernel cannot be tested ({} untestable items; see the table): exit 125",
+            count(Verdict::Untestable)
+        ),
+        Exit::Infrastructure => eprintln!(
+            "check: {} items could not run to a result (see the table and {}): exit 255, an infrastructure fault, not a verdict on the kernel",
+            count(Verdict::Error),
             out.join("check.json").display()
         ),
+        _ => {}
     }
+    Ok(exit)
+}
+
+/// Every selected lab's spec, loaded as `lab` loads it on each kernel: a spec error stops the
+/// check before anything runs (bad input, exit 2), naming every broken lab.
+fn refuse_bad_specs(labs: &[LabDir], kernels: &[KernelChoice]) -> Result<()> {
+    let mut errs = Vec::new();
+    for l in labs {
+        for k in kernels {
+            if let Err(e) = lab::load_for(l, &[], k) {
+                errs.push(format!("{}: {e:#}", l.id));
+                break;
+            }
+        }
+    }
+    if !errs.is_empty() {
+        crate::exit::bad_input!("{}", errs.join("\n"));
+    }
+    Ok(())
 }
 
 /// Runs the (sharded) matrix, writing the reports after every item and at the end; returns
@@ -679,8 +679,9 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -> Entry {
     let mut entry = Entry::blank(at.index, Kind::Lab, &lab.id, &at.label, at.mode);
-    let spec = match lab::load(&lab.spec_path()) {
-        Ok(s) => s,
+    // Loaded, and asked whether it applies, once for all its runs.
+    let loaded = match lab::load_with(&lab.spec_path(), &[]) {
+        Ok(l) => l,
         Err(e) => {
             entry.result = Verdict::Error;
             entry
@@ -689,8 +690,9 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             return entry;
         }
     };
+    let spec = &loaded.spec;
     let run_opts = run_options(opts, at, spec.vm.timeout_secs);
-    match lab::not_applicable(&spec, &run_opts) {
+    match lab::not_applicable(spec, &run_opts) {
         Ok(Some(why)) => {
             entry.details.push(format!("skipped: {why}"));
             return entry;
@@ -711,7 +713,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             .push(format!("skipped: the lab itself runs with MGLRU {own}"));
         return entry;
     }
-    let mut fragments = lab::kernel_fragments(&spec);
+    let mut fragments = lab::kernel_fragments(spec);
     fragments.extend(opts.run.extra_fragments.iter().cloned());
     if let Some((_, _, v, why)) = state
         .failed_kernels
@@ -736,7 +738,7 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             at.mode.name(),
             if retry { " (retry)" } else { "" }
         );
-        match lab::execute(lab, &run_opts) {
+        match lab::execute_loaded(lab, &loaded, &run_opts) {
             Ok(r) => {
                 let status = lab_status(&r);
                 if status != RunStatus::Passed {
@@ -1200,7 +1202,7 @@ pub fn selftest_entries(
                 declared,
                 &RunOptions {
                     accel,
-                    ..dummy_run()
+                    ..Default::default()
                 },
                 label,
             );
@@ -1219,21 +1221,6 @@ pub fn selftest_entries(
         entries.push(e);
     }
     entries
-}
-
-fn dummy_run() -> RunOptions {
-    RunOptions {
-        kernel: KernelChoice::default(),
-        accel: qemu::Accel::Tcg,
-        rebuild_kernel: false,
-        install: false,
-        timeout: None,
-        sets: vec![],
-        shell: false,
-        kernel_args: vec![],
-        mglru: None,
-        extra_fragments: vec![],
-    }
 }
 
 /// Copies one run's console.log and results.jsonl from `kept` (last/<id>/) into the check's
@@ -1285,14 +1272,13 @@ pub fn tool_version() -> String {
 }
 
 fn git_describe(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
+    let out = crate::process::Cmd::new("git", "git describe")
         .args(["describe", "--always", "--dirty", "--tags"])
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .output()
+        .dir(dir)
+        .run(None)
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then_some(s)
+    (out.success() && !s.is_empty()).then_some(s)
 }
 
 /// What each kernel is, and the kernels (fragment sets) the results used.
@@ -1469,8 +1455,11 @@ pub mod tests {
         use Verdict::*;
         assert_eq!(codes(&[Passed, Flaky, Skipped, Xfail]), 0);
         assert_eq!(codes(&[Passed, Failed]), 1);
-        assert_eq!(codes(&[Failed, Error]), 2);
+        // An item that could not run is the machine's fault: a bisect aborts (255) rather than
+        // blame the commit for it, even when another item failed.
+        assert_eq!(codes(&[Failed, Error]), 255);
         assert_eq!(codes(&[Error, Untestable, Failed]), 125);
+        assert_eq!(verdict_name(255), "error");
         // With a baseline, only what is new counts; an untestable kernel always does.
         let mut old = entry("x", Failed);
         old.new = Some(false);
@@ -1571,7 +1560,7 @@ pub mod tests {
             e[1].details[0].contains("killed by SIGKILL after a"),
             "{e:?}"
         );
-        assert_eq!(exit_code(&e), 2);
+        assert_eq!(exit_code(&e), 255);
     }
 
     #[test]
@@ -1772,7 +1761,7 @@ pub mod tests {
         assert_eq!(s.new.len(), 2);
         assert_eq!(s.fixed, ["3-c on 6.12.117 (mglru lab): passed"]);
         assert_eq!(s.still.len(), 1);
-        assert_eq!(exit_code(&now), 2, "4-d's error is new");
+        assert_eq!(exit_code(&now), 255, "4-d's error is new");
         assert!(merge::render_baseline(&s).contains("NEW: 2-b on 6.12.117 (mglru lab): failed"));
     }
 
@@ -1811,7 +1800,7 @@ pub mod tests {
             repeat: 1,
             retries: 2,
             shard: None,
-            run: dummy_run(),
+            run: RunOptions::default(),
             modes: vec![Mode::On, Mode::Off],
             selftests: true,
             timeout_factor: 1.0,

@@ -2,7 +2,8 @@
 //! (no root, no loop mount), cached by content and attached to QEMU with snapshot=on.
 
 use crate::cache::{self, KeyHasher};
-use anyhow::{Context, Result, bail};
+use crate::process::{Cmd, Sink};
+use anyhow::{Context, Result};
 use guest::spec::{LabSpec, StepKind};
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,7 +15,10 @@ use std::path::PathBuf;
 pub struct DiskPlan {
     /// Files to read: name -> the largest size any step reads of it.
     pub files: BTreeMap<String, u64>,
-    /// Room for the files the write-file steps write.
+    /// Room for the files the write-file steps write: three times their size, because ext4
+    /// starts writing back on its own (WB_REASON_FS_FREE_SPACE) once its free space is less
+    /// than twice its delayed allocations (ext4_nonda_switch()), which would make writeback
+    /// depend on the disk's size rather than on the dirty limits and on reclaim.
     pub free: u64,
 }
 
@@ -27,7 +31,8 @@ pub fn plan(spec: &LabSpec) -> DiskPlan {
                 let e = p.files.entry(file.clone()).or_insert(0);
                 *e = (*e).max(size);
             }
-            StepKind::WriteFile { .. } | StepKind::Exec { .. } => p.free += size,
+            StepKind::WriteFile { .. } => p.free += 3 * size,
+            StepKind::Exec { .. } => p.free += size,
             _ => {}
         }
     }
@@ -71,24 +76,15 @@ pub fn ensure(plan: &DiskPlan) -> Result<Option<PathBuf>> {
     let image_size = (total + total / 8 + (24 << 20)).next_multiple_of(1 << 20);
     let staging = cache::staging_path(&image);
     fs::File::create(&staging)?.set_len(image_size)?;
-    let out = duct::cmd!(
-        "mkfs.ext4",
-        "-q",
-        "-F",
-        "-L",
-        "data",
-        "-d",
-        staging_dir.path(),
-        &staging
-    )
-    .stderr_to_stdout()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .context("running mkfs.ext4 (install e2fsprogs)")?;
-    if !out.status.success() {
+    let mkfs = Cmd::new("mkfs.ext4", "mkfs.ext4 (install e2fsprogs)")
+        .args(["-q", "-F", "-L", "data", "-d"])
+        .arg(staging_dir.path())
+        .arg(&staging)
+        .stderr(Sink::Merge)
+        .checked();
+    if let Err(e) = mkfs {
         let _ = fs::remove_file(&staging);
-        bail!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&out.stdout));
+        return Err(e);
     }
     fs::rename(&staging, &image)?;
     Ok(Some(image))

@@ -25,6 +25,15 @@ impl Judgement {
     }
 }
 
+/// `lab --exercise --json`: whether the kernel agreed, beside the run's result.
+#[derive(serde::Serialize)]
+pub struct Agreement<'a> {
+    pub name: &'a str,
+    pub agreed: bool,
+    pub disagreements: &'a [String],
+    pub confirmed: &'a [String],
+}
+
 /// The exercises named on the command line (`all`: every one), in lab.toml order.
 pub fn select<'a>(spec: &'a LabSpec, names: &[String]) -> Result<Vec<&'a Exercise>> {
     if spec.exercises.is_empty() {
@@ -277,10 +286,11 @@ pub fn run_cli(
     repeat: usize,
     json: bool,
     opts: &RunOptions,
-) -> Result<bool> {
+) -> Result<crate::exit::Exit> {
     let spec = lab::load(&found.spec_path())?;
-    let chosen = select(&spec, names)?;
+    let chosen = select(&spec, names).map_err(crate::exit::as_bad_input)?;
     let mut agreed = 0;
+    let mut statuses = Vec::new();
     let total = chosen.len() * repeat;
     for i in 0..repeat {
         for x in &chosen {
@@ -289,15 +299,25 @@ pub fn run_cli(
             }
             let (r, j) = run(found, opts, x)?;
             if json {
+                let agreement = Agreement {
+                    name: &x.name,
+                    agreed: j.agreed(),
+                    disagreements: &j.disagreements,
+                    confirmed: &j.confirmed,
+                };
                 let mut v = lab::to_json(&r);
-                v["exercise"] = serde_json::json!({"name": x.name, "agreed": j.agreed(),
-                    "disagreements": j.disagreements, "confirmed": j.confirmed});
+                v.exercise = Some(agreement);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 lab::print(&r);
                 print!("{}", render(x, &j));
             }
             agreed += usize::from(j.agreed());
+            // A run that could not finish says nothing about the kernel (exit 255).
+            statuses.push(match crate::check::lab_status(&r) {
+                crate::check::RunStatus::Passed if !j.agreed() => crate::check::RunStatus::Failed,
+                s => s,
+            });
         }
     }
     if total > 1 {
@@ -306,7 +326,7 @@ pub fn run_cli(
             found.id
         );
     }
-    Ok(agreed == total)
+    Ok(crate::exit::Exit::of_runs(&statuses))
 }
 
 #[cfg(test)]

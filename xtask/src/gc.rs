@@ -224,6 +224,22 @@ pub fn prune_tree_kernels(cache: &Path, build_dir: &str) -> Result<Vec<PathBuf>>
 }
 
 /// `cargo xtask cache gc`: collects, then lists what it removed.
+impl crate::CacheAction {
+    /// `cargo xtask cache gc`.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        let crate::CacheAction::Gc {
+            max_size,
+            max_age_days,
+            dry_run,
+        } = self;
+        let bounds = Bounds {
+            max_size,
+            max_age: Duration::from_secs(max_age_days * 24 * 3600),
+        };
+        command(bounds, dry_run).map(crate::exit::Exit::passed_if)
+    }
+}
+
 pub fn command(bounds: Bounds, dry_run: bool) -> Result<bool> {
     let cache = cache::cache_dir()?;
     let c = collect(&cache, bounds, dry_run)?;

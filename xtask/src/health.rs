@@ -6,6 +6,10 @@
 //! warning level alone are not: the OOM killer's reports (the labs' subject) and microvm's
 //! `..MP-BIOS bug: 8254 timer not connected` under TCG are logged there on a healthy kernel
 //! (seen in the kernel logs of labs 3, 4, 7 and 9).
+//!
+//! One panic is not the kernel's fault: `Attempted to kill init!`, which the kernel raises when
+//! PID 1 (kernel-lab's agent) exits. It is reported as [`Health::agent_died`], a fault of the
+//! run (exit 255), not a finding; any splat before it still is one.
 
 use guest::event::{Event, KmsgRecord, Stream};
 use serde::Serialize;
@@ -22,6 +26,9 @@ pub struct Health {
     pub checked: &'static str,
     /// Kernel log records the agent could not send (overwritten or beyond its cap).
     pub dropped: u64,
+    /// The kernel's panic line when PID 1, the agent, died (`Attempted to kill init!`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_died: Option<String>,
 }
 
 impl Health {
@@ -112,6 +119,9 @@ pub fn taint_flags(t: u64) -> String {
     set.join(", ")
 }
 
+/// The panic the kernel raises when PID 1 exits.
+const INIT_DIED: &str = "Kernel panic - not syncing: Attempted to kill init!";
+
 const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
@@ -136,6 +146,10 @@ pub fn judge(stream: &Stream, console: &str) -> Health {
         h.tainted = *tainted;
         h.dropped = *dropped;
         for KmsgRecord { level, text } in log {
+            if text.contains(INIT_DIED) {
+                h.agent_died.get_or_insert_with(|| text.trim().to_string());
+                continue;
+            }
             if is_splat(text) {
                 h.findings.push(format!("kernel log: {text}"));
             } else if *level <= 2 {
@@ -155,6 +169,10 @@ pub fn judge(stream: &Stream, console: &str) -> Health {
     }
     for line in console.lines().filter(|l| is_splat(l)) {
         let text = line.trim();
+        if text.contains(INIT_DIED) {
+            h.agent_died.get_or_insert_with(|| text.to_string());
+            continue;
+        }
         if !seen.iter().any(|s| text.ends_with(s.as_str())) {
             h.findings.push(format!("console: {text}"));
             seen.push(text.to_string());
@@ -237,10 +255,7 @@ mod tests {
                 3,
                 "BUG: KASAN: slab-use-after-free in folio_referenced+0x1/0x2",
             ),
-            (
-                0,
-                "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006",
-            ),
+            (0, "Kernel panic - not syncing: Fatal exception"),
             (
                 4,
                 "Oops: general protection fault, probably for non-canonical address",
@@ -272,15 +287,31 @@ mod tests {
 
     #[test]
     fn the_console_is_scanned_when_the_agent_could_not_report() {
-        let console = "Run /init as init process\n[    2.1] Kernel panic - not syncing: Attempted to kill init!\nCPU: 0 PID: 1\n";
+        let console = "Run /init as init process\n[    2.0] BUG: unable to handle page fault for address: 0\n[    2.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009\nCPU: 0 PID: 1\n";
         let h = judge(&Stream::default(), console);
         assert_eq!(h.checked, "console only");
         assert_eq!(h.tainted, None);
         assert_eq!(h.findings.len(), 1, "{h:?}");
+        assert!(h.findings[0].contains("BUG: unable to handle"), "{h:?}");
+        assert!(h.agent_died.is_some(), "{h:?}");
         // A line in both the log and the console is one finding.
         let line = "WARNING: CPU: 0 PID: 1 at kernel-lab injected warning";
         let h = judge(&stream(Some(0), &[(4, line)]), &format!("{line}\n"));
         assert_eq!(h.findings.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn the_agent_dying_is_no_kernel_fault() {
+        // PID 1 aborted (kernel_lab=crash): the kernel's panic is the consequence, not a splat.
+        let console = "[    1.5] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006\n---[ end Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006 ]---\n";
+        let h = judge(&Stream::default(), console);
+        assert!(h.healthy(), "{h:?}");
+        assert_eq!(
+            h.agent_died.as_deref(),
+            Some(
+                "[    1.5] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006"
+            )
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! archive is small.
 
 use crate::cache;
+use crate::process::{Cmd, Sink};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -94,33 +95,20 @@ pub fn build_agent() -> Result<PathBuf> {
     crate::progress::status(
         "agent: cargo build of the static guest agent (the first build takes ~30 s) ...",
     );
-    let out = duct::cmd!(
-        cargo,
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "guest",
-        "--bin",
-        "kernel-lab-agent",
-        "--target",
-        target,
-        "--target-dir",
-        &target_dir
-    )
-    .dir(&root)
-    .env("RUSTFLAGS", AGENT_RUSTFLAGS)
-    .stderr_to_stdout()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .context("running cargo build for the guest agent")?;
-    if !out.status.success() {
-        bail!(
-            "building the guest agent failed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    Cmd::new(cargo, "cargo build of the guest agent")
+        .args(["build", "--quiet", "--release", "--package", "guest"])
+        .args([
+            "--bin",
+            "kernel-lab-agent",
+            "--target",
+            target,
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .dir(&root)
+        .env("RUSTFLAGS", AGENT_RUSTFLAGS)
+        .stderr(Sink::Merge)
+        .checked()?;
     std::fs::write(&stamp, AGENT_RUSTFLAGS)?;
     Ok(bin)
 }

@@ -8,13 +8,15 @@
 //! progress line, and publishes it into the cache with a rename.
 
 use crate::cache::{self, KeyHasher};
+use crate::process::{Cmd, Ended, Sink};
 use crate::progress;
 use anyhow::{Context, Result, bail};
 use guest::spec::{KernelReq, major_minor};
 use std::fs;
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Bump when the way kernels are built changes, so old cache entries are not reused.
@@ -22,7 +24,7 @@ const RECIPE: &str = "kernel-lab recipe 1: tinyconfig + fragments, vmlinux";
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 pub const SOURCE_ENV: &str = "KERNEL_LAB_SRC";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     Tarball,
     Tree,
@@ -64,9 +66,41 @@ pub fn debian_package(flag: Option<&Path>) -> Option<(PathBuf, String)> {
     }
 }
 
+/// Sources located, and their versions, so far in this process: a run asks for its source
+/// several times (whether the lab applies, set-up, its kernel), a check once per item; the
+/// answer cannot change meanwhile (a tree's identity is taken once per process too).
+static LOCATED: Mutex<Vec<(String, Source)>> = Mutex::new(Vec::new());
+static VERSIONS: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+
+fn remembered<T: Clone>(memo: &Mutex<Vec<(String, T)>>, key: &str) -> Option<T> {
+    let memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    memo.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+fn remember<T>(memo: &Mutex<Vec<(String, T)>>, key: String, value: T) {
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((key, value));
+}
+
 /// The flag (a tree, a tarball, or `X.Y` for Debian's linux-source-X.Y), else
-/// `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball.
+/// `$KERNEL_LAB_SRC`, else Debian's linux-source-6.12 tarball; a tarball is located once per
+/// process (a source that is missing is looked for again: set-up may install it).
 pub fn locate(flag: Option<&Path>) -> Result<Source> {
+    let key = format!("{flag:?} {:?}", std::env::var_os(SOURCE_ENV));
+    if let Some(s) = remembered(&LOCATED, &key) {
+        return Ok(s);
+    }
+    let source = locate_now(flag)?;
+    // A tree's identity is its content, which this process may change (mutants patches its
+    // scratch copy): tree::identify remembers it until tree::forget, so only tarballs here.
+    if source.kind == SourceKind::Tarball {
+        remember(&LOCATED, key, source.clone());
+    }
+    Ok(source)
+}
+
+fn locate_now(flag: Option<&Path>) -> Result<Source> {
     let debian = debian_package(flag);
     let (path, origin) = match (flag, std::env::var_os(SOURCE_ENV), &debian) {
         (_, _, Some((tarball, _))) => (tarball.clone(), "a Debian package"),
@@ -81,7 +115,7 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
             path.display(),
             debian.as_ref().map(|d| d.1.as_str()).unwrap_or_default()
         ),
-        Err(e) => bail!(
+        Err(e) => crate::exit::bad_input!(
             "kernel source {} (from {origin}) cannot be read: {e}",
             path.display()
         ),
@@ -91,7 +125,7 @@ pub fn locate(flag: Option<&Path>) -> Result<Source> {
         .with_context(|| format!("resolving {}", path.display()))?;
     if meta.is_dir() {
         if !path.join("Makefile").is_file() || !path.join("mm/vmscan.c").is_file() {
-            bail!(
+            crate::exit::bad_input!(
                 "{} (from {origin}) is not a Linux source tree (no Makefile or mm/vmscan.c)",
                 path.display()
             );
@@ -406,6 +440,23 @@ pub fn effective_text(fragment: &str, version: Option<&str>) -> String {
 /// persistent build directory of (tree, fragment set, recipe), reconfigured only when the
 /// fragments changed, so that make recompiles only what an edit touched. `rebuild` starts that
 /// directory afresh.
+impl crate::KernelBuildArgs {
+    /// `cargo xtask kernel`: builds (or finds) the kernel and prints its path.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        let flag = self.src.kernel_src.as_deref();
+        crate::setup::ensure(true, flag)?;
+        let k = ensure(
+            &locate(flag)?,
+            &build_fragments(&self.fragments)?,
+            self.rebuild,
+        )?;
+        let how = if k.built { "built now" } else { "cached" };
+        eprintln!("kernel {} ({how})", k.key);
+        println!("{}", k.image.display());
+        Ok(crate::exit::Exit::Passed)
+    }
+}
+
 pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<Kernel> {
     let cache = cache::cache_dir()?;
     // The tree (extracted once for a tarball) gives the version the fragments are read for.
@@ -417,7 +468,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
         return Ok(k);
     }
     if let (SourceKind::Tree, Some(what)) = (&source.kind, crate::tree::in_place_build(&tree)) {
-        bail!("{}", in_place_message(&tree, what));
+        crate::exit::bad_input!("{}", in_place_message(&tree, what));
     }
     let set = FragmentSet::new(fragments, version.as_deref());
     let build = cache.join("build").join(build_dir_name(&tree, &set));
@@ -428,6 +479,8 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     if rebuild && build.exists() {
         fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
     }
+    // Only a build from an empty directory tells how many files these fragments compile.
+    let from_scratch = !build.join("vmlinux.a").exists() && !build.join("mm").exists();
     fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let log = build.join("kernel-lab-build.log");
     fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
@@ -447,7 +500,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
         Build::Incremental
     };
     let objects = make(&tree, &build, &["vmlinux"], &log, Some(progress))?;
-    if fresh {
+    if from_scratch {
         let _ = fs::create_dir_all(cache.join("kernels"));
         for file in [hint_file, cache.join("kernels/objects-last-build")] {
             let _ = fs::write(file, objects.to_string());
@@ -631,7 +684,7 @@ pub fn config_value(config: &str, name: &str) -> Option<String> {
 /// tree, or an O= directory, whose Makefile kbuild wrote), with progress.
 pub fn make_in(dir: &Path) -> Result<()> {
     if !dir.join(".config").is_file() {
-        bail!(
+        crate::exit::bad_input!(
             "--build-dir {}: no .config there; configure it first (e.g. make defconfig, then merge kernel-configs/base.config with scripts/kconfig/merge_config.sh)",
             dir.display()
         );
@@ -644,8 +697,14 @@ pub fn make_in(dir: &Path) -> Result<()> {
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
 pub fn version(source: &Source) -> Result<Option<String>> {
-    let tree = source_tree(&cache::cache_dir()?, source)?;
-    Ok(makefile_version(&tree))
+    let cache = cache::cache_dir()?;
+    let key = format!("{} {}", source.identity, cache.display());
+    if let Some(v) = remembered(&VERSIONS, &key) {
+        return Ok(v);
+    }
+    let v = makefile_version(&source_tree(&cache, source)?);
+    remember(&VERSIONS, key, v.clone());
+    Ok(v)
 }
 
 /// A tree is used in place (built with O=); a tarball is extracted once into the cache.
@@ -668,16 +727,20 @@ pub fn source_tree(cache: &Path, source: &Source) -> Result<PathBuf> {
         "  kernel: extracting {} (once; about 15 s) ...",
         source.path.display()
     );
-    let status = std::process::Command::new("tar")
+    let tar = Cmd::new("tar", "tar (is tar installed?)")
         .arg("-xf")
         .arg(&source.path)
         .arg("-C")
         .arg(&staging)
-        .status()
-        .context("running tar (is tar installed?)")?;
-    if !status.success() {
+        .run(None)?;
+    if !tar.success() {
         let _ = fs::remove_dir_all(&staging);
-        bail!("extracting {} failed ({status})", source.path.display());
+        bail!(
+            "extracting {} failed ({}): {}",
+            source.path.display(),
+            tar.ended,
+            tar.text().trim()
+        );
     }
     cache::publish(&staging, &dir)?;
     eprintln!(
@@ -734,7 +797,8 @@ pub enum Build {
 
 /// Runs make with its output in `log`, showing progress for a vmlinux build; returns how many
 /// files it compiled. A failure of the build itself makes the kernel [`Untestable`]; a full
-/// disk or an interruption is an ordinary error (the machine's fault, not the commit's).
+/// disk or an interruption (make or a compiler killed by a signal: Ctrl-C, a CI timeout, the
+/// host's OOM killer) is an ordinary error, exit 255: the machine's fault, not the commit's.
 fn make(
     tree: &Path,
     build: &Path,
@@ -750,31 +814,95 @@ fn make(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    // make runs in its own process group, so that an interruption stops its compilers too
-    // (killing make alone would leave them running).
-    let mut cmd = std::process::Command::new("make");
-    cmd.arg("-C").arg(tree);
+    // make runs in its own process group (process.rs), so that an interruption stops its
+    // compilers too (killing make alone would leave them running).
+    let what = targets.join(" ");
+    let mut cmd = Cmd::new("make", "make (is build-essential installed?)")
+        .arg("-C")
+        .arg(tree);
     if build != tree {
-        cmd.arg(format!("O={}", build.display()));
+        cmd = cmd.arg(format!("O={}", build.display()));
     }
-    let mut child = cmd
+    let running = cmd
         .arg(format!("-j{jobs}"))
         .args(targets)
-        .stdin(std::process::Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .context("starting make (is build-essential installed?)")?;
-    let started = Instant::now();
-    let what = targets.join(" ");
-    let tty = std::io::stderr().is_terminal();
-    let mut last_print = Instant::now();
-    let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-    let compiled = || {
-        let text = fs::read(log).unwrap_or_default();
-        let new =
-            String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+        .stdout(Sink::File(log_file.try_clone()?))
+        .stderr(Sink::File(log_file))
+        .start()?;
+    let mut shown = BuildProgress::new(log, progress);
+    let f = running.wait(Duration::from_millis(250), None, || shown.tick())?;
+    match f.ended {
+        Ended::Exited(status) if status.success() => {}
+        Ended::Exited(status) => return Err(make_failed(&what, status, log, build)),
+        Ended::Interrupted | Ended::TimedOut => {
+            bail!("interrupted while running make {what}; the cache is unchanged")
+        }
+    }
+    let (objects, _) = shown.compiled();
+    if progress.is_some() {
+        progress::status_done(&format!(
+            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
+            progress::mmss(shown.started.elapsed()),
+            log.display()
+        ));
+    }
+    Ok(objects)
+}
+
+/// Why make failed: the build itself ([`Untestable`]), or the machine (a full disk, make or
+/// a compiler killed by a signal: Ctrl-C, a CI timeout, the host's OOM killer; exit 255).
+fn make_failed(what: &str, status: ExitStatus, log: &Path, build: &Path) -> anyhow::Error {
+    let tail = progress::tail(log, 30);
+    let failed = format!(
+        "make {what} failed ({status}); the last lines of {}:\n{tail}",
+        log.display()
+    );
+    if let Some(how) = interrupted(status, &tail) {
+        return anyhow::anyhow!(
+            "{failed}\nthe build was interrupted ({how}): the machine's fault, not the kernel's; run it again (the cache is unchanged)"
+        );
+    }
+    if tail.contains("No space left on device") {
+        let cache = build.parent().and_then(Path::parent).unwrap_or(build);
+        return anyhow::anyhow!(
+            "{failed}\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {}); `cargo xtask cache gc` removes old kernels and build directories",
+            cache.display()
+        );
+    }
+    Untestable(format!(
+        "{failed}\nthis kernel does not build: a bisect skips it (exit 125)"
+    ))
+    .into()
+}
+
+/// The progress line of a vmlinux build, from make's log: on a terminal at every tick,
+/// otherwise every 30 s.
+struct BuildProgress<'a> {
+    log: &'a Path,
+    mode: Option<Build>,
+    log_start: u64,
+    started: Instant,
+    last_print: Instant,
+    tty: bool,
+}
+
+impl<'a> BuildProgress<'a> {
+    fn new(log: &'a Path, mode: Option<Build>) -> Self {
+        BuildProgress {
+            log,
+            mode,
+            log_start: fs::metadata(log).map(|m| m.len()).unwrap_or(0),
+            started: Instant::now(),
+            last_print: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Files compiled so far in this make, and the last line of the log.
+    fn compiled(&self) -> (usize, String) {
+        let text = fs::read(self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(text.len());
+        let new = String::from_utf8_lossy(&text[start..]).into_owned();
         let objects = new
             .lines()
             .filter(|l| l.trim_start().starts_with("CC "))
@@ -783,92 +911,91 @@ fn make(
             .lines()
             .rev()
             .find(|l| l.starts_with("  "))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        (objects, last)
-    };
-    loop {
-        if progress::interrupted() {
-            let group = -(child.id() as i32);
-            unsafe { libc::kill(group, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_millis(200));
-            unsafe { libc::kill(group, libc::SIGKILL) };
-            let _ = child.wait();
-            bail!("interrupted while running make {what}; the cache is unchanged");
+            .unwrap_or("");
+        (objects, last.trim().to_string())
+    }
+
+    fn tick(&mut self) {
+        let Some(mode) = self.mode else { return };
+        if !self.tty && self.last_print.elapsed() < Duration::from_secs(30) {
+            return;
         }
-        if let Some(status) = child.try_wait().context("waiting for make")? {
-            if !status.success() {
-                let tail = progress::tail(log, 30);
-                let failed = format!(
-                    "make {what} failed ({status}); the last lines of {}:\n{tail}",
-                    log.display()
-                );
-                if tail.contains("No space left on device") {
-                    bail!(
-                        "{failed}\nthe disk is full: free some space, or put the cache elsewhere with KERNEL_LAB_CACHE (now {}); `cargo xtask cache gc` removes old kernels and build directories",
-                        build
-                            .parent()
-                            .and_then(Path::parent)
-                            .unwrap_or(build)
-                            .display()
-                    );
-                }
-                return Err(Untestable(format!(
-                    "{failed}\nthis kernel does not build: a bisect skips it (exit 125)"
-                ))
-                .into());
+        let (objects, last) = self.compiled();
+        let elapsed = progress::mmss(self.started.elapsed());
+        let line = match mode {
+            Build::First { hint } => {
+                // A hint already passed was wrong: say nothing rather than "98/~35".
+                let hint = hint.filter(|&n| objects <= n);
+                let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
+                let eta = self.eta(hint, objects);
+                format!(
+                    "kernel: building vmlinux (the first build of this source, once), {elapsed} elapsed{eta}, {objects}{of} files compiled, last: {last}"
+                )
             }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        let Some(mode) = progress else { continue };
-        if tty || last_print.elapsed() >= Duration::from_secs(30) {
-            let (objects, last) = compiled();
-            let line = match mode {
-                Build::First { hint } => {
-                    let of = hint.map(|n| format!("/~{n}")).unwrap_or_default();
-                    // Files compile at a roughly even rate after the first minute: extrapolate.
-                    let eta = match hint {
-                        Some(n) if objects >= 40 && objects < n => {
-                            let per_file = started.elapsed().as_secs_f64() / objects as f64;
-                            format!(
-                                ", about {} left",
-                                progress::mmss(Duration::from_secs_f64(
-                                    per_file * (n - objects) as f64
-                                ))
-                            )
-                        }
-                        _ => String::new(),
-                    };
-                    format!(
-                        "kernel: building vmlinux (the first build of this source, once), {} elapsed{eta}, {objects}{of} files compiled, last: {last}",
-                        progress::mmss(started.elapsed())
-                    )
-                }
-                Build::Incremental => format!(
-                    "kernel: rebuilding vmlinux (only what changed), {} elapsed, {objects} files compiled, last: {last}",
-                    progress::mmss(started.elapsed())
-                ),
-            };
-            progress::status(&line);
-            last_print = Instant::now();
+            Build::Incremental => format!(
+                "kernel: rebuilding vmlinux (only what changed), {elapsed} elapsed, {objects} files compiled, last: {last}"
+            ),
+        };
+        progress::status(&line);
+        self.last_print = Instant::now();
+    }
+
+    /// Files compile at a roughly even rate after the first minute: extrapolate.
+    fn eta(&self, hint: Option<usize>, objects: usize) -> String {
+        match hint {
+            Some(n) if objects >= 40 && objects < n => {
+                let per_file = self.started.elapsed().as_secs_f64() / objects as f64;
+                let left = Duration::from_secs_f64(per_file * (n - objects) as f64);
+                format!(", about {} left", progress::mmss(left))
+            }
+            _ => String::new(),
         }
     }
-    let (objects, _) = compiled();
-    if progress.is_some() {
-        progress::status_done(&format!(
-            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
-            progress::mmss(started.elapsed()),
-            log.display()
-        ));
+}
+
+/// How a failed make was interrupted, if it was: make itself killed by a signal, or a job it
+/// ran (`*** [target] Killed`, gcc's `Killed signal terminated program cc1`).
+fn interrupted(status: std::process::ExitStatus, tail: &str) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return Some(format!("make was killed by signal {sig}"));
     }
-    Ok(objects)
+    tail.lines().find_map(|l| {
+        let l = l.trim();
+        let job = l.contains("*** [")
+            && ["Killed", "Terminated", "Interrupt", "Hangup"]
+                .iter()
+                .any(|s| l.ends_with(s));
+        (job || l.contains("Killed signal terminated program"))
+            .then(|| format!("a job was killed: {l}"))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_make_killed_by_a_signal_is_an_interruption_not_a_broken_kernel() {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = std::process::ExitStatus::from_raw(15);
+        assert_eq!(
+            interrupted(killed, "  CC mm/vmscan.o\n").as_deref(),
+            Some("make was killed by signal 15")
+        );
+        let failed = std::process::ExitStatus::from_raw(2 << 8);
+        let job = "make[3]: *** [scripts/Makefile.build:229: mm/vmscan.o] Killed\n";
+        assert!(
+            interrupted(failed, job)
+                .unwrap()
+                .contains("mm/vmscan.o] Killed")
+        );
+        let oom =
+            "gcc: fatal error: Killed signal terminated program cc1\ncompilation terminated.\n";
+        assert!(interrupted(failed, oom).is_some());
+        let broken = "mm/vmscan.c:1:1: error: expected declaration\nmake[3]: *** [scripts/Makefile.build:229: mm/vmscan.o] Error 1\n";
+        assert_eq!(interrupted(failed, broken), None);
+    }
 
     fn frag(text: &str) -> Fragment {
         Fragment {

@@ -5,7 +5,9 @@ mod bench;
 mod cache;
 mod check;
 mod disk;
+mod evaluate;
 mod exercise;
+mod exit;
 mod gc;
 mod health;
 mod initramfs;
@@ -13,6 +15,7 @@ mod kernel;
 mod lab;
 mod manifest;
 mod mutants;
+mod process;
 mod progress;
 mod qemu;
 mod readme;
@@ -26,6 +29,7 @@ mod vars;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use exit::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,7 +41,7 @@ use std::process::ExitCode;
 ///
 /// Start with:  cargo xtask list          then:  cargo xtask lab 2-cgroup-limit
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, after_help = CACHE_HELP)]
+#[command(name = "cargo xtask", version, after_help = format!("{CACHE_HELP}\n\n{EXIT_HELP}"))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,76 +51,37 @@ const CACHE_HELP: &str = "Files: built kernels, the extracted source and data di
 $KERNEL_LAB_CACHE (default ~/.cache/kernel-lab); per-run files live under target/kernel-lab \
 (the last run of each lab is kept in target/kernel-lab/last/<id>/).";
 
+const EXIT_HELP: &str = "Exit codes (lab and check, as `git bisect run` reads them): 0 passed; 1 a regression \
+(a failed expectation, snapshot fact or selftest, an unhealthy kernel); 2 bad input found before anything ran \
+(a usage error, a spec error, an unknown lab); 125 the kernel cannot be tested (it does not build, lacks a required \
+option, or the lab does not apply to its version: a bisect skips it); 255 an infrastructure fault of a run (a \
+timeout, a QEMU crash, a truncated result stream, a dead agent, a full disk, an interrupted build: a bisect \
+stops instead of blaming a commit).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a lab: build what is missing, boot it, print the explained report, check its snapshot.
     ///
-    /// Exits non-zero when an expectation fails, the snapshot differs, or the run is incomplete.
-    Lab {
-        /// Lab id (`2-cgroup-limit`), its number (`2`), a unique prefix, or a path to a lab directory.
-        lab: String,
-        /// Run it N times and report how many runs passed (a flaky lab is a failing lab).
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        repeat: usize,
-        /// Change one of the lab's variables for this run (see --vars), e.g. --set memory_max=128M.
-        /// The report then shows how the facts differ from the lab's default snapshot.
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
-        /// List the lab's variables (its knobs) with their meaning and default, and exit.
-        #[arg(long)]
-        vars: bool,
-        /// Run one of the lab's "change this and predict" exercises (`all`: every one; see
-        /// its README) and check that the kernel shows what the exercise says; repeatable.
-        #[arg(long = "exercise", value_name = "NAME", conflicts_with_all = ["sets", "shell"])]
-        exercises: Vec<String>,
-        /// Print the whole result as JSON (spec, every sample, steps, facts, verdicts, phases)
-        /// instead of the report.
-        #[arg(long)]
-        json: bool,
-        /// Boot the lab's VM with its cgroups, swap and disks set up, and open a busybox shell
-        /// on this terminal instead of running the steps; `lab-step NAME` runs one step there.
-        /// `exit` powers the VM off. Needs busybox-static.
-        #[arg(long, conflicts_with_all = ["json", "repeat"])]
-        shell: bool,
-        #[command(flatten)]
-        opts: RunArgs,
-    },
+    /// Exits 1 when an expectation fails, the snapshot differs or the kernel is unhealthy, 255
+    /// when the run could not finish (timeout, QEMU crash, dead agent), 125 when the kernel
+    /// cannot be tested, 2 on bad input (see the exit codes below).
+    Lab(LabArgs),
     /// List the labs with their titles.
     List,
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
     /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
-    /// Exit codes: 0 everything passed (flaky, skipped and declared results included), 1 a lab
-    /// or selftest failed (a regression), 2 an item could not run (timeout, QEMU crash,
-    /// truncated stream), 125 a kernel cannot be tested (it does not build, lacks an option,
-    /// or its selftests do not compile). The reports are written in every case, as results
-    /// arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
+    /// Exit codes, the worst item first (125 > 255 > 1 > 0): 0 everything passed (flaky,
+    /// skipped and declared results included), 1 a lab or selftest failed (a regression), 255
+    /// an item could not run (timeout, QEMU crash, truncated stream: the machine's fault), 125
+    /// a kernel cannot be tested (it does not build, lacks an option, or its selftests do not
+    /// compile); 2 bad input, before anything runs. The reports are written in every case, as
+    /// results arrive. Example: `cargo xtask check --kernel-src 6.1 --kernel-src 6.12 --repeat 3`.
     Check(check::CheckArgs),
     /// Time a lab's warm runs phase by phase, beside the boot floor of the same kernel.
-    Bench {
-        /// The lab to time.
-        #[arg(default_value = "2-cgroup-limit")]
-        lab: String,
-        /// Counted runs (after one warm-up).
-        #[arg(short = 'n', long, default_value_t = 5)]
-        runs: usize,
-        /// Print the figures as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        opts: RunArgs,
-    },
+    Bench(BenchArgs),
     /// Build (or find in the cache) the guest kernel and print its path.
-    Kernel {
-        #[command(flatten)]
-        src: KernelArgs,
-        /// Rebuild even if a cached kernel exists (e.g. after editing a local tree).
-        #[arg(long)]
-        rebuild: bool,
-        /// Extra config fragment from kernel-configs/ (without .config), as labs ask for them.
-        #[arg(long = "fragment", value_name = "NAME")]
-        fragments: Vec<String>,
-    },
+    Kernel(KernelBuildArgs),
     /// Install the system packages kernel-lab needs (apt-get, as root).
     Setup,
     /// Which kernel regressions do the labs and selftests catch? Applies each one-line kernel
@@ -125,45 +90,114 @@ enum Command {
     /// mutant and which escaped; writes target/kernel-lab/mutants/mutants.json. The unmodified
     /// tree is checked first: what fails there is not counted. Example:
     /// `cargo xtask mutants --kernel-src ~/src/linux --only 02 --only 08`.
-    Mutants {
-        #[command(flatten)]
-        src: KernelArgs,
-        /// The directory of mutants (*.patch, each with a `Subject:` line).
-        #[arg(long, value_name = "DIR", default_value = "kernel-mutants")]
-        mutants: PathBuf,
-        /// Only the mutants whose file name starts with this (repeatable).
-        #[arg(long, value_name = "PREFIX")]
-        only: Vec<String>,
-        /// Only these labs (as `check --lab`; `selftests` names the kernel's own tests).
-        #[arg(long = "lab", value_name = "LAB")]
-        labs: Vec<String>,
-        /// Leave out the kernel's own selftests.
-        #[arg(long)]
-        no_selftests: bool,
-        /// Accelerator (see `lab --help`).
-        #[arg(long, value_enum, default_value = "auto")]
-        accel: qemu::Accel,
-        /// Never install packages; say what is missing instead.
-        #[arg(long)]
-        no_install: bool,
-        /// Multiply every lab's and selftest's timeout by F (slow or busy machines).
-        #[arg(long, value_name = "F", default_value_t = 1.0)]
-        timeout_factor: f64,
-    },
+    Mutants(MutantsArgs),
     /// Write the generated parts of each lab's README (headline claims with their checks, and
     /// the exercises' answers) from its lab.toml; with --check, only say which are stale.
-    Readme {
-        /// Only these labs (ids, numbers or prefixes). Default: every lab.
-        labs: Vec<String>,
-        /// Change nothing; exit non-zero when a README differs from what lab.toml generates.
-        #[arg(long)]
-        check: bool,
-    },
+    Readme(ReadmeArgs),
     /// Manage the cache ($KERNEL_LAB_CACHE, default ~/.cache/kernel-lab).
     Cache {
         #[command(subcommand)]
         action: CacheAction,
     },
+}
+
+/// `cargo xtask lab`: its body is [`LabArgs::run`] (lab.rs).
+#[derive(Args)]
+struct LabArgs {
+    /// Lab id (`2-cgroup-limit`), its number (`2`), a unique prefix, or a path to a lab directory.
+    lab: String,
+    /// Run it N times and report how many runs passed (a flaky lab is a failing lab).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: usize,
+    /// Change one of the lab's variables for this run (see --vars), e.g. --set memory_max=128M.
+    /// The report then shows how the facts differ from the lab's default snapshot.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+    /// List the lab's variables (its knobs) with their meaning and default, and exit.
+    #[arg(long)]
+    vars: bool,
+    /// Run one of the lab's "change this and predict" exercises (`all`: every one; see
+    /// its README) and check that the kernel shows what the exercise says; repeatable.
+    #[arg(long = "exercise", value_name = "NAME", conflicts_with_all = ["sets", "shell"])]
+    exercises: Vec<String>,
+    /// Print the whole result as JSON (spec, every sample, steps, facts, verdicts, phases)
+    /// instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Boot the lab's VM with its cgroups, swap and disks set up, and open a busybox shell
+    /// on this terminal instead of running the steps; `lab-step NAME` runs one step there.
+    /// `exit` powers the VM off. Needs busybox-static.
+    #[arg(long, conflicts_with_all = ["json", "repeat"])]
+    shell: bool,
+    #[command(flatten)]
+    opts: RunArgs,
+}
+
+/// `cargo xtask bench`: [`BenchArgs::run`] (bench.rs).
+#[derive(Args)]
+struct BenchArgs {
+    /// The lab to time.
+    #[arg(default_value = "2-cgroup-limit")]
+    lab: String,
+    /// Counted runs (after one warm-up).
+    #[arg(short = 'n', long, default_value_t = 5)]
+    runs: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    opts: RunArgs,
+}
+
+/// `cargo xtask kernel`: [`KernelBuildArgs::run`] (kernel.rs).
+#[derive(Args)]
+struct KernelBuildArgs {
+    #[command(flatten)]
+    src: KernelArgs,
+    /// Rebuild even if a cached kernel exists (e.g. after editing a local tree).
+    #[arg(long)]
+    rebuild: bool,
+    /// Extra config fragment from kernel-configs/ (without .config), as labs ask for them.
+    #[arg(long = "fragment", value_name = "NAME")]
+    fragments: Vec<String>,
+}
+
+/// `cargo xtask mutants`: [`MutantsArgs::run`] (mutants.rs).
+#[derive(Args)]
+struct MutantsArgs {
+    #[command(flatten)]
+    src: KernelArgs,
+    /// The directory of mutants (*.patch, each with a `Subject:` line).
+    #[arg(long, value_name = "DIR", default_value = "kernel-mutants")]
+    mutants: PathBuf,
+    /// Only the mutants whose file name starts with this (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    only: Vec<String>,
+    /// Only these labs (as `check --lab`; `selftests` names the kernel's own tests).
+    #[arg(long = "lab", value_name = "LAB")]
+    labs: Vec<String>,
+    /// Leave out the kernel's own selftests.
+    #[arg(long)]
+    no_selftests: bool,
+    /// Accelerator (see `lab --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: qemu::Accel,
+    /// Never install packages; say what is missing instead.
+    #[arg(long)]
+    no_install: bool,
+    /// Multiply every lab's and selftest's timeout by F (slow or busy machines).
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    timeout_factor: f64,
+}
+
+/// `cargo xtask readme`: [`ReadmeArgs::run`] (readme.rs).
+#[derive(Args)]
+struct ReadmeArgs {
+    /// Only these labs (ids, numbers or prefixes). Default: every lab.
+    labs: Vec<String>,
+    /// Change nothing; exit non-zero when a README differs from what lab.toml generates.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -240,6 +274,7 @@ struct RunArgs {
 }
 
 impl RunArgs {
+    /// The options of one run from these flags (the kernel: the first one they name).
     fn options(self) -> Result<lab::RunOptions> {
         let a = self;
         let mut kernels = acquire::choose(
@@ -255,215 +290,36 @@ impl RunArgs {
             rebuild_kernel: a.rebuild_kernel,
             install: !a.no_install,
             timeout: a.timeout,
-            sets: vec![],
-            shell: false,
             kernel_args: a.kernel_args,
-            mglru: None,
-            extra_fragments: vec![],
+            ..Default::default()
         })
     }
 }
 
+/// Exits with the command's [`Exit`] code (exit.rs; clap's usage errors exit 2 by themselves).
 fn main() -> ExitCode {
     progress::install_interrupt_handler();
-    match run(Cli::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let exit = match run(Cli::parse()) {
+        Ok(exit) => exit,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit_code_of(&e)
+            Exit::of_error(&e)
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }
 
-/// Exit codes, as `git bisect run` and CI read them: 0 everything passed (or was skipped with
-/// its reason), 1 a lab or selftest failed (a regression), 125 the kernel cannot be tested
-/// ([`kernel::Untestable`]: it does not build, or lacks a required option), 2 anything else
-/// (bad input, an infrastructure fault such as a QEMU crash or a timeout).
-fn exit_code_of(e: &anyhow::Error) -> ExitCode {
-    if e.downcast_ref::<kernel::Untestable>().is_some() {
-        ExitCode::from(125)
-    } else {
-        ExitCode::from(2)
-    }
-}
-
-fn run(cli: Cli) -> Result<bool> {
+/// Dispatches to the verb's body, in its module.
+fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
-        Command::Lab {
-            lab,
-            repeat,
-            sets,
-            vars,
-            exercises,
-            json,
-            shell,
-            opts,
-        } => {
-            let found = lab::resolve(&lab, &lab::catalog()?)?;
-            if !exercises.is_empty() {
-                return exercise::run_cli(
-                    &found,
-                    &exercises,
-                    repeat.max(1),
-                    json,
-                    &opts.options()?,
-                );
-            }
-            if vars {
-                let loaded = lab::load_with(&found.spec_path(), &[])?;
-                if loaded.vars.is_empty() {
-                    println!("{} has no variables", found.id);
-                }
-                for v in &loaded.vars {
-                    println!("{:<14} {:<8} {}", v.name, v.default, v.help);
-                }
-                return Ok(true);
-            }
-            let mut opts = opts.options()?;
-            opts.sets = sets;
-            opts.shell = shell;
-            let mut passed = 0;
-            let mut walls = Vec::new();
-            let mut failing = lab::KeepFailing::default();
-            for i in 0..repeat.max(1) {
-                if repeat > 1 {
-                    eprintln!("run {}/{repeat}", i + 1);
-                }
-                let result = lab::execute(&found, &opts)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&lab::to_json(&result))?);
-                } else {
-                    lab::print(&result);
-                }
-                failing.saw(&result);
-                passed += usize::from(result.passed());
-                walls.push(result.total.as_secs_f64());
-            }
-            failing.restore();
-            if repeat > 1 {
-                let f = bench::figure("total", walls);
-                println!(
-                    "{}: {passed}/{repeat} runs passed; wall median {:.2}s (min {:.2}s, max {:.2}s)",
-                    found.id, f.median, f.min, f.max
-                );
-            }
-            Ok(passed == repeat.max(1))
-        }
-        Command::Bench {
-            lab,
-            runs,
-            json,
-            opts,
-        } => {
-            let found = lab::resolve(&lab, &lab::catalog()?)?;
-            let figures = bench::bench(&found, &opts.options()?, runs.max(1))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&figures)?);
-            } else {
-                print!("{}", bench::render(&found.id, runs, &figures));
-            }
-            Ok(true)
-        }
-        Command::Check(args) => check::run(args),
-        Command::List => {
-            for l in lab::catalog()? {
-                match lab::load(&l.spec_path()) {
-                    Ok(spec) => println!("{:<22} {}", l.id, spec.title),
-                    Err(e) => println!("{:<22} (broken: {e:#})", l.id),
-                }
-            }
-            Ok(true)
-        }
-        Command::Kernel {
-            src,
-            rebuild,
-            fragments,
-        } => {
-            setup::ensure(true, src.kernel_src.as_deref())?;
-            let source = kernel::locate(src.kernel_src.as_deref())?;
-            let k = kernel::ensure(&source, &kernel::build_fragments(&fragments)?, rebuild)?;
-            eprintln!(
-                "kernel {} ({})",
-                k.key,
-                if k.built { "built now" } else { "cached" }
-            );
-            println!("{}", k.image.display());
-            Ok(true)
-        }
-        Command::Mutants {
-            src,
-            mutants,
-            only,
-            labs,
-            no_selftests,
-            accel,
-            no_install,
-            timeout_factor,
-        } => {
-            let project = cache::project_root();
-            let set = mutants::load(&project.join(&mutants), &only)?;
-            let (selected, selftests) = check::select(&labs, &lab::catalog()?)?;
-            let opts = check::CheckOptions {
-                labs: selected,
-                kernels: vec![acquire::KernelChoice::Source(src.kernel_src)],
-                repeat: 1,
-                // A failure that passes on a retry is flaky, and catches nothing.
-                retries: 1,
-                shard: None,
-                run: lab::RunOptions {
-                    kernel: acquire::KernelChoice::default(),
-                    accel,
-                    rebuild_kernel: false,
-                    install: !no_install,
-                    timeout: None,
-                    sets: vec![],
-                    shell: false,
-                    kernel_args: vec![],
-                    mglru: None,
-                    extra_fragments: vec![],
-                },
-                modes: vec![check::Mode::Lab],
-                selftests: selftests && !no_selftests,
-                timeout_factor,
-                out: cache::target_dir()?.join("mutants"),
-                declared: vec![],
-                baseline: None,
-            };
-            let (unreliable, results) = mutants::run(&set, &opts)?;
-            print!("\n{}", mutants::render(&unreliable, &results));
-            println!("wrote {}", opts.out.join("mutants.json").display());
-            Ok(true)
-        }
-        Command::Readme { labs, check } => {
-            let all = lab::catalog()?;
-            let chosen = match labs.is_empty() {
-                true => all.clone(),
-                false => labs
-                    .iter()
-                    .map(|l| lab::resolve(l, &all))
-                    .collect::<Result<_>>()?,
-            };
-            readme::run_cli(&chosen, check)
-        }
-        Command::Cache {
-            action:
-                CacheAction::Gc {
-                    max_size,
-                    max_age_days,
-                    dry_run,
-                },
-        } => {
-            let bounds = gc::Bounds {
-                max_size,
-                max_age: std::time::Duration::from_secs(max_age_days * 24 * 3600),
-            };
-            gc::command(bounds, dry_run)
-        }
-        Command::Setup => {
-            setup::ensure(true, None)?;
-            eprintln!("setup: everything kernel-lab needs is installed");
-            Ok(true)
-        }
+        Command::Lab(a) => a.run(),
+        Command::Bench(a) => a.run(),
+        Command::Check(a) => check::run(a),
+        Command::List => lab::list(),
+        Command::Kernel(a) => a.run(),
+        Command::Mutants(a) => a.run(),
+        Command::Readme(a) => a.run(),
+        Command::Cache { action } => action.run(),
+        Command::Setup => setup::run(),
     }
 }

@@ -117,12 +117,22 @@ impl Manifest {
         let source = &self.sources[index];
         let set = FragmentSet::new(fragments, Some(&source.version));
         let names = set.names();
-        // The kernel built with exactly these fragments, else the one with the fewest more (a
-        // fragment built into every kernel kernel-lab builds).
+        // The kernel built with exactly these fragments, else the one with the fewest more, as
+        // long as those are built into every kernel kernel-lab builds: a run never gets a
+        // kernel with a fragment it did not ask for (`debug` only with --debug-kernel).
+        let every: Vec<String> = kernel::build_fragments(&[])?
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         let Some(k) = source
             .kernels
             .iter()
             .filter(|k| names.iter().all(|n| k.fragments.iter().any(|f| f == n)))
+            .filter(|k| {
+                k.fragments
+                    .iter()
+                    .all(|f| names.contains(&f.as_str()) || every.contains(f))
+            })
             .min_by_key(|k| k.fragments.len())
         else {
             bail!(
@@ -270,16 +280,27 @@ pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec
 }
 
 /// `check --build-only [--export DIR]`: builds (or finds cached) every kernel the selected labs
-/// and the selftests need on every kernel source, and the selftest programs; with `export`,
-/// copies them there with a manifest.
+/// and the selftests need on every kernel source, each with the `extra` fragments too
+/// (`--debug-kernel`: `debug`), and the selftest programs; with `export`, copies them there
+/// with a manifest.
 pub fn build_only(
     labs: &[crate::lab::LabDir],
     selftests: bool,
     kernels: &[KernelChoice],
     export_to: Option<&Path>,
     install: bool,
+    extra: &[String],
 ) -> Result<()> {
-    let sets = fragment_sets(labs, selftests)?;
+    let mut sets = fragment_sets(labs, selftests)?;
+    for set in &mut sets {
+        set.extend(
+            extra
+                .iter()
+                .filter(|f| !set.contains(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+    }
     for k in kernels {
         crate::setup::ensure_for(install, k)?;
     }
@@ -313,6 +334,10 @@ mod tests {
     use super::*;
 
     fn write_manifest(dir: &Path, config: &str, hash_of: &str) -> PathBuf {
+        write_manifest_of(dir, config, hash_of, &["base"])
+    }
+
+    fn write_manifest_of(dir: &Path, config: &str, hash_of: &str, fragments: &[&str]) -> PathBuf {
         fs::create_dir_all(dir.join("6.12.117/k")).unwrap();
         fs::write(dir.join("6.12.117/k/vmlinux"), b"\x7fELF").unwrap();
         fs::write(dir.join("6.12.117/k/config"), config).unwrap();
@@ -324,7 +349,7 @@ mod tests {
                 "version": "6.12.117",
                 "identity": "git tree abc",
                 "kernels": [{
-                    "fragments": ["base"],
+                    "fragments": fragments,
                     "key": "k",
                     "config_hash": hash(hash_of.as_bytes()),
                     "vmlinux": "6.12.117/k/vmlinux",
@@ -372,5 +397,24 @@ mod tests {
         let path = write_manifest(dir.path(), &full, "something else");
         let e = format!("{:#}", Manifest::load(&path).unwrap_err());
         assert!(e.contains("does not match its config_hash"), "{e}");
+    }
+
+    #[test]
+    fn a_debug_kernel_serves_only_the_runs_that_ask_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let debug = kernel::fragments(&["debug".into()]).unwrap();
+        let full = kernel::merge_config("CONFIG_HZ=250\n", &debug, Some("6.12.117"));
+        let path = write_manifest_of(dir.path(), &full, &full, &["base", "debug"]);
+        let m = Manifest::load(&path).unwrap();
+        assert!(m.kernel(0, &debug).is_ok());
+        // A run without --debug-kernel never gets it (KASAN takes memory the labs count).
+        let base = kernel::fragments(&[]).unwrap();
+        let e = format!("{:#}", m.kernel(0, &base).unwrap_err());
+        assert!(e.contains("(it has: base+debug)"), "{e}");
+        // A fragment built into every kernel may come along.
+        let tracing = kernel::fragments(&["tracing".into()]).unwrap();
+        let full = kernel::merge_config("CONFIG_HZ=250\n", &tracing, Some("6.12.117"));
+        let path = write_manifest_of(dir.path(), &full, &full, &["base", "tracing"]);
+        assert!(Manifest::load(&path).unwrap().kernel(0, &base).is_ok());
     }
 }

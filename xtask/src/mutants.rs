@@ -86,6 +86,38 @@ pub struct Result1 {
     pub secs: f64,
 }
 
+impl crate::MutantsArgs {
+    /// `cargo xtask mutants`: every mutant checked, the table, mutants.json.
+    pub fn run(self) -> Result<crate::exit::Exit> {
+        let project = cache::project_root();
+        let set = load(&project.join(&self.mutants), &self.only)?;
+        let (selected, selftests) = check::select(&self.labs, &crate::lab::catalog()?)?;
+        let opts = CheckOptions {
+            labs: selected,
+            kernels: vec![KernelChoice::Source(self.src.kernel_src)],
+            repeat: 1,
+            // A failure that passes on a retry is flaky, and catches nothing.
+            retries: 1,
+            shard: None,
+            run: crate::lab::RunOptions {
+                accel: self.accel,
+                install: !self.no_install,
+                ..Default::default()
+            },
+            modes: vec![Mode::Lab],
+            selftests: selftests && !self.no_selftests,
+            timeout_factor: self.timeout_factor,
+            out: cache::target_dir()?.join("mutants"),
+            declared: vec![],
+            baseline: None,
+        };
+        let (unreliable, results) = run(&set, &opts)?;
+        print!("\n{}", render(&unreliable, &results));
+        println!("wrote {}", opts.out.join("mutants.json").display());
+        Ok(crate::exit::Exit::Passed)
+    }
+}
+
 /// Runs every mutant; `opts.kernels` must hold the one source to mutate.
 pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<Result1>)> {
     let [KernelChoice::Source(flag)] = &opts.kernels[..] else {

@@ -4,11 +4,11 @@
 //! its PVH entry, with the console on ttyS0 and the result stream on ttyS1, both to files. No
 //! network, and the data disk is attached with snapshot=on so runs never modify it.
 
-use crate::progress;
-use anyhow::{Context, Result, bail};
+use crate::process::{Cmd, Ended};
+use anyhow::{Result, bail};
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
@@ -206,53 +206,38 @@ pub struct Outcome {
     pub status: Option<std::process::ExitStatus>,
 }
 
-/// Runs QEMU until it exits or `timeout` passes (then it is killed and reaped). `on_tick` is
-/// called about every 100 ms while it runs (progress). Ctrl-C kills it and returns an error.
+/// Runs QEMU until it exits or `timeout` passes (then it is stopped and reaped). `on_tick` is
+/// called about every 20 ms while it runs (progress). Ctrl-C stops it and returns an error.
 pub fn run(
     argv: &[OsString],
     scratch: &Path,
     timeout: Duration,
     interactive: bool,
-    mut on_tick: impl FnMut(),
+    on_tick: impl FnMut(),
 ) -> Result<Outcome> {
-    let started = Instant::now();
-    let mut cmd = duct::cmd(QEMU, argv)
-        .env("TMPDIR", scratch) // snapshot=on overlays go here, removed with the run
-        .stderr_capture()
-        .unchecked();
-    if !interactive {
-        cmd = cmd.stdin_null().stdout_capture();
+    let what =
+        format!("{QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)");
+    let mut cmd = Cmd::new(QEMU, &what).args(argv).env("TMPDIR", scratch); // snapshot=on overlays go here, removed with the run
+    if interactive {
+        cmd = cmd.interactive();
     }
-    let handle = cmd.start().with_context(|| {
-        format!(
-            "starting {QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)"
-        )
-    })?;
-    loop {
-        if let Some(out) = handle.try_wait().context("waiting for qemu")? {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() && !stderr.trim().is_empty() {
-                bail!("qemu failed ({}): {}", out.status, stderr.trim());
-            }
-            return Ok(Outcome {
-                wall: started.elapsed(),
-                status: Some(out.status),
-            });
-        }
-        if progress::interrupted() {
-            let _ = handle.kill();
-            bail!("interrupted: qemu was stopped");
-        }
-        if started.elapsed() > timeout {
-            handle.kill().context("killing qemu at the timeout")?;
-            return Ok(Outcome {
-                wall: started.elapsed(),
-                status: None,
-            });
-        }
-        on_tick();
-        std::thread::sleep(Duration::from_millis(20));
+    let running = cmd.start()?;
+    let f = running.wait(Duration::from_millis(20), Some(timeout), on_tick)?;
+    let status = match f.ended {
+        Ended::Interrupted => bail!("interrupted: qemu was stopped"),
+        Ended::TimedOut => None,
+        Ended::Exited(s) => Some(s),
+    };
+    let stderr = String::from_utf8_lossy(&f.stderr);
+    if let Some(s) = status.filter(|s| !s.success())
+        && !stderr.trim().is_empty()
+    {
+        bail!("qemu failed ({s}): {}", stderr.trim());
     }
+    Ok(Outcome {
+        wall: f.wall,
+        status,
+    })
 }
 
 #[cfg(test)]

@@ -1,364 +1,15 @@
-//! Turning a result stream into facts: per-step deltas, their classes, expectation verdicts,
-//! the student's report (numbers beside classes) and the normalised snapshot (classes only).
+//! An evaluated run (evaluate.rs) for people and for the snapshot: the student's report
+//! (numbers beside classes), the timeline chart's series, the normalised snapshot (classes
+//! only), its comparison with insta, and the facts that changed.
 
-use guest::event::{Event, Exit, Stream};
-use guest::exercise::Explanation;
-use guest::fact::{StepView, delta};
-use guest::spec::{ClassRule, CounterExpr, Expect, LabSpec, Want};
+pub use crate::evaluate::{Evaluation, Verdict, class, describe_expect, evaluate};
+use guest::counters;
+use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::{timeline, trace};
-
-/// One counter over one step.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    pub counter: CounterExpr,
-    pub rule: ClassRule,
-    /// The change across the step, or the counter the kernel did not report.
-    pub delta: Result<i64, String>,
-    /// What this counter's class means, from the spec's `explain` (for the student).
-    pub explain: Option<String>,
-    /// Declared in `[[observe]]` (a counter the lab is about), not only by an expectation.
-    pub declared: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepResult {
-    pub name: String,
-    pub describe: String,
-    pub exit: Option<Exit>,
-    pub wall_ms: u64,
-    pub stderr: String,
-    pub observed: Vec<Observed>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub expect: Expect,
-    /// What was judged, e.g. `W/memory.stat.pgscan_direct delta > 0 [step read]`.
-    pub what: String,
-    /// What was found, e.g. `16834` or `not reported by this kernel: vmstat.x`.
-    pub actual: String,
-    pub pass: bool,
-    /// False when the expectation is for other kernel versions (`kernel = ">= 6.12"`): shown
-    /// as n/a, counted as neither pass nor fail.
-    pub applies: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Evaluation {
-    pub kernel: Option<String>,
-    pub ready_ms: Option<u64>,
-    pub end_ms: Option<u64>,
-    pub steps: Vec<StepResult>,
-    pub verdicts: Vec<Verdict>,
-    /// Errors the agent reported and samples that are missing: the run is not valid.
-    pub problems: Vec<String>,
-    /// How many counter samples arrived (0: nothing to report on).
-    pub samples: usize,
-    /// Timeline ticks: (guest uptime ms, step, counters).
-    pub timeline: Vec<(u64, String, BTreeMap<String, u64>)>,
-    /// When each step started (guest uptime ms).
-    pub step_starts: Vec<(u64, String)>,
-    /// Per traced step: its trace facts (`trace.*` counters).
-    pub traces: Vec<(String, BTreeMap<String, u64>)>,
-    /// Per traced step: the report lines of its trace (per task, per node).
-    pub trace_text: BTreeMap<String, String>,
-    /// Per traced step: reclaim episodes and kswapd wake-ups as (start ms, end ms, who).
-    pub trace_spans: Vec<(u64, u64, String)>,
-    /// Every sample by label (`start`, `after:<step>`; trace facts merged into the latter).
-    pub sampled: BTreeMap<String, BTreeMap<String, u64>>,
-    /// How each finished step's workload ended.
-    pub exits: BTreeMap<String, Exit>,
-    /// The spec's settings as run (`guest::fact::settings`), for facts that name them.
-    pub settings: BTreeMap<String, String>,
-}
-
-static NO_SAMPLE: BTreeMap<String, u64> = BTreeMap::new();
-
-impl Evaluation {
-    pub fn passed(&self) -> bool {
-        self.problems.is_empty() && self.verdicts.iter().all(|v| v.pass)
-    }
-
-    /// One step as facts see it (samples around it, its exit, the settings); `None`: the whole
-    /// run, first to last sample. A sample that is missing reads as no counters at all.
-    pub fn view(&self, step: Option<&str>) -> StepView<'_> {
-        let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
-        let label = |i: Option<usize>| match i {
-            None => "start".to_string(),
-            Some(i) => format!("after:{}", names[i]),
-        };
-        let (before, after) = match step.and_then(|s| names.iter().position(|n| *n == s)) {
-            Some(i) => (label(i.checked_sub(1)), label(Some(i))),
-            None => (label(None), label(names.len().checked_sub(1))),
-        };
-        let get = |l: &str| self.sampled.get(l).unwrap_or(&NO_SAMPLE);
-        StepView {
-            before: get(&before),
-            after: get(&after),
-            exit: step.and_then(|s| self.exits.get(s).copied()),
-            settings: &self.settings,
-        }
-    }
-}
-
-/// What an expectation judges, as the report and the snapshot print it, e.g.
-/// `Δ W/memory.stat.pgscan_direct > 0 [step read]`.
-pub fn describe_expect(ex: &Expect) -> String {
-    let scope = match &ex.step {
-        Some(name) => format!("step {name}"),
-        None => "whole run".to_string(),
-    };
-    let word = |p: bool| if p { "present" } else { "absent" };
-    let mut what = match &ex.want {
-        Want::Present { counter, present } => {
-            format!("{counter} is {} [after {scope}]", word(*present))
-        }
-        Want::Delta { counter, delta } => format!("Δ {counter} {delta} [{scope}]"),
-        Want::Value { counter, value } => format!("{counter} {value} [after {scope}]"),
-        Want::Exit { exit } => format!("step {} {exit}", ex.step.as_deref().unwrap_or("")),
-    };
-    if let Some(k) = ex.kernel {
-        what.push_str(&format!(" [kernel {k}]"));
-    }
-    what
-}
-
-/// The snapshot class of a change.
-pub fn class(rule: ClassRule, delta: i64) -> Option<String> {
-    match rule {
-        ClassRule::Sign => Some(match delta.signum() {
-            0 => "0".into(),
-            1 => ">0".into(),
-            _ => "<0".into(),
-        }),
-        ClassRule::Exact => Some(delta.to_string()),
-        ClassRule::Shown => None,
-    }
-}
-
-/// Evaluates a (possibly incomplete) stream against the spec. Pure: no I/O.
-pub fn evaluate(spec: &LabSpec, stream: &Stream) -> Evaluation {
-    let mut ev = Evaluation::default();
-    let mut samples: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut ends: BTreeMap<String, (Exit, u64, String)> = BTreeMap::new();
-    for f in &stream.frames {
-        match &f.event {
-            Event::Hello { kernel } => ev.kernel = Some(kernel.clone()),
-            Event::Ready => ev.ready_ms = Some(f.t_ms),
-            Event::Sample { label, values } => {
-                ev.samples += 1;
-                samples.insert(label.clone(), values.clone());
-            }
-            Event::StepEnd {
-                step,
-                exit,
-                wall_ms,
-                stderr,
-                ..
-            } => {
-                ends.insert(step.clone(), (*exit, *wall_ms, stderr.clone()));
-            }
-            Event::Error { context, message } => {
-                ev.problems.push(format!("agent: {context}: {message}"))
-            }
-            Event::End { .. } => ev.end_ms = Some(f.t_ms),
-            // Judged by health.rs, beside the lab's own verdicts.
-            Event::Health { .. } => {}
-            Event::StepStart { step } => ev.step_starts.push((f.t_ms, step.clone())),
-            Event::Trace {
-                step,
-                lines,
-                workers,
-            } => {
-                let events: Vec<trace::TraceEvent> =
-                    lines.iter().filter_map(|l| trace::parse_line(l)).collect();
-                let summary = trace::summarize(&events);
-                let cgroup_of: BTreeMap<u32, String> = workers
-                    .iter()
-                    .filter_map(|(pid, cg)| Some((pid.parse().ok()?, cg.clone())))
-                    .collect();
-                let mut facts = trace::facts(&summary, &cgroup_of);
-                // Zeros for every group and node that did nothing: "no episode" is a fact too.
-                let groups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
-                for key in trace::zero_facts(&groups, spec.vm.numa_nodes) {
-                    facts.entry(key).or_insert(0);
-                }
-                let ms = |us: u64| us / 1000;
-                for (kind, map) in [
-                    ("memcg reclaim", &summary.memcg),
-                    ("direct reclaim", &summary.direct),
-                ] {
-                    for ((comm, pid), ep) in map {
-                        let who = cgroup_of
-                            .get(pid)
-                            .map(|c| format!("{c} {kind}"))
-                            .unwrap_or(format!("{comm}-{pid} {kind}"));
-                        ev.trace_spans
-                            .extend(ep.spans.iter().map(|(a, b)| (ms(*a), ms(*b), who.clone())));
-                    }
-                }
-                for (nid, ep) in &summary.kswapd {
-                    ev.trace_spans.extend(
-                        ep.spans
-                            .iter()
-                            .map(|(a, b)| (ms(*a), ms(*b), format!("kswapd{nid} awake"))),
-                    );
-                }
-                ev.trace_text
-                    .insert(step.clone(), trace::render(&summary, &cgroup_of));
-                ev.traces.push((step.clone(), facts));
-            }
-            Event::Tick { step, values } => {
-                ev.timeline.push((f.t_ms, step.clone(), values.clone()))
-            }
-        }
-    }
-    for (step, facts) in &ev.traces {
-        if let Some(after) = samples.get_mut(&format!("after:{step}")) {
-            after.extend(facts.iter().map(|(k, v)| (k.clone(), *v)));
-        }
-    }
-    // Observed counters: the spec's list at every step, then each expectation's counter not in
-    // that list, at the expectation's own step only (at every step for a whole-run one): facts
-    // nobody asked about at other steps stay out of the snapshot.
-    type Explain = BTreeMap<String, Explanation>;
-    let no_words = Explain::new();
-    // (counter, rule, the steps it is observed at (none: every step), explanations)
-    let mut observe: Vec<(CounterExpr, ClassRule, Vec<String>, &Explain)> = spec
-        .observe
-        .iter()
-        .map(|o| (o.counter.clone(), o.class, o.steps.clone(), &o.explain))
-        .collect();
-    let declared = observe.len();
-    for ex in &spec.expect {
-        let at: Vec<String> = ex.step.iter().cloned().collect();
-        let covered =
-            |steps: &Vec<String>| steps.is_empty() || at.iter().all(|s| steps.contains(s));
-        if let Some(c) = ex.counter()
-            && !observe
-                .iter()
-                .any(|(o, _, steps, _)| o == c && covered(steps))
-        {
-            observe.push((c.clone(), ClassRule::Sign, at, &no_words));
-        }
-    }
-    ev.settings = guest::fact::settings(spec);
-    ev.exits = ends.iter().map(|(k, e)| (k.clone(), e.0)).collect();
-    let empty = BTreeMap::new();
-    let label_before = |i: usize| {
-        if i == 0 {
-            "start".to_string()
-        } else {
-            format!("after:{}", spec.steps[i - 1].name())
-        }
-    };
-    for (i, step) in spec.steps.iter().enumerate() {
-        let before = samples.get(&label_before(i));
-        let after = samples.get(&format!("after:{}", step.name()));
-        if before.is_none() || after.is_none() {
-            ev.problems.push(format!(
-                "no counters were sampled around step {}",
-                step.name()
-            ));
-        }
-        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
-        let view = StepView {
-            before,
-            after,
-            exit: ev.exits.get(step.name()).copied(),
-            settings: &ev.settings,
-        };
-        let observed = observe
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, _, at, _))| at.is_empty() || at.iter().any(|s| s == step.name()))
-            .map(|(k, (c, rule, _, words))| {
-                let delta = delta(c, before, after);
-                let explain = delta
-                    .as_ref()
-                    .ok()
-                    .and_then(|d| class(*rule, *d))
-                    .and_then(|k| words.get(&k))
-                    .and_then(|x| x.pick(&view))
-                    .map(str::to_string);
-                Observed {
-                    counter: c.clone(),
-                    rule: *rule,
-                    delta,
-                    explain,
-                    declared: k < declared,
-                }
-            })
-            .collect();
-        let end = ends.get(step.name());
-        let mut describe = step.kind.as_str().to_string();
-        if let Some(size) = step.size() {
-            describe.push_str(&format!(" {size}"));
-        }
-        describe.push_str(&format!(
-            " in {}",
-            step.cgroup().unwrap_or("the root cgroup")
-        ));
-        ev.steps.push(StepResult {
-            name: step.name().to_string(),
-            describe,
-            exit: end.map(|e| e.0),
-            wall_ms: end.map(|e| e.1).unwrap_or(0),
-            stderr: end.map(|e| e.2.clone()).unwrap_or_default(),
-            observed,
-        });
-    }
-    ev.sampled = samples;
-    for ex in &spec.expect {
-        let view = ev.view(ex.step.as_deref());
-        let missing = |t: String| (false, format!("not reported by this kernel: {t}"));
-        let (pass, actual) = match &ex.want {
-            Want::Present { counter, present } => {
-                let got = counter.eval(view.after).is_ok();
-                let word = if got { "present" } else { "absent" };
-                (got == *present, word.to_string())
-            }
-            Want::Delta {
-                counter,
-                delta: cond,
-            } => match delta(counter, view.before, view.after) {
-                Ok(d) => (cond.holds(d), d.to_string()),
-                Err(t) => missing(t),
-            },
-            Want::Value { counter, value } => match counter.eval(view.after) {
-                Ok(v) => (value.holds(v), v.to_string()),
-                Err(t) => missing(t),
-            },
-            Want::Exit { exit } => {
-                let got = view
-                    .exit
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "did not finish".into());
-                (view.exit == Some(*exit), got)
-            }
-        };
-        let mut verdict = Verdict {
-            expect: ex.clone(),
-            what: describe_expect(ex),
-            actual,
-            pass,
-            applies: true,
-        };
-        if let Some(k) = ex.kernel
-            && let Some(release) = ev.kernel.as_deref().filter(|r| !k.holds(r))
-        {
-            verdict.applies = false;
-            verdict.pass = true;
-            verdict.actual = format!("{}; not judged on {release}", verdict.actual);
-        }
-        ev.verdicts.push(verdict);
-    }
-    ev
-}
+use crate::timeline;
 
 /// The report for the student: every observed counter with its real change and its class, and
 /// every expectation with its verdict and why.
@@ -396,7 +47,7 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
                     format!("{d:+}"),
                     class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
                 ),
-                Err(t) => ("?".into(), format!("not reported by this kernel: {t}")),
+                Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
             };
             let _ = writeln!(
                 out,
@@ -408,9 +59,9 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             }
         }
         out.push_str(&timeline_lines(ev, &s.name));
-        if let Some(text) = ev.trace_text.get(&s.name) {
+        if let Some(t) = ev.trace(Some(&s.name)) {
             out.push_str("  reclaim trace (vmscan tracepoints):\n");
-            out.push_str(text);
+            out.push_str(&t.text);
         }
     }
     if !ev.verdicts.is_empty() {
@@ -433,33 +84,33 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
 type Spans = Vec<(f64, f64, String)>;
 
 pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>, Spans) {
-    let first_tick = ev.timeline.first().map(|t| t.0).unwrap_or(0);
+    let first_tick = ev.timeline.first().map(|t| t.t_ms).unwrap_or(0);
     let t0 = ev
         .step_starts
         .first()
-        .map(|s| s.0)
+        .map(|s| s.t_ms)
         .unwrap_or(first_tick)
         .min(first_tick);
     let secs = |ms: u64| ms.saturating_sub(t0) as f64 / 1000.0;
     let keys: std::collections::BTreeSet<&String> =
-        ev.timeline.iter().flat_map(|t| t.2.keys()).collect();
+        ev.timeline.iter().flat_map(|t| t.values.keys()).collect();
     let series = |key: &str, scale: f64| timeline::Series {
         name: key.to_string(),
         points: ev
             .timeline
             .iter()
-            .filter_map(|(t, _, v)| v.get(key).map(|n| (secs(*t), *n as f64 * scale)))
+            .filter_map(|t| t.values.get(key).map(|n| (secs(t.t_ms), *n as f64 * scale)))
             .collect(),
     };
     let mib = 1.0 / (1u64 << 20) as f64;
     let memory: Vec<timeline::Series> = keys
         .iter()
-        .filter(|k| k.ends_with("memory.current") || k.as_str() == "meminfo.MemFree")
+        .filter(|k| !counters::cumulative(k))
         .map(|k| series(k, mib))
         .collect();
     let reclaim: Vec<timeline::Series> = keys
         .iter()
-        .filter(|k| k.contains("pgscan") || k.contains("pgsteal") || k.contains("pswpout"))
+        .filter(|k| counters::cumulative(k))
         .map(|k| {
             let s = series(k, 1.0);
             timeline::Series {
@@ -471,8 +122,8 @@ pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, Stri
     let marks = ev
         .step_starts
         .iter()
-        .filter(|(t, _)| *t >= t0)
-        .map(|(t, s)| (secs(*t), format!("step {s}")))
+        .filter(|s| s.t_ms >= t0)
+        .map(|s| (secs(s.t_ms), format!("step {}", s.step)))
         .collect();
     let panels = vec![
         timeline::Panel {
@@ -487,10 +138,9 @@ pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, Stri
         },
     ];
     let spans = ev
-        .trace_spans
-        .iter()
-        .filter(|(a, _, _)| *a >= t0)
-        .map(|(a, b, w)| (secs(*a), secs(*b), w.clone()))
+        .spans()
+        .filter(|s| s.start_ms >= t0)
+        .map(|s| (secs(s.start_ms), secs(s.end_ms), s.who.clone()))
         .collect();
     (panels, marks, spans)
 }
@@ -500,8 +150,8 @@ fn timeline_lines(ev: &Evaluation, step: &str) -> String {
     let ticks: Vec<&BTreeMap<String, u64>> = ev
         .timeline
         .iter()
-        .filter(|t| t.1 == step)
-        .map(|t| &t.2)
+        .filter(|t| t.step == step)
+        .map(|t| &t.values)
         .collect();
     if ticks.len() < 3 {
         return String::new();
@@ -513,8 +163,7 @@ fn timeline_lines(ev: &Evaluation, step: &str) -> String {
             .iter()
             .map(|t| t.get(key).copied().unwrap_or(0) as f64)
             .collect();
-        let cumulative =
-            key.contains("pgscan") || key.contains("pgsteal") || key.contains("pswpout");
+        let cumulative = counters::cumulative(key);
         let shown: Vec<f64> = if cumulative {
             values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect()
         } else {
@@ -704,7 +353,8 @@ pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use guest::event::{Frame, decode_stream, encode_frame};
+    use guest::event::{Event, Exit, Frame, Stream, decode_stream, encode_frame};
+    use guest::spec::ClassRule;
 
     fn spec() -> LabSpec {
         let text = r#"

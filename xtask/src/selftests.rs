@@ -7,10 +7,12 @@ use crate::cache::{self, KeyHasher};
 use crate::initramfs::Extra;
 use crate::kernel;
 use crate::lab::{self, RunOptions};
+use crate::process::{Cmd, Ended};
 use crate::progress::Phases;
 use anyhow::{Context, Result, bail};
 use guest::event::{Event, Exit};
 use guest::spec::LabSpec;
+use guest::step::StepKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,12 +40,16 @@ kernel_config = ["selftests"]
 timeout_secs = 600
 "#;
 
+/// How long one test of a program may take before the agent kills the program (its missing
+/// tests then say it timed out); `check --timeout-factor` multiplies it like the boot's 600 s.
+pub const PER_TEST_TIMEOUT_SECS: u64 = 300;
+
 /// The spec for `programs`: [`SPEC`] plus one exec step each.
 pub fn spec(programs: &[&str]) -> Result<LabSpec> {
     let mut text = SPEC.to_string();
     for p in programs {
         text.push_str(&format!(
-            "\n[[step]]\nkind = \"exec\"\nname = \"{p}\"\nargv = [\"/{DIR}/{p}\"]\nsize = \"512M\"\n"
+            "\n[[step]]\nkind = \"exec\"\nname = \"{p}\"\nargv = [\"/{DIR}/{p}\"]\nsize = \"512M\"\nresult_timeout_secs = {PER_TEST_TIMEOUT_SECS}\n"
         ));
     }
     lab::parse_spec(&text, "the selftests spec")
@@ -210,10 +216,18 @@ pub fn complete(
     mut results: Vec<TestResult>,
     declared: &[String],
     exit: Option<Exit>,
+    stderr: &str,
 ) -> (Vec<TestResult>, Vec<String>) {
-    let how = match exit {
-        Some(e) => format!("{program} {e}"),
-        None => format!("{program} did not finish (the VM stopped first)"),
+    let timed_out = stderr
+        .lines()
+        .find(|l| l.starts_with(guest::event::RESULT_TIMEOUT_NOTE));
+    let how = match (timed_out, exit) {
+        (Some(l), _) => format!(
+            "{program} timed out ({})",
+            l.trim_start_matches("kernel-lab: ")
+        ),
+        (None, Some(e)) => format!("{program} {e}"),
+        (None, None) => format!("{program} did not finish (the VM stopped first)"),
     };
     let skipped_all = results.iter().any(|t| t.name == "(all)");
     let mut problems = Vec::new();
@@ -335,19 +349,25 @@ fn compile(tree: &Path, program: &str, bin: &Path) -> Result<()> {
     let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
     let shim = bin.with_extension(format!("linebuf{}.c", std::process::id()));
     std::fs::write(&shim, LINE_BUFFERED)?;
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-Wall", "-pthread", "-w"])
-        .arg(format!("-I{}", selftests.display()))
-        .arg("-o")
-        .arg(&tmp)
-        .arg(src.join(format!("{program}.c")))
-        .arg(src.join("cgroup_util.c"))
-        .arg(&shim)
-        .output()
-        .context("running gcc for the selftests (apt-get install gcc libc6-dev)");
+    let out = Cmd::new(
+        "gcc",
+        "gcc for the selftests (apt-get install gcc libc6-dev)",
+    )
+    .args(["-static", "-Wall", "-pthread", "-w"])
+    .arg(format!("-I{}", selftests.display()))
+    .arg("-o")
+    .arg(&tmp)
+    .arg(src.join(format!("{program}.c")))
+    .arg(src.join("cgroup_util.c"))
+    .arg(&shim)
+    .run(None);
     let _ = std::fs::remove_file(&shim);
     let out = out?;
-    if !out.status.success() {
+    if out.ended == Ended::Interrupted {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("interrupted while compiling {program}");
+    }
+    if !out.success() {
         let _ = std::fs::remove_file(&tmp);
         // The tree's own test does not build: this commit cannot be tested (exit 125).
         return Err(kernel::Untestable(format!(
@@ -379,6 +399,19 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
     if opts.mglru.is_some() {
         spec.vm.mglru = opts.mglru;
     }
+    // A longer boot timeout (`--timeout-factor`) stretches the per-test one alike.
+    let factor = opts
+        .timeout
+        .map_or(1.0, |t| t as f64 / spec.vm.timeout_secs as f64);
+    for st in &mut spec.steps {
+        if let StepKind::Exec {
+            result_timeout_secs: Some(t),
+            ..
+        } = &mut st.kind
+        {
+            *t = (*t as f64 * factor).ceil() as u64;
+        }
+    }
     eprintln!("{}: {}", spec.id, spec.title);
     let mut extra = Vec::new();
     let mut declared = Vec::new();
@@ -409,15 +442,20 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
     for (p, declared) in PROGRAMS.iter().zip(&declared) {
         let end = booted.stream.frames.iter().find_map(|f| match &f.event {
             Event::StepEnd {
-                step, exit, stdout, ..
-            } if step == p => Some((*exit, stdout.clone())),
+                step,
+                exit,
+                stdout,
+                stderr,
+                ..
+            } if step == p => Some((*exit, stdout.clone(), stderr.clone())),
             _ => None,
         });
         let parsed = end
             .as_ref()
-            .map(|(_, out)| parse_ktap(out))
+            .map(|(_, out, _)| parse_ktap(out))
             .unwrap_or_default();
-        let (results, mut why) = complete(p, parsed, declared, end.map(|(e, _)| e));
+        let stderr = end.as_ref().map(|(.., e)| e.as_str()).unwrap_or_default();
+        let (results, mut why) = complete(p, parsed, declared, end.as_ref().map(|e| e.0), stderr);
         problems.append(&mut why);
         programs.push((p.to_string(), results));
     }
@@ -509,7 +547,7 @@ mod tests {
                 outcome: Outcome::Skip("cgroup v2 isn't mounted".into())
             }]
         );
-        let (r, problems) = complete("p", r, &["t1".into()], Some(Exit::Exited { code: 4 }));
+        let (r, problems) = complete("p", r, &["t1".into()], Some(Exit::Exited { code: 4 }), "");
         assert_eq!(r.len(), 1);
         assert!(problems.is_empty(), "{problems:?}");
     }
@@ -560,7 +598,7 @@ mod tests {
         let declared: Vec<String> = declared_tests(TABLE);
         let parsed = parse_ktap("ok 1 test_memcg_subtree_control\n");
         let killed = Exit::Signaled { signal: 9 };
-        let (r, problems) = complete("test_memcontrol", parsed, &declared, Some(killed));
+        let (r, problems) = complete("test_memcontrol", parsed, &declared, Some(killed), "");
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].outcome, Outcome::Pass);
         for t in &r[1..] {
@@ -576,7 +614,7 @@ mod tests {
         // The missing tests already say how it ended: no extra program-level problem.
         assert!(problems.is_empty(), "{problems:?}");
         // A VM that stopped before the program ended.
-        let (r, problems) = complete("p", vec![], &declared, None);
+        let (r, problems) = complete("p", vec![], &declared, None, "");
         assert!(
             r.iter()
                 .all(|t| matches!(&t.outcome, Outcome::Error(m) if m.contains("did not finish")))
@@ -586,7 +624,7 @@ mod tests {
             "each missing test says it: {problems:?}"
         );
         // Without a tests[] table, a program that printed nothing is a problem of its own.
-        let (r, problems) = complete("p", vec![], &[], Some(Exit::Signaled { signal: 9 }));
+        let (r, problems) = complete("p", vec![], &[], Some(Exit::Signaled { signal: 9 }), "");
         assert!(r.is_empty());
         assert_eq!(problems.len(), 2, "{problems:?}");
     }
@@ -602,13 +640,40 @@ mod tests {
             parsed.clone(),
             &declared,
             Some(Exit::Exited { code: 1 }),
+            "",
         );
         assert_eq!(
             problems,
             ["p exited 1 although every test it reported passed or skipped"]
         );
-        let (_, problems) = complete("p", parsed, &declared, Some(Exit::Exited { code: 0 }));
+        let (_, problems) = complete("p", parsed, &declared, Some(Exit::Exited { code: 0 }), "");
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn a_test_that_outlives_its_timeout_is_an_error_that_says_so() {
+        let declared = declared_tests(TABLE);
+        let parsed = parse_ktap("ok 1 test_memcg_subtree_control\n");
+        let stderr = "some output\nkernel-lab: no test result for 300s after 1 results: killed\n";
+        let (r, _) = complete(
+            "test_memcontrol",
+            parsed,
+            &declared,
+            Some(Exit::Signaled { signal: 9 }),
+            stderr,
+        );
+        assert_eq!(
+            r[1].outcome,
+            Outcome::Error(
+                "no result: test_memcontrol timed out (no test result for 300s after 1 results: killed) after test_memcg_subtree_control".into()
+            )
+        );
+        // The generated spec gives each program its per-test timeout.
+        let s = spec(PROGRAMS).unwrap();
+        assert_eq!(
+            s.steps[0].result_timeout_secs(),
+            Some(PER_TEST_TIMEOUT_SECS)
+        );
     }
 
     #[test]

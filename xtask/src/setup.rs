@@ -1,6 +1,7 @@
 //! Prerequisites: find what is missing (QEMU, kernel build tools, e2fsprogs, kernel source) and
 //! install it with apt-get when we may, or stop with the exact command to run.
 
+use crate::process::{Cmd, Sink};
 use anyhow::{Result, bail};
 use std::path::Path;
 
@@ -116,6 +117,13 @@ pub fn ensure_for(install: bool, kernel: &crate::acquire::KernelChoice) -> Resul
 }
 
 /// Installs what is missing when `install` and we are root with apt-get; otherwise explains.
+/// `cargo xtask setup`.
+pub fn run() -> Result<crate::exit::Exit> {
+    ensure(true, None)?;
+    eprintln!("setup: everything kernel-lab needs is installed");
+    Ok(crate::exit::Exit::Passed)
+}
+
 pub fn ensure(install: bool, source_flag: Option<&Path>) -> Result<()> {
     ensure_needs(install, source_flag, true)
 }
@@ -143,19 +151,25 @@ fn ensure_needs(install: bool, source_flag: Option<&Path>, build: bool) -> Resul
         "setup: missing {}; running: apt-get update && {command}",
         whats.join(", ")
     );
-    let update = std::process::Command::new("apt-get")
-        .args(["update", "-qq"])
-        .status()?;
+    let apt_get = || {
+        Cmd::new("apt-get", "apt-get")
+            .stdout(Sink::Inherit)
+            .stderr(Sink::Inherit)
+    };
+    let update = apt_get().args(["update", "-qq"]).run(None)?;
     if !update.success() {
-        bail!("apt-get update failed ({update}); run it yourself, then: {command}");
+        bail!(
+            "apt-get update failed ({}); run it yourself, then: {command}",
+            update.ended
+        );
     }
-    let status = std::process::Command::new("apt-get")
+    let install = apt_get()
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
-    if !status.success() {
-        bail!("`{command}` failed ({status})");
+        .run(None)?;
+    if !install.success() {
+        bail!("`{command}` failed ({})", install.ended);
     }
     let still = find_missing(source_flag, build);
     if !still.is_empty() {

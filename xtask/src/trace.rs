@@ -68,7 +68,7 @@ pub struct Episodes {
     /// (start, end) in trace microseconds, for the timeline.
     pub spans: Vec<(u64, u64)>,
     /// Free pages when each episode began (direct reclaim, where the probe reports it).
-    pub free: Range,
+    pub free: Frees,
 }
 
 impl Episodes {
@@ -82,28 +82,26 @@ impl Episodes {
     }
 }
 
-/// The smallest and largest of some numbers (free pages at a kind of event); empty when none
-/// was reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Range(Option<(u64, u64)>);
+/// Free pages at each event of a kind (where the probe reported them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frees(Vec<u64>);
 
-impl Range {
+impl Frees {
     fn add(&mut self, n: u64) {
-        self.0 = Some(match self.0 {
-            Some((lo, hi)) => (lo.min(n), hi.max(n)),
-            None => (n, n),
-        });
+        self.0.push(n);
     }
 
-    fn merge(&mut self, other: Range) {
-        if let Some((lo, hi)) = other.0 {
-            self.add(lo);
-            self.add(hi);
-        }
+    fn merge(&mut self, other: &Frees) {
+        self.0.extend(&other.0);
     }
 
-    pub fn get(&self) -> Option<(u64, u64)> {
-        self.0
+    /// (smallest, median, largest); None when no event reported free pages. The median of an
+    /// even count is the lower middle value: a value that was seen.
+    pub fn get(&self) -> Option<(u64, u64, u64)> {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let mid = *v.get((v.len().max(1) - 1) / 2)?;
+        Some((v[0], mid, v[v.len() - 1]))
     }
 }
 
@@ -113,7 +111,7 @@ impl Range {
 pub struct Wakeups {
     pub count: u64,
     /// Free pages when the requests came.
-    pub free: Range,
+    pub free: Frees,
 }
 
 /// Reclaim throttling (mm_vmscan_throttled: reclaim_throttle()) of one task, per reason.
@@ -151,7 +149,7 @@ pub struct Summary {
     /// node balanced, napped, and found it still balanced).
     pub kswapd_sleeps: BTreeMap<u32, u64>,
     /// Free pages when kswapd went to sleep (any node).
-    pub kswapd_sleep_free: Range,
+    pub kswapd_sleep_free: Frees,
     /// ((comm, pid), reason) -> reclaim_throttle() sleeps; the reason without its
     /// `VMSCAN_THROTTLE_` prefix, in lower case (`writeback`, `isolated`, ...).
     pub throttled: BTreeMap<((String, u32), String), Throttled>,
@@ -344,18 +342,19 @@ pub fn facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> BTreeMap<String,
 
 /// The per-node, per-class, throttling and free-page facts of [`facts`].
 fn more_facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>, v: &mut BTreeMap<String, u64>) {
-    fn range(v: &mut BTreeMap<String, u64>, key: &str, r: Range) {
-        if let Some((lo, hi)) = r.get() {
+    fn range(v: &mut BTreeMap<String, u64>, key: &str, r: &Frees) {
+        if let Some((lo, mid, hi)) = r.get() {
             v.insert(format!("{key}.free_min"), lo);
+            v.insert(format!("{key}.free_median"), mid);
             v.insert(format!("{key}.free_max"), hi);
         }
     }
     let cg = |pid: &u32| cgroup_of.get(pid).map(String::as_str).unwrap_or("other");
-    let mut direct_free: BTreeMap<&str, Range> = BTreeMap::new();
+    let mut direct_free: BTreeMap<&str, Frees> = BTreeMap::new();
     for ((_, pid), ep) in &s.direct {
-        direct_free.entry(cg(pid)).or_default().merge(ep.free);
+        direct_free.entry(cg(pid)).or_default().merge(&ep.free);
     }
-    for (group, r) in direct_free {
+    for (group, r) in &direct_free {
         range(v, &format!("trace.{group}.direct_reclaim"), r);
     }
     for (((_, pid), reason), t) in &s.throttled {
@@ -366,8 +365,8 @@ fn more_facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>, v: &mut BTreeMap<S
     for (nid, n) in &s.kswapd_sleeps {
         v.insert(format!("trace.kswapd.{nid}.sleeps"), *n);
     }
-    range(v, "trace.kswapd.sleep", s.kswapd_sleep_free);
-    let (mut alloc, mut none) = (Range::default(), Range::default());
+    range(v, "trace.kswapd.sleep", &s.kswapd_sleep_free);
+    let (mut alloc, mut none) = (Frees::default(), Frees::default());
     for ((nid, class), w) in &s.wakeups {
         *v.entry(format!("trace.wakeup_kswapd.{nid}.gfp.{class}"))
             .or_insert(0) += w.count;
@@ -383,10 +382,10 @@ fn more_facts(s: &Summary, cgroup_of: &BTreeMap<u32, String>, v: &mut BTreeMap<S
         } else {
             &mut alloc
         }
-        .merge(w.free);
+        .merge(&w.free);
     }
-    range(v, "trace.wakeup_kswapd.allocator", alloc);
-    range(v, "trace.wakeup_kswapd.gfp_none", none);
+    range(v, "trace.wakeup_kswapd.allocator", &alloc);
+    range(v, "trace.wakeup_kswapd.gfp_none", &none);
 }
 
 /// Facts that are 0 when nothing happened (no episode is a fact too), for the lab's groups and
@@ -414,11 +413,11 @@ pub fn zero_facts(cgroups: &[&str], nodes: u32) -> Vec<String> {
     keys
 }
 
-/// `, free pages A..B` (or `A`), or nothing when no probe reported.
-fn free_text(r: Range) -> String {
+/// `, free pages A..B (median M)` (or `A`), or nothing when no probe reported.
+fn free_text(r: &Frees) -> String {
     match r.get() {
-        Some((lo, hi)) if lo == hi => format!(", free pages {lo}"),
-        Some((lo, hi)) => format!(", free pages {lo}..{hi}"),
+        Some((lo, _, hi)) if lo == hi => format!(", free pages {lo}"),
+        Some((lo, mid, hi)) => format!(", free pages {lo}..{hi} (median {mid})"),
         None => String::new(),
     }
 }
@@ -438,7 +437,7 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
                 ep.total_us as f64 / 1000.0,
                 ep.longest_us as f64 / 1000.0,
                 ep.nr_reclaimed,
-                free_text(ep.free).replace(", free pages", "; entered at free pages")
+                free_text(&ep.free).replace(", free pages", "; entered at free pages")
             ));
         }
     }
@@ -462,11 +461,11 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
             false => format!("awake {ms:.1} ms"),
         };
         let sleeps = s.kswapd_sleeps.get(nid).copied().unwrap_or(0);
+        let at = free_text(&s.kswapd_sleep_free).replacen(',', " at", 1);
         out.push_str(&format!(
-            "    kswapd{nid}: woke {} {times}, {passes} balancing passes, {awake}, went back to sleep {sleeps} times{}\n",
+            "    kswapd{nid}: woke {} {times}, {passes} balancing passes, {awake}, went back to sleep {sleeps} {}{at}\n",
             ep.count,
-            free_text(s.kswapd_sleep_free).replace(", free pages", " (free pages")
-                + if s.kswapd_sleep_free.get().is_some() { ")" } else { "" }
+            if sleeps == 1 { "time" } else { "times" }
         ));
     }
     if s.kswapd.is_empty() {
@@ -478,9 +477,10 @@ pub fn render(s: &Summary, cgroup_of: &BTreeMap<u32, String>) -> String {
             _ => format!("allocations ({class})"),
         };
         out.push_str(&format!(
-            "    kswapd{nid} woken by {who}: {} times{}\n",
+            "    kswapd{nid} woken by {who}: {} {}{}\n",
             w.count,
-            free_text(w.free)
+            if w.count == 1 { "time" } else { "times" },
+            free_text(&w.free)
         ));
     }
     out
@@ -672,7 +672,7 @@ exe-41 [000] ..... 3.600000: mm_vmscan_throttled: nid=0 usec_timeout=100000 usec
         // The probe's line may also come just before the probed one.
         assert_eq!(
             s.wakeups[&(0, "none".to_string())].free.get(),
-            Some((700, 700))
+            Some((700, 700, 700))
         );
         let mut cg = BTreeMap::new();
         cg.insert(40, "G".to_string());
@@ -689,6 +689,7 @@ exe-41 [000] ..... 3.600000: mm_vmscan_throttled: nid=0 usec_timeout=100000 usec
             ("trace.wakeup_kswapd.1.allocator", 1),
             ("trace.wakeup_kswapd.allocator.free_min", 590),
             ("trace.wakeup_kswapd.allocator.free_max", 600),
+            ("trace.wakeup_kswapd.allocator.free_median", 590),
             ("trace.wakeup_kswapd.gfp_none.free_max", 700),
             ("trace.kswapd.0.passes", 2),
             ("trace.kswapd.0.sleeps", 1),
@@ -701,10 +702,10 @@ exe-41 [000] ..... 3.600000: mm_vmscan_throttled: nid=0 usec_timeout=100000 usec
         }
         let text = render(&s, &cg);
         for want in [
-            "kswapd0: woke 1 time, 2 balancing passes, awake 199.9 ms, went back to sleep 1 times (free pages 760)",
-            "kswapd0 woken by allocations (highuser_movable): 1 times, free pages 600",
-            "kswapd0 woken by gfp_flags=none (a boosted watermark, rmqueue()): 1 times, free pages 700",
-            "kswapd1 woken by allocations (kernel): 1 times, free pages 590",
+            "kswapd0: woke 1 time, 2 balancing passes, awake 199.9 ms, went back to sleep 1 time at free pages 760",
+            "kswapd0 woken by allocations (highuser_movable): 1 time, free pages 600",
+            "kswapd0 woken by gfp_flags=none (a boosted watermark, rmqueue()): 1 time, free pages 700",
+            "kswapd1 woken by allocations (kernel): 1 time, free pages 590",
             "exe-41 in W: throttled in reclaim (writeback) 2 times, 5.0 ms",
             "32 pages reclaimed; entered at free pages 480",
         ] {

@@ -3,11 +3,11 @@
 //! and whether the developer has built it in place (then `make O=...` refuses it).
 
 use crate::cache::{self, KeyHasher};
+use crate::process::Cmd;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 /// A tree's identity: what its kernels' cache keys are made of.
@@ -62,14 +62,12 @@ pub fn forget(tree: &Path) {
 
 /// Runs git in `dir` with `env`; its trimmed stdout, or None when it fails.
 fn git(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Option<String> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(dir).args(args);
+    let mut cmd = Cmd::new("git", "git").arg("-C").arg(dir).args(args);
     for (k, v) in env {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
-    let out = cmd.stdin(std::process::Stdio::null()).output().ok()?;
-    out.status
-        .success()
+    let out = cmd.run(None).ok()?;
+    out.success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -293,7 +291,7 @@ mod tests {
     use super::*;
 
     fn run(dir: &Path, args: &[&str]) {
-        let ok = Command::new("git")
+        Cmd::new("git", "git")
             .arg("-C")
             .arg(dir)
             .args(args)
@@ -301,11 +299,8 @@ mod tests {
             .env("GIT_AUTHOR_EMAIL", "t@t")
             .env("GIT_COMMITTER_NAME", "t")
             .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
+            .checked()
+            .unwrap_or_else(|e| panic!("git {args:?}: {e:#}"));
     }
 
     #[test]

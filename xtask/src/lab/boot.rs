@@ -1,0 +1,326 @@
+//! One boot of a lab spec: kernel, agent, initramfs and data disk prepared, QEMU run with
+//! progress, the result stream and console collected and kept, and why the run is not valid.
+//! Shared by labs, bench's floor and the kernel's selftests.
+
+use super::RunOptions;
+use crate::cache;
+use crate::progress::{self, Phases};
+use crate::{disk, health, initramfs, kernel, qemu, setup};
+use anyhow::{Result, bail};
+use guest::event::{Decoder, Event, Frame, Stream};
+use guest::spec::LabSpec;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a VM needs that does not depend on the lab: the kernel, the agent, the accelerator.
+pub struct Prepared {
+    pub kernel: kernel::Kernel,
+    pub agent: PathBuf,
+    pub accel: qemu::Accel,
+}
+
+/// Set-up, kernel and agent, each timed into `phases`.
+pub fn prepare(opts: &RunOptions, fragments: &[String], phases: &mut Phases) -> Result<Prepared> {
+    phases.time("setup", || setup::ensure_for(opts.install, &opts.kernel))?;
+    let accel = qemu::resolve_accel(opts.accel)?;
+    let kernel = phases.time("kernel", || {
+        opts.kernel.kernel(
+            &[fragments, &opts.extra_fragments[..]].concat(),
+            opts.rebuild_kernel,
+        )
+    })?;
+    let agent = phases.time("agent", initramfs::build_agent)?;
+    Ok(Prepared {
+        kernel,
+        agent,
+        accel,
+    })
+}
+
+/// The extra kernel fragments a lab needs: its own, and `tracing` when it traces.
+pub fn kernel_fragments(spec: &LabSpec) -> Vec<String> {
+    let mut f = spec.vm.kernel_config.clone();
+    if spec.vm.trace && !f.iter().any(|x| x == "tracing") {
+        f.push("tracing".into());
+    }
+    f
+}
+
+/// Kernel command line words for the agent and, when the lab traces, for tracing: the
+/// tracepoints are switched on while the kernel boots, which is cheaper under TCG than
+/// enabling them one by one from user space (each enable patches kernel code).
+fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
+    let mut words = Vec::new();
+    if shell {
+        words.push("kernel_lab=shell".into());
+    }
+    if spec.vm.trace {
+        let events: Vec<String> = guest::TRACEPOINTS
+            .iter()
+            .map(|t| format!("vmscan:{t}"))
+            .collect();
+        words.push(format!("trace_event={}", events.join(",")));
+        words.push("trace_clock=boot".into());
+        words.push("trace_buf_size=4M".into());
+    }
+    words
+}
+
+/// A per-run scratch directory under target/kernel-lab/tmp, removed on drop.
+pub(super) fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
+    let root = cache::target_dir()?.join("tmp");
+    std::fs::create_dir_all(&root)?;
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(&root)?)
+}
+
+/// Boots the kernel with an /init that powers off at once (with `kernel_args` added to the
+/// command line, as for the lab runs); returns QEMU's wall time.
+pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
+    let dir = scratch("floor")?;
+    let initrd = dir.path().join("initramfs.cpio");
+    initramfs::write(&initrd, &p.agent, "", false, &[])?;
+    let (console_log, results) = (dir.path().join("console.log"), dir.path().join("results"));
+    let vm = qemu::VmArgs {
+        accel: p.accel,
+        memory: 256 << 20,
+        cpus: 2,
+        kernel: &p.kernel.image,
+        initrd: &initrd,
+        data_disk: None,
+        console_log: &console_log,
+        results: &results,
+        tsc_khz: qemu::tsc_khz_for(p.accel),
+        hz: p.kernel.hz,
+        extra_cmdline: [vec!["kernel_lab=floor".to_string()], kernel_args.to_vec()].concat(),
+        numa_nodes: 1,
+        console_stdio: false,
+    };
+    let out = qemu::run(
+        &qemu::argv(&vm),
+        dir.path(),
+        Duration::from_secs(60),
+        false,
+        || {},
+    )?;
+    match out.status {
+        Some(s) if s.success() => Ok(out.wall),
+        _ => bail!(
+            "the floor boot did not power off cleanly; console:\n{}",
+            progress::tail(&console_log, 20)
+        ),
+    }
+}
+
+/// What one boot of a lab spec produced, before any judging.
+pub struct Booted {
+    pub stream: guest::event::Stream,
+    /// target/kernel-lab/last/<id>/ with console.log and results.jsonl.
+    pub kept: PathBuf,
+    /// Why the run is not valid: timeout, QEMU failure, an incomplete result stream.
+    pub problems: Vec<String>,
+    pub kernel_built: bool,
+    /// The kernel's own health (see health.rs).
+    pub health: health::Health,
+}
+
+/// Prepares the kernel and agent for `spec`, writes its initramfs (plus `extra` files) and data
+/// disk, boots QEMU with progress, and collects the result stream. Shared by labs and the
+/// upstream selftests.
+pub fn boot(
+    spec: &LabSpec,
+    opts: &RunOptions,
+    extra: &[initramfs::Extra],
+    phases: &mut Phases,
+) -> Result<Booted> {
+    let p = prepare(opts, &kernel_fragments(spec), phases)?;
+    let scratch = scratch(&spec.id)?;
+    let initrd = scratch.path().join("initramfs.cpio");
+    phases.time("initramfs", || -> Result<()> {
+        let plan = serde_json::to_string(spec)?;
+        initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
+    })?;
+    let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
+    let console_log = scratch.path().join("console.log");
+    let results = scratch.path().join("results.jsonl");
+    let vm = qemu::VmArgs {
+        accel: p.accel,
+        memory: spec.vm.memory.0,
+        cpus: spec.vm.cpus,
+        kernel: &p.kernel.image,
+        initrd: &initrd,
+        data_disk: data_disk.as_deref(),
+        console_log: &console_log,
+        results: &results,
+        tsc_khz: qemu::tsc_khz_for(p.accel),
+        hz: p.kernel.hz,
+        extra_cmdline: [guest_cmdline(spec, opts.shell), opts.kernel_args.clone()].concat(),
+        numa_nodes: spec.vm.numa_nodes,
+        console_stdio: opts.shell,
+    };
+    let timeout = match opts.shell {
+        true => Duration::from_secs(opts.timeout.unwrap_or(24 * 3600)),
+        false => Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs)),
+    };
+    let accel = if p.accel == qemu::Accel::Kvm {
+        "KVM"
+    } else {
+        "TCG"
+    };
+    progress::status(&format!(
+        "{}: booting ({accel}, {} RAM, {} cpus) ...",
+        spec.id, spec.vm.memory, spec.vm.cpus
+    ));
+    let mut follow = Follow::new(&results);
+    let outcome = qemu::run(
+        &qemu::argv(&vm),
+        scratch.path(),
+        timeout,
+        opts.shell,
+        || show_steps(&spec.id, follow.poll()),
+    )?;
+    progress::status_done(&format!(
+        "{}: QEMU ran {:.2}s",
+        spec.id,
+        outcome.wall.as_secs_f64()
+    ));
+    phases.add("qemu", outcome.wall);
+    let stream = follow.finish();
+    let console =
+        String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
+    let health = health::judge(&stream, &console);
+    let mut problems = problems(&outcome, timeout, &stream);
+    if let Some(panic) = &health.agent_died {
+        problems.push(format!(
+            "the agent (PID 1) died, so the kernel panicked: {panic}"
+        ));
+    }
+    Ok(Booted {
+        health,
+        kept: keep_artifacts(&spec.id, &console_log, &results)?,
+        problems,
+        stream,
+        kernel_built: p.kernel.built,
+    })
+}
+
+/// Shows each step as the agent starts it (`new`: the frames that just arrived).
+fn show_steps(id: &str, new: &[Frame]) {
+    for f in new {
+        if let Event::StepStart { step } = &f.event {
+            let secs = f.t_ms as f64 / 1000.0;
+            progress::status(&format!("{id}: step {step} (guest time {secs:.1}s) ..."));
+        }
+    }
+}
+
+/// The result stream read as QEMU writes it: each poll reads only what was appended since the
+/// last and decodes only that (a long run's stream is never read or decoded twice).
+struct Follow<'a> {
+    path: &'a Path,
+    file: Option<std::fs::File>,
+    decoder: Decoder,
+    buf: Vec<u8>,
+}
+
+impl<'a> Follow<'a> {
+    fn new(path: &'a Path) -> Self {
+        Follow {
+            path,
+            file: None,
+            decoder: Decoder::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The frames that arrived since the last poll.
+    fn poll(&mut self) -> &[Frame] {
+        if self.file.is_none() {
+            // QEMU creates the file when it starts.
+            self.file = std::fs::File::open(self.path).ok();
+        }
+        self.buf.clear();
+        if let Some(f) = &mut self.file {
+            let _ = f.read_to_end(&mut self.buf);
+        }
+        self.decoder.feed(&self.buf)
+    }
+
+    /// The whole stream, once QEMU has ended.
+    fn finish(mut self) -> Stream {
+        self.poll();
+        self.decoder.finish()
+    }
+}
+
+/// Why a boot is not valid: QEMU killed at the timeout or failing, an incomplete stream; each
+/// with what the agent was last seen doing.
+fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<String> {
+    let last_seen = last_seen(stream);
+    let mut problems = Vec::new();
+    match outcome.status {
+        None => problems.push(format!(
+            "the guest did not finish within {}s and QEMU was killed; {last_seen}",
+            timeout.as_secs()
+        )),
+        Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
+        Some(_) => {}
+    }
+    if let Some(problem) = &stream.problem {
+        let seen = match outcome.status {
+            None => String::new(),
+            Some(_) => format!("; {last_seen}"),
+        };
+        problems.push(format!("result stream incomplete: {problem}{seen}"));
+    }
+    problems
+}
+
+/// `last seen: step-start read at 2.31s guest uptime[, then timeline ticks until 5.00s]`.
+fn last_seen(stream: &Stream) -> String {
+    let is_tick = |f: &&Frame| matches!(f.event, Event::Tick { .. });
+    let meaningful = stream.frames.iter().rev().find(|f| !is_tick(f));
+    let mut seen = match meaningful {
+        Some(f) => format!(
+            "last seen: {} at {:.2}s guest uptime",
+            describe(&f.event),
+            f.t_ms as f64 / 1000.0
+        ),
+        None => "nothing arrived from the agent".into(),
+    };
+    if let Some(f) = stream.frames.last().filter(is_tick) {
+        let secs = f.t_ms as f64 / 1000.0;
+        seen.push_str(&format!(", then timeline ticks until {secs:.2}s"));
+    }
+    seen
+}
+
+/// One event in a few words, for "last seen".
+fn describe(e: &Event) -> String {
+    match e {
+        Event::Hello { .. } => "hello".into(),
+        Event::Ready => "ready".into(),
+        Event::Sample { label, .. } => format!("sample {label}"),
+        Event::StepStart { step } => format!("step-start {step}"),
+        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
+        Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
+        Event::Error { context, message } => format!("error {context}: {message}"),
+        Event::Health { .. } => "kernel health".into(),
+        Event::End { .. } => "end".into(),
+    }
+}
+
+/// Copies the console log and result stream to target/kernel-lab/last/<id>/ for later reading.
+fn keep_artifacts(id: &str, console: &Path, results: &Path) -> Result<PathBuf> {
+    let dir = cache::target_dir()?.join("last").join(id);
+    std::fs::create_dir_all(&dir)?;
+    for (src, name) in [(console, "console.log"), (results, "results.jsonl")] {
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::copy(src, &tmp).or_else(|_| std::fs::write(&tmp, b"").map(|_| 0));
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(dir)
+}

@@ -1,0 +1,217 @@
+//! Running one lab end to end: load, boot, evaluate, compare with the snapshot (or the default
+//! snapshot, for a `--set` variant), chart the timeline; and keeping the first failing run.
+
+use super::boot::{Booted, boot, scratch};
+use super::load::Loaded;
+use super::load::load_for;
+use super::{LabDir, RunOptions};
+use crate::progress::Phases;
+use crate::{health, kernel, report, timeline};
+use anyhow::Result;
+use guest::spec::LabSpec;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub spec: LabSpec,
+    pub eval: report::Evaluation,
+    /// Why the run itself is not valid (timeout, QEMU failure, incomplete stream, agent errors).
+    pub problems: Vec<String>,
+    /// `None` when the run was not valid enough to compare, or is a `--set` variant.
+    pub snapshot_matched: Option<bool>,
+    /// When the snapshot did not match: the facts that changed, one line each.
+    pub snapshot_changes: Vec<String>,
+    /// For a `--set` variant: the values set and the steps left out.
+    pub variant: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
+    /// For a `--set` variant: how its facts differ from the default snapshot.
+    pub variant_diff: Option<String>,
+    /// A `--shell` session (no steps run, nothing judged).
+    pub shell: bool,
+    /// The kernel's own health during the run (taint, splats in its log and console).
+    pub health: health::Health,
+    pub phases: Phases,
+    pub total: Duration,
+    pub kernel_built: bool,
+    /// target/kernel-lab/last/<id>/: console.log and results.jsonl of this run.
+    pub kept: PathBuf,
+    /// Every frame the agent sent (samples included).
+    pub frames: Vec<guest::event::Frame>,
+    /// The timeline chart written for this run, if the run had a timeline.
+    pub timeline_svg: Option<PathBuf>,
+}
+
+impl RunResult {
+    /// A default run passes when every expectation holds and the snapshot matches; a `--set`
+    /// variant when it ran to the end (its facts may rightly differ).
+    pub fn passed(&self) -> bool {
+        if self.shell {
+            return self.problems.is_empty();
+        }
+        let valid = self.problems.is_empty() && self.health.healthy();
+        match self.variant {
+            Some(_) => valid,
+            None => valid && self.eval.passed() && self.snapshot_matched == Some(true),
+        }
+    }
+}
+
+/// Why the lab does not apply to the kernel source in `opts` (its `[applies]` table), or None.
+pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String>> {
+    let Some(applies) = &spec.applies else {
+        return Ok(None);
+    };
+    let version = opts.kernel.version()?;
+    Ok(version.filter(|v| !applies.kernel.holds(v)).map(|v| {
+        format!(
+            "lab {} is for kernels {}, not {v}: {}",
+            spec.id, applies.kernel, applies.why
+        )
+    }))
+}
+
+/// Runs one lab: loaded, checked that it applies to the kernel, then [`execute_loaded`].
+/// Prints progress only; [`super::print`] shows the report.
+pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
+    let loaded = load_for(lab, &opts.sets, &opts.kernel)?;
+    if let Some(why) = not_applicable(&loaded.spec, opts)? {
+        // This lab cannot judge this kernel: a bisect skips it (125), as `check` skips it.
+        return Err(kernel::Untestable(format!(
+            "{why} (exit 125: nothing to judge on this kernel)"
+        ))
+        .into());
+    }
+    execute_loaded(lab, &loaded, opts)
+}
+
+/// Runs a lab loaded with [`load_for`] (`check` loads it, and asks whether it applies, once
+/// for all its runs): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
+/// timeline chart.
+pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Result<RunResult> {
+    let total = Instant::now();
+    let mut phases = Phases::default();
+    let mut spec = loaded.spec.clone();
+    if opts.mglru.is_some() {
+        spec.vm.mglru = opts.mglru;
+    }
+    eprintln!("lab {}: {}", spec.id, spec.title);
+    let Booted {
+        stream,
+        kept,
+        mut problems,
+        kernel_built,
+        health,
+    } = boot(&spec, opts, &[], &mut phases)?;
+    let report_started = Instant::now();
+    let eval = report::evaluate(&spec, &stream);
+    if !opts.shell {
+        // (A shell session runs no steps: their missing samples are no problem.)
+        problems.extend(eval.problems.iter().cloned());
+    }
+    let compared = match opts.shell || !problems.is_empty() {
+        true => Compared::default(),
+        false => compare(lab, loaded, &spec, &eval),
+    };
+    phases.add("report", report_started.elapsed());
+    let timeline_svg = write_timeline(&kept, &spec, &eval);
+    Ok(RunResult {
+        shell: opts.shell,
+        health,
+        timeline_svg,
+        frames: stream.frames,
+        spec,
+        eval,
+        problems,
+        variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
+        variant_diff: compared.variant_diff,
+        snapshot_matched: compared.matched,
+        snapshot_changes: compared.changes,
+        phases,
+        total: total.elapsed(),
+        kernel_built,
+        kept,
+    })
+}
+
+/// A valid run compared with its snapshot, or a variant with the default snapshot.
+#[derive(Default)]
+struct Compared {
+    matched: Option<bool>,
+    /// When the snapshot did not match: the facts that changed.
+    changes: Vec<String>,
+    /// For a `--set` variant: how its facts differ from the default snapshot.
+    variant_diff: Option<String>,
+}
+
+fn compare(lab: &LabDir, loaded: &Loaded, spec: &LabSpec, eval: &report::Evaluation) -> Compared {
+    let snapshot = report::render_snapshot(spec, eval);
+    let dir = lab.dir.join("snapshots");
+    if !loaded.sets.is_empty() {
+        let default = report::read_snapshot(&dir, &spec.id).unwrap_or_default();
+        return Compared {
+            variant_diff: Some(report::line_diff(&default, &snapshot)),
+            ..Compared::default()
+        };
+    }
+    let name = report::snapshot_name(&dir, &spec.id, eval.kernel.as_deref());
+    let matched = report::check_snapshot(&dir, &name, &snapshot);
+    let changes = match matched {
+        true => vec![],
+        false => {
+            let stored = report::read_snapshot(&dir, &name).unwrap_or_default();
+            report::fact_changes(&stored, &snapshot)
+        }
+    };
+    Compared {
+        matched: Some(matched),
+        changes,
+        variant_diff: None,
+    }
+}
+
+/// The timeline chart of a run that has one, in its kept directory.
+fn write_timeline(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Option<PathBuf> {
+    if eval.timeline.is_empty() {
+        return None;
+    }
+    let (panels, marks, spans) = report::timeline_panels(eval);
+    let svg = kept.join("timeline.svg");
+    let title = format!("{}: {}", spec.id, spec.title);
+    std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans)).ok()?;
+    Some(svg)
+}
+
+/// Over repeated runs of a lab: a copy of the first failing run's kept files, put back into
+/// target/kernel-lab/last/<id>/ at the end (a later passing run would have replaced them).
+#[derive(Default)]
+pub struct KeepFailing {
+    copy: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+
+impl KeepFailing {
+    pub fn saw(&mut self, r: &RunResult) {
+        if self.copy.is_some() || r.passed() {
+            return;
+        }
+        let Ok(dir) = scratch("failing") else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::copy(r.kept.join(f), dir.path().join(f));
+        }
+        self.copy = Some((dir, r.kept.clone()));
+    }
+
+    pub fn restore(self) {
+        let Some((dir, kept)) = self.copy else { return };
+        for f in KEPT_FILES {
+            let _ = std::fs::remove_file(kept.join(f));
+            let _ = std::fs::copy(dir.path().join(f), kept.join(f));
+        }
+        eprintln!(
+            "{}: kept the first failing run's console and results",
+            kept.display()
+        );
+    }
+}

@@ -315,8 +315,8 @@ fn trace_spans(summary: &trace::Summary, cgroup_of: &BTreeMap<u32, String>) -> V
 struct Watch<'a> {
     counter: &'a CounterExpr,
     rule: ClassRule,
-    /// The only step it is observed at.
-    at: Option<&'a str>,
+    /// The only steps it is observed at (empty: every step).
+    at: &'a [String],
     explain: Option<&'a BTreeMap<String, Explanation>>,
 }
 
@@ -327,7 +327,7 @@ fn watches(spec: &LabSpec) -> Vec<Watch<'_>> {
         .map(|o| Watch {
             counter: &o.counter,
             rule: o.class,
-            at: o.step.as_deref(),
+            at: &o.steps,
             explain: Some(&o.explain),
         })
         .collect();
@@ -339,15 +339,13 @@ fn watches(spec: &LabSpec) -> Vec<Watch<'_>> {
         if trace > 0 && trace < c.terms.len() {
             continue;
         }
-        let step = ex.step.as_deref();
-        if !list
-            .iter()
-            .any(|w| w.counter == c && (w.at.is_none() || w.at == step))
-        {
+        let at = ex.step.as_slice();
+        let covered = |w: &Watch| w.at.is_empty() || (!at.is_empty() && w.at.contains(&at[0]));
+        if !list.iter().any(|w| w.counter == c && covered(w)) {
             list.push(Watch {
                 counter: c,
                 rule: ClassRule::Sign,
-                at: step,
+                at,
                 explain: None,
             });
         }
@@ -382,7 +380,7 @@ fn observe(
         let view = ev.view_in(&names, Some(step.name()));
         let observed = watches
             .iter()
-            .filter(|w| w.at.is_none_or(|at| at == step.name()))
+            .filter(|w| w.at.is_empty() || w.at.iter().any(|at| at == step.name()))
             .map(|w| observe_one(w, &view))
             .collect();
         let end = ends.get(step.name());

@@ -147,6 +147,8 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                 for (name, limit) in [
                     ("memory.max", cg.memory_max),
                     ("memory.high", cg.memory_high),
+                    ("memory.low", cg.memory_low),
+                    ("memory.min", cg.memory_min),
                 ] {
                     if let Some(l) = limit {
                         p.refs.push(RefLine {

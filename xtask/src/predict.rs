@@ -537,18 +537,21 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<Exit> {
         return Ok(Exit::of_runs(&[crate::check::lab_status(&r)]));
     }
     let chosen = crate::exercise::select(&spec, &req.exercises).map_err(as_bad_input)?;
-    let mut src = match req.questions_only {
-        true => Source::Terminal,
-        false => source(req.answers).map_err(as_bad_input)?,
+    // An exercise's questions: its facts beside the default run's.
+    let asked = |x: &Exercise| -> Result<Vec<Question>> {
+        let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
+        Ok(questions(&loaded.spec, default.as_deref(), &x.varies))
     };
+    if req.questions_only {
+        for x in chosen {
+            print!("{}", template(&asked(x)?, Some(&x.name)));
+        }
+        return Ok(Exit::Passed);
+    }
+    let mut src = source(req.answers).map_err(as_bad_input)?;
     let mut statuses = Vec::new();
     for x in chosen {
-        let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
-        let qs = questions(&loaded.spec, default.as_deref(), &x.varies);
-        if req.questions_only {
-            print!("{}", template(&qs, Some(&x.name)));
-            continue;
-        }
+        let qs = asked(x)?;
         if matches!(src, Source::Terminal) {
             eprintln!("\nexercise {}: {}", x.name, x.ask.trim());
         }

@@ -8,7 +8,7 @@
 
 use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_psi, parse_single};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
 use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -900,8 +900,12 @@ fn exit_of(status: std::process::ExitStatus) -> Result<Exit> {
 
 /// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
 /// as the step goes on (about 64 per doubling of its time: a 0.4 s step and a 20 s one both
-/// show their shape), spending about a fifth of the time at most, and sends them in batches of
+/// show their shape), spending a tenth of the time at most, and sends them in batches of
 /// rows ([`Event::Ticks`]) at least every second, so a hung step still shows how far it got.
+///
+/// The tenth is what the sampler may take from the experiment: its reads run on the guest's
+/// CPUs beside the workload, and what a lab measures can depend on them (lab 12's PSI total
+/// against the traced reclaim time depends on how busy the other CPU is).
 struct Ticker<'a> {
     spec: &'a LabSpec,
     step: &'a str,
@@ -913,8 +917,9 @@ struct Ticker<'a> {
     sent: Instant,
     /// Time spent sampling and sending since the last batch.
     cost: Duration,
-    /// A moving average of what one sample costs.
-    cost_avg: Duration,
+    /// What the last four samples cost; the estimate is the second cheapest, so that a host
+    /// stall during one sample does not stop the sampling for long.
+    recent: [Duration; 4],
 }
 
 impl<'a> Ticker<'a> {
@@ -930,7 +935,7 @@ impl<'a> Ticker<'a> {
             rows: Vec::new(),
             sent: Instant::now(),
             cost: Duration::ZERO,
-            cost_avg: Duration::ZERO,
+            recent: [Duration::ZERO; 4],
         }
     }
 
@@ -942,15 +947,20 @@ impl<'a> Ticker<'a> {
             return;
         }
         self.sample(out);
-        // About a fifth of the agent's time at most goes to sampling (four times the recent
-        // cost of a sample between two), however slow the machine; but never fewer than eight
-        // samples per doubling of the step's time, so a stall of the host cannot leave a hole.
-        let cost = now.elapsed();
-        self.cost_avg = (self.cost_avg * 2 + cost) / 3;
-        let elapsed = self.started.elapsed();
-        let lo = every.max(elapsed / 64);
-        let hi = lo.max(elapsed / 8);
-        self.next = now + (self.cost_avg * 4).clamp(lo, hi);
+        // A tenth of the time at most goes to sampling (nine times what a sample costs between
+        // two), however slow the machine.
+        self.recent.rotate_right(1);
+        self.recent[0] = now.elapsed();
+        let mut costs: Vec<Duration> = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|d| !d.is_zero())
+            .collect();
+        costs.sort();
+        let cost = costs.get(1).or(costs.first()).copied().unwrap_or_default();
+        let lo = every.max(self.started.elapsed() / 64);
+        self.next = now + lo.max(cost * 9);
     }
 
     /// The step's final sample, and everything not sent yet.
@@ -1034,7 +1044,6 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         }
     };
     let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
     pick(&mut v, "vmstat.", VMSTAT, kv("/proc/vmstat"));
     pick(
         &mut v,
@@ -1042,12 +1051,11 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         MEMINFO,
         read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
     );
-    pick(
-        &mut v,
-        "pressure.",
-        &["some.total"],
-        psi("/proc/pressure/memory"),
-    );
+    // No PSI file here: reading one is not passive. psi_show() folds the per-CPU times into the
+    // total at every read, each CPU weighted by its non-idle time since the last fold, so
+    // reading every few ms raises a two-CPU guest's total toward the stalled task's own time
+    // (lab 12's W: 293 ms of PSI against 277 ms traced with the timeline reading it, 311-677 ms
+    // against 552-1316 ms without).
     if spec.vm.numa_nodes > 1 {
         for node in 0..spec.vm.numa_nodes {
             // `Node 1 MemFree:   12345 kB`
@@ -1092,12 +1100,6 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
             &format!("{name}/memory.events."),
             EVENTS,
             kv(&format!("{dir}/memory.events")),
-        );
-        pick(
-            &mut v,
-            &format!("{name}/memory.pressure."),
-            &["some.total"],
-            psi(&format!("{dir}/memory.pressure")),
         );
     }
     v

@@ -357,35 +357,8 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
     push(&mut panels, hits);
 
-    // 8. Stall time.
-    let mut stall = panel(
-        "Time tasks stalled waiting for memory since the step began (PSI some)",
-        "ms",
-    );
-    for c in &cgroups {
-        let s = series(
-            &data,
-            &format!("{c}/memory.pressure.some.total"),
-            format!("{c}'s tasks"),
-            Draw::SinceStepStart(1e-3),
-        );
-        if let Some(s) = keep(s, 1.0, false) {
-            stall.series.push(s);
-        }
-    }
-    if let Some(s) = keep(
-        series(
-            &data,
-            "pressure.some.total",
-            "any task (whole machine)".into(),
-            Draw::SinceStepStart(1e-3),
-        ),
-        1.0,
-        false,
-    ) {
-        stall.series.push(s);
-    }
-    push(&mut panels, stall);
+    // No stall-time panel: the timeline does not read PSI (a read changes PSI's total; see
+    // the agent's timeline_values()). The trace's episodes show who was blocked, and when.
 
     Chart {
         title: format!("{}: {}", spec.id, spec.title),

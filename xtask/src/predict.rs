@@ -80,15 +80,17 @@ impl Question {
 }
 
 /// The questions for a lab as it will run (after `--set`): every counter of `[[observe]]` with
-/// an explanation, at each step where it is the step's own group's or the machine's, or where
-/// an expectation judges it. `default`: the lab's default snapshot, for "what changes";
-/// `varies`: an exercise's races (facts that differ from run to run), which are not asked.
+/// an explanation, at each step it is observed at (its `steps`, default all) where it is the
+/// step's own group's or the machine's, or where an expectation judges it. `default`: the
+/// lab's default snapshot, for "what changes"; `varies`: an exercise's races (facts that
+/// differ from run to run), which are not asked.
 pub fn questions(spec: &LabSpec, default: Option<&str>, varies: &[Varies]) -> Vec<Question> {
     let facts = default.map(report::snapshot_facts).unwrap_or_default();
     let mut out = Vec::new();
     for step in &spec.steps {
         for o in &spec.observe {
-            if o.class == ClassRule::Shown || o.explain.is_empty() {
+            let here = o.steps.is_empty() || o.steps.iter().any(|s| s == step.name());
+            if o.class == ClassRule::Shown || o.explain.is_empty() || !here {
                 continue;
             }
             let own = o.counter.cgroups().all(|cg| step.cgroup() == Some(cg));
@@ -680,6 +682,18 @@ why = "B's step does not touch W"
             !fewer
                 .iter()
                 .any(|q| q.key() == "read: vmstat.pgscan_kswapd")
+        );
+        // An [[observe]] classed only at some steps is asked only there.
+        let mut only_other = spec();
+        only_other.observe[0].steps = vec!["other".into()];
+        let keys: Vec<String> = questions(&only_other, None, &[])
+            .iter()
+            .map(Question::key)
+            .collect();
+        assert!(
+            !keys.contains(&"read: W/memory.stat.pgscan_direct".to_string())
+                && keys.contains(&"other: W/memory.stat.pgscan_direct".to_string()),
+            "{keys:?}"
         );
         let t = template(&qs, Some("x"));
         assert!(

@@ -1003,7 +1003,7 @@ impl<'a> Ticker<'a> {
 }
 
 /// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
-/// pages, PSI, and each group's usage, reclaim, events and stall time.
+/// pages, and each group's usage, reclaim and events.
 fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
     const VMSTAT: &[&str] = &[
         "pgscan_kswapd",

@@ -357,8 +357,10 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
     push(&mut panels, hits);
 
-    // No stall-time panel: the timeline does not read PSI (a read changes PSI's total; see
-    // the agent's timeline_values()). The trace's episodes show who was blocked, and when.
+    // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
+    // PSI's total; see the agent's timeline_values()).
+    let spans = spans(ev, &data);
+    push(&mut panels, blocked_panel(&spans, &data));
 
     Chart {
         title: format!("{}: {}", spec.id, spec.title),
@@ -371,8 +373,48 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
             .collect(),
         panels,
         marks: oom_marks(ev, &data),
-        spans: spans(ev, &data),
+        spans,
     }
+}
+
+/// The time each task spent blocked in reclaim since its step began, summed from the traced
+/// episodes (memcg or direct reclaim; kswapd's wakeful time blocks no task).
+fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Time tasks spent blocked in reclaim since the step began (vmscan trace)",
+        "ms",
+    );
+    let mut whos: Vec<&str> = spans.iter().map(|s| s.3.as_str()).collect();
+    whos.sort();
+    whos.dedup();
+    for who in whos.into_iter().filter(|w| !w.contains("awake")) {
+        let mut points = Vec::new();
+        for (i, step) in data.iter().enumerate() {
+            let (mut blocked, mut x) = (0.0, 0.0);
+            points.push((i, 0.0, 0.0));
+            let mut episodes: Vec<(f64, f64)> = spans
+                .iter()
+                .filter(|s| s.0 == i && s.3 == who)
+                .map(|s| (s.1, s.2))
+                .collect();
+            episodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Two tasks' episodes may overlap: both count, drawn one after the other.
+            for (a, b) in episodes {
+                x = a.max(x);
+                points.push((i, x, blocked));
+                blocked += (b - a).max(0.0) * 1000.0;
+                x = b.max(x);
+                points.push((i, x, blocked));
+            }
+            points.push((i, step.secs, blocked));
+        }
+        p.series.push(Series {
+            label: who.to_string(),
+            counter: format!("trace: {who}"),
+            points,
+        });
+    }
+    p
 }
 
 fn panel(title: &str, unit: &str) -> Panel {

@@ -92,9 +92,10 @@ impl crate::MutantsArgs {
         let project = cache::project_root();
         let set = load(&project.join(&self.mutants), &self.only)?;
         let (selected, selftests) = check::select(&self.labs, &crate::lab::catalog()?)?;
+        let kernels = vec![KernelChoice::Source(self.src.kernel_src)];
         let opts = CheckOptions {
-            labs: selected,
-            kernels: vec![KernelChoice::Source(self.src.kernel_src)],
+            labs: check::load_labs(selected, &kernels)?,
+            kernels,
             repeat: 1,
             // A failure that passes on a retry is flaky, and catches nothing.
             retries: 1,
@@ -149,7 +150,8 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
     crate::progress::status_done(&format!(
         "mutants: scratch tree ready ({copied} files copied)"
     ));
-    let sets = crate::manifest::fragment_sets(&opts.labs, opts.selftests)?;
+    let sets =
+        crate::manifest::fragment_sets(opts.labs.iter().map(|l| &l.loaded.spec), opts.selftests)?;
     let choice = KernelChoice::Source(Some(scratch.clone()));
     // Build first (incrementally): a mutant that does not build is told apart from the check.
     let build = || -> Result<()> {

@@ -473,83 +473,98 @@ pub fn matrix(opts: &CheckOptions) -> Vec<(usize, KernelChoice, Mode, Item)> {
 /// other case.
 pub fn run(args: CheckArgs) -> Result<Exit> {
     let out = cache::project_root().join(&args.out);
-    let declared = merge::load_declared().map_err(as_bad_input)?;
     let baseline = match &args.baseline {
         Some(p) => Some((p.clone(), merge::read_report(p).map_err(as_bad_input)?)),
         None => None,
     };
-    let report = if !args.merge.is_empty() {
-        let mut r = merge::merge(&args.merge).map_err(as_bad_input)?;
-        if let Some((path, old)) = &baseline {
-            r.baseline = Some(merge::compare(&mut r.results, path, old));
-        }
-        r.exit_code = exit_code(&r.results);
-        r.verdict = verdict_name(r.exit_code).into();
-        formats::write_all(&out, &r)?;
-        r
-    } else {
-        let (labs, selftests) = select(&args.labs, &lab::catalog()?)?;
-        let kernels = crate::acquire::choose(
-            args.kernels.clone(),
-            args.prebuilt.kernel.clone(),
-            args.prebuilt.kernel_config.clone(),
-            args.prebuilt.build_dir.clone(),
-            args.manifest.clone(),
+    let report = match args.merge.is_empty() {
+        false => merged(&args.merge, &out, baseline)?,
+        true => match options(&args, out.clone(), baseline)? {
+            Some(opts) => check(&opts)?,
+            None => return Ok(Exit::Passed),
+        },
+    };
+    Ok(summarize(&report, &out))
+}
+
+/// `check --merge`: the shards' reports as one, compared with the baseline, written to `out`.
+fn merged(shards: &[PathBuf], out: &Path, baseline: Option<(PathBuf, Report)>) -> Result<Report> {
+    let mut r = merge::merge(shards).map_err(as_bad_input)?;
+    if let Some((path, old)) = &baseline {
+        r.baseline = Some(merge::compare(&mut r.results, path, old));
+    }
+    r.exit_code = exit_code(&r.results);
+    r.verdict = verdict_name(r.exit_code).into();
+    formats::write_all(out, &r)?;
+    Ok(r)
+}
+
+/// The check's options from its arguments: labs (loaded once), kernels and how to run them;
+/// None after `--build-only`, which builds them here and runs nothing.
+fn options(
+    args: &CheckArgs,
+    out: PathBuf,
+    baseline: Option<(PathBuf, Report)>,
+) -> Result<Option<CheckOptions>> {
+    let declared = merge::load_declared().map_err(as_bad_input)?;
+    let (labs, selftests) = select(&args.labs, &lab::catalog()?)?;
+    let selftests = selftests && !args.no_selftests;
+    let kernels = crate::acquire::choose(
+        args.kernels.clone(),
+        args.prebuilt.kernel.clone(),
+        args.prebuilt.kernel_config.clone(),
+        args.prebuilt.build_dir.clone(),
+        args.manifest.clone(),
+    )?;
+    let labs = load_labs(labs, &kernels)?;
+    let fragments = match args.debug_kernel {
+        true => vec!["debug".to_string()],
+        false => vec![],
+    };
+    if args.build_only {
+        let export = args.export.as_ref().map(|d| cache::project_root().join(d));
+        let specs = labs.iter().map(|l| &l.loaded.spec);
+        let install = !args.no_install;
+        crate::manifest::build_only(
+            specs,
+            selftests,
+            &kernels,
+            export.as_deref(),
+            install,
+            &fragments,
         )?;
-        let labs = load_labs(labs, &kernels)?;
-        let mut fragments = vec![];
-        if args.debug_kernel {
-            fragments.push("debug".to_string());
-        }
-        if args.build_only {
-            let export = args.export.as_ref().map(|d| cache::project_root().join(d));
-            crate::manifest::build_only(
-                labs.iter().map(|l| &l.loaded.spec),
-                selftests && !args.no_selftests,
-                &kernels,
-                export.as_deref(),
-                !args.no_install,
-                &fragments,
-            )?;
-            return Ok(Exit::Passed);
-        }
-        let opts = CheckOptions {
-            labs,
-            kernels,
-            repeat: args.repeat.max(1),
-            retries: args.retries,
-            shard: args.shard,
-            run: RunOptions {
-                accel: args.accel,
-                install: !args.no_install,
-                kernel_args: args.kernel_args.clone(),
-                extra_fragments: fragments,
-                ..Default::default()
-            },
-            modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
-            selftests: selftests && !args.no_selftests,
-            timeout_factor: args.timeout_factor,
-            out: out.clone(),
-            declared,
-            baseline,
-        };
-        check(&opts)?
-    };
+        return Ok(None);
+    }
+    Ok(Some(CheckOptions {
+        labs,
+        kernels,
+        repeat: args.repeat.max(1),
+        retries: args.retries,
+        shard: args.shard,
+        run: RunOptions {
+            accel: args.accel,
+            install: !args.no_install,
+            kernel_args: args.kernel_args.clone(),
+            extra_fragments: fragments,
+            ..Default::default()
+        },
+        modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
+        selftests,
+        timeout_factor: args.timeout_factor,
+        out,
+        declared,
+        baseline,
+    }))
+}
+
+/// The table, the one-line verdict and the baseline comparison on stdout; why the exit is 125
+/// or 255 on stderr. Returns the exit.
+fn summarize(report: &Report, out: &Path) -> Exit {
     print!("\n{}", formats::table(&report.results));
-    let n = |k: Kind| -> usize {
-        report
-            .runs
-            .iter()
-            .filter(|r| {
-                let is_selftest = r.id == selftests::ID;
-                (k == Kind::Selftest) == is_selftest
-            })
-            .count()
-    };
+    let selftest_boots = report.runs.iter().filter(|r| r.id == selftests::ID).count();
     println!(
-        "check: {} lab runs, {} selftest boots; verdict {} (exit {}); wrote {}/{{check.json,junit.xml,check.ktap}}",
-        n(Kind::Lab),
-        n(Kind::Selftest),
+        "check: {} lab runs, {selftest_boots} selftest boots; verdict {} (exit {}); wrote {}/{{check.json,junit.xml,check.ktap}}",
+        report.runs.len() - selftest_boots,
         report.verdict,
         report.exit_code,
         out.display()
@@ -571,7 +586,7 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
         ),
         _ => {}
     }
-    Ok(exit)
+    exit
 }
 
 /// Runs the (sharded) matrix, writing the reports after every item and at the end; returns
@@ -1144,11 +1159,9 @@ pub fn selftest_entries(
     declared: &[Declared],
     accel: qemu::Accel,
 ) -> Vec<Entry> {
-    let mut names: Vec<String> = Vec::new();
-    let mut per: Vec<Series> = Vec::new();
-    let mut skips: Vec<Vec<String>> = Vec::new();
     let walls: Vec<f64> = runs.iter().map(|r| r.total.as_secs_f64()).collect();
     let wall = crate::bench::figure("wall", walls).median;
+    let mut tests: Vec<TestRuns> = Vec::new();
     for run in runs {
         let unhealthy: Vec<String> = run
             .health
@@ -1159,83 +1172,25 @@ pub fn selftest_entries(
         for (program, results) in &run.programs {
             for t in results {
                 let name = format!("{program}/{}", t.name);
-                let i = names.iter().position(|n| *n == name).unwrap_or_else(|| {
-                    names.push(name.clone());
-                    per.push(Series::default());
-                    skips.push(vec![]);
-                    names.len() - 1
-                });
-                use selftests::Outcome::*;
-                let (status, why) = match &t.outcome {
-                    Pass if unhealthy.is_empty() => (RunStatus::Passed, vec![]),
-                    Pass => (RunStatus::Failed, unhealthy.clone()),
-                    Fail(d) => (
-                        RunStatus::Failed,
-                        vec![format!(
-                            "{program} reported: not ok {}{}",
-                            t.name,
-                            if d.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" # {d}")
-                            }
-                        )],
-                    ),
-                    Error(m) => (RunStatus::Error, vec![m.clone()]),
-                    Skip(r) => {
-                        let line = format!("skipped: {r}");
-                        if !skips[i].contains(&line) {
-                            skips[i].push(line);
-                        }
-                        (RunStatus::Skipped, vec![])
+                let i = match tests.iter().position(|x| x.name == name) {
+                    Some(i) => i,
+                    None => {
+                        tests.push(TestRuns::new(name));
+                        tests.len() - 1
                     }
-                    XFail(r) => (RunStatus::Xfail, vec![format!("expected to fail: {r}")]),
                 };
-                let mut why = why;
-                if status != RunStatus::Passed && status != RunStatus::Skipped {
-                    why.extend(run.problems.iter().cloned());
-                    why.push(format!(
-                        "console: {}",
-                        run.kept.join("console.log").display()
-                    ));
-                }
-                per[i].push(status, run.total.as_secs_f64(), why, vec![]);
+                tests[i].push(run, program, t, &unhealthy);
             }
         }
     }
-    let mut entries = Vec::new();
-    for ((name, series), skip) in names.iter().zip(&per).zip(&skips) {
-        let mut e = Entry::blank(0, Kind::Selftest, name, label, mode);
-        // Skipped runs neither pass nor fail: they are left out of the counts.
-        let judged: Vec<usize> = (0..series.statuses.len())
-            .filter(|&k| series.statuses[k] != RunStatus::Skipped)
-            .collect();
-        let mut s = Series::default();
-        for k in judged {
-            s.push(
-                series.statuses[k],
-                series.walls[k],
-                series.failures[k].clone(),
-                vec![],
-            );
-        }
-        if s.statuses.is_empty() {
-            e.median_wall_secs = wall;
-            e.details = skip.clone();
-        } else {
-            s.fold_into(
-                &mut e,
-                declared,
-                &RunOptions {
-                    accel,
-                    ..Default::default()
-                },
-                label,
-            );
-            e.median_wall_secs = wall;
-        }
-        entries.push(e);
-    }
+    let opts = RunOptions {
+        accel,
+        ..Default::default()
+    };
+    let mut entries: Vec<Entry> = tests
+        .iter()
+        .map(|t| t.entry(label, mode, declared, &opts, wall))
+        .collect();
     let problems: Vec<&String> = runs.iter().flat_map(|r| &r.problems).collect();
     if !problems.is_empty() && entries.iter().all(|e| e.result != Verdict::Error) {
         // A program-level problem that no test shows (a bad exit status): the selftests as a
@@ -1247,6 +1202,81 @@ pub fn selftest_entries(
         entries.push(e);
     }
     entries
+}
+
+/// One selftest over the boots: its judged runs and why it was skipped when it was.
+struct TestRuns {
+    name: String,
+    /// Runs that passed, failed, errored or failed as expected (a skipped run is neither).
+    judged: Series,
+    skips: Vec<String>,
+}
+
+impl TestRuns {
+    fn new(name: String) -> TestRuns {
+        TestRuns {
+            name,
+            judged: Series::default(),
+            skips: vec![],
+        }
+    }
+
+    /// Its outcome in one boot; a pass in a boot whose kernel warned is a failure.
+    fn push(
+        &mut self,
+        run: &selftests::SelftestRun,
+        program: &str,
+        t: &selftests::TestResult,
+        unhealthy: &[String],
+    ) {
+        use selftests::Outcome::*;
+        let (status, mut why) = match &t.outcome {
+            Pass if unhealthy.is_empty() => (RunStatus::Passed, vec![]),
+            Pass => (RunStatus::Failed, unhealthy.to_vec()),
+            Fail(d) if d.is_empty() => (
+                RunStatus::Failed,
+                vec![format!("{program} reported: not ok {}", t.name)],
+            ),
+            Fail(d) => (
+                RunStatus::Failed,
+                vec![format!("{program} reported: not ok {} # {d}", t.name)],
+            ),
+            Error(m) => (RunStatus::Error, vec![m.clone()]),
+            Skip(r) => {
+                let line = format!("skipped: {r}");
+                if !self.skips.contains(&line) {
+                    self.skips.push(line);
+                }
+                return;
+            }
+            XFail(r) => (RunStatus::Xfail, vec![format!("expected to fail: {r}")]),
+        };
+        if status != RunStatus::Passed {
+            why.extend(run.problems.iter().cloned());
+            let console = run.kept.join("console.log");
+            why.push(format!("console: {}", console.display()));
+        }
+        let wall = run.total.as_secs_f64();
+        self.judged.push(status, wall, why, vec![]);
+    }
+
+    /// Its entry: folded over the judged runs, or skipped with the reasons when none was.
+    fn entry(
+        &self,
+        label: &str,
+        mode: Mode,
+        declared: &[Declared],
+        opts: &RunOptions,
+        wall: f64,
+    ) -> Entry {
+        let mut e = Entry::blank(0, Kind::Selftest, &self.name, label, mode);
+        match self.judged.statuses.is_empty() {
+            true => e.details = self.skips.clone(),
+            false => self.judged.fold_into(&mut e, declared, opts, label),
+        }
+        e.median_wall_secs = wall;
+        e
+    }
 }
 
 /// Copies one run's console.log and results.jsonl from `kept` (last/<id>/) into the check's

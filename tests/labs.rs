@@ -268,12 +268,12 @@ fn a_hung_guest_is_killed_at_the_timeout() {
     // The machine's fault, not a verdict on the kernel: a bisect stops (255).
     assert_eq!(o.status.code(), Some(255), "{out}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
+        started.elapsed() < std::time::Duration::from_secs(90),
         "took {:?}",
         started.elapsed()
     );
     assert!(
-        out.contains("did not finish within 8s and QEMU was killed"),
+        out.contains("did not finish within 25s and QEMU was killed"),
         "{out}"
     );
     assert!(out.contains("last seen: step-start forever"), "{out}");

@@ -874,9 +874,11 @@ fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
     assert_eq!(reported, 3, "{out}");
     let last = results[reported - 1]["id"].as_str().unwrap();
     let last = last.rsplit('/').next().unwrap();
+    // What reported keeps its verdict (test_memcg_min can fail on a loaded host: it measures
+    // how far reclaim got in a fixed time).
     for e in &results[..reported] {
         let r = e["result"].as_str().unwrap();
-        assert!(r == "passed" || r == "skipped", "{e}");
+        assert!(["passed", "skipped", "failed"].contains(&r), "{e}");
     }
     for e in &results[reported..] {
         assert_eq!(e["result"], "error", "{e}");

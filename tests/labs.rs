@@ -26,6 +26,7 @@ const LABS: &[&str] = &[
     "13-protection",
     "14-pod",
     "15-zswap",
+    "16-notes-experiment",
 ];
 
 fn run_lab(lab: &str) -> Output {
@@ -135,6 +136,11 @@ fn lab_14_pod() {
 #[test]
 fn lab_15_zswap() {
     assert_lab_passes("15-zswap");
+}
+
+#[test]
+fn lab_16_notes_experiment() {
+    assert_lab_passes("16-notes-experiment");
 }
 
 #[test]

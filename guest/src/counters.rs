@@ -239,7 +239,7 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// memory.stat keys that are sizes in bytes (levels); the others count events.
-const MEMORY_STAT_LEVELS: &[&str] = &[
+pub const MEMORY_STAT_LEVELS: &[&str] = &[
     "anon",
     "file",
     "kernel",

@@ -144,7 +144,8 @@ pub struct Vm {
     /// (A controller serves one hierarchy at a time, and cannot leave v2 once v2 groups used it.)
     #[serde(default)]
     pub cgroup_v1_probe: bool,
-    /// Timeline: read a few counters every `tick_ms` while a step runs (0: off).
+    /// Timeline: read a few counters every `tick_ms` while a step runs, then less often as it
+    /// goes on (about 64 samples per doubling of its time), plus a final sample (0: off).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
     /// Record the vmscan tracepoints during each step (adds the `tracing` kernel fragment):
@@ -163,7 +164,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 fn default_tick() -> u64 {
-    100
+    10
 }
 
 fn default_nodes() -> u32 {
@@ -332,14 +333,16 @@ pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
-    /// Observed at this step only (absent: at every step), e.g. a trace fact that only the
-    /// step with the workload can have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
     /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`;
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
     pub explain: BTreeMap<String, Explanation>,
+    /// Only at these steps (default: every step): a trace fact that only the step with the
+    /// workload can have; a memory.stat counter, which may show a few hundred pages of the
+    /// previous step's change late (memcg stats are flushed past a threshold, or every 2 s), so
+    /// class it only where the lab is about it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// How an observed delta becomes a snapshot fact.
@@ -457,11 +460,16 @@ impl TryFrom<String> for Condition {
             ));
         };
         let rest = t[sym.len()..].trim();
+        let (sign, magnitude) = match rest.strip_prefix('-') {
+            Some(m) => (-1, m.trim()),
+            None => (1, rest),
+        };
         let rhs = match rest.parse::<i64>() {
             Ok(n) => n,
-            Err(_) => parse_size(rest)
+            Err(_) => parse_size(magnitude)
                 .ok()
                 .and_then(|b| i64::try_from(b).ok())
+                .map(|b| sign * b)
                 .ok_or_else(|| format!("condition {s:?}: {rest:?} is not a number or size"))?,
         };
         Ok(Condition { op: *op, rhs })
@@ -682,13 +690,24 @@ impl LabSpec {
             .any(|(_, t)| t.starts_with(prefix))
     }
 
-    /// Every counter expression the lab observes or expects, with its table and index.
+    /// Every counter expression the lab observes or expects, or names in a fact (of an
+    /// explanation or an exercise), with its table and index.
     pub fn counters(&self) -> impl Iterator<Item = (&'static str, usize, &CounterExpr)> {
         let observed = self.observe.iter().enumerate();
         let expected = self.expect.iter().enumerate();
+        let explained = self.observe.iter().enumerate().flat_map(|(i, o)| {
+            let facts = o.explain.values().flat_map(|x| x.facts());
+            facts.filter_map(move |f| f.counter().map(|c| ("observe", i, c)))
+        });
+        let shown = self.exercises.iter().enumerate().flat_map(|(i, x)| {
+            let facts = x.shows.iter().map(|sf| &sf.fact);
+            facts.filter_map(move |f| f.counter().map(|c| ("exercise", i, c)))
+        });
         observed
             .map(|(i, o)| ("observe", i, &o.counter))
             .chain(expected.filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))))
+            .chain(explained)
+            .chain(shown)
     }
 
     pub fn step_names(&self) -> Vec<&str> {
@@ -949,12 +968,12 @@ impl LabSpec {
     fn validate_observe(&self, e: &mut Errors) {
         let steps = self.step_names();
         for (i, ob) in self.observe.iter().enumerate() {
-            if let Some(step) = &ob.step {
+            for step in &ob.steps {
                 e.unless(
                     steps.contains(&step.as_str()),
                     "observe",
                     Some(i),
-                    "step",
+                    "steps",
                     || format!("no step is named {step:?} (steps: {})", steps.join(", ")),
                 );
             }
@@ -1366,6 +1385,8 @@ mod tests {
         assert!(c.holds(1) && !c.holds(0));
         let c = Condition::try_from(">=64M".to_string()).unwrap();
         assert_eq!(c.rhs, 64 << 20);
+        let c = Condition::try_from("> -1M".to_string()).unwrap();
+        assert_eq!(c.rhs, -(1 << 20));
         assert_eq!(
             Condition::try_from("==1".to_string()).unwrap().to_string(),
             "== 1"

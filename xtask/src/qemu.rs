@@ -5,7 +5,7 @@
 //! network, and the data disk is attached with snapshot=on so runs never modify it.
 
 use crate::process::{Cmd, Ended};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -217,19 +217,26 @@ pub struct Outcome {
 
 /// Runs QEMU until it exits or `timeout` passes (then it is stopped and reaped). `on_tick` is
 /// called about every 20 ms while it runs (progress). Ctrl-C stops it and returns an error.
+/// With a `console` gate (`--shell`), our stdin reaches the guest once the gate opens.
 pub fn run(
     argv: &[OsString],
     scratch: &Path,
     timeout: Duration,
-    interactive: bool,
+    console: Option<&crate::console::Gate>,
     on_tick: impl FnMut(),
 ) -> Result<Outcome> {
     let what =
         format!("{QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)");
     let mut cmd = Cmd::new(QEMU, &what).args(argv).env("TMPDIR", scratch); // snapshot=on overlays go here, removed with the run
-    if interactive {
-        cmd = cmd.interactive();
-    }
+    let _raw = match console {
+        None => None,
+        Some(gate) => {
+            let (from_relay, to_qemu) = std::io::pipe().context("creating the console pipe")?;
+            cmd = cmd.interactive().stdin_pipe(from_relay);
+            crate::console::relay(to_qemu, gate.clone());
+            Some(crate::console::RawMode::enter())
+        }
+    };
     let running = cmd.start()?;
     let f = running.wait(Duration::from_millis(20), Some(timeout), on_tick)?;
     let status = match f.ended {

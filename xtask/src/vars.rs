@@ -155,6 +155,12 @@ pub fn switch_off_zeroes(spec: &mut LabSpec) -> Vec<String> {
         .retain(|s| !skipped.iter().any(|n| n == s.name()));
     spec.expect
         .retain(|e| !e.step.as_ref().is_some_and(|s| skipped.contains(s)));
+    // An observation only at steps left out goes with them.
+    spec.observe.retain_mut(|o| {
+        let only_here = !o.steps.is_empty();
+        o.steps.retain(|s| !skipped.contains(s));
+        !(only_here && o.steps.is_empty())
+    });
     skipped
 }
 

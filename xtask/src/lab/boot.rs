@@ -107,7 +107,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         &qemu::argv(&vm),
         dir.path(),
         Duration::from_secs(60),
-        false,
+        None,
         || {},
     )?;
     match out.status {
@@ -181,12 +181,22 @@ pub fn boot(
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut follow = Follow::new(&results);
+    let console = opts.shell.then(crate::console::Gate::default);
     let outcome = qemu::run(
         &qemu::argv(&vm),
         scratch.path(),
         timeout,
-        opts.shell,
-        || show_steps(&spec.id, follow.poll()),
+        console.as_ref(),
+        || {
+            let new = follow.poll();
+            // The shell's input flows once the agent is ready to read it.
+            if let Some(gate) = &console
+                && new.iter().any(|f| matches!(f.event, Event::Ready))
+            {
+                gate.open();
+            }
+            show_steps(&spec.id, new)
+        },
     )?;
     progress::status_done(&format!(
         "{}: QEMU ran {:.2}s",
@@ -287,7 +297,7 @@ fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<
 
 /// `last seen: step-start read at 2.31s guest uptime[, then timeline ticks until 5.00s]`.
 fn last_seen(stream: &Stream) -> String {
-    let is_tick = |f: &&Frame| matches!(f.event, Event::Tick { .. });
+    let is_tick = |f: &&Frame| matches!(f.event, Event::Ticks { .. });
     let meaningful = stream.frames.iter().rev().find(|f| !is_tick(f));
     let mut seen = match meaningful {
         Some(f) => format!(
@@ -311,7 +321,7 @@ fn describe(e: &Event) -> String {
         Event::Ready => "ready".into(),
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
-        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Ticks { step, .. } => format!("timeline samples of step {step}"),
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),

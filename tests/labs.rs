@@ -24,6 +24,10 @@ const LABS: &[&str] = &[
     "10-dirty-writeback",
     "11-mglru-vs-classic",
     "12-psi-blocking",
+    "13-protection",
+    "14-pod",
+    "15-zswap",
+    "16-notes-experiment",
 ];
 
 fn run_lab(lab: &str) -> Output {
@@ -125,6 +129,26 @@ fn lab_11_mglru_vs_classic() {
 #[test]
 fn lab_12_psi_blocking() {
     assert_lab_passes("12-psi-blocking");
+}
+
+#[test]
+fn lab_13_protection() {
+    assert_lab_passes("13-protection");
+}
+
+#[test]
+fn lab_14_pod() {
+    assert_lab_passes("14-pod");
+}
+
+#[test]
+fn lab_15_zswap() {
+    assert_lab_passes("15-zswap");
+}
+
+#[test]
+fn lab_16_notes_experiment() {
+    assert_lab_passes("16-notes-experiment");
 }
 
 #[test]

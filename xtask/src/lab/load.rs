@@ -87,24 +87,32 @@ pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
     parse_full(&text, &path.display().to_string(), sets).map_err(as_bad_input)
 }
 
-/// [`load_with`], and on the default kernel (whose counters kernel-configs/ lists) every
-/// counter the spec names checked: what `lab` and `check` refuse before anything runs.
+/// [`load_with`], and on the default kernel every counter the spec names checked
+/// ([`refuse_unknown_counters`]): what `lab` refuses before anything runs.
 pub fn load_for(lab: &LabDir, sets: &[String], kernel: &KernelChoice) -> Result<Loaded> {
     let loaded = load_with(&lab.spec_path(), sets)?;
+    refuse_unknown_counters(lab, &loaded, kernel)?;
+    Ok(loaded)
+}
+
+/// On the default kernel (whose counters kernel-configs/ lists), a spec naming a counter that
+/// kernel does not report is bad input; on any other kernel nothing is known to check against.
+pub fn refuse_unknown_counters(lab: &LabDir, loaded: &Loaded, kernel: &KernelChoice) -> Result<()> {
     let default = matches!(kernel, KernelChoice::Source(None))
         && std::env::var_os(crate::kernel::SOURCE_ENV).is_none();
-    if default {
-        let origin = lab.spec_path().display().to_string();
-        let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
-        if !errs.is_empty() {
-            bad_input!(
-                "{} counter(s) this kernel does not report:\n  {}",
-                errs.len(),
-                errs.join("\n  ")
-            );
-        }
+    if !default {
+        return Ok(());
     }
-    Ok(loaded)
+    let origin = lab.spec_path().display().to_string();
+    let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
+    if !errs.is_empty() {
+        bad_input!(
+            "{} counter(s) this kernel does not report:\n  {}",
+            errs.len(),
+            errs.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// [`load`] on text; `origin` names the file in errors.
@@ -422,6 +430,27 @@ mod tests {
             .to_string();
         assert!(
             e.contains("f:8: [[cgroup]] #1 field `name`: cgroup \"/W\" is an absolute path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_v1_group_takes_none_of_the_v2_protections_and_does_not_nest() {
+        let text = GOOD.replace(
+            "name = \"W\"",
+            "name = \"W\"\nmemory_low = \"8M\"\nv1 = { swappiness = 0 }",
+        );
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "field `memory_low`: a cgroup v1 group takes memory_max and v1.swappiness only"
+            ),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[[cgroup]]\nname = \"W/app\"\nv1 = {{}}\n");
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("a cgroup v1 group is a plain name (no nesting)"),
             "{e}"
         );
     }

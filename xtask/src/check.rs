@@ -1463,6 +1463,17 @@ pub mod tests {
     }
 
     #[test]
+    fn verdict_and_mode_names_are_their_json_names() {
+        use Verdict::*;
+        for v in [Passed, Flaky, Failed, Xfail, Skipped, Error, Untestable] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name(), "{v:?}");
+        }
+        for m in [Mode::Lab, Mode::On, Mode::Off] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name(), "{m:?}");
+        }
+    }
+
+    #[test]
     fn shard_syntax() {
         assert_eq!(
             "2/4".parse::<Shard>().unwrap(),

@@ -63,7 +63,8 @@ impl Explanation {
         }
     }
 
-    fn facts(&self) -> impl Iterator<Item = &Fact> {
+    /// Every fact its alternatives name.
+    pub fn facts(&self) -> impl Iterator<Item = &Fact> {
         let cases: &[Case] = match self {
             Explanation::Always(_) => &[],
             Explanation::Cases(c) => c,

@@ -64,6 +64,10 @@ fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
         words.push("trace_clock=boot".into());
         words.push("trace_buf_size=4M".into());
     }
+    if spec.vm.zswap {
+        // Built in and off by default (kernel-configs/base.config): on for this lab only.
+        words.push("zswap.enabled=1".into());
+    }
     words
 }
 
@@ -103,6 +107,7 @@ impl Files {
             kernel: &p.kernel.image,
             initrd: &self.initrd,
             data_disk: None,
+            swap_disk: None,
             console_log: &self.console_log,
             results: &self.results,
             tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -128,7 +133,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         &qemu::argv(&vm),
         dir.path(),
         Duration::from_secs(60),
-        false,
+        None,
         || {},
     )?;
     match out.status {
@@ -169,10 +174,12 @@ pub fn boot(
         initramfs::write(&files.initrd, &p.agent, &plan, opts.shell, extra)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
+    let swap_disk = disk::swap_disk(spec, scratch.path())?;
     let vm = qemu::VmArgs {
         memory: spec.vm.memory.0,
         cpus: spec.vm.cpus,
         data_disk: data_disk.as_deref(),
+        swap_disk: swap_disk.as_deref(),
         extra_cmdline: [guest_cmdline(spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,
@@ -219,8 +226,18 @@ fn run_following(
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut follow = Follow::new(vm.results);
-    let show = || show_steps(&spec.id, follow.poll());
-    let outcome = qemu::run(&qemu::argv(vm), dir, timeout, interactive, show)?;
+    let console = interactive.then(crate::console::Gate::default);
+    let show = || {
+        let new = follow.poll();
+        // The shell's input flows once the agent is ready to read it.
+        if let Some(gate) = &console
+            && new.iter().any(|f| matches!(f.event, Event::Ready))
+        {
+            gate.open();
+        }
+        show_steps(&spec.id, new)
+    };
+    let outcome = qemu::run(&qemu::argv(vm), dir, timeout, console.as_ref(), show)?;
     progress::status_done(&format!(
         "{}: QEMU ran {:.2}s",
         spec.id,
@@ -303,7 +320,7 @@ fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<
 
 /// `last seen: step-start read at 2.31s guest uptime[, then timeline ticks until 5.00s]`.
 fn last_seen(stream: &Stream) -> String {
-    let is_tick = |f: &&Frame| matches!(f.event, Event::Tick { .. });
+    let is_tick = |f: &&Frame| matches!(f.event, Event::Ticks { .. });
     let meaningful = stream.frames.iter().rev().find(|f| !is_tick(f));
     let mut seen = match meaningful {
         Some(f) => format!(
@@ -327,7 +344,7 @@ fn describe(e: &Event) -> String {
         Event::Ready => "ready".into(),
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
-        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Ticks { step, .. } => format!("timeline samples of step {step}"),
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),

@@ -110,7 +110,8 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         health,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
-    let eval = report::evaluate(&spec, &stream);
+    let mut eval = report::evaluate(&spec, &stream);
+    eval.oom_kills = oom_kills(&kept, &spec, &eval);
     if !opts.shell {
         // (A shell session runs no steps: their missing samples are no problem.)
         problems.extend(eval.problems.iter().cloned());
@@ -121,7 +122,7 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
     };
     phases.add("report", report_started.elapsed());
     let timeline_svg = write_timeline(&kept, &spec, &eval);
-    Ok(RunResult {
+    let result = RunResult {
         shell: opts.shell,
         health,
         timeline_svg,
@@ -137,7 +138,32 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         total: total.elapsed(),
         kernel_built,
         kept,
-    })
+    };
+    if !result.shell
+        && let Err(e) = crate::notebook::write(lab, &result, &Default::default())
+    {
+        eprintln!("warning: the notebook page was not written: {e:#}");
+    }
+    Ok(result)
+}
+
+/// The OOM victims the console names ("Killed process N (step) ..."), each placed in the step
+/// whose vmstat.oom_kill counted it.
+fn oom_kills(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Vec<crate::oom::Kill> {
+    let console = std::fs::read(kept.join("console.log")).unwrap_or_default();
+    let kills = crate::oom::victims(&String::from_utf8_lossy(&console), spec);
+    let counted = guest::spec::CounterExpr {
+        terms: vec![(false, "vmstat.oom_kill".into())],
+    };
+    let per_step: Vec<(String, Option<i64>)> = eval
+        .steps
+        .iter()
+        .map(|s| {
+            let n = eval.view(Some(&s.name)).delta(&counted).ok();
+            (s.name.clone(), n)
+        })
+        .collect();
+    crate::oom::place(kills, &per_step)
 }
 
 /// A valid run compared with its snapshot, or a variant with the default snapshot.
@@ -181,10 +207,9 @@ fn write_timeline(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Opt
     if eval.timeline.is_empty() {
         return None;
     }
-    let (panels, marks, spans) = report::timeline_panels(eval);
     let svg = kept.join("timeline.svg");
-    let title = format!("{}: {}", spec.id, spec.title);
-    std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans)).ok()?;
+    let chart = crate::chart::build(spec, eval);
+    std::fs::write(&svg, timeline::svg(&chart)).ok()?;
     Some(svg)
 }
 
@@ -195,7 +220,13 @@ pub struct KeepFailing {
     copy: Option<(tempfile::TempDir, PathBuf)>,
 }
 
-const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+const KEPT_FILES: &[&str] = &[
+    "console.log",
+    "results.jsonl",
+    "report.txt",
+    "timeline.svg",
+    "index.html",
+];
 
 impl KeepFailing {
     pub fn saw(&mut self, r: &RunResult) {

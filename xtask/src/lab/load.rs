@@ -327,6 +327,18 @@ mod tests {
             errs[0].contains("no vmstat key \"pgscan_kswapd_normal\" (closest: \"pgscan_kswapd\")"),
             "{errs:?}"
         );
+        // Nested groups and memory.events.local are checked against the same names.
+        let nested = format!(
+            "{GOOD}\n[[cgroup]]\nname = \"W/app\"\n\n[[expect]]\ncounter = \"W/app/memory.events.local.lowe + W/app/memory.stat.pgscan_direct\"\ndelta = \"== 0\"\nwhy = \"w\"\n"
+        );
+        let spec =
+            parse_spec(&nested.replace("cgroup = \"W\"", "cgroup = \"W/app\""), "f").unwrap();
+        let errs = unknown_counters(&spec, &nested, "f");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("no memory.events key \"lowe\" (closest: \"low\")"),
+            "{errs:?}"
+        );
         // Every lab in the catalog names only counters the kernel has.
         for l in catalog().unwrap() {
             let text = std::fs::read_to_string(l.spec_path()).unwrap();
@@ -391,6 +403,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("f:9: [[cgroup]] #1 field `memory_max`"), "{e}");
+    }
+
+    #[test]
+    fn nested_group_errors_name_file_and_line() {
+        let child = "\n[[cgroup]]\nname = \"pod/app\"\nmemory_low = \"16M\"\n";
+        let e = parse_spec(&format!("{GOOD}{child}"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:17: [[cgroup]] #2 field `name`: cgroup \"pod/app\": its parent \"pod\" is not declared"),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[[cgroup]]\nname = \"W/app\"\nmemory_low = \"16M\"\n");
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("f:18: [[cgroup]] #2 field `memory_low`: 16M is above the parent's memory_low (\"W\": none)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:13: [[step]] #1 field `cgroup`: cgroup \"W\" has child groups"),
+            "{e}"
+        );
+        let e = parse_spec(&GOOD.replace("name = \"W\"", "name = \"/W\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:8: [[cgroup]] #1 field `name`: cgroup \"/W\" is an absolute path"),
+            "{e}"
+        );
     }
 
     #[test]

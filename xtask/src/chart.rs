@@ -1,8 +1,8 @@
 //! What the timeline chart shows, built from a run: one panel per idea (each group's memory
 //! against its limits; free memory against the zone watermarks and the guest's RAM; who
-//! reclaims; swap; dirty pages; limit hits; time blocked in reclaim, from the trace), each step its own column, OOM kills
-//! as marks, trace episodes as bars. Also the terminal's sparklines. Pure: evaluation in,
-//! [`Chart`] out; `timeline.rs` draws it.
+//! reclaims; swap; dirty pages; limit hits; time blocked in reclaim, from the trace), each
+//! step its own column, OOM kills as marks, trace episodes as bars. Also the terminal's
+//! sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
 
 use crate::report::Evaluation;
 use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};

@@ -292,12 +292,12 @@ fn a_hung_guest_is_killed_at_the_timeout() {
     // The machine's fault, not a verdict on the kernel: a bisect stops (255).
     assert_eq!(o.status.code(), Some(255), "{out}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
+        started.elapsed() < std::time::Duration::from_secs(90),
         "took {:?}",
         started.elapsed()
     );
     assert!(
-        out.contains("did not finish within 8s and QEMU was killed"),
+        out.contains("did not finish within 25s and QEMU was killed"),
         "{out}"
     );
     assert!(out.contains("last seen: step-start forever"), "{out}");
@@ -898,9 +898,11 @@ fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
     assert_eq!(reported, 3, "{out}");
     let last = results[reported - 1]["id"].as_str().unwrap();
     let last = last.rsplit('/').next().unwrap();
+    // What reported keeps its verdict (test_memcg_min can fail on a loaded host: it measures
+    // how far reclaim got in a fixed time).
     for e in &results[..reported] {
         let r = e["result"].as_str().unwrap();
-        assert!(r == "passed" || r == "skipped", "{e}");
+        assert!(["passed", "skipped", "failed"].contains(&r), "{e}");
     }
     for e in &results[reported..] {
         assert_eq!(e["result"], "error", "{e}");

@@ -7,6 +7,7 @@ use crate::acquire::KernelChoice;
 use crate::cache::KeyHasher;
 use crate::kernel::{self, Fragment, FragmentSet, Kernel};
 use anyhow::{Context, Result, bail};
+use guest::spec::LabSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -206,43 +207,10 @@ pub fn export(
             selftests: BTreeMap::new(),
         };
         for extra in sets {
-            let fragments = kernel::build_fragments(extra)?;
-            let names: Vec<String> = FragmentSet::new(&fragments, Some(&version))
-                .names()
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            if entry.kernels.iter().any(|k| k.fragments == names) {
-                continue;
-            }
-            eprintln!("export: {label} with {}", names.join("+"));
-            let k = kernel::ensure(&source, &fragments, false)?;
-            let sub = format!("{label}/{}", k.key);
-            fs::create_dir_all(dir.join(&sub))?;
-            let config_src = k.image.with_file_name("config");
-            let config = fs::read(&config_src)
-                .with_context(|| format!("reading {}", config_src.display()))?;
-            copy(&k.image, &dir.join(&sub).join("vmlinux"))?;
-            fs::write(dir.join(&sub).join("config"), &config)?;
-            entry.kernels.push(KernelEntry {
-                fragments: names,
-                key: k.key,
-                config_hash: hash(&config),
-                vmlinux: format!("{sub}/vmlinux"),
-                config: format!("{sub}/config"),
-            });
+            export_kernel(dir, &source, extra, &mut entry)?;
         }
         if selftests {
-            for p in crate::selftests::PROGRAMS {
-                let bin = crate::selftests::build(&source, p)?;
-                let rel = format!("{label}/selftests/{p}");
-                fs::create_dir_all(dir.join(&label).join("selftests"))?;
-                copy(&bin, &dir.join(&rel))?;
-                // The tests it must report (its source's tests[] table) travel with it.
-                let list = crate::selftests::tests_list(&bin);
-                copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
-                entry.selftests.insert(p.to_string(), rel);
-            }
+            export_selftests(dir, &source, &mut entry)?;
         }
         sources.push(entry);
     }
@@ -259,18 +227,71 @@ pub fn export(
     Ok(path)
 }
 
+/// The kernel of one fragment set (`extra`) of a source, built or cached, copied under `dir`
+/// with its config, and added to the source's entry (once per set of fragment names).
+fn export_kernel(
+    dir: &Path,
+    source: &kernel::Source,
+    extra: &[String],
+    entry: &mut SourceEntry,
+) -> Result<()> {
+    let fragments = kernel::build_fragments(extra)?;
+    let names: Vec<String> = FragmentSet::new(&fragments, Some(&entry.version))
+        .names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    if entry.kernels.iter().any(|k| k.fragments == names) {
+        return Ok(());
+    }
+    eprintln!("export: {} with {}", entry.label, names.join("+"));
+    let k = kernel::ensure(source, &fragments, false)?;
+    let sub = format!("{}/{}", entry.label, k.key);
+    fs::create_dir_all(dir.join(&sub))?;
+    let config_src = k.image.with_file_name("config");
+    let config =
+        fs::read(&config_src).with_context(|| format!("reading {}", config_src.display()))?;
+    copy(&k.image, &dir.join(&sub).join("vmlinux"))?;
+    fs::write(dir.join(&sub).join("config"), &config)?;
+    entry.kernels.push(KernelEntry {
+        fragments: names,
+        key: k.key,
+        config_hash: hash(&config),
+        vmlinux: format!("{sub}/vmlinux"),
+        config: format!("{sub}/config"),
+    });
+    Ok(())
+}
+
+/// The selftest programs built from a source, copied under `dir` with the tests each must
+/// report, and added to the source's entry.
+fn export_selftests(dir: &Path, source: &kernel::Source, entry: &mut SourceEntry) -> Result<()> {
+    for p in crate::selftests::PROGRAMS {
+        let bin = crate::selftests::build(source, p)?;
+        let rel = format!("{}/selftests/{p}", entry.label);
+        fs::create_dir_all(dir.join(&entry.label).join("selftests"))?;
+        copy(&bin, &dir.join(&rel))?;
+        // The tests it must report (its source's tests[] table) travel with it.
+        let list = crate::selftests::tests_list(&bin);
+        copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
+        entry.selftests.insert(p.to_string(), rel);
+    }
+    Ok(())
+}
+
 /// The extra fragments of every kernel these labs (and the selftests) boot, each set once.
-pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec<Vec<String>>> {
+pub fn fragment_sets<'a>(
+    labs: impl IntoIterator<Item = &'a LabSpec>,
+    selftests: bool,
+) -> Result<Vec<Vec<String>>> {
     let mut sets: Vec<Vec<String>> = Vec::new();
     let mut add = |f: Vec<String>| {
         if !sets.contains(&f) {
             sets.push(f);
         }
     };
-    for l in labs {
-        add(crate::lab::kernel_fragments(&crate::lab::load(
-            &l.spec_path(),
-        )?));
+    for spec in labs {
+        add(crate::lab::kernel_fragments(spec));
     }
     if selftests {
         let spec = crate::selftests::spec(crate::selftests::PROGRAMS)?;
@@ -283,8 +304,8 @@ pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec
 /// and the selftests need on every kernel source, each with the `extra` fragments too
 /// (`--debug-kernel`: `debug`), and the selftest programs; with `export`, copies them there
 /// with a manifest.
-pub fn build_only(
-    labs: &[crate::lab::LabDir],
+pub fn build_only<'a>(
+    labs: impl IntoIterator<Item = &'a LabSpec>,
     selftests: bool,
     kernels: &[KernelChoice],
     export_to: Option<&Path>,

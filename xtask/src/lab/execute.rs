@@ -71,9 +71,15 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
     }))
 }
 
-/// Runs one lab: loaded, checked that it applies to the kernel, then [`execute_loaded`].
-/// Prints progress only; [`super::print`] shows the report.
+/// Runs one lab: [`load_to_run`], then [`execute_loaded`]. Prints progress only;
+/// [`super::print`] shows the report.
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
+    execute_loaded(lab, &load_to_run(lab, opts)?, opts)
+}
+
+/// The lab loaded with the run's `--set` values (its counters checked on the default kernel)
+/// and checked to apply to the run's kernel: loaded once for any number of runs.
+pub fn load_to_run(lab: &LabDir, opts: &RunOptions) -> Result<Loaded> {
     let loaded = load_for(lab, &opts.sets, &opts.kernel)?;
     if let Some(why) = not_applicable(&loaded.spec, opts)? {
         // This lab cannot judge this kernel: a bisect skips it (125), as `check` skips it.
@@ -82,11 +88,11 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         ))
         .into());
     }
-    execute_loaded(lab, &loaded, opts)
+    Ok(loaded)
 }
 
-/// Runs a lab loaded with [`load_for`] (`check` loads it, and asks whether it applies, once
-/// for all its runs): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
+/// Runs a lab loaded once for all its runs ([`load_to_run`]; `check` loads it, and asks
+/// whether it applies, once per item): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
 /// timeline chart.
 pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();

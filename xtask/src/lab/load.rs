@@ -87,24 +87,32 @@ pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
     parse_full(&text, &path.display().to_string(), sets).map_err(as_bad_input)
 }
 
-/// [`load_with`], and on the default kernel (whose counters kernel-configs/ lists) every
-/// counter the spec names checked: what `lab` and `check` refuse before anything runs.
+/// [`load_with`], and on the default kernel every counter the spec names checked
+/// ([`refuse_unknown_counters`]): what `lab` refuses before anything runs.
 pub fn load_for(lab: &LabDir, sets: &[String], kernel: &KernelChoice) -> Result<Loaded> {
     let loaded = load_with(&lab.spec_path(), sets)?;
+    refuse_unknown_counters(lab, &loaded, kernel)?;
+    Ok(loaded)
+}
+
+/// On the default kernel (whose counters kernel-configs/ lists), a spec naming a counter that
+/// kernel does not report is bad input; on any other kernel nothing is known to check against.
+pub fn refuse_unknown_counters(lab: &LabDir, loaded: &Loaded, kernel: &KernelChoice) -> Result<()> {
     let default = matches!(kernel, KernelChoice::Source(None))
         && std::env::var_os(crate::kernel::SOURCE_ENV).is_none();
-    if default {
-        let origin = lab.spec_path().display().to_string();
-        let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
-        if !errs.is_empty() {
-            bad_input!(
-                "{} counter(s) this kernel does not report:\n  {}",
-                errs.len(),
-                errs.join("\n  ")
-            );
-        }
+    if !default {
+        return Ok(());
     }
-    Ok(loaded)
+    let origin = lab.spec_path().display().to_string();
+    let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
+    if !errs.is_empty() {
+        bad_input!(
+            "{} counter(s) this kernel does not report:\n  {}",
+            errs.len(),
+            errs.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// [`load`] on text; `origin` names the file in errors.

@@ -10,8 +10,8 @@ mod output;
 
 pub use boot::{boot, floor, kernel_fragments, prepare};
 pub use catalog::{LabDir, catalog, edit_distance, resolve};
-pub use execute::{KeepFailing, RunResult, execute, execute_loaded, not_applicable};
-pub use load::{load, load_for, load_with, parse_spec};
+pub use execute::{KeepFailing, RunResult, execute, execute_loaded, load_to_run, not_applicable};
+pub use load::{Loaded, load, load_with, parse_spec, refuse_unknown_counters};
 pub use output::{print, print_with, to_json};
 
 use crate::exit::Exit;
@@ -123,11 +123,12 @@ fn print_vars(found: &LabDir) -> Result<Exit> {
 fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, show: Show) -> Result<Exit> {
     let (mut passed, mut walls, mut statuses) = (0, Vec::new(), Vec::new());
     let mut failing = KeepFailing::default();
+    let loaded = load_to_run(found, opts)?;
     for i in 0..repeat {
         if repeat > 1 {
             eprintln!("run {}/{repeat}", i + 1);
         }
-        let result = execute(found, opts)?;
+        let result = execute_loaded(found, &loaded, opts)?;
         match show.json {
             true => println!("{}", serde_json::to_string_pretty(&to_json(&result))?),
             false => print_with(&result, show.full),

@@ -1,0 +1,214 @@
+//! The timeline: a few counters sampled every `tick_ms` while a step runs (`tick` events).
+
+use crate::agent::{cgroups::*, emit::*, sample::*};
+use crate::{read, uptime_ms};
+use guest::event::Event;
+use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single};
+use guest::spec::{LabSpec, Step};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
+/// as the step goes on (about 64 per doubling of its time: a 0.4 s step and a 20 s one both
+/// show their shape), spending about a fifth of the time at most, and sends them in batches of
+/// rows ([`Event::Ticks`]) at least every second, so a hung step still shows how far it got.
+pub struct Ticker<'a> {
+    spec: &'a LabSpec,
+    step: &'a str,
+    every: Option<Duration>,
+    started: Instant,
+    next: Instant,
+    keys: Vec<String>,
+    rows: Vec<(u64, Vec<u64>)>,
+    sent: Instant,
+    /// Time spent sampling and sending since the last batch.
+    cost: Duration,
+    /// A moving average of what one sample costs.
+    cost_avg: Duration,
+}
+
+impl<'a> Ticker<'a> {
+    pub fn new(spec: &'a LabSpec, step: &'a Step) -> Self {
+        let every = (spec.vm.tick_ms > 0).then(|| Duration::from_millis(spec.vm.tick_ms));
+        Ticker {
+            spec,
+            step: step.name(),
+            every,
+            started: Instant::now(),
+            next: Instant::now(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+            sent: Instant::now(),
+            cost: Duration::ZERO,
+            cost_avg: Duration::ZERO,
+        }
+    }
+
+    /// Samples when the next sample is due.
+    pub fn tick(&mut self, out: &mut Emitter) {
+        let Some(every) = self.every else { return };
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.sample(out);
+        // About a fifth of the agent's time at most goes to sampling (four times the recent
+        // cost of a sample between two), however slow the machine; but never fewer than eight
+        // samples per doubling of the step's time, so a stall of the host cannot leave a hole.
+        let cost = now.elapsed();
+        self.cost_avg = (self.cost_avg * 2 + cost) / 3;
+        let elapsed = self.started.elapsed();
+        let lo = every.max(elapsed / 64);
+        let hi = lo.max(elapsed / 8);
+        self.next = now + (self.cost_avg * 4).clamp(lo, hi);
+    }
+
+    /// The step's final sample, and everything not sent yet.
+    pub fn finish(&mut self, out: &mut Emitter) {
+        if self.every.is_some() {
+            self.sample(out);
+            self.flush(out);
+        }
+    }
+
+    pub fn sample(&mut self, out: &mut Emitter) {
+        let t0 = Instant::now();
+        let values = timeline_values(self.spec);
+        if !self.keys.iter().eq(values.keys()) {
+            self.flush(out);
+            self.keys = values.keys().cloned().collect();
+        }
+        self.rows
+            .push((uptime_ms(), values.into_values().collect()));
+        self.cost += t0.elapsed();
+        if self.rows.len() >= 64 || self.sent.elapsed() >= Duration::from_secs(1) {
+            self.flush(out);
+        }
+    }
+
+    pub fn flush(&mut self, out: &mut Emitter) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        out.send(Event::Ticks {
+            step: self.step.into(),
+            keys: self.keys.clone(),
+            rows: std::mem::take(&mut self.rows),
+            cost_us: self.cost.as_micros() as u64,
+        });
+        self.sent = Instant::now();
+        self.cost = t0.elapsed();
+    }
+}
+
+/// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
+/// pages, PSI, and each group's usage, reclaim, events and stall time.
+pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
+    const VMSTAT: &[&str] = &[
+        "pgscan_kswapd",
+        "pgscan_direct",
+        "pgsteal_kswapd",
+        "pgsteal_direct",
+        "pswpout",
+        "pswpin",
+        "nr_dirty",
+        "nr_writeback",
+        "oom_kill",
+        "workingset_refault_anon",
+        "workingset_refault_file",
+    ];
+    const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
+    const STAT: &[&str] = &[
+        "pgscan_direct",
+        "pgscan_kswapd",
+        "anon",
+        "file",
+        "shmem",
+        "file_dirty",
+        // A cgroup v1 group's anonymous memory, page cache and swap.
+        "rss",
+        "cache",
+        "swap",
+    ];
+    const EVENTS: &[&str] = &["high", "max", "oom_kill"];
+    let mut v = BTreeMap::new();
+    let pick = |v: &mut BTreeMap<String, u64>,
+                prefix: &str,
+                keys: &[&str],
+                pairs: Option<Vec<(String, u64)>>| {
+        for (k, n) in pairs.into_iter().flatten() {
+            if keys.contains(&k.as_str()) {
+                v.insert(format!("{prefix}{k}"), n);
+            }
+        }
+    };
+    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
+    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
+    pick(&mut v, "vmstat.", VMSTAT, kv("/proc/vmstat"));
+    pick(
+        &mut v,
+        "meminfo.",
+        MEMINFO,
+        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
+    );
+    pick(
+        &mut v,
+        "pressure.",
+        &["some.total"],
+        psi("/proc/pressure/memory"),
+    );
+    if spec.vm.numa_nodes > 1 {
+        for node in 0..spec.vm.numa_nodes {
+            // `Node 1 MemFree:   12345 kB`
+            let text = read(&format!("/sys/devices/system/node/node{node}/meminfo")).map(|t| {
+                t.lines()
+                    .filter_map(|l| l.splitn(3, ' ').nth(2))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            pick(
+                &mut v,
+                &format!("node{node}.meminfo."),
+                &["MemFree"],
+                text.and_then(|t| parse_meminfo(&t).ok()),
+            );
+        }
+    }
+    if spec.refers_to("kswapd.") {
+        for (k, n) in kswapd_threads() {
+            v.insert(format!("kswapd.{k}"), n);
+        }
+    }
+    for cg in &spec.cgroups {
+        let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
+        let files: &[&str] = match cg.v1 {
+            None => &["memory.current", "memory.swap.current"],
+            Some(_) => &["memory.usage_in_bytes"],
+        };
+        for file in files {
+            if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
+                v.insert(format!("{name}/{file}"), n);
+            }
+        }
+        pick(
+            &mut v,
+            &format!("{name}/memory.stat."),
+            STAT,
+            kv(&format!("{dir}/memory.stat")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.events."),
+            EVENTS,
+            kv(&format!("{dir}/memory.events")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.pressure."),
+            &["some.total"],
+            psi(&format!("{dir}/memory.pressure")),
+        );
+    }
+    v
+}

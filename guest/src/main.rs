@@ -6,13 +6,12 @@
 //! into their cgroup (v2, or v1 for a lab's v1 groups) before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use agent::sys;
 use guest::counters::FAMILIES;
 use guest::event::Event;
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::fs::{self, File};
-use std::os::unix::io::AsRawFd;
+use std::fs::{self};
 use std::time::Instant;
 
 /// The agent's concerns, one module each (guest/src/agent/).
@@ -24,6 +23,7 @@ mod agent {
     pub mod setup;
     pub mod shell;
     pub mod steps;
+    pub mod sys;
     pub mod timeline;
     pub mod worker;
 }
@@ -66,7 +66,7 @@ fn main() {
     }
     if std::env::var("kernel_lab").as_deref() == Ok("floor") {
         // `kernel_lab=floor` on the kernel command line: measure the boot floor, do nothing.
-        power_off();
+        sys::power_off();
         return;
     }
     std::panic::set_hook(Box::new(|info| eprintln!("agent: {info}")));
@@ -79,12 +79,12 @@ fn main() {
     }
     out.send(kernel_health());
     out.end();
-    power_off();
+    sys::power_off();
 }
 
 fn agent(out: &mut Emitter) -> Result<()> {
     out.send(Event::Hello {
-        kernel: kernel_release(),
+        kernel: sys::kernel_release(),
     });
     if std::env::var("kernel_lab").as_deref() == Ok("crash") {
         // Fault injection for kernel-lab's own tests (`--kernel-arg kernel_lab=crash`): PID 1
@@ -196,62 +196,6 @@ fn mount_with(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<()> {
-    let (s, d, t) = (
-        CString::new(src).unwrap(),
-        CString::new(dst).unwrap(),
-        CString::new(fstype).unwrap(),
-    );
-    let data = data.map(|o| CString::new(o).unwrap());
-    let data_ptr = data
-        .as_ref()
-        .map_or(std::ptr::null(), |o| o.as_ptr().cast());
-    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, data_ptr) };
-    if rc != 0 {
-        return Err(format!("mounting {fstype} on {dst}: {}", errno()));
-    }
-    Ok(())
-}
-
-fn set_raw(port: &File) {
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(port.as_raw_fd(), &mut t) == 0 {
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(port.as_raw_fd(), libc::TCSANOW, &t);
-        }
-    }
-}
-
-fn uptime_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-fn kernel_release() -> String {
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    unsafe { libc::uname(&mut u) };
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-/// Syncs and restarts; the kernel runs with `reboot=t` and QEMU with `-no-reboot`, so a restart
-/// ends QEMU. If even that fails, returning from main panics the kernel, which also ends QEMU.
-fn power_off() {
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_AUTOBOOT);
-    }
+    sys::mount(src, dst, fstype, flags, data)
+        .map_err(|e| format!("mounting {fstype} on {dst}: {e}"))
 }

@@ -1,8 +1,9 @@
 //! Running one step: sleeps and sysctls in the agent, workloads in a child process (its output
 //! drained while it runs, a per-result timeout, a background holder's `ready`).
 
+use crate::agent::sys::{self, Waited};
 use crate::agent::{cgroups::*, emit::*, health::*, sample::*, timeline::*};
-use crate::{Result, errno, write};
+use crate::{Result, write};
 use guest::event::Exit;
 use guest::spec::{LabSpec, Step, StepKind};
 use std::collections::BTreeMap;
@@ -136,46 +137,41 @@ pub fn run_step(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let pid = child.id() as libc::pid_t;
     let kill_after = kill_fault(step.name());
     let per_result = step.result_timeout_secs().map(Duration::from_secs);
     let (mut results, mut last_result) = (0, Instant::now());
     let mut timed_out = None;
     let (mut done, mut held) = (None, None);
     let status = loop {
-        let mut raw = 0;
-        // SAFETY: waitpid on our own child, with a valid status pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG | libc::WUNTRACED) };
-        if rc < 0 {
-            return Err(format!("waiting for the workload: {}", errno()));
-        }
-        if rc == 0 {
-            let n = ktap_results(&stdout.text());
-            if n != results {
-                (results, last_result) = (n, Instant::now());
+        match sys::wait_nohang(child.id()) {
+            Err(e) => return Err(format!("waiting for the workload: {e}")),
+            Ok(Waited::Running) => {
+                let n = ktap_results(&stdout.text());
+                if n != results {
+                    (results, last_result) = (n, Instant::now());
+                }
+                if kill_after.is_some_and(|k| n >= k) {
+                    // Fault injection: the program dies midway, as if OOM-killed.
+                    sys::kill(child.id(), libc::SIGKILL);
+                }
+                if let Some(t) = per_result
+                    && timed_out.is_none()
+                    && last_result.elapsed() > t
+                {
+                    timed_out = Some(t);
+                    sys::kill(child.id(), libc::SIGKILL);
+                }
+                ticker.tick(out);
+                std::thread::sleep(Duration::from_millis(2));
             }
-            if kill_after.is_some_and(|k| n >= k) {
-                // Fault injection: the program dies midway, as if OOM-killed.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            Ok(Waited::Stopped) => {
+                // Its work is done and it still holds its memory: the step's final samples now.
+                done = Some(Instant::now());
+                ticker.finish(out);
+                held = Some(sample(spec, probe));
+                sys::kill(child.id(), libc::SIGCONT);
             }
-            if let Some(t) = per_result
-                && timed_out.is_none()
-                && last_result.elapsed() > t
-            {
-                timed_out = Some(t);
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            ticker.tick(out);
-            std::thread::sleep(Duration::from_millis(2));
-        } else if libc::WIFSTOPPED(raw) {
-            // Its work is done and it still holds its memory: the step's final samples now.
-            done = Some(Instant::now());
-            ticker.finish(out);
-            held = Some(sample(spec, probe));
-            // SAFETY: signalling our own stopped child.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        } else {
-            break std::process::ExitStatus::from_raw(raw);
+            Ok(Waited::Ended(status)) => break status,
         }
     };
     if done.is_none() {

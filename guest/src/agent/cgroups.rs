@@ -3,7 +3,7 @@
 
 use crate::agent::sys;
 use crate::{CGROOT, Result, V1ROOT, mount_with, read, write};
-use guest::parse::{parse_key_values, parse_single};
+use guest::parse::{parse_cgroup_count, parse_key_values, parse_single};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -69,12 +69,7 @@ pub fn v1_to_v2(spec: &LabSpec) -> Result<()> {
         fs::remove_dir(&dir).map_err(|e| format!("removing cgroup v1 group {dir}: {e}"))?;
     }
     // /proc/cgroups counts the memory hierarchy's groups, the root included, until each is freed.
-    let groups = || {
-        read("/proc/cgroups")?
-            .lines()
-            .find(|l| l.starts_with("memory\t"))
-            .and_then(|l| l.split('\t').nth(2)?.parse::<u64>().ok())
-    };
+    let groups = || parse_cgroup_count(&read("/proc/cgroups")?, "memory");
     let started = Instant::now();
     while groups() != Some(1) {
         if started.elapsed() > Duration::from_secs(10) {

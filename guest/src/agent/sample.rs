@@ -3,7 +3,7 @@
 use crate::agent::cgroups::*;
 use crate::read;
 use guest::counters::{FAMILIES, Family, Scope, Source};
-use guest::parse::parse_cpu_ticks;
+use guest::parse::{kswapd_node, parse_cpu_ticks};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 use std::fs::{self};
@@ -54,7 +54,7 @@ pub fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(comm) = read(&format!("{}/comm", dir.display())) else {
             continue;
         };
-        let Some(node) = comm.trim().strip_prefix("kswapd") else {
+        let Some(node) = kswapd_node(&comm) else {
             continue;
         };
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {

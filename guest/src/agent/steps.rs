@@ -5,6 +5,7 @@ use crate::agent::sys::{self, Waited};
 use crate::agent::{cgroups::*, emit::*, health::*, sample::*, timeline::*};
 use crate::{Result, write};
 use guest::event::Exit;
+use guest::parse::count_ktap_results;
 use guest::spec::{LabSpec, Step, StepKind};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -146,7 +147,7 @@ pub fn run_step(
         match sys::wait_nohang(child.id()) {
             Err(e) => return Err(format!("waiting for the workload: {e}")),
             Ok(Waited::Running) => {
-                let n = ktap_results(&stdout.text());
+                let n = count_ktap_results(&stdout.text());
                 if n != results {
                     (results, last_result) = (n, Instant::now());
                 }
@@ -240,14 +241,6 @@ impl Drain {
     pub fn finished(&self) -> bool {
         self.done.load(std::sync::atomic::Ordering::SeqCst)
     }
-}
-
-/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
-pub fn ktap_results(stdout: &str) -> usize {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
-        .count()
 }
 
 /// How a workload process ended.

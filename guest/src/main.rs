@@ -9,7 +9,7 @@
 use agent::sys;
 use guest::counters::FAMILIES;
 use guest::event::Event;
-use guest::spec::LabSpec;
+use guest::spec::{LabSpec, Step};
 use std::collections::BTreeMap;
 use std::fs::{self};
 use std::time::Instant;
@@ -27,7 +27,16 @@ mod agent {
     pub mod timeline;
     pub mod worker;
 }
-use agent::{cgroups::*, emit::*, health::*, sample::*, setup::*, shell::*, steps::*, worker::*};
+use agent::{
+    cgroups::v1_to_v2,
+    emit::Emitter,
+    health::{inject_kernel_faults, kernel_health},
+    sample::{read_family, sample},
+    setup::setup,
+    shell::{lab_step, shell},
+    steps::run_step,
+    worker::worker,
+};
 
 const PLAN: &str = "/lab/plan.json";
 const CGROOT: &str = "/sys/fs/cgroup";
@@ -96,26 +105,58 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let probe = setup(&spec)?;
     inject_kernel_faults();
     out.send(Event::Ready);
-    let mut start = sample(&spec, &probe);
-    if let Some(f) = FAMILIES
-        .iter()
-        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
-    {
-        // Once, for the timeline's reference lines: the zone watermarks.
-        let zones = read_family(f, "").into_iter().flatten();
-        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
-    }
     out.send(Event::Sample {
         label: "start".into(),
-        values: start,
+        values: start_sample(&spec, &probe),
     });
     if std::env::var("kernel_lab").as_deref() == Ok("shell") {
         return shell(&spec);
     }
-    let mut holders = Vec::new();
-    let mut workers: BTreeMap<String, String> = BTreeMap::new();
+    let mut run = Run {
+        spec: &spec,
+        probe: &probe,
+        holders: Vec::new(),
+        workers: BTreeMap::new(),
+    };
     let last_v1 = spec.last_v1_step();
     for (i, step) in spec.steps.iter().enumerate() {
+        run.step(step, Some(i) == last_v1, out)?;
+    }
+    for mut h in run.holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    Ok(())
+}
+
+/// The first sample, with the zone watermarks once for the timeline's reference lines (when
+/// the lab does not sample them anyway).
+fn start_sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut start = sample(spec, probe);
+    if let Some(f) = FAMILIES
+        .iter()
+        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
+    {
+        let zones = read_family(f, "").into_iter().flatten();
+        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
+    }
+    start
+}
+
+/// The lab's steps as they run: the background workloads holding memory, and which cgroup
+/// each workload's pid is in (for the trace).
+struct Run<'a> {
+    spec: &'a LabSpec,
+    probe: &'a BTreeMap<String, u64>,
+    holders: Vec<std::process::Child>,
+    workers: BTreeMap<String, String>,
+}
+
+impl Run<'_> {
+    /// One step: its start, its end (or error), its trace, its `after:` sample; `last_v1`: the
+    /// last step in v1 groups, after which the memory controller moves to v2.
+    fn step(&mut self, step: &Step, last_v1: bool, out: &mut Emitter) -> Result<()> {
+        let spec = self.spec;
         if spec.vm.trace {
             // Opening `trace` for writing with truncation empties the ring buffer.
             let _ = fs::write(format!("{TRACEFS}/trace"), "");
@@ -125,7 +166,15 @@ fn agent(out: &mut Emitter) -> Result<()> {
         });
         let started = Instant::now();
         let mut held = None;
-        match run_step(&spec, step, &probe, out, &mut holders, &mut workers) {
+        let ran = run_step(
+            spec,
+            step,
+            self.probe,
+            out,
+            &mut self.holders,
+            &mut self.workers,
+        );
+        match ran {
             Ok(o) => {
                 held = o.held;
                 out.send(Event::StepEnd {
@@ -139,27 +188,20 @@ fn agent(out: &mut Emitter) -> Result<()> {
             Err(e) => out.error(&format!("step {}", step.name()), e),
         }
         if spec.vm.trace {
-            let text = read(&format!("{TRACEFS}/trace")).unwrap_or_default();
-            // Comments dropped and runs of spaces squeezed: the same fields, fewer bytes.
-            let lines = text
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect();
             out.send(Event::Trace {
                 step: step.name().into(),
-                lines,
-                workers: workers.clone(),
+                lines: trace_lines(),
+                workers: self.workers.clone(),
             });
         }
-        let mut values = held.unwrap_or_else(|| sample(&spec, &probe));
+        let mut values = held.unwrap_or_else(|| sample(spec, self.probe));
         let mut switched = Ok(());
-        if Some(i) == last_v1 {
+        if last_v1 {
             // The v1 groups go, the memory controller moves to v2 and the v2 groups appear:
             // the sample keeps the v1 groups' files as they were after the step, and adds the
             // v2 groups (at zero) so that the next step has its "before".
-            switched = v1_to_v2(&spec);
-            for (k, v) in sample(&spec, &probe) {
+            switched = v1_to_v2(spec);
+            for (k, v) in sample(spec, self.probe) {
                 values.insert(k, v);
             }
         }
@@ -167,13 +209,18 @@ fn agent(out: &mut Emitter) -> Result<()> {
             label: format!("after:{}", step.name()),
             values,
         });
-        switched?;
+        switched
     }
-    for mut h in holders {
-        let _ = h.kill();
-        let _ = h.wait();
-    }
-    Ok(())
+}
+
+/// The step's trace: comments dropped and runs of spaces squeezed (the same fields, fewer
+/// bytes).
+fn trace_lines() -> Vec<String> {
+    let text = read(&format!("{TRACEFS}/trace")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 fn read(path: &str) -> Option<String> {

@@ -1,6 +1,6 @@
 //! Samples: every counter the lab can refer to, family by family ([`guest::counters`]).
 
-use crate::agent::cgroups::*;
+use crate::agent::cgroups::cgroup_dir;
 use crate::read;
 use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::parse::{kswapd_node, parse_cpu_ticks};

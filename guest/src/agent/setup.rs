@@ -1,7 +1,9 @@
 //! Setting the machine up before the steps: mounts, sysctls and sysfs, swap, disks, tracing,
 //! the loopback interface.
 
-use crate::agent::cgroups::*;
+use crate::agent::cgroups::{
+    cgroup_v1_mount, cgroup_v1_probe, cgroup_v1_unmount, cgroups_v1, cgroups_v2, v1_to_v2,
+};
 use crate::agent::sys;
 use crate::{CGROOT, DATA, Result, TMPFS, TRACEFS, mount, read, write};
 use guest::spec::{Kind, LabSpec, SwapKind};

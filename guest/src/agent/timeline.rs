@@ -1,7 +1,7 @@
 //! The timeline: a few counters sampled every `tick_ms` while a step runs (`tick` events).
 
 use crate::agent::sys;
-use crate::agent::{cgroups::*, emit::*, sample::*};
+use crate::agent::{cgroups::cgroup_dir, emit::Emitter, sample::kswapd_threads};
 use crate::read;
 use guest::event::Event;
 use guest::parse::{parse_key_values, parse_meminfo, parse_psi, parse_single};

@@ -1,7 +1,7 @@
 //! The workload process (`/init worker <step-json> <cgroup-dir>`): leaves the agent's OOM
 //! protection, joins its cgroup, does the step's work.
 
-use crate::agent::steps::*;
+use crate::agent::steps::HOLD_ENV;
 use crate::agent::sys;
 use crate::{CGROOT, DATA, Result, TMPFS, write};
 use guest::spec::{Step, StepKind};

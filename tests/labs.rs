@@ -24,6 +24,10 @@ const LABS: &[&str] = &[
     "10-dirty-writeback",
     "11-mglru-vs-classic",
     "12-psi-blocking",
+    "13-protection",
+    "14-pod",
+    "15-zswap",
+    "16-notes-experiment",
 ];
 
 fn run_lab(lab: &str) -> Output {
@@ -125,6 +129,26 @@ fn lab_11_mglru_vs_classic() {
 #[test]
 fn lab_12_psi_blocking() {
     assert_lab_passes("12-psi-blocking");
+}
+
+#[test]
+fn lab_13_protection() {
+    assert_lab_passes("13-protection");
+}
+
+#[test]
+fn lab_14_pod() {
+    assert_lab_passes("14-pod");
+}
+
+#[test]
+fn lab_15_zswap() {
+    assert_lab_passes("15-zswap");
+}
+
+#[test]
+fn lab_16_notes_experiment() {
+    assert_lab_passes("16-notes-experiment");
 }
 
 #[test]
@@ -268,12 +292,12 @@ fn a_hung_guest_is_killed_at_the_timeout() {
     // The machine's fault, not a verdict on the kernel: a bisect stops (255).
     assert_eq!(o.status.code(), Some(255), "{out}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
+        started.elapsed() < std::time::Duration::from_secs(90),
         "took {:?}",
         started.elapsed()
     );
     assert!(
-        out.contains("did not finish within 8s and QEMU was killed"),
+        out.contains("did not finish within 25s and QEMU was killed"),
         "{out}"
     );
     assert!(out.contains("last seen: step-start forever"), "{out}");
@@ -874,9 +898,11 @@ fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
     assert_eq!(reported, 3, "{out}");
     let last = results[reported - 1]["id"].as_str().unwrap();
     let last = last.rsplit('/').next().unwrap();
+    // What reported keeps its verdict (test_memcg_min can fail on a loaded host: it measures
+    // how far reclaim got in a fixed time).
     for e in &results[..reported] {
         let r = e["result"].as_str().unwrap();
-        assert!(r == "passed" || r == "skipped", "{e}");
+        assert!(["passed", "skipped", "failed"].contains(&r), "{e}");
     }
     for e in &results[reported..] {
         assert_eq!(e["result"], "error", "{e}");

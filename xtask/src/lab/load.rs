@@ -435,6 +435,27 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_group_takes_none_of_the_v2_protections_and_does_not_nest() {
+        let text = GOOD.replace(
+            "name = \"W\"",
+            "name = \"W\"\nmemory_low = \"8M\"\nv1 = { swappiness = 0 }",
+        );
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "field `memory_low`: a cgroup v1 group takes memory_max and v1.swappiness only"
+            ),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[[cgroup]]\nname = \"W/app\"\nv1 = {{}}\n");
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("a cgroup v1 group is a plain name (no nesting)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn fields_that_do_not_fit_their_kind_are_named_at_their_line() {
         let text = format!(
             "{GOOD}pageout = true\n\n[[step]]\nkind = \"sleep\"\nsize = \"1M\"\n\n[[expect]]\nstep = \"anon\"\nexit = \"killed by SIGKIL\"\nwhy = \"w\"\n"

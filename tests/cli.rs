@@ -1081,8 +1081,15 @@ fn every_config_fragment_survives_kconfig_on_both_debian_kernels() {
             (name != "base" && !every).then_some(name)
         })
         .collect();
-    for version in ["6.12", "6.1"] {
-        let o = xtask(&["kernel", "--config-only", "--kernel-src", version]);
+    // Both versions at once (Kconfig is mostly waiting on gcc's option probes).
+    let runs: Vec<(&str, Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["6.12", "6.1"]
+            .map(|v| s.spawn(move || (v, xtask(&["kernel", "--config-only", "--kernel-src", v]))))
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (version, o) in runs {
         let out = text(&o);
         assert!(o.status.success(), "{version}: {out}");
         assert!(

@@ -265,7 +265,7 @@ fn a_hung_guest_is_killed_at_the_timeout() {
         started.elapsed()
     );
     assert!(
-        out.contains("did not finish within 8s and QEMU was killed"),
+        out.contains("did not finish within 30s and QEMU was killed"),
         "{out}"
     );
     assert!(out.contains("last seen: step-start forever"), "{out}");
@@ -862,9 +862,11 @@ fn a_selftest_program_killed_midway_is_an_error_naming_the_missing_tests() {
     assert_eq!(reported, 3, "{out}");
     let last = results[reported - 1]["id"].as_str().unwrap();
     let last = last.rsplit('/').next().unwrap();
+    // Those that reported keep their own result (an upstream test may fail on its own under
+    // load: test_memcg_min did here, with no retries).
     for e in &results[..reported] {
         let r = e["result"].as_str().unwrap();
-        assert!(r == "passed" || r == "skipped", "{e}");
+        assert!(["passed", "skipped", "failed"].contains(&r), "{e}");
     }
     for e in &results[reported..] {
         assert_eq!(e["result"], "error", "{e}");

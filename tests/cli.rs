@@ -893,6 +893,92 @@ fn exported_kernels_run_without_the_tree_and_are_checked() {
 }
 
 #[test]
+fn predict_asks_before_booting_and_names_answers_it_cannot_read() {
+    let o = xtask(&["lab", "2", "--predict", "--questions"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("read: W/memory.stat.pgscan_direct = ?    # 0 or >0\n"),
+        "{out}"
+    );
+    let o = common::xtask_stdin(&["lab", "2", "--predict"], ">0\nmaybe\n");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("stdin:2: \"maybe\" is not an answer to `read: W/memory.stat.pgsteal_direct`: say 0 or >0"),
+        "{out}"
+    );
+    assert!(!out.contains("booting"), "{out}");
+    let o = common::xtask_stdin(
+        &["lab", "2", "--predict"],
+        "read: W/memory.stat.pgscan_drect = 0\n",
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("stdin:1: no question `read: W/memory.stat.pgscan_drect` in this run (closest: `read: W/memory.stat.pgscan_direct`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn answers_stay_apart_from_the_questions() {
+    let o = xtask(&["answers", "2"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("1. [Think about it]") && out.contains("Answer:"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("<details>") && !out.contains("<code>"),
+        "{out}"
+    );
+    let o = xtask(&["answers", "2", "2"]);
+    let out = text(&o);
+    assert!(out.contains("2. [") && !out.contains("1. ["), "{out}");
+    let o = xtask(&["answers", "2", "99"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has questions 1 to"), "{}", text(&o));
+}
+
+#[test]
+fn list_shows_progress_and_reset_forgets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("progress.json");
+    std::fs::write(
+        &file,
+        r#"{"labs":{"2-cgroup-limit":{"runs":2,"passed":1,"last_passed":true,"last_run":1,
+            "last_predicted":{"right":5,"judged":6},"best_predicted":{"right":6,"judged":6}}}}"#,
+    )
+    .unwrap();
+    let env = [("KERNEL_LAB_PROGRESS", file.to_str().unwrap())];
+    let out = text(&xtask_env(&["list"], &env));
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("2-cgroup-limit").ends_with("passed (1 of 2 runs passed) · predicted 5/6 (best 6/6)"),
+        "{out}"
+    );
+    assert!(line("1-global-pressure").ends_with("not run yet"), "{out}");
+    let o = xtask_env(&["list", "--reset"], &env);
+    assert!(text(&o).contains("progress forgotten"), "{}", text(&o));
+    assert!(!file.exists());
+    let out = text(&xtask_env(&["list"], &env));
+    assert!(
+        out.lines()
+            .find(|l| l.starts_with("2-cgroup-limit"))
+            .unwrap()
+            .ends_with("not run yet"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_tree_built_in_place_gets_a_clear_message_and_builds_with_build_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, cache) = (tmp.path().join("linux"), tmp.path().join("cache"));

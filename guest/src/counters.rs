@@ -167,6 +167,16 @@ pub const FAMILIES: &[Family] = &[
         ),
         "memory.stat",
     ),
+    // The group's own events, not its children's (before memory.events., whose prefix it has).
+    checked(
+        family(
+            Cgroup,
+            "memory.events.local.",
+            File("memory.events.local", KeyValues),
+            Cumulative,
+        ),
+        "memory.events",
+    ),
     checked(
         family(
             Cgroup,
@@ -201,6 +211,18 @@ pub const FAMILIES: &[Family] = &[
         File("memory.swappiness", Single),
         Level,
     ),
+    family(
+        Cgroup,
+        "memory.swap.events.",
+        File("memory.swap.events", KeyValues),
+        Cumulative,
+    ),
+    family(
+        Cgroup,
+        "memory.zswap.current",
+        File("memory.zswap.current", Single),
+        Level,
+    ),
     // Only cgroup v1 groups have these.
     family(
         Cgroup,
@@ -217,7 +239,7 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// memory.stat keys that are sizes in bytes (levels); the others count events.
-const MEMORY_STAT_LEVELS: &[&str] = &[
+pub const MEMORY_STAT_LEVELS: &[&str] = &[
     "anon",
     "file",
     "kernel",
@@ -250,7 +272,7 @@ const MEMORY_STAT_LEVELS: &[&str] = &[
 /// A sample key split into its family and the key after the family's prefix (empty for a
 /// family without keys): `W/memory.stat.anon` -> (memory.stat., "anon").
 pub fn family_of(term: &str) -> Option<(&'static Family, &str)> {
-    let (scope, rest) = match term.split_once('/') {
+    let (scope, rest) = match crate::spec::split_cgroup(term) {
         Some((_, rest)) => (Cgroup, rest),
         None => (Global, term),
     };
@@ -298,20 +320,24 @@ pub fn per_step(term: &str) -> bool {
 
 /// Checks that one term names a family of the registry with a well-formed key.
 pub fn check_syntax(term: &str) -> Result<(), String> {
-    if let Some((cg, _)) = term.split_once('/') {
-        crate::spec::check_name(cg).map_err(|e| format!("counter {term:?}: {e}"))?;
+    let group = crate::spec::split_cgroup(term);
+    if let Some((cg, _)) = group {
+        crate::spec::check_cgroup_path(cg).map_err(|e| format!("counter {term:?}: {e}"))?;
     }
+    // Trace facts name a group inside the key: its path may hold '/' and '-'.
+    let path = term.starts_with("trace.");
     let key_ok = |k: &str| {
         !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && k.chars().all(|c| {
+                c.is_ascii_alphanumeric() || c == '_' || c == '.' || (path && "/-".contains(c))
+            })
     };
     if let Some((f, key)) = family_of(term)
         && (!f.keyed || key_ok(key))
     {
         return Ok(());
     }
-    let scope = if term.contains('/') { Cgroup } else { Global };
+    let scope = if group.is_some() { Cgroup } else { Global };
     let known: Vec<String> = FAMILIES
         .iter()
         .filter(|f| f.scope == scope)
@@ -371,7 +397,7 @@ mod tests {
     fn the_syntax_check_lists_the_families_of_the_scope() {
         let e = check_syntax("W/memory.currant").unwrap_err();
         assert!(
-            e.ends_with("is not one of <cgroup>/memory.stat.<key>, memory.events.<key>, memory.pressure.<key>, memory.current, memory.peak, memory.swap.current, memory.swappiness, memory.failcnt, memory.oom_control.<key>"),
+            e.ends_with("is not one of <cgroup>/memory.stat.<key>, memory.events.local.<key>, memory.events.<key>, memory.pressure.<key>, memory.current, memory.peak, memory.swap.current, memory.swappiness, memory.swap.events.<key>, memory.zswap.current, memory.failcnt, memory.oom_control.<key>"),
             "{e}"
         );
         let e = check_syntax("vmstat").unwrap_err();

@@ -41,10 +41,16 @@ pub enum Event {
         lines: Vec<String>,
         workers: BTreeMap<String, String>,
     },
-    /// A few counters read on a fixed interval while a step runs (the timeline).
-    Tick {
+    /// The timeline of a step: a few counters sampled in the guest while it runs (every
+    /// `tick_ms` at first, less often as the step goes on) and sent in batches. `keys` names
+    /// the columns of every row; a row is (guest uptime ms when sampled, values). A step's last
+    /// row is its final sample: its workload done (still holding its memory) or dead.
+    Ticks {
         step: String,
-        values: BTreeMap<String, u64>,
+        keys: Vec<String>,
+        rows: Vec<(u64, Vec<u64>)>,
+        /// Guest time spent sampling and sending since the previous batch, in µs.
+        cost_us: u64,
     },
     StepEnd {
         step: String,

@@ -4,7 +4,7 @@
 //! ([`Headline`]). Validation of their references lives here too ([`validate`]).
 
 use crate::fact::{Fact, StepFact, StepView, settings};
-use crate::spec::{KernelReq, LabSpec, SpecError, check_name, edit_distance};
+use crate::spec::{Errors, KernelReq, LabSpec, SpecError, check_name, edit_distance};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,7 +63,8 @@ impl Explanation {
         }
     }
 
-    fn facts(&self) -> impl Iterator<Item = &Fact> {
+    /// Every fact its alternatives name.
+    pub fn facts(&self) -> impl Iterator<Item = &Fact> {
         let cases: &[Case] = match self {
             Explanation::Always(_) => &[],
             Explanation::Cases(c) => c,
@@ -174,30 +175,76 @@ pub struct Headline {
 /// expectation and exercise names. Variables an exercise sets are checked when it is loaded
 /// with them (they live outside the spec).
 pub fn validate(spec: &LabSpec) -> Vec<SpecError> {
-    let mut errs = Vec::new();
-    let mut e = |table, index, key, message: String| {
-        errs.push(SpecError {
-            table,
-            index: Some(index),
-            key,
-            message,
-        })
-    };
-    let steps: Vec<&str> = spec.steps.iter().map(|s| s.name()).collect();
-    let known = settings(spec);
-    let cgroups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
-    let check_fact = |f: &Fact| -> Option<String> {
+    let refs = Refs::of(spec);
+    let mut e = Errors::default();
+    for (i, ob) in spec.observe.iter().enumerate() {
+        let facts = ob.explain.values().flat_map(|x| x.facts());
+        for m in facts.filter_map(|f| refs.fact(f)) {
+            e.at("observe", Some(i), "explain", m);
+        }
+    }
+    for (i, ex) in spec.expect.iter().enumerate() {
+        let Some(n) = &ex.name else { continue };
+        if let Err(m) = check_name(n) {
+            e.at("expect", Some(i), "name", m);
+        }
+        if spec.expect[..i].iter().any(|x| x.name.as_ref() == Some(n)) {
+            e.at(
+                "expect",
+                Some(i),
+                "name",
+                format!("expectation name {n:?} is used twice"),
+            );
+        }
+    }
+    for (i, x) in spec.exercises.iter().enumerate() {
+        let twice = spec.exercises[..i].iter().any(|y| y.name == x.name);
+        refs.exercise(i, x, twice, &mut e);
+    }
+    for (i, h) in spec.headlines.iter().enumerate() {
+        refs.headline(spec, i, h, &mut e);
+    }
+    e.0
+}
+
+/// What the explanations, exercises and headlines of a spec may refer to.
+struct Refs<'a> {
+    steps: Vec<&'a str>,
+    settings: BTreeMap<String, String>,
+    cgroups: Vec<&'a str>,
+    /// Named expectations, in order (a name used twice is listed twice).
+    expects: Vec<&'a str>,
+    exercises: Vec<&'a str>,
+}
+
+impl<'a> Refs<'a> {
+    fn of(spec: &'a LabSpec) -> Refs<'a> {
+        Refs {
+            steps: spec.steps.iter().map(|s| s.name()).collect(),
+            settings: settings(spec),
+            cgroups: spec.cgroups.iter().map(|c| c.name.as_str()).collect(),
+            expects: spec
+                .expect
+                .iter()
+                .filter_map(|x| x.name.as_deref())
+                .collect(),
+            exercises: spec.exercises.iter().map(|x| x.name.as_str()).collect(),
+        }
+    }
+
+    /// What is wrong with a fact: a cgroup that is not declared, a setting that does not exist.
+    fn fact(&self, f: &Fact) -> Option<String> {
         if let Some(c) = f.counter()
-            && let Some(cg) = c.cgroups().find(|cg| !cgroups.contains(cg))
+            && let Some(cg) = c.cgroups().find(|cg| !self.cgroups.contains(cg))
         {
             return Some(format!(
                 "fact `{f}` reads cgroup {cg:?}, which is not declared"
             ));
         }
         if let Fact::Setting { key, .. } = f
-            && !known.contains_key(key)
+            && !self.settings.contains_key(key)
         {
-            let mut keys: Vec<&String> = known.keys().collect();
+            let mut keys: Vec<&String> = self.settings.keys().collect();
             keys.sort_by_key(|k| edit_distance(key, k));
             return Some(format!(
                 "fact `{f}`: no setting {key:?} (closest: {:?}; settings are vm.*, cgroup.<cg>.*, step.<step>.*)",
@@ -205,153 +252,113 @@ pub fn validate(spec: &LabSpec) -> Vec<SpecError> {
             ));
         }
         None
-    };
-    for (i, ob) in spec.observe.iter().enumerate() {
-        for m in ob
-            .explain
-            .values()
-            .flat_map(|x| x.facts())
-            .filter_map(check_fact)
-        {
-            e("observe", i, "explain", m);
-        }
     }
-    let mut expect_names: Vec<&str> = Vec::new();
-    for (i, ex) in spec.expect.iter().enumerate() {
-        if let Some(n) = &ex.name {
-            if let Err(m) = check_name(n) {
-                e("expect", i, "name", m);
-            }
-            if expect_names.contains(&n.as_str()) {
-                e(
-                    "expect",
-                    i,
-                    "name",
-                    format!("expectation name {n:?} is used twice"),
-                );
-            }
-            expect_names.push(n);
-        }
-    }
-    let unknown_expect = |n: &str| -> Option<String> {
-        (!expect_names.contains(&n)).then(|| {
-            let names = if expect_names.is_empty() {
+
+    /// Why `n` names no expectation, or None.
+    fn unknown_expect(&self, n: &str) -> Option<String> {
+        (!self.expects.contains(&n)).then(|| {
+            let names = if self.expects.is_empty() {
                 "none has a name: add `name = \"...\"` to the [[expect]]".to_string()
             } else {
-                format!("named ones: {}", expect_names.join(", "))
+                format!("named ones: {}", self.expects.join(", "))
             };
             format!("no [[expect]] is named {n:?} ({names})")
         })
-    };
-    let mut exercise_names: Vec<&str> = Vec::new();
-    for (i, x) in spec.exercises.iter().enumerate() {
+    }
+
+    /// Why `s` names no step, or None.
+    fn unknown_step(&self, what: &dyn fmt::Display, s: &str) -> Option<String> {
+        (!self.steps.contains(&s)).then(|| {
+            format!(
+                "`{what}`: no step is named {s:?} (steps: {})",
+                self.steps.join(", ")
+            )
+        })
+    }
+
+    /// An exercise's errors; `twice`: an earlier exercise has its name.
+    fn exercise(&self, i: usize, x: &Exercise, twice: bool, e: &mut Errors) {
+        let mut at = |key, m: String| e.at("exercise", Some(i), key, m);
         if let Err(m) = check_name(&x.name) {
-            e("exercise", i, "name", m);
+            at("name", m);
         }
-        if exercise_names.contains(&x.name.as_str()) {
-            e(
-                "exercise",
-                i,
-                "name",
-                format!("exercise {:?} is declared twice", x.name),
-            );
+        if twice {
+            at("name", format!("exercise {:?} is declared twice", x.name));
         }
-        exercise_names.push(&x.name);
         if x.set.is_empty() {
             let m = "an exercise changes something: `set = { var = \"value\" }` ([vars] knobs)";
-            e("exercise", i, "set", m.into());
+            at("set", m.into());
         }
         if x.ask.trim().is_empty() || x.answer.trim().is_empty() {
-            e(
-                "exercise",
-                i,
-                "ask",
-                "an exercise needs `ask` and `answer` texts".into(),
-            );
+            at("ask", "an exercise needs `ask` and `answer` texts".into());
         }
         if x.shows.is_empty() {
             let m = "say what the kernel shows in this run (`shows = [\"step: fact\"]`)";
-            e("exercise", i, "shows", m.into());
+            at("shows", m.into());
         }
         for sf in &x.shows {
             match &sf.step {
-                Some(s) if !steps.contains(&s.as_str()) => e(
-                    "exercise",
-                    i,
-                    "shows",
-                    format!(
-                        "`{sf}`: no step is named {s:?} (steps: {})",
-                        steps.join(", ")
-                    ),
-                ),
-                None if matches!(sf.fact, Fact::Exit { .. }) => e(
-                    "exercise",
-                    i,
+                Some(s) => self
+                    .unknown_step(sf, s)
+                    .into_iter()
+                    .for_each(|m| at("shows", m)),
+                None if matches!(sf.fact, Fact::Exit { .. }) => at(
                     "shows",
                     format!("`{sf}`: an exit fact needs its step (`step: exit == ...`)"),
                 ),
-                _ => {}
+                None => {}
             }
-            if let Some(m) = check_fact(&sf.fact) {
-                e("exercise", i, "shows", m);
+            if let Some(m) = self.fact(&sf.fact) {
+                at("shows", m);
             }
         }
         for n in &x.fails {
-            if let Some(m) = unknown_expect(n) {
-                e("exercise", i, "fails", m);
+            if let Some(m) = self.unknown_expect(n) {
+                at("fails", m);
             }
         }
         for n in &x.may_fail {
-            if let Some(m) = unknown_expect(n) {
-                e("exercise", i, "may_fail", m);
+            if let Some(m) = self.unknown_expect(n) {
+                at("may_fail", m);
             }
             if x.fails.contains(n) {
-                let m = format!("{n:?} is in both `fails` and `may_fail`");
-                e("exercise", i, "may_fail", m);
+                at(
+                    "may_fail",
+                    format!("{n:?} is in both `fails` and `may_fail`"),
+                );
             }
         }
         for v in &x.varies {
-            if !steps.contains(&v.step.as_str()) {
-                let m = format!(
-                    "`{v}`: no step is named {:?} (steps: {})",
-                    v.step,
-                    steps.join(", ")
-                );
-                e("exercise", i, "varies", m);
+            if let Some(m) = self.unknown_step(v, &v.step) {
+                at("varies", m);
             }
         }
     }
-    for (i, h) in spec.headlines.iter().enumerate() {
+
+    /// A headline's errors: its claim, the expectations behind it, its contrast exercise.
+    fn headline(&self, spec: &LabSpec, i: usize, h: &Headline, e: &mut Errors) {
+        let mut at = |key, m: String| e.at("headline", Some(i), key, m);
         if h.claim.trim().is_empty() {
-            e("headline", i, "claim", "the claim text is empty".into());
+            at("claim", "the claim text is empty".into());
         }
         if h.expect.is_empty() {
-            e(
-                "headline",
-                i,
-                "expect",
-                "name the expectations that back the claim".into(),
-            );
+            at("expect", "name the expectations that back the claim".into());
         }
         for n in &h.expect {
-            if let Some(m) = unknown_expect(n) {
-                e("headline", i, "expect", m);
+            if let Some(m) = self.unknown_expect(n) {
+                at("expect", m);
             }
         }
         match spec.exercises.iter().find(|x| x.name == h.contrast) {
-            None => e(
-                "headline",
-                i,
+            None => at(
                 "contrast",
                 format!(
                     "no [[exercise]] is named {:?} (exercises: {})",
                     h.contrast,
-                    exercise_names.join(", ")
+                    self.exercises.join(", ")
                 ),
             ),
-            Some(x) if !x.fails.iter().any(|f| h.expect.contains(f)) => e(
-                "headline",
-                i,
+            Some(x) if !x.fails.iter().any(|f| h.expect.contains(f)) => at(
                 "contrast",
                 format!(
                     "in exercise {:?} none of this claim's expectations fails: a contrast is a run without the cause, where the kernel does something else",
@@ -361,5 +368,4 @@ pub fn validate(spec: &LabSpec) -> Vec<SpecError> {
             _ => {}
         }
     }
-    errs
 }

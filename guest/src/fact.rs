@@ -308,6 +308,8 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
     };
     s.insert("vm.mglru".into(), mglru.into());
     s.insert("vm.numa_nodes".into(), spec.vm.numa_nodes.to_string());
+    let zswap = if spec.vm.zswap { "on" } else { "off" };
+    s.insert("vm.zswap".into(), zswap.into());
     for (k, v) in &spec.vm.sysctl {
         s.insert(format!("vm.sysctl.{k}"), normalise_setting(v));
     }
@@ -320,6 +322,14 @@ pub fn settings(spec: &LabSpec) -> BTreeMap<String, String> {
         s.insert(key("memory_high"), size(cg.memory_high));
         s.insert(key("swap_max"), size(cg.swap_max));
         s.insert(key("oom_group"), cg.oom_group.to_string());
+        s.insert(key("memory_min"), size(cg.memory_min));
+        s.insert(key("memory_low"), size(cg.memory_low));
+        s.insert(key("swap_high"), size(cg.swap_high));
+        let zswap = cg.memory_zswap_max.map(|z| match z {
+            crate::spec::Limit::Max => "max".to_string(),
+            crate::spec::Limit::Bytes(b) => format_size(b.0),
+        });
+        s.insert(key("memory_zswap_max"), zswap.unwrap_or("none".into()));
     }
     for st in &spec.steps {
         let key = |f: &str| format!("step.{}.{f}", st.name());

@@ -19,6 +19,12 @@ pub mod parse;
 pub mod spec;
 pub mod step;
 
+/// The serial number the host gives the swap disk (`[vm] swap = { kind = "disk" }`), by which
+/// the agent finds it among the virtio disks.
+pub const SWAP_DISK_SERIAL: &str = "kernel-lab-swap";
+/// The data disk's serial number (read-file and write-file steps).
+pub const DATA_DISK_SERIAL: &str = "kernel-lab-data";
+
 /// The vmscan tracepoints recorded when a lab traces (`[vm] trace = true`); absent ones are
 /// skipped. The host switches them on from the kernel command line, the agent checks them.
 pub const TRACEPOINTS: &[&str] = &[

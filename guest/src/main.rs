@@ -8,7 +8,7 @@
 
 use guest::counters::{FAMILIES, Family, Scope, Source};
 use guest::event::{Event, Exit, Frame, HEALTH_LOG_CAP, KmsgRecord, encode_frame};
-use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_single};
+use guest::parse::{parse_cpu_ticks, parse_key_values, parse_meminfo, parse_psi, parse_single};
 use guest::spec::{Kind, LabSpec, Step, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -142,9 +142,18 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let probe = setup(&spec)?;
     inject_kernel_faults();
     out.send(Event::Ready);
+    let mut start = sample(&spec, &probe);
+    if let Some(f) = FAMILIES
+        .iter()
+        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
+    {
+        // Once, for the timeline's reference lines: the zone watermarks.
+        let zones = read_family(f, "").into_iter().flatten();
+        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
+    }
     out.send(Event::Sample {
         label: "start".into(),
-        values: sample(&spec, &probe),
+        values: start,
     });
     if std::env::var("kernel_lab").as_deref() == Ok("shell") {
         return shell(&spec);
@@ -161,14 +170,18 @@ fn agent(out: &mut Emitter) -> Result<()> {
             step: step.name().into(),
         });
         let started = Instant::now();
-        match run_step(&spec, step, out, &mut holders, &mut workers) {
-            Ok((exit, stderr, stdout)) => out.send(Event::StepEnd {
-                step: step.name().into(),
-                exit,
-                wall_ms: started.elapsed().as_millis() as u64,
-                stderr,
-                stdout,
-            }),
+        let mut held = None;
+        match run_step(&spec, step, &probe, out, &mut holders, &mut workers) {
+            Ok(o) => {
+                held = o.held;
+                out.send(Event::StepEnd {
+                    step: step.name().into(),
+                    exit: o.exit,
+                    wall_ms: o.done.duration_since(started).as_millis() as u64,
+                    stderr: o.stderr,
+                    stdout: o.stdout,
+                })
+            }
             Err(e) => out.error(&format!("step {}", step.name()), e),
         }
         if spec.vm.trace {
@@ -185,7 +198,7 @@ fn agent(out: &mut Emitter) -> Result<()> {
                 workers: workers.clone(),
             });
         }
-        let mut values = sample(&spec, &probe);
+        let mut values = held.unwrap_or_else(|| sample(&spec, &probe));
         let mut switched = Ok(());
         if Some(i) == last_v1 {
             // The v1 groups go, the memory controller moves to v2 and the v2 groups appear:
@@ -227,6 +240,7 @@ fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     if let Some(swap) = &spec.vm.swap {
         match swap.kind {
             SwapKind::Zram => zram_swap(swap.size.0)?,
+            SwapKind::Disk => disk_swap(swap.size.0)?,
         }
     }
     let uses = |kind: Kind| spec.steps.iter().any(|s| s.kind.kind() == kind);
@@ -317,21 +331,15 @@ fn cgroups_v2(spec: &LabSpec) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for cg in spec.cgroups.iter().filter(|c| c.v1.is_none()) {
-        let dir = format!("{CGROOT}/{}", cg.name);
-        fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
-        let limits = [
-            ("memory.max", cg.memory_max),
-            ("memory.high", cg.memory_high),
-            ("memory.swap.max", cg.swap_max),
-        ];
-        for (file, size) in limits {
-            if let Some(size) = size {
-                write(&format!("{dir}/{file}"), &size.0.to_string())?;
-            }
-        }
-        if cg.oom_group {
-            write(&format!("{dir}/memory.oom.group"), "1")?;
+    create_cgroups(spec)?;
+    if spec.vm.zswap {
+        // The host put zswap.enabled=1 on the command line; a kernel without CONFIG_ZSWAP
+        // ignores that word.
+        let on = read("/sys/module/zswap/parameters/enabled").unwrap_or_default();
+        if on.trim() != "Y" {
+            return Err(
+                "zswap is not enabled (/sys/module/zswap/parameters/enabled is not Y): the kernel needs CONFIG_ZSWAP".into(),
+            );
         }
     }
     Ok(())
@@ -459,6 +467,27 @@ fn cgroup_dir(spec: &LabSpec, name: &str) -> String {
     format!("{}/{name}", if v1 { V1ROOT } else { CGROOT })
 }
 
+/// Creates the lab's groups, parents first: a parent gets `+memory` in its
+/// cgroup.subtree_control before its children are made, so they have the memory controller.
+fn create_cgroups(spec: &LabSpec) -> Result<()> {
+    let mut groups: Vec<_> = spec.cgroups.iter().filter(|c| c.v1.is_none()).collect();
+    groups.sort_by_key(|c| c.depth());
+    for cg in groups {
+        if let Some(parent) = cg.parent() {
+            let control = format!("{CGROOT}/{parent}/cgroup.subtree_control");
+            if !read(&control).unwrap_or_default().contains("memory") {
+                write(&control, "+memory")?;
+            }
+        }
+        let dir = format!("{CGROOT}/{}", cg.name);
+        fs::create_dir(&dir).map_err(|e| format!("creating cgroup {dir}: {e}"))?;
+        for (file, value) in cg.files() {
+            write(&format!("{dir}/{file}"), &value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Brings the loopback interface up (a kernel with networking starts with it down), for
 /// programs that talk TCP to themselves, such as the selftests' socket-accounting test.
 fn loopback_up() -> Result<()> {
@@ -482,15 +511,42 @@ fn loopback_up() -> Result<()> {
     Ok(())
 }
 
-/// The ext4 data disk (/dev/vda); QEMU attaches it with snapshot=on, so writes never persist.
+/// The ext4 data disk (the virtio disk with the data serial, else /dev/vda); QEMU attaches it
+/// with snapshot=on, so writes never persist.
 fn mount_data_disk(writable: bool) -> Result<()> {
     let flags = if writable { 0 } else { libc::MS_RDONLY };
-    mount("/dev/vda", DATA, "ext4", flags)
+    let dev = disk_by_serial(guest::DATA_DISK_SERIAL).unwrap_or_else(|| "/dev/vda".into());
+    mount(&dev, DATA, "ext4", flags)
+}
+
+/// The /dev path of the virtio disk the host gave this serial number.
+fn disk_by_serial(serial: &str) -> Option<String> {
+    fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|d| read(&format!("/sys/block/{d}/serial")).is_some_and(|s| s.trim() == serial))
+        .map(|d| format!("/dev/{d}"))
 }
 
 /// Sizes zram0, writes a swap signature on it and enables it.
 fn zram_swap(size: u64) -> Result<()> {
     write("/sys/block/zram0/disksize", &size.to_string())?;
+    swap_on("/dev/zram0", size)
+}
+
+/// The swap disk: the virtio disk whose serial is `guest::SWAP_DISK_SERIAL` (the host attaches
+/// it beside the data disk; their order is not fixed).
+fn disk_swap(size: u64) -> Result<()> {
+    let Some(dev) = disk_by_serial(guest::SWAP_DISK_SERIAL) else {
+        return Err("no swap disk: no virtio disk has the serial the host gave it".into());
+    };
+    swap_on(&dev, size)
+}
+
+/// Writes a swap signature (mkswap's header: version 1, the last page) and enables the swap.
+fn swap_on(device: &str, size: u64) -> Result<()> {
     let page = 4096usize;
     let mut header = vec![0u8; page];
     header[1024..1028].copy_from_slice(&1u32.to_le_bytes()); // version
@@ -499,28 +555,57 @@ fn zram_swap(size: u64) -> Result<()> {
     header[page - 10..].copy_from_slice(b"SWAPSPACE2");
     let mut dev = OpenOptions::new()
         .write(true)
-        .open("/dev/zram0")
-        .map_err(|e| format!("opening /dev/zram0: {e}"))?;
+        .open(device)
+        .map_err(|e| format!("opening {device}: {e}"))?;
     dev.write_all(&header)
         .map_err(|e| format!("writing the swap header: {e}"))?;
+    dev.sync_all()
+        .map_err(|e| format!("writing the swap header: {e}"))?;
     drop(dev);
-    let path = CString::new("/dev/zram0").unwrap();
+    let path = CString::new(device).unwrap();
     if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
-        return Err(format!("swapon /dev/zram0: {}", errno()));
+        return Err(format!("swapon {device}: {}", errno()));
     }
     Ok(())
 }
+
+/// How a step ended: its workload's exit and output, when its work was done, and the counters
+/// sampled at that moment (a workload that finished stops itself there, still holding its
+/// memory, until they are read).
+struct StepOutcome {
+    exit: Exit,
+    stderr: String,
+    stdout: String,
+    done: Instant,
+    /// `after:<step>` as sampled while the finished workload held its memory.
+    held: Option<BTreeMap<String, u64>>,
+}
+
+impl StepOutcome {
+    fn ok() -> Self {
+        StepOutcome {
+            exit: Exit::Exited { code: 0 },
+            stderr: String::new(),
+            stdout: String::new(),
+            done: Instant::now(),
+            held: None,
+        }
+    }
+}
+
+/// The environment variable that asks a worker to stop itself (SIGSTOP) when its work is done.
+const HOLD_ENV: &str = "KERNEL_LAB_HOLD";
 
 /// Runs one step; workloads run in a child process and their ending is the result, with what
 /// it wrote to stderr and stdout.
 fn run_step(
     spec: &LabSpec,
     step: &Step,
+    probe: &BTreeMap<String, u64>,
     out: &mut Emitter,
     holders: &mut Vec<std::process::Child>,
     workers: &mut BTreeMap<String, String>,
-) -> Result<(Exit, String, String)> {
-    let done = Ok((Exit::Exited { code: 0 }, String::new(), String::new()));
+) -> Result<StepOutcome> {
     let mut ticker = Ticker::new(spec, step);
     match &step.kind {
         StepKind::Sleep { ms } => {
@@ -530,21 +615,27 @@ fn run_step(
                 std::thread::sleep(
                     until
                         .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(10)),
+                        .min(Duration::from_millis(5)),
                 );
             }
-            return done;
+            ticker.finish(out);
+            return Ok(StepOutcome::ok());
         }
         StepKind::Sysctl { set } => {
             for (key, value) in set {
                 write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
             }
-            return done;
+            ticker.finish(out);
+            return Ok(StepOutcome::ok());
         }
         _ => {}
     }
     let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
-    let mut child = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    if !step.background() {
+        command.env(HOLD_ENV, "1");
+    }
+    let mut child = command
         .arg("worker")
         .arg(json)
         .arg(worker_dir(spec, step))
@@ -558,16 +649,36 @@ fn run_step(
     if step.background() {
         // A holder reports "ready" on stdout once its memory is in place, then waits to be
         // killed at the end of the lab. EOF instead of "ready" means it died first.
-        let mut line = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            let mut byte = [0u8; 1];
-            while out.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
-                line.push(byte[0] as char);
+        // Its line is read on a thread, so that the timeline goes on while it fills its memory.
+        let pipe = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut byte = [0u8; 1];
+                while pipe.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                    line.push(byte[0] as char);
+                }
             }
-        }
+            let _ = tx.send(line);
+        });
+        let line = loop {
+            match rx.try_recv() {
+                Ok(line) => break line,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    ticker.tick(out);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break String::new(),
+            }
+        };
         if line == "ready" {
             holders.push(child);
-            return Ok((Exit::Holding, String::new(), String::new()));
+            ticker.finish(out);
+            return Ok(StepOutcome {
+                exit: Exit::Holding,
+                ..StepOutcome::ok()
+            });
         }
     }
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
@@ -583,35 +694,51 @@ fn run_step(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let pid = child.id() as libc::pid_t;
     let kill_after = kill_fault(step.name());
     let per_result = step.result_timeout_secs().map(Duration::from_secs);
     let (mut results, mut last_result) = (0, Instant::now());
     let mut timed_out = None;
+    let (mut done, mut held) = (None, None);
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {
-                let n = ktap_results(&stdout.text());
-                if n != results {
-                    (results, last_result) = (n, Instant::now());
-                }
-                if kill_after.is_some_and(|k| n >= k) {
-                    // Fault injection: the program dies midway, as if OOM-killed.
-                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                }
-                if let Some(t) = per_result
-                    && timed_out.is_none()
-                    && last_result.elapsed() > t
-                {
-                    timed_out = Some(t);
-                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                }
-                ticker.tick(out);
-                std::thread::sleep(Duration::from_millis(5));
+        let mut raw = 0;
+        // SAFETY: waitpid on our own child, with a valid status pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG | libc::WUNTRACED) };
+        if rc < 0 {
+            return Err(format!("waiting for the workload: {}", errno()));
+        }
+        if rc == 0 {
+            let n = ktap_results(&stdout.text());
+            if n != results {
+                (results, last_result) = (n, Instant::now());
             }
-            Err(e) => return Err(format!("waiting for the workload: {e}")),
+            if kill_after.is_some_and(|k| n >= k) {
+                // Fault injection: the program dies midway, as if OOM-killed.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Some(t) = per_result
+                && timed_out.is_none()
+                && last_result.elapsed() > t
+            {
+                timed_out = Some(t);
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            ticker.tick(out);
+            std::thread::sleep(Duration::from_millis(2));
+        } else if libc::WIFSTOPPED(raw) {
+            // Its work is done and it still holds its memory: the step's final samples now.
+            done = Some(Instant::now());
+            ticker.finish(out);
+            held = Some(sample(spec, probe));
+            // SAFETY: signalling our own stopped child.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        } else {
+            break std::process::ExitStatus::from_raw(raw);
         }
     };
+    if done.is_none() {
+        ticker.finish(out); // it died, or an exec step's program ended
+    }
     // Children a killed program left behind may hold its pipes open: wait for them a little,
     // then take what arrived.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -625,7 +752,13 @@ fn run_step(
             t.as_secs()
         ));
     }
-    Ok((exit_of(status)?, err, stdout.text()))
+    Ok(StepOutcome {
+        exit: exit_of(status)?,
+        stderr: err,
+        stdout: stdout.text(),
+        done: done.unwrap_or_else(Instant::now),
+        held,
+    })
 }
 
 /// Starts the line the agent adds to an exec step's stderr when it killed the program for its
@@ -765,12 +898,23 @@ fn exit_of(status: std::process::ExitStatus) -> Result<Exit> {
     }
 }
 
-/// Sends a [`Event::Tick`] with the timeline counters every `tick_ms` while a step runs.
+/// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
+/// as the step goes on (about 64 per doubling of its time: a 0.4 s step and a 20 s one both
+/// show their shape), spending about a fifth of the time at most, and sends them in batches of
+/// rows ([`Event::Ticks`]) at least every second, so a hung step still shows how far it got.
 struct Ticker<'a> {
     spec: &'a LabSpec,
     step: &'a str,
     every: Option<Duration>,
+    started: Instant,
     next: Instant,
+    keys: Vec<String>,
+    rows: Vec<(u64, Vec<u64>)>,
+    sent: Instant,
+    /// Time spent sampling and sending since the last batch.
+    cost: Duration,
+    /// A moving average of what one sample costs.
+    cost_avg: Duration,
 }
 
 impl<'a> Ticker<'a> {
@@ -780,24 +924,76 @@ impl<'a> Ticker<'a> {
             spec,
             step: step.name(),
             every,
+            started: Instant::now(),
             next: Instant::now(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+            sent: Instant::now(),
+            cost: Duration::ZERO,
+            cost_avg: Duration::ZERO,
         }
     }
 
+    /// Samples when the next sample is due.
     fn tick(&mut self, out: &mut Emitter) {
         let Some(every) = self.every else { return };
-        if Instant::now() < self.next {
+        let now = Instant::now();
+        if now < self.next {
             return;
         }
-        self.next = Instant::now() + every;
-        out.send(Event::Tick {
+        self.sample(out);
+        // About a fifth of the agent's time at most goes to sampling (four times the recent
+        // cost of a sample between two), however slow the machine; but never fewer than eight
+        // samples per doubling of the step's time, so a stall of the host cannot leave a hole.
+        let cost = now.elapsed();
+        self.cost_avg = (self.cost_avg * 2 + cost) / 3;
+        let elapsed = self.started.elapsed();
+        let lo = every.max(elapsed / 64);
+        let hi = lo.max(elapsed / 8);
+        self.next = now + (self.cost_avg * 4).clamp(lo, hi);
+    }
+
+    /// The step's final sample, and everything not sent yet.
+    fn finish(&mut self, out: &mut Emitter) {
+        if self.every.is_some() {
+            self.sample(out);
+            self.flush(out);
+        }
+    }
+
+    fn sample(&mut self, out: &mut Emitter) {
+        let t0 = Instant::now();
+        let values = timeline_values(self.spec);
+        if !self.keys.iter().eq(values.keys()) {
+            self.flush(out);
+            self.keys = values.keys().cloned().collect();
+        }
+        self.rows
+            .push((uptime_ms(), values.into_values().collect()));
+        self.cost += t0.elapsed();
+        if self.rows.len() >= 64 || self.sent.elapsed() >= Duration::from_secs(1) {
+            self.flush(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Emitter) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        out.send(Event::Ticks {
             step: self.step.into(),
-            values: timeline_values(self.spec),
+            keys: self.keys.clone(),
+            rows: std::mem::take(&mut self.rows),
+            cost_us: self.cost.as_micros() as u64,
         });
+        self.sent = Instant::now();
+        self.cost = t0.elapsed();
     }
 }
 
-/// The few counters of the timeline: free memory, each group's usage, reclaim and swap-out.
+/// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
+/// pages, PSI, and each group's usage, reclaim, events and stall time.
 fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
     const VMSTAT: &[&str] = &[
         "pgscan_kswapd",
@@ -805,33 +1001,104 @@ fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         "pgsteal_kswapd",
         "pgsteal_direct",
         "pswpout",
+        "pswpin",
+        "nr_dirty",
+        "nr_writeback",
+        "oom_kill",
+        "workingset_refault_anon",
+        "workingset_refault_file",
     ];
+    const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
+    const STAT: &[&str] = &[
+        "pgscan_direct",
+        "pgscan_kswapd",
+        "anon",
+        "file",
+        "shmem",
+        "file_dirty",
+        // A cgroup v1 group's anonymous memory, page cache and swap.
+        "rss",
+        "cache",
+        "swap",
+    ];
+    const EVENTS: &[&str] = &["high", "max", "oom_kill"];
     let mut v = BTreeMap::new();
-    if let Some(pairs) = read("/proc/vmstat").and_then(|t| parse_key_values(&t).ok()) {
-        for (k, n) in pairs
-            .into_iter()
-            .filter(|(k, _)| VMSTAT.contains(&k.as_str()))
-        {
-            v.insert(format!("vmstat.{k}"), n);
-        }
-    }
-    if let Some(pairs) = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok())
-        && let Some((_, n)) = pairs.into_iter().find(|(k, _)| k == "MemFree")
-    {
-        v.insert("meminfo.MemFree".into(), n);
-    }
-    for cg in &spec.cgroups {
-        let dir = cgroup_dir(spec, &cg.name);
-        if let Some(n) = read(&format!("{dir}/memory.current")).and_then(|t| parse_single(&t).ok())
-        {
-            v.insert(format!("{}/memory.current", cg.name), n);
-        }
-        let stat = read(&format!("{dir}/memory.stat")).and_then(|t| parse_key_values(&t).ok());
-        for (k, n) in stat.into_iter().flatten() {
-            if k == "pgscan_direct" || k == "pgscan_kswapd" {
-                v.insert(format!("{}/memory.stat.{k}", cg.name), n);
+    let pick = |v: &mut BTreeMap<String, u64>,
+                prefix: &str,
+                keys: &[&str],
+                pairs: Option<Vec<(String, u64)>>| {
+        for (k, n) in pairs.into_iter().flatten() {
+            if keys.contains(&k.as_str()) {
+                v.insert(format!("{prefix}{k}"), n);
             }
         }
+    };
+    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
+    let psi = |path: &str| read(path).and_then(|t| parse_psi(&t).ok());
+    pick(&mut v, "vmstat.", VMSTAT, kv("/proc/vmstat"));
+    pick(
+        &mut v,
+        "meminfo.",
+        MEMINFO,
+        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
+    );
+    pick(
+        &mut v,
+        "pressure.",
+        &["some.total"],
+        psi("/proc/pressure/memory"),
+    );
+    if spec.vm.numa_nodes > 1 {
+        for node in 0..spec.vm.numa_nodes {
+            // `Node 1 MemFree:   12345 kB`
+            let text = read(&format!("/sys/devices/system/node/node{node}/meminfo")).map(|t| {
+                t.lines()
+                    .filter_map(|l| l.splitn(3, ' ').nth(2))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            pick(
+                &mut v,
+                &format!("node{node}.meminfo."),
+                &["MemFree"],
+                text.and_then(|t| parse_meminfo(&t).ok()),
+            );
+        }
+    }
+    if spec.refers_to("kswapd.") {
+        for (k, n) in kswapd_threads() {
+            v.insert(format!("kswapd.{k}"), n);
+        }
+    }
+    for cg in &spec.cgroups {
+        let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
+        let files: &[&str] = match cg.v1 {
+            None => &["memory.current", "memory.swap.current"],
+            Some(_) => &["memory.usage_in_bytes"],
+        };
+        for file in files {
+            if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
+                v.insert(format!("{name}/{file}"), n);
+            }
+        }
+        pick(
+            &mut v,
+            &format!("{name}/memory.stat."),
+            STAT,
+            kv(&format!("{dir}/memory.stat")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.events."),
+            EVENTS,
+            kv(&format!("{dir}/memory.events")),
+        );
+        pick(
+            &mut v,
+            &format!("{name}/memory.pressure."),
+            &["some.total"],
+            psi(&format!("{dir}/memory.pressure")),
+        );
     }
     v
 }
@@ -936,8 +1203,18 @@ fn worker(json: &str, dir: &str) -> Result<()> {
             return Err(format!("binding memory to node {node}: {}", errno()));
         }
     }
+    // Named after its step (the kernel keeps 15 bytes): OOM reports and traces say which.
+    if let Ok(name) = CString::new(step.name()) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
     let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
+    if std::env::var_os(HOLD_ENV).is_some() {
+        // Done: wait, still holding the memory, until the agent has sampled the counters.
+        // SAFETY: stopping ourselves; the agent sends SIGCONT.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
     if step.background() {
         println!("ready");
         loop {
@@ -949,8 +1226,13 @@ fn worker(json: &str, dir: &str) -> Result<()> {
 
 fn work(step: &Step, size: usize) -> Result<()> {
     match &step.kind {
-        StepKind::Anon { ms, pageout, .. } => {
-            touch_anon(size, *pageout)?;
+        StepKind::Anon {
+            ms,
+            pageout,
+            compressible,
+            ..
+        } => {
+            touch_anon(size, *pageout, *compressible)?;
             std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             Ok(())
         }
@@ -1020,8 +1302,9 @@ fn cgroup_v1_probe() -> BTreeMap<String, u64> {
 }
 
 /// Maps `size` bytes of private anonymous memory and fills every page with pseudo-random words,
-/// so that neither the zero page nor zram's same-filled pages can stand in for it.
-fn touch_anon(size: usize, pageout: bool) -> Result<()> {
+/// so that neither the zero page nor zram's same-filled pages can stand in for it. With
+/// `compressible`, only the first quarter of each page (the rest stays zero): about 4:1 under lz4.
+fn touch_anon(size: usize, pageout: bool, compressible: bool) -> Result<()> {
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -1037,11 +1320,14 @@ fn touch_anon(size: usize, pageout: bool) -> Result<()> {
     }
     let words = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u64, size / 8) };
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for w in words.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *w = x;
+    let per_page = if compressible { 128 } else { 512 };
+    for page in words.chunks_mut(512) {
+        for w in page.iter_mut().take(per_page) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *w = x;
+        }
     }
     if pageout && unsafe { libc::madvise(ptr, size, libc::MADV_PAGEOUT) } != 0 {
         return Err(format!("madvise(MADV_PAGEOUT): {}", errno()));

@@ -144,17 +144,27 @@ pub struct Vm {
     /// (A controller serves one hierarchy at a time, and cannot leave v2 once v2 groups used it.)
     #[serde(default)]
     pub cgroup_v1_probe: bool,
-    /// Timeline: read a few counters every `tick_ms` while a step runs (0: off).
+    /// Timeline: read a few counters every `tick_ms` while a step runs, then less often as it
+    /// goes on (about 64 samples per doubling of its time), plus a final sample (0: off).
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
     /// Record the vmscan tracepoints during each step (adds the `tracing` kernel fragment):
     /// reclaim episodes per task with their blocked time, kswapd wake-ups per node.
     #[serde(default)]
     pub trace: bool,
+    /// zswap on (`zswap.enabled=1` on the kernel command line): swapped-out pages are
+    /// compressed into RAM in front of the swap device, which then gets only what zswap
+    /// rejects or writes back. Needs `swap`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zswap: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_tick() -> u64 {
-    100
+    10
 }
 
 fn default_nodes() -> u32 {
@@ -181,6 +191,9 @@ pub struct Swap {
 pub enum SwapKind {
     /// A compressed RAM block device set up by the agent.
     Zram,
+    /// A virtio disk (a sparse file in the run's scratch directory): pages written out to it
+    /// leave RAM, as on a host with swap on an SSD.
+    Disk,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,11 +210,111 @@ pub struct Cgroup {
     /// memory.oom.group: the OOM killer kills the whole group at once.
     #[serde(default)]
     pub oom_group: bool,
+    /// memory.min: hard protection; reclaim never takes the group's memory while its usage is
+    /// within it (effective_protection() caps it by the parent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_min: Option<Size>,
+    /// memory.low: best-effort protection; broken only when nothing else can be reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_low: Option<Size>,
+    /// memory.swap.high: swap usage above it throttles the group's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_high: Option<Size>,
+    /// memory.zswap.max: how much compressed memory the group may keep in zswap (`0`: none,
+    /// its pages go to the swap device; `max`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_zswap_max: Option<Limit>,
     /// A cgroup v1 memory group (`v1 = { swappiness = 0 }`; needs CONFIG_MEMCG_V1 on 6.11+)
     /// instead of a v2 one. The agent mounts the v1 memory hierarchy first; steps in v1 groups
     /// run before any step in a v2 group, and the controller then moves to cgroup v2 for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v1: Option<V1Group>,
+}
+
+impl Cgroup {
+    /// The parent group's name (`pod` for `pod/app`), `None` for a group under the root.
+    pub fn parent(&self) -> Option<&str> {
+        self.name.rsplit_once('/').map(|(p, _)| p)
+    }
+
+    /// How deep it is under the root (1 for `W`, 2 for `pod/app`): parents are created first.
+    pub fn depth(&self) -> usize {
+        self.name.split('/').count()
+    }
+
+    /// The interface files the agent writes, with their values, in this order.
+    pub fn files(&self) -> Vec<(&'static str, String)> {
+        let sizes = [
+            ("memory.max", self.memory_max),
+            ("memory.high", self.memory_high),
+            ("memory.swap.max", self.swap_max),
+            ("memory.min", self.memory_min),
+            ("memory.low", self.memory_low),
+            ("memory.swap.high", self.swap_high),
+        ];
+        let mut v: Vec<(&'static str, String)> = sizes
+            .into_iter()
+            .filter_map(|(f, s)| s.map(|s| (f, s.0.to_string())))
+            .collect();
+        if let Some(z) = self.memory_zswap_max {
+            v.push(("memory.zswap.max", z.file_value()));
+        }
+        if self.oom_group {
+            v.push(("memory.oom.group", "1".into()));
+        }
+        v
+    }
+}
+
+/// A limit that may be `max` (none), for files where 0 is a setting of its own: a
+/// `memory.zswap.max` of 0 keeps the group out of zswap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Max,
+    Bytes(Size),
+}
+
+impl Limit {
+    /// What the cgroup file takes: `max` or a number of bytes.
+    pub fn file_value(self) -> String {
+        match self {
+            Limit::Max => "max".into(),
+            Limit::Bytes(s) => s.0.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Max => f.write_str("max"),
+            Limit::Bytes(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim() == "max" => Ok(Limit::Max),
+            Raw::Text(t) => parse_size(&t)
+                .map(|n| Limit::Bytes(Size(n)))
+                .map_err(|e| serde::de::Error::custom(format!("{e}, or \"max\" for no limit"))),
+            Raw::Number(n) => Ok(Limit::Bytes(Size(n))),
+        }
+    }
 }
 
 /// What only a cgroup v1 memory group has.
@@ -220,14 +333,16 @@ pub struct Observe {
     pub counter: CounterExpr,
     #[serde(default)]
     pub class: ClassRule,
-    /// Observed at this step only (absent: at every step), e.g. a trace fact that only the
-    /// step with the workload can have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
     /// What each class means, for the student: `{ "0" = "kswapd never woke: ...", ">0" = "..." }`;
     /// a class may instead list alternatives conditioned on facts (`[{ when = [...], text = "..." }]`).
     #[serde(default)]
     pub explain: BTreeMap<String, Explanation>,
+    /// Only at these steps (default: every step): a trace fact that only the step with the
+    /// workload can have; a memory.stat counter, which may show a few hundred pages of the
+    /// previous step's change late (memcg stats are flushed past a threshold, or every 2 s), so
+    /// class it only where the lab is about it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// How an observed delta becomes a snapshot fact.
@@ -345,11 +460,16 @@ impl TryFrom<String> for Condition {
             ));
         };
         let rest = t[sym.len()..].trim();
+        let (sign, magnitude) = match rest.strip_prefix('-') {
+            Some(m) => (-1, m.trim()),
+            None => (1, rest),
+        };
         let rhs = match rest.parse::<i64>() {
             Ok(n) => n,
-            Err(_) => parse_size(rest)
+            Err(_) => parse_size(magnitude)
                 .ok()
                 .and_then(|b| i64::try_from(b).ok())
+                .map(|b| sign * b)
                 .ok_or_else(|| format!("condition {s:?}: {rest:?} is not a number or size"))?,
         };
         Ok(Condition { op: *op, rhs })
@@ -429,7 +549,7 @@ impl CounterExpr {
     pub fn cgroups(&self) -> impl Iterator<Item = &str> {
         self.terms
             .iter()
-            .filter_map(|(_, t)| t.split_once('/').map(|(cg, _)| cg))
+            .filter_map(|(_, t)| split_cgroup(t).map(|(cg, _)| cg))
     }
 
     /// Evaluates the terms in a sample; `Err` names the first term the kernel did not report.
@@ -446,6 +566,44 @@ impl CounterExpr {
         }
         Ok(sum.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
+}
+
+/// Splits a sample key into its cgroup and the file's part: `pod/app/memory.stat.x` ->
+/// (`pod/app`, `memory.stat.x`). Trace facts (`trace.pod/app.memcg_reclaim.episodes`) are
+/// machine-wide keys that name a group inside them, not a group's file.
+pub fn split_cgroup(term: &str) -> Option<(&str, &str)> {
+    if term.starts_with("trace.") {
+        return None;
+    }
+    term.rsplit_once('/')
+}
+
+/// A cgroup's name: its path under /sys/fs/cgroup (`W`, `pod/app`), each component a
+/// [`check_name`]; no absolute paths, no `.` or `..`, at most 8 levels.
+pub fn check_cgroup_path(name: &str) -> Result<(), String> {
+    if name.starts_with('/') {
+        return Err(format!(
+            "cgroup {name:?} is an absolute path: write its path under /sys/fs/cgroup without the leading '/', e.g. \"pod/app\""
+        ));
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.iter().any(|p| *p == ".." || *p == ".") {
+        return Err(format!(
+            "cgroup {name:?}: '.' and '..' are not allowed in a cgroup path (every group lives under /sys/fs/cgroup)"
+        ));
+    }
+    if parts.len() > 8 {
+        return Err(format!("cgroup {name:?} is more than 8 levels deep"));
+    }
+    for part in parts {
+        check_name(part).map_err(|e| match part.is_empty() {
+            true => format!(
+                "cgroup {name:?} has an empty component (a leading, trailing or double '/')"
+            ),
+            false => format!("cgroup {name:?}: {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 /// Cgroup and step names: short, no path separators or spaces.
@@ -532,13 +690,24 @@ impl LabSpec {
             .any(|(_, t)| t.starts_with(prefix))
     }
 
-    /// Every counter expression the lab observes or expects, with its table and index.
+    /// Every counter expression the lab observes or expects, or names in a fact (of an
+    /// explanation or an exercise), with its table and index.
     pub fn counters(&self) -> impl Iterator<Item = (&'static str, usize, &CounterExpr)> {
         let observed = self.observe.iter().enumerate();
         let expected = self.expect.iter().enumerate();
+        let explained = self.observe.iter().enumerate().flat_map(|(i, o)| {
+            let facts = o.explain.values().flat_map(|x| x.facts());
+            facts.filter_map(move |f| f.counter().map(|c| ("observe", i, c)))
+        });
+        let shown = self.exercises.iter().enumerate().flat_map(|(i, x)| {
+            let facts = x.shows.iter().map(|sf| &sf.fact);
+            facts.filter_map(move |f| f.counter().map(|c| ("exercise", i, c)))
+        });
         observed
             .map(|(i, o)| ("observe", i, &o.counter))
             .chain(expected.filter_map(|(i, e)| e.counter().map(|c| ("expect", i, c))))
+            .chain(explained)
+            .chain(shown)
     }
 
     pub fn step_names(&self) -> Vec<&str> {
@@ -591,9 +760,10 @@ impl LabSpec {
     fn validate_cgroups(&self, e: &mut Errors) {
         let mut seen: Vec<&str> = Vec::new();
         for (i, cg) in self.cgroups.iter().enumerate() {
-            if let Err(m) = check_name(&cg.name) {
+            if let Err(m) = check_cgroup_path(&cg.name) {
                 e.at("cgroup", Some(i), "name", m);
             }
+            self.validate_nesting(e, i, cg);
             e.unless(
                 !seen.contains(&cg.name.as_str()),
                 "cgroup",
@@ -605,38 +775,57 @@ impl LabSpec {
             for (key, size) in [
                 ("memory_max", cg.memory_max),
                 ("memory_high", cg.memory_high),
+                ("memory_min", cg.memory_min),
+                ("memory_low", cg.memory_low),
             ] {
                 if let Some(size) = size {
                     self.vm.check_limit(e, i, key, size);
                 }
             }
-            e.unless(
-                cg.swap_max.is_none() || self.vm.swap.is_some(),
-                "cgroup",
-                Some(i),
-                "swap_max",
-                || "the lab has no swap ([vm] swap)".into(),
-            );
-            if let Some(v1) = &cg.v1 {
-                for (key, set) in [
-                    ("memory_high", cg.memory_high.is_some()),
-                    ("swap_max", cg.swap_max.is_some()),
-                    ("oom_group", cg.oom_group),
-                ] {
-                    e.unless(!set, "cgroup", Some(i), key, || {
-                        "a cgroup v1 group takes memory_max and v1.swappiness only".into()
-                    });
-                }
+            for (key, given) in [
+                ("swap_max", cg.swap_max.is_some()),
+                ("swap_high", cg.swap_high.is_some()),
+            ] {
                 e.unless(
-                    v1.swappiness.is_none_or(|sw| sw <= 200),
+                    !given || self.vm.swap.is_some(),
                     "cgroup",
                     Some(i),
-                    "v1",
-                    || "swappiness is 0..=200".into(),
+                    key,
+                    || "the lab has no swap ([vm] swap)".into(),
                 );
+            }
+            if let Some(v1) = &cg.v1 {
+                Self::validate_v1_group(e, i, cg, v1);
             }
         }
         self.validate_v1_order(e);
+    }
+
+    /// A v1 group takes memory_max and its swappiness only, directly under the v1 root.
+    fn validate_v1_group(e: &mut Errors, i: usize, cg: &Cgroup, v1: &V1Group) {
+        for (key, set) in [
+            ("memory_high", cg.memory_high.is_some()),
+            ("swap_max", cg.swap_max.is_some()),
+            ("oom_group", cg.oom_group),
+            ("memory_min", cg.memory_min.is_some()),
+            ("memory_low", cg.memory_low.is_some()),
+            ("swap_high", cg.swap_high.is_some()),
+            ("memory_zswap_max", cg.memory_zswap_max.is_some()),
+        ] {
+            e.unless(!set, "cgroup", Some(i), key, || {
+                "a cgroup v1 group takes memory_max and v1.swappiness only".into()
+            });
+        }
+        e.unless(
+            v1.swappiness.is_none_or(|sw| sw <= 200),
+            "cgroup",
+            Some(i),
+            "v1",
+            || "swappiness is 0..=200".into(),
+        );
+        e.unless(cg.parent().is_none(), "cgroup", Some(i), "name", || {
+            "a cgroup v1 group is a plain name (no nesting): nested groups are cgroup v2's".into()
+        });
     }
 
     /// Steps in v1 groups come before any step in a v2 group: the controller moves once.
@@ -655,6 +844,38 @@ impl LabSpec {
                 self.steps[last].name()
             );
             e.at("step", Some(j), "cgroup", m);
+        }
+    }
+
+    /// A nested group's parent is declared, and its protection fits under the parent's.
+    fn validate_nesting(&self, e: &mut Errors, i: usize, cg: &Cgroup) {
+        let Some(parent) = cg.parent() else { return };
+        let Some(p) = self.cgroups.iter().find(|c| c.name == parent) else {
+            e.at(
+                "cgroup",
+                Some(i),
+                "name",
+                format!(
+                    "cgroup {:?}: its parent {parent:?} is not declared: add a [[cgroup]] table with name = {parent:?} (parents are created first, with +memory in their cgroup.subtree_control)",
+                    cg.name
+                ),
+            );
+            return;
+        };
+        for (key, child, above) in [
+            ("memory_min", cg.memory_min, p.memory_min),
+            ("memory_low", cg.memory_low, p.memory_low),
+        ] {
+            let Some(child) = child.filter(|c| c.0 > 0) else {
+                continue;
+            };
+            let ok = above.is_some_and(|a| a >= child);
+            e.unless(ok, "cgroup", Some(i), key, || {
+                let theirs = above.map_or("none".to_string(), |a| a.to_string());
+                format!(
+                    "{child} is above the parent's {key} ({parent:?}: {theirs}): the kernel caps a child's protection at its parent's (effective_protection() in mm/page_counter.c), so protect {parent:?} at least as much"
+                )
+            });
         }
     }
 
@@ -677,6 +898,19 @@ impl LabSpec {
                 e.unless(cgroups.contains(&cg), "step", at, "cgroup", || {
                     format!("cgroup {cg:?} is not declared in a [[cgroup]] table above")
                 });
+            }
+            if let Some(cg) = st.joins()
+                && let Some(child) = self.cgroups.iter().find(|c| c.parent() == Some(cg))
+            {
+                e.at(
+                    "step",
+                    at,
+                    "cgroup",
+                    format!(
+                        "cgroup {cg:?} has child groups ({:?}): a process may not join it, since cgroup v2 keeps processes out of a group whose cgroup.subtree_control enables +memory (run the step in a child)",
+                        child.name
+                    ),
+                );
             }
             self.validate_step_values(e, i, st);
         }
@@ -734,12 +968,12 @@ impl LabSpec {
     fn validate_observe(&self, e: &mut Errors) {
         let steps = self.step_names();
         for (i, ob) in self.observe.iter().enumerate() {
-            if let Some(step) = &ob.step {
+            for step in &ob.steps {
                 e.unless(
                     steps.contains(&step.as_str()),
                     "observe",
                     Some(i),
-                    "step",
+                    "steps",
                     || format!("no step is named {step:?} (steps: {})", steps.join(", ")),
                 );
             }
@@ -809,11 +1043,18 @@ impl Vm {
             format!("{cpus} cpus: use 1 to 8")
         });
         if let Some(swap) = &self.swap {
-            let fits = swap.size.0 >= 1 << 20 && swap.size.0 <= memory.0;
-            e.unless(fits, "vm", None, "swap", || {
-                format!("swap size {} must be 1M .. guest RAM", swap.size)
+            let fits = match swap.kind {
+                SwapKind::Zram => swap.size.0 >= 1 << 20 && swap.size.0 <= memory.0,
+                SwapKind::Disk => swap.size.0 >= 1 << 20 && swap.size.0 <= 4 << 30,
+            };
+            e.unless(fits, "vm", None, "swap", || match swap.kind {
+                SwapKind::Zram => format!("swap size {} must be 1M .. guest RAM", swap.size),
+                SwapKind::Disk => format!("swap size {} must be 1M .. 4G", swap.size),
             });
         }
+        e.unless(!self.zswap || self.swap.is_some(), "vm", None, "zswap", || {
+            "zswap keeps compressed pages in front of a swap device: add [vm] swap (e.g. { kind = \"disk\", size = \"256M\" })".into()
+        });
         let is_path = |k: &String| !(k.is_empty() || k.contains("..") || k.starts_with('/'));
         for key in self.sysfs.keys().filter(|k| !is_path(k)) {
             e.at(
@@ -981,6 +1222,142 @@ mod tests {
         assert_eq!(s.validate(), vec![]);
     }
 
+    fn nested() -> LabSpec {
+        serde_json::from_str(
+            r#"{"id": "t", "title": "T", "vm": {"memory": "256M", "swap": {"kind": "disk", "size": "256M"}, "zswap": true},
+                "cgroup": [{"name": "pod/app", "memory_low": "32M", "memory_zswap_max": "0"},
+                           {"name": "pod", "memory_max": "96M", "memory_low": "64M", "memory_min": "8M"},
+                           {"name": "pod/side", "memory_min": "8M", "swap_high": "16M", "memory_zswap_max": "max"}],
+                "step": [{"kind": "anon", "cgroup": "pod/app", "size": "64M"},
+                         {"kind": "reclaim", "name": "r", "cgroup": "pod", "size": "8M"}],
+                "expect": [{"counter": "pod/app/memory.events.local.low + pod/memory.stat.pgscan_direct", "step": "anon",
+                            "delta": "== 0", "why": "nothing to reclaim"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn messages(s: &LabSpec) -> Vec<String> {
+        s.validate().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn nested_groups_validate_and_name_their_parent() {
+        let s = nested();
+        assert_eq!(s.validate(), vec![]);
+        let app = &s.cgroups[0];
+        assert_eq!((app.parent(), app.depth()), (Some("pod"), 2));
+        assert_eq!(s.cgroups[1].parent(), None);
+        assert!(app.files().contains(&("memory.zswap.max", "0".into())));
+        assert!(
+            s.cgroups[2]
+                .files()
+                .contains(&("memory.zswap.max", "max".into()))
+        );
+        let back: LabSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let c = &s.expect[0].counter().unwrap();
+        assert_eq!(c.cgroups().collect::<Vec<_>>(), vec!["pod/app", "pod"]);
+    }
+
+    #[test]
+    fn a_child_needs_its_parent_declared() {
+        let mut s = nested();
+        s.cgroups.remove(1);
+        let text = messages(&s);
+        assert!(
+            text.iter()
+                .any(|t| t.contains("its parent \"pod\" is not declared")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_child_protection_above_the_parents_is_rejected() {
+        let mut s = nested();
+        s.cgroups[0].memory_low = Some(Size(96 << 20));
+        s.cgroups[2].memory_min = Some(Size(16 << 20));
+        let errs = s.validate();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key).collect();
+        assert_eq!(keys, vec!["memory_low", "memory_min"], "{errs:?}");
+        assert!(
+            errs[0].message.contains("effective_protection()"),
+            "{errs:?}"
+        );
+        // A parent with no protection at all protects nothing below it.
+        let mut s = nested();
+        s.cgroups[1].memory_low = None;
+        assert!(
+            messages(&s)[0].contains("(\"pod\": none)"),
+            "{:?}",
+            messages(&s)
+        );
+    }
+
+    #[test]
+    fn a_process_cannot_join_an_inner_group() {
+        let mut s = nested();
+        workload(&mut s).cgroup = Some("pod".into());
+        let text = messages(&s);
+        assert!(text[0].contains("has child groups"), "{text:?}");
+    }
+
+    #[test]
+    fn cgroup_paths_are_checked_per_component() {
+        for bad in ["/pod", "pod/../etc", "pod//app", "pod/", "./pod", "pod/a b"] {
+            let mut s = base();
+            s.cgroups[0].name = bad.into();
+            workload(&mut s).cgroup = Some(bad.into());
+            let errs = s.validate();
+            assert!(
+                errs.iter().any(|e| e.table == "cgroup" && e.key == "name"),
+                "{bad}: {errs:?}"
+            );
+        }
+        assert!(check_cgroup_path("/pod").unwrap_err().contains("absolute"));
+        assert!(check_cgroup_path("a/../b").unwrap_err().contains("'..'"));
+        assert!(check_cgroup_path("kubepods/burstable/pod-1/app_2").is_ok());
+    }
+
+    #[test]
+    fn swap_limits_and_zswap_need_swap() {
+        let mut s = nested();
+        s.vm.swap = None;
+        let keys: Vec<&str> = s.validate().iter().map(|e| e.key).collect();
+        assert_eq!(keys, vec!["zswap", "swap_high"]);
+    }
+
+    #[test]
+    fn nested_counters_and_trace_keys_parse() {
+        for good in [
+            "pod/app/memory.stat.pgscan_direct",
+            "pod/app/memory.events.local.low",
+            "pod/memory.swap.events.high",
+            "pod/app/memory.zswap.current",
+            "trace.pod/app.memcg_reclaim.episodes",
+            "trace.my-group.memcg_reclaim.episodes",
+        ] {
+            assert!(CounterExpr::try_from(good.to_string()).is_ok(), "{good}");
+        }
+        assert_eq!(
+            split_cgroup("pod/app/memory.stat.x"),
+            Some(("pod/app", "memory.stat.x"))
+        );
+        assert_eq!(split_cgroup("trace.pod/app.memcg_reclaim.episodes"), None);
+        for bad in ["/pod/memory.current", "pod/../memory.current", "vmstat.a/b"] {
+            assert!(CounterExpr::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zswap_max_takes_max_or_a_size() {
+        let l = |j: &str| serde_json::from_str::<Limit>(j);
+        assert_eq!(l("\"max\"").unwrap(), Limit::Max);
+        assert_eq!(l("\"0\"").unwrap(), Limit::Bytes(Size(0)));
+        assert_eq!(l("\"16M\"").unwrap(), Limit::Bytes(Size(16 << 20)));
+        assert_eq!(l("4096").unwrap(), Limit::Bytes(Size(4096)));
+        assert!(l("\"lots\"").unwrap_err().to_string().contains("max"));
+    }
+
     #[test]
     fn kernel_conditions_parse_and_compare_versions() {
         let k = |t: &str| KernelReq::try_from(t.to_string());
@@ -1008,6 +1385,8 @@ mod tests {
         assert!(c.holds(1) && !c.holds(0));
         let c = Condition::try_from(">=64M".to_string()).unwrap();
         assert_eq!(c.rhs, 64 << 20);
+        let c = Condition::try_from("> -1M".to_string()).unwrap();
+        assert_eq!(c.rhs, -(1 << 20));
         assert_eq!(
             Condition::try_from("==1".to_string()).unwrap().to_string(),
             "== 1"

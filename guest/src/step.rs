@@ -33,6 +33,10 @@ pub enum StepKind {
         ms: Option<u64>,
         #[serde(skip_serializing_if = "is_false")]
         pageout: bool,
+        /// Fill each page so that it compresses about 4:1 (a quarter pseudo-random bytes, the
+        /// rest zeros) instead of not at all: zswap keeps only pages that compress.
+        #[serde(skip_serializing_if = "is_false")]
+        compressible: bool,
     },
     /// Read a file on the ext4 data disk through the page cache.
     ReadFile {
@@ -251,6 +255,9 @@ pub struct StepTable {
     /// anon: after touching, page it all out (madvise MADV_PAGEOUT).
     #[serde(default)]
     pub pageout: bool,
+    /// anon: pages that compress about 4:1 (zswap rejects pages that do not compress).
+    #[serde(default)]
+    pub compressible: bool,
     /// reclaim: the `swappiness=` argument written to memory.reclaim (6.12+).
     #[serde(default)]
     pub swappiness: Option<u32>,
@@ -270,7 +277,7 @@ pub struct StepTable {
 }
 
 /// The fields that only some kinds take, and what to say to the others.
-fn only(kind: Kind) -> [(&'static str, bool, String); 10] {
+fn only(kind: Kind) -> [(&'static str, bool, String); 11] {
     use Kind::*;
     let workload = kind.is_workload();
     let k = kind.as_str();
@@ -285,6 +292,11 @@ fn only(kind: Kind) -> [(&'static str, bool, String); 10] {
             "pageout",
             kind == Anon,
             "only anon steps take pageout".into(),
+        ),
+        (
+            "compressible",
+            kind == Anon,
+            "only anon steps take compressible".into(),
         ),
         (
             "swappiness",
@@ -323,10 +335,11 @@ fn only(kind: Kind) -> [(&'static str, bool, String); 10] {
 
 impl StepTable {
     /// Which of the optional fields are given (for [`only`]).
-    fn given(&self) -> [(&'static str, bool); 11] {
+    fn given(&self) -> [(&'static str, bool); 12] {
         [
             ("file", self.file.is_some()),
             ("pageout", self.pageout),
+            ("compressible", self.compressible),
             ("swappiness", self.swappiness.is_some()),
             ("set", !self.set.is_empty()),
             ("argv", !self.argv.is_empty()),
@@ -427,6 +440,7 @@ impl StepTable {
                 work,
                 ms: self.ms,
                 pageout: self.pageout,
+                compressible: self.compressible,
             },
             Kind::ReadFile => StepKind::ReadFile { work, file },
             Kind::WriteFile => StepKind::WriteFile { work, file },
@@ -481,6 +495,20 @@ mod tests {
             .unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|e| e.key).collect();
         assert_eq!(keys, ["pageout", "argv"], "{errs:?}");
+        let z = table(r#"{"kind": "anon", "size": "1M", "compressible": true}"#)
+            .into_step()
+            .unwrap();
+        assert!(matches!(
+            z.kind,
+            StepKind::Anon {
+                compressible: true,
+                ..
+            }
+        ));
+        let errs = table(r#"{"kind": "tmpfs-fill", "size": "1M", "compressible": true}"#)
+            .into_step()
+            .unwrap_err();
+        assert_eq!(errs[0].message, "only anon steps take compressible");
         let errs = table(r#"{"kind": "sleep", "cgroup": "W", "size": "1M"}"#)
             .into_step()
             .unwrap_err();

@@ -2,14 +2,46 @@
 
 #![allow(dead_code)]
 
+pub mod predict;
+
 use std::process::{Command, Output};
 
-/// `xtask ARGS` as a command, in the workspace root.
+/// `xtask ARGS` as a command, in the workspace root. The course progress it records goes to a
+/// file of this test process, not to the machine's (`cargo xtask list` stays the student's).
 pub fn xtask_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("KERNEL_LAB_PROGRESS", progress_file());
     cmd
+}
+
+/// The progress file of this test process.
+pub fn progress_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "kernel-lab-test-progress-{}.json",
+        std::process::id()
+    ))
+}
+
+/// Runs `xtask ARGS` with `input` on its stdin.
+pub fn xtask_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = xtask_cmd(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running xtask");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    // Written from a thread: a run that never reads would otherwise block us on a full pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("running xtask");
+    let _ = writer.join();
+    out
 }
 
 /// Runs `xtask ARGS` to the end.

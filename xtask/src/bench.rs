@@ -62,11 +62,12 @@ pub fn bench(lab: &LabDir, opts: &RunOptions, runs: usize) -> Result<Vec<Figure>
             .or_default()
             .push(d.as_secs_f64());
     };
-    let spec = lab::load(&lab.spec_path())?;
-    let prepared = lab::prepare(opts, &lab::kernel_fragments(&spec), &mut Phases::default())?;
+    let loaded = lab::load_to_run(lab, opts)?;
+    let fragments = lab::kernel_fragments(&loaded.spec);
+    let prepared = lab::prepare(opts, &fragments, &mut Phases::default())?;
     for i in 0..=runs {
         let floor = lab::floor(&prepared, &opts.kernel_args)?;
-        let r = lab::execute(lab, opts)?;
+        let r = lab::execute_loaded(lab, &loaded, opts)?;
         if !r.passed() {
             lab::print(&r);
             bail!(

@@ -15,8 +15,10 @@ use crate::exit::{Exit, as_bad_input};
 use crate::lab::{self, LabDir, RunOptions, RunResult};
 use crate::{cache, health, kernel, progress, qemu, selftests};
 use anyhow::{Context, Result, bail};
+use guest::spec::LabSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use merge::Declared;
 
@@ -389,13 +391,48 @@ fn verdict_name(code: u8) -> &'static str {
 /// One unit of the matrix: a lab, or one boot running the kernel's selftests.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Lab(LabDir),
+    Lab(LabItem),
     Selftests,
+}
+
+/// A lab of the check, loaded once before anything runs: every item and run of it shares
+/// this spec.
+#[derive(Debug, Clone)]
+pub struct LabItem {
+    pub dir: LabDir,
+    pub loaded: Arc<lab::Loaded>,
+}
+
+/// Loads each selected lab once (its counters checked where the kernel is the default one):
+/// a spec error stops the check before anything runs (bad input, exit 2), naming every broken
+/// lab.
+pub fn load_labs(dirs: Vec<LabDir>, kernels: &[KernelChoice]) -> Result<Vec<LabItem>> {
+    let mut errs = Vec::new();
+    let mut labs = Vec::new();
+    for dir in dirs {
+        let loaded = lab::load_with(&dir.spec_path(), &[]).and_then(|loaded| {
+            for k in kernels {
+                lab::refuse_unknown_counters(&dir, &loaded, k)?;
+            }
+            Ok(loaded)
+        });
+        match loaded {
+            Ok(l) => labs.push(LabItem {
+                dir,
+                loaded: Arc::new(l),
+            }),
+            Err(e) => errs.push(format!("{}: {e:#}", dir.id)),
+        }
+    }
+    if !errs.is_empty() {
+        crate::exit::bad_input!("{}", errs.join("\n"));
+    }
+    Ok(labs)
 }
 
 #[derive(Clone)]
 pub struct CheckOptions {
-    pub labs: Vec<LabDir>,
+    pub labs: Vec<LabItem>,
     pub kernels: Vec<KernelChoice>,
     pub repeat: usize,
     pub retries: usize,
@@ -436,83 +473,98 @@ pub fn matrix(opts: &CheckOptions) -> Vec<(usize, KernelChoice, Mode, Item)> {
 /// other case.
 pub fn run(args: CheckArgs) -> Result<Exit> {
     let out = cache::project_root().join(&args.out);
-    let declared = merge::load_declared().map_err(as_bad_input)?;
     let baseline = match &args.baseline {
         Some(p) => Some((p.clone(), merge::read_report(p).map_err(as_bad_input)?)),
         None => None,
     };
-    let report = if !args.merge.is_empty() {
-        let mut r = merge::merge(&args.merge).map_err(as_bad_input)?;
-        if let Some((path, old)) = &baseline {
-            r.baseline = Some(merge::compare(&mut r.results, path, old));
-        }
-        r.exit_code = exit_code(&r.results);
-        r.verdict = verdict_name(r.exit_code).into();
-        formats::write_all(&out, &r)?;
-        r
-    } else {
-        let (labs, selftests) = select(&args.labs, &lab::catalog()?)?;
-        let kernels = crate::acquire::choose(
-            args.kernels.clone(),
-            args.prebuilt.kernel.clone(),
-            args.prebuilt.kernel_config.clone(),
-            args.prebuilt.build_dir.clone(),
-            args.manifest.clone(),
+    let report = match args.merge.is_empty() {
+        false => merged(&args.merge, &out, baseline)?,
+        true => match options(&args, out.clone(), baseline)? {
+            Some(opts) => check(&opts)?,
+            None => return Ok(Exit::Passed),
+        },
+    };
+    Ok(summarize(&report, &out))
+}
+
+/// `check --merge`: the shards' reports as one, compared with the baseline, written to `out`.
+fn merged(shards: &[PathBuf], out: &Path, baseline: Option<(PathBuf, Report)>) -> Result<Report> {
+    let mut r = merge::merge(shards).map_err(as_bad_input)?;
+    if let Some((path, old)) = &baseline {
+        r.baseline = Some(merge::compare(&mut r.results, path, old));
+    }
+    r.exit_code = exit_code(&r.results);
+    r.verdict = verdict_name(r.exit_code).into();
+    formats::write_all(out, &r)?;
+    Ok(r)
+}
+
+/// The check's options from its arguments: labs (loaded once), kernels and how to run them;
+/// None after `--build-only`, which builds them here and runs nothing.
+fn options(
+    args: &CheckArgs,
+    out: PathBuf,
+    baseline: Option<(PathBuf, Report)>,
+) -> Result<Option<CheckOptions>> {
+    let declared = merge::load_declared().map_err(as_bad_input)?;
+    let (labs, selftests) = select(&args.labs, &lab::catalog()?)?;
+    let selftests = selftests && !args.no_selftests;
+    let kernels = crate::acquire::choose(
+        args.kernels.clone(),
+        args.prebuilt.kernel.clone(),
+        args.prebuilt.kernel_config.clone(),
+        args.prebuilt.build_dir.clone(),
+        args.manifest.clone(),
+    )?;
+    let labs = load_labs(labs, &kernels)?;
+    let fragments = match args.debug_kernel {
+        true => vec!["debug".to_string()],
+        false => vec![],
+    };
+    if args.build_only {
+        let export = args.export.as_ref().map(|d| cache::project_root().join(d));
+        let specs = labs.iter().map(|l| &l.loaded.spec);
+        let install = !args.no_install;
+        crate::manifest::build_only(
+            specs,
+            selftests,
+            &kernels,
+            export.as_deref(),
+            install,
+            &fragments,
         )?;
-        refuse_bad_specs(&labs, &kernels)?;
-        let mut fragments = vec![];
-        if args.debug_kernel {
-            fragments.push("debug".to_string());
-        }
-        if args.build_only {
-            let export = args.export.as_ref().map(|d| cache::project_root().join(d));
-            crate::manifest::build_only(
-                &labs,
-                selftests && !args.no_selftests,
-                &kernels,
-                export.as_deref(),
-                !args.no_install,
-                &fragments,
-            )?;
-            return Ok(Exit::Passed);
-        }
-        let opts = CheckOptions {
-            labs,
-            kernels,
-            repeat: args.repeat.max(1),
-            retries: args.retries,
-            shard: args.shard,
-            run: RunOptions {
-                accel: args.accel,
-                install: !args.no_install,
-                kernel_args: args.kernel_args.clone(),
-                extra_fragments: fragments,
-                ..Default::default()
-            },
-            modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
-            selftests: selftests && !args.no_selftests,
-            timeout_factor: args.timeout_factor,
-            out: out.clone(),
-            declared,
-            baseline,
-        };
-        check(&opts)?
-    };
+        return Ok(None);
+    }
+    Ok(Some(CheckOptions {
+        labs,
+        kernels,
+        repeat: args.repeat.max(1),
+        retries: args.retries,
+        shard: args.shard,
+        run: RunOptions {
+            accel: args.accel,
+            install: !args.no_install,
+            kernel_args: args.kernel_args.clone(),
+            extra_fragments: fragments,
+            ..Default::default()
+        },
+        modes: args.mglru.map(Mglru::modes).unwrap_or(vec![Mode::Lab]),
+        selftests,
+        timeout_factor: args.timeout_factor,
+        out,
+        declared,
+        baseline,
+    }))
+}
+
+/// The table, the one-line verdict and the baseline comparison on stdout; why the exit is 125
+/// or 255 on stderr. Returns the exit.
+fn summarize(report: &Report, out: &Path) -> Exit {
     print!("\n{}", formats::table(&report.results));
-    let n = |k: Kind| -> usize {
-        report
-            .runs
-            .iter()
-            .filter(|r| {
-                let is_selftest = r.id == selftests::ID;
-                (k == Kind::Selftest) == is_selftest
-            })
-            .count()
-    };
+    let selftest_boots = report.runs.iter().filter(|r| r.id == selftests::ID).count();
     println!(
-        "check: {} lab runs, {} selftest boots; verdict {} (exit {}); wrote {}/{{check.json,junit.xml,check.ktap}}",
-        n(Kind::Lab),
-        n(Kind::Selftest),
+        "check: {} lab runs, {selftest_boots} selftest boots; verdict {} (exit {}); wrote {}/{{check.json,junit.xml,check.ktap}}",
+        report.runs.len() - selftest_boots,
         report.verdict,
         report.exit_code,
         out.display()
@@ -534,25 +586,7 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
         ),
         _ => {}
     }
-    Ok(exit)
-}
-
-/// Every selected lab's spec, loaded as `lab` loads it on each kernel: a spec error stops the
-/// check before anything runs (bad input, exit 2), naming every broken lab.
-fn refuse_bad_specs(labs: &[LabDir], kernels: &[KernelChoice]) -> Result<()> {
-    let mut errs = Vec::new();
-    for l in labs {
-        for k in kernels {
-            if let Err(e) = lab::load_for(l, &[], k) {
-                errs.push(format!("{}: {e:#}", l.id));
-                break;
-            }
-        }
-    }
-    if !errs.is_empty() {
-        crate::exit::bad_input!("{}", errs.join("\n"));
-    }
-    Ok(())
+    exit
 }
 
 /// Runs the (sharded) matrix, writing the reports after every item and at the end; returns
@@ -636,6 +670,54 @@ struct State {
     failed_kernels: Vec<(String, Vec<String>, Verdict, String)>,
 }
 
+impl State {
+    /// The verdict and reason of a kernel (this item's source and fragments) that could not
+    /// be tested earlier in this check: the item is not run.
+    fn kernel_failed_before(&self, at: &At, fragments: &[String]) -> Option<(Verdict, String)> {
+        self.failed_kernels
+            .iter()
+            .find(|(k, f, ..)| *k == at.label && f == fragments)
+            .map(|(_, _, v, why)| (*v, format!("not run: {why}")))
+    }
+
+    /// A run of `what` that ended in an error: said, and its verdict and reason returned; an
+    /// untestable kernel is remembered so that no later item tries it again.
+    fn run_failed(
+        &mut self,
+        e: &anyhow::Error,
+        what: &str,
+        at: &At,
+        fragments: &[String],
+    ) -> (Verdict, String) {
+        let v = error_verdict(e);
+        let why = error_line(e);
+        eprintln!("check: {what} on {}: {why}", at.label);
+        if v == Verdict::Untestable {
+            let failed = (at.label.clone(), fragments.to_vec(), v, why.clone());
+            self.failed_kernels.push(failed);
+        }
+        (v, why)
+    }
+
+    /// A finished run: its files kept under the check's runs/, its record in the report.
+    fn record(&mut self, opts: &CheckOptions, at: &At, run: Run) {
+        let log = keep_run(opts, at, run.id, run.attempt.n, run.kept);
+        self.report.runs.push(RunRecord {
+            index: at.index,
+            id: run.id.to_string(),
+            kernel: at.label.clone(),
+            mglru: at.mode,
+            attempt: run.attempt.n,
+            retry: run.attempt.retry,
+            status: run.status,
+            wall_secs: run.wall,
+            healthy: run.health.healthy(),
+            health: run.health.findings.clone(),
+            log,
+        });
+    }
+}
+
 /// Where in the matrix an item is.
 struct At {
     index: usize,
@@ -677,104 +759,35 @@ fn error_line(e: &anyhow::Error) -> String {
     }
 }
 
-fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -> Entry {
-    let mut entry = Entry::blank(at.index, Kind::Lab, &lab.id, &at.label, at.mode);
-    // Loaded, and asked whether it applies, once for all its runs.
-    let loaded = match lab::load_with(&lab.spec_path(), &[]) {
-        Ok(l) => l,
-        Err(e) => {
-            entry.result = Verdict::Error;
-            entry
-                .details
-                .push(format!("the lab spec does not load: {}", error_line(&e)));
-            return entry;
-        }
-    };
-    let spec = &loaded.spec;
+fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabItem, state: &mut State) -> Entry {
+    let mut entry = Entry::blank(at.index, Kind::Lab, &lab.dir.id, &at.label, at.mode);
+    let spec = &lab.loaded.spec;
     let run_opts = run_options(opts, at, spec.vm.timeout_secs);
-    match lab::not_applicable(spec, &run_opts) {
-        Ok(Some(why)) => {
-            entry.details.push(format!("skipped: {why}"));
-            return entry;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            entry.result = error_verdict(&e);
-            entry.details.push(error_line(&e));
-            return entry;
-        }
-    }
-    if let (Some(want), Some(own)) = (at.mode.forced(), spec.vm.mglru)
-        && want != own
-    {
-        let own = if own { "on" } else { "off" };
-        entry
-            .details
-            .push(format!("skipped: the lab itself runs with MGLRU {own}"));
-        return entry;
-    }
-    let mut fragments = lab::kernel_fragments(spec);
-    fragments.extend(opts.run.extra_fragments.iter().cloned());
-    if let Some((_, _, v, why)) = state
-        .failed_kernels
-        .iter()
-        .find(|(k, f, ..)| *k == at.label && *f == fragments)
-    {
-        entry.result = *v;
-        entry.details.push(format!("not run: {why}"));
+    let fragments = item_fragments(opts, lab::kernel_fragments(spec));
+    if let Some((v, why)) = lab_not_run(spec, at, &run_opts, &fragments, state) {
+        entry.result = v;
+        entry.details.push(why);
         return entry;
     }
     let mut series = Series::default();
     let mut failing = lab::KeepFailing::default();
-    let mut attempt = 0;
-    let planned = opts.repeat;
-    while attempt < planned + if series.all_passed() { 0 } else { opts.retries } {
-        attempt += 1;
-        let retry = attempt > planned;
-        eprintln!(
-            "check: {} on {} (MGLRU {}), run {attempt}{}",
-            lab.id,
-            at.label,
-            at.mode.name(),
-            if retry { " (retry)" } else { "" }
-        );
-        match lab::execute_loaded(lab, &loaded, &run_opts) {
+    let mut attempt = Attempt::default();
+    while attempt.another(opts, series.all_passed()) {
+        announce(&lab.dir.id, at, attempt);
+        match lab::execute_loaded(&lab.dir, &lab.loaded, &run_opts) {
             Ok(r) => {
                 let status = lab_status(&r);
                 if status != RunStatus::Passed {
                     lab::print(&r);
                 }
-                let log = keep_run(opts, at, &lab.id, attempt, &r.kept);
                 failing.saw(&r);
-                series.push(
-                    status,
-                    r.total.as_secs_f64(),
-                    failure_lines(&r),
-                    lab_checks(&r),
-                );
-                state.report.runs.push(record(
-                    at,
-                    &lab.id,
-                    attempt,
-                    retry,
-                    status,
-                    &r.health,
-                    r.total.as_secs_f64(),
-                    log,
-                ));
+                let wall = r.total.as_secs_f64();
+                let run = Run::of(&lab.dir.id, attempt, status, &r.health, wall, &r.kept);
+                state.record(opts, at, run);
+                series.push(status, wall, failure_lines(&r), lab_checks(&r));
             }
             Err(e) => {
-                let v = error_verdict(&e);
-                let why = error_line(&e);
-                eprintln!("check: {} on {}: {why}", lab.id, at.label);
-                if v == Verdict::Untestable {
-                    state.failed_kernels.push((
-                        at.label.clone(),
-                        fragments.clone(),
-                        v,
-                        why.clone(),
-                    ));
-                }
+                let (v, why) = state.run_failed(&e, &lab.dir.id, at, &fragments);
                 entry.result = v;
                 entry.runs = series.statuses.len();
                 entry.passed = series.passed();
@@ -786,50 +799,122 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabDir, state: &mut State) -
             }
         }
     }
-    series.fold_into(&mut entry, &opts.declared, &opts.run, &spec_kernel(at));
+    series.fold_into(&mut entry, &opts.declared, &opts.run, &at.label);
     failing.restore();
     entry
 }
 
-/// The kernel version of an item's source (for declared.toml's kernel ranges).
-fn spec_kernel(at: &At) -> String {
-    at.label.clone()
+/// The extra fragments of an item's kernel: its own, and the check's (`--debug-kernel`).
+fn item_fragments(opts: &CheckOptions, mut own: Vec<String>) -> Vec<String> {
+    own.extend(opts.run.extra_fragments.iter().cloned());
+    own
+}
+
+/// Why a lab item is not run, with its verdict: the lab does not apply to the kernel's version
+/// or runs with the other MGLRU mode (skipped), or its kernel failed earlier in this check.
+fn lab_not_run(
+    spec: &LabSpec,
+    at: &At,
+    run_opts: &RunOptions,
+    fragments: &[String],
+    state: &State,
+) -> Option<(Verdict, String)> {
+    match lab::not_applicable(spec, run_opts) {
+        Ok(Some(why)) => return Some((Verdict::Skipped, format!("skipped: {why}"))),
+        Ok(None) => {}
+        Err(e) => return Some((error_verdict(&e), error_line(&e))),
+    }
+    if let (Some(want), Some(own)) = (at.mode.forced(), spec.vm.mglru)
+        && want != own
+    {
+        let own = if own { "on" } else { "off" };
+        let why = format!("skipped: the lab itself runs with MGLRU {own}");
+        return Some((Verdict::Skipped, why));
+    }
+    state.kernel_failed_before(at, fragments)
+}
+
+/// Which run of an item this is: 1-based; runs after the `--repeat` ones are retries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Attempt {
+    n: usize,
+    retry: bool,
+}
+
+impl Attempt {
+    /// Moves to the next run if there is one: `--repeat` runs, and while not every run so far
+    /// passed, `--retries` more.
+    fn another(&mut self, opts: &CheckOptions, all_passed: bool) -> bool {
+        let planned = opts.repeat + if all_passed { 0 } else { opts.retries };
+        if self.n >= planned {
+            return false;
+        }
+        self.n += 1;
+        self.retry = self.n > opts.repeat;
+        true
+    }
+}
+
+/// `check: <what> on <kernel> (MGLRU <mode>), run <n>`.
+fn announce(what: &str, at: &At, attempt: Attempt) {
+    eprintln!(
+        "check: {what} on {} (MGLRU {}), run {}{}",
+        at.label,
+        at.mode.name(),
+        attempt.n,
+        if attempt.retry { " (retry)" } else { "" }
+    );
+}
+
+/// One finished boot of an item, as [`State::record`] keeps it.
+struct Run<'a> {
+    id: &'a str,
+    attempt: Attempt,
+    status: RunStatus,
+    health: &'a health::Health,
+    wall: f64,
+    /// The run's kept files (console.log, results.jsonl), copied under the check's runs/.
+    kept: &'a Path,
+}
+
+impl<'a> Run<'a> {
+    fn of(
+        id: &'a str,
+        attempt: Attempt,
+        status: RunStatus,
+        health: &'a health::Health,
+        wall: f64,
+        kept: &'a Path,
+    ) -> Run<'a> {
+        Run {
+            id,
+            attempt,
+            status,
+            health,
+            wall,
+            kept,
+        }
+    }
 }
 
 fn run_selftests_item(opts: &CheckOptions, at: &At, state: &mut State) -> Vec<Entry> {
     let spec = selftests::spec(selftests::PROGRAMS);
     let timeout = spec.as_ref().map(|s| s.vm.timeout_secs).unwrap_or(600);
     let run_opts = run_options(opts, at, timeout);
-    let mut fragments = vec!["selftests".to_string()];
-    fragments.extend(opts.run.extra_fragments.iter().cloned());
+    let fragments = item_fragments(opts, vec!["selftests".to_string()]);
     let error_entry = |v: Verdict, why: String| {
         let mut e = Entry::blank(at.index, Kind::Selftest, selftests::ID, &at.label, at.mode);
         e.result = v;
         e.details.push(why);
         vec![e]
     };
-    if let Some((_, _, v, why)) = state
-        .failed_kernels
-        .iter()
-        .find(|(k, f, ..)| *k == at.label && *f == fragments)
-    {
-        return error_entry(*v, format!("not run: {why}"));
+    if let Some((v, why)) = state.kernel_failed_before(at, &fragments) {
+        return error_entry(v, why);
     }
     let mut runs = Vec::new();
-    let mut attempt = 0;
-    loop {
-        let all_passed = runs.iter().all(selftest_run_passed);
-        if attempt >= opts.repeat + if all_passed { 0 } else { opts.retries } {
-            break;
-        }
-        attempt += 1;
-        let retry = attempt > opts.repeat;
-        eprintln!(
-            "check: selftests on {} (MGLRU {}), run {attempt}{}",
-            at.label,
-            at.mode.name(),
-            if retry { " (retry)" } else { "" }
-        );
+    let mut attempt = Attempt::default();
+    while attempt.another(opts, runs.iter().all(selftest_run_passed)) {
+        announce("selftests", at, attempt);
         match selftests::run(&run_opts) {
             Ok(r) => {
                 let status = match selftest_run_passed(&r) {
@@ -837,31 +922,13 @@ fn run_selftests_item(opts: &CheckOptions, at: &At, state: &mut State) -> Vec<En
                     false if !r.health.healthy() => RunStatus::Failed,
                     false => selftest_run_status(&r),
                 };
-                let log = keep_run(opts, at, selftests::ID, attempt, &r.kept);
-                state.report.runs.push(record(
-                    at,
-                    selftests::ID,
-                    attempt,
-                    retry,
-                    status,
-                    &r.health,
-                    r.total.as_secs_f64(),
-                    log,
-                ));
+                let wall = r.total.as_secs_f64();
+                let run = Run::of(selftests::ID, attempt, status, &r.health, wall, &r.kept);
+                state.record(opts, at, run);
                 runs.push(r);
             }
             Err(e) => {
-                let v = error_verdict(&e);
-                let why = error_line(&e);
-                eprintln!("check: selftests on {}: {why}", at.label);
-                if v == Verdict::Untestable {
-                    state.failed_kernels.push((
-                        at.label.clone(),
-                        fragments.clone(),
-                        v,
-                        why.clone(),
-                    ));
-                }
+                let (v, why) = state.run_failed(&e, "selftests", at, &fragments);
                 if runs.is_empty() || v == Verdict::Untestable || progress::interrupted() {
                     return error_entry(v, why);
                 }
@@ -903,32 +970,6 @@ fn selftest_run_status(r: &selftests::SelftestRun) -> RunStatus {
         RunStatus::Failed
     } else {
         RunStatus::Error
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record(
-    at: &At,
-    id: &str,
-    attempt: usize,
-    retry: bool,
-    status: RunStatus,
-    h: &health::Health,
-    wall: f64,
-    log: PathBuf,
-) -> RunRecord {
-    RunRecord {
-        index: at.index,
-        id: id.to_string(),
-        kernel: at.label.clone(),
-        mglru: at.mode,
-        attempt,
-        retry,
-        status,
-        wall_secs: wall,
-        healthy: h.healthy(),
-        health: h.findings.clone(),
-        log,
     }
 }
 
@@ -1118,11 +1159,9 @@ pub fn selftest_entries(
     declared: &[Declared],
     accel: qemu::Accel,
 ) -> Vec<Entry> {
-    let mut names: Vec<String> = Vec::new();
-    let mut per: Vec<Series> = Vec::new();
-    let mut skips: Vec<Vec<String>> = Vec::new();
     let walls: Vec<f64> = runs.iter().map(|r| r.total.as_secs_f64()).collect();
     let wall = crate::bench::figure("wall", walls).median;
+    let mut tests: Vec<TestRuns> = Vec::new();
     for run in runs {
         let unhealthy: Vec<String> = run
             .health
@@ -1133,83 +1172,25 @@ pub fn selftest_entries(
         for (program, results) in &run.programs {
             for t in results {
                 let name = format!("{program}/{}", t.name);
-                let i = names.iter().position(|n| *n == name).unwrap_or_else(|| {
-                    names.push(name.clone());
-                    per.push(Series::default());
-                    skips.push(vec![]);
-                    names.len() - 1
-                });
-                use selftests::Outcome::*;
-                let (status, why) = match &t.outcome {
-                    Pass if unhealthy.is_empty() => (RunStatus::Passed, vec![]),
-                    Pass => (RunStatus::Failed, unhealthy.clone()),
-                    Fail(d) => (
-                        RunStatus::Failed,
-                        vec![format!(
-                            "{program} reported: not ok {}{}",
-                            t.name,
-                            if d.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" # {d}")
-                            }
-                        )],
-                    ),
-                    Error(m) => (RunStatus::Error, vec![m.clone()]),
-                    Skip(r) => {
-                        let line = format!("skipped: {r}");
-                        if !skips[i].contains(&line) {
-                            skips[i].push(line);
-                        }
-                        (RunStatus::Skipped, vec![])
+                let i = match tests.iter().position(|x| x.name == name) {
+                    Some(i) => i,
+                    None => {
+                        tests.push(TestRuns::new(name));
+                        tests.len() - 1
                     }
-                    XFail(r) => (RunStatus::Xfail, vec![format!("expected to fail: {r}")]),
                 };
-                let mut why = why;
-                if status != RunStatus::Passed && status != RunStatus::Skipped {
-                    why.extend(run.problems.iter().cloned());
-                    why.push(format!(
-                        "console: {}",
-                        run.kept.join("console.log").display()
-                    ));
-                }
-                per[i].push(status, run.total.as_secs_f64(), why, vec![]);
+                tests[i].push(run, program, t, &unhealthy);
             }
         }
     }
-    let mut entries = Vec::new();
-    for ((name, series), skip) in names.iter().zip(&per).zip(&skips) {
-        let mut e = Entry::blank(0, Kind::Selftest, name, label, mode);
-        // Skipped runs neither pass nor fail: they are left out of the counts.
-        let judged: Vec<usize> = (0..series.statuses.len())
-            .filter(|&k| series.statuses[k] != RunStatus::Skipped)
-            .collect();
-        let mut s = Series::default();
-        for k in judged {
-            s.push(
-                series.statuses[k],
-                series.walls[k],
-                series.failures[k].clone(),
-                vec![],
-            );
-        }
-        if s.statuses.is_empty() {
-            e.median_wall_secs = wall;
-            e.details = skip.clone();
-        } else {
-            s.fold_into(
-                &mut e,
-                declared,
-                &RunOptions {
-                    accel,
-                    ..Default::default()
-                },
-                label,
-            );
-            e.median_wall_secs = wall;
-        }
-        entries.push(e);
-    }
+    let opts = RunOptions {
+        accel,
+        ..Default::default()
+    };
+    let mut entries: Vec<Entry> = tests
+        .iter()
+        .map(|t| t.entry(label, mode, declared, &opts, wall))
+        .collect();
     let problems: Vec<&String> = runs.iter().flat_map(|r| &r.problems).collect();
     if !problems.is_empty() && entries.iter().all(|e| e.result != Verdict::Error) {
         // A program-level problem that no test shows (a bad exit status): the selftests as a
@@ -1221,6 +1202,81 @@ pub fn selftest_entries(
         entries.push(e);
     }
     entries
+}
+
+/// One selftest over the boots: its judged runs and why it was skipped when it was.
+struct TestRuns {
+    name: String,
+    /// Runs that passed, failed, errored or failed as expected (a skipped run is neither).
+    judged: Series,
+    skips: Vec<String>,
+}
+
+impl TestRuns {
+    fn new(name: String) -> TestRuns {
+        TestRuns {
+            name,
+            judged: Series::default(),
+            skips: vec![],
+        }
+    }
+
+    /// Its outcome in one boot; a pass in a boot whose kernel warned is a failure.
+    fn push(
+        &mut self,
+        run: &selftests::SelftestRun,
+        program: &str,
+        t: &selftests::TestResult,
+        unhealthy: &[String],
+    ) {
+        use selftests::Outcome::*;
+        let (status, mut why) = match &t.outcome {
+            Pass if unhealthy.is_empty() => (RunStatus::Passed, vec![]),
+            Pass => (RunStatus::Failed, unhealthy.to_vec()),
+            Fail(d) if d.is_empty() => (
+                RunStatus::Failed,
+                vec![format!("{program} reported: not ok {}", t.name)],
+            ),
+            Fail(d) => (
+                RunStatus::Failed,
+                vec![format!("{program} reported: not ok {} # {d}", t.name)],
+            ),
+            Error(m) => (RunStatus::Error, vec![m.clone()]),
+            Skip(r) => {
+                let line = format!("skipped: {r}");
+                if !self.skips.contains(&line) {
+                    self.skips.push(line);
+                }
+                return;
+            }
+            XFail(r) => (RunStatus::Xfail, vec![format!("expected to fail: {r}")]),
+        };
+        if status != RunStatus::Passed {
+            why.extend(run.problems.iter().cloned());
+            let console = run.kept.join("console.log");
+            why.push(format!("console: {}", console.display()));
+        }
+        let wall = run.total.as_secs_f64();
+        self.judged.push(status, wall, why, vec![]);
+    }
+
+    /// Its entry: folded over the judged runs, or skipped with the reasons when none was.
+    fn entry(
+        &self,
+        label: &str,
+        mode: Mode,
+        declared: &[Declared],
+        opts: &RunOptions,
+        wall: f64,
+    ) -> Entry {
+        let mut e = Entry::blank(0, Kind::Selftest, &self.name, label, mode);
+        match self.judged.statuses.is_empty() {
+            true => e.details = self.skips.clone(),
+            false => self.judged.fold_into(&mut e, declared, opts, label),
+        }
+        e.median_wall_secs = wall;
+        e
+    }
 }
 
 /// Copies one run's console.log and results.jsonl from `kept` (last/<id>/) into the check's
@@ -1332,9 +1388,7 @@ fn source_info(opts: &CheckOptions, label: String, source: &kernel::Source) -> K
     let version = kernel::version(source).ok().flatten();
     let mut sets: Vec<Vec<String>> = Vec::new();
     for l in &opts.labs {
-        if let Ok(spec) = lab::load(&l.spec_path()) {
-            sets.push(lab::kernel_fragments(&spec));
-        }
+        sets.push(lab::kernel_fragments(&l.loaded.spec));
     }
     if opts.selftests {
         sets.push(vec!["selftests".into()]);
@@ -1784,13 +1838,7 @@ pub mod tests {
 
     #[test]
     fn the_matrix_puts_the_selftests_after_each_kernel_and_modes_labs() {
-        let labs: Vec<LabDir> = ["1-a", "2-b"]
-            .iter()
-            .map(|id| LabDir {
-                id: id.to_string(),
-                dir: PathBuf::from(id),
-            })
-            .collect();
+        let labs = load_labs(lab::catalog().unwrap()[..2].to_vec(), &[]).unwrap();
         let opts = CheckOptions {
             labs,
             kernels: vec![

@@ -4,7 +4,7 @@
 use crate::cache::{self, KeyHasher};
 use crate::process::{Cmd, Sink};
 use anyhow::{Context, Result};
-use guest::spec::{LabSpec, StepKind};
+use guest::spec::{LabSpec, StepKind, SwapKind};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -37,6 +37,20 @@ pub fn plan(spec: &LabSpec) -> DiskPlan {
         }
     }
     p
+}
+
+/// The swap disk of a lab with `[vm] swap = { kind = "disk" }`: a sparse file of the swap's
+/// size in the run's scratch directory (it costs no space until the guest swaps, and goes
+/// with the run).
+pub fn swap_disk(spec: &LabSpec, scratch: &std::path::Path) -> Result<Option<PathBuf>> {
+    let Some(swap) = spec.vm.swap.as_ref().filter(|s| s.kind == SwapKind::Disk) else {
+        return Ok(None);
+    };
+    let path = scratch.join("swap.img");
+    fs::File::create(&path)
+        .and_then(|f| f.set_len(swap.size.0))
+        .with_context(|| format!("making the swap disk {}", path.display()))?;
+    Ok(Some(path))
 }
 
 /// Returns the cached image for `plan`, making it if needed; `None` when no disk is needed.

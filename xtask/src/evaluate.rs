@@ -108,8 +108,10 @@ pub struct Evaluation {
     pub problems: Vec<String>,
     /// How many counter samples arrived (0: nothing to report on).
     pub samples: usize,
-    /// The timeline: counters sampled while steps ran.
+    /// The timeline: counters sampled while steps ran (a step's last: its final sample).
     pub timeline: Vec<Tick>,
+    /// Per step: timeline samples taken, and the guest time they cost (µs).
+    pub sampling: BTreeMap<String, (usize, u64)>,
     pub step_starts: Vec<StepStart>,
     /// Per traced step, in order: its trace facts, report lines and spans.
     pub traces: Vec<StepTrace>,
@@ -119,6 +121,8 @@ pub struct Evaluation {
     pub exits: BTreeMap<String, Exit>,
     /// The spec's settings as run (`guest::fact::settings`), for facts that name them.
     pub settings: BTreeMap<String, String>,
+    /// The processes the OOM killer killed, from the console (filled in by `lab.rs`).
+    pub oom_kills: Vec<crate::oom::Kill>,
 }
 
 static NOTHING: Sample = BTreeMap::new();
@@ -228,11 +232,23 @@ fn fold(frames: &[Frame]) -> (Evaluation, BTreeMap<String, StepEnd>, Vec<RawTrac
                 lines,
                 workers,
             } => traces.push((step.as_str(), &lines[..], workers)),
-            Event::Tick { step, values } => ev.timeline.push(Tick {
-                t_ms: f.t_ms,
-                step: step.clone(),
-                values: values.clone(),
-            }),
+            Event::Ticks {
+                step,
+                keys,
+                rows,
+                cost_us,
+            } => {
+                for (t_ms, values) in rows {
+                    ev.timeline.push(Tick {
+                        t_ms: *t_ms,
+                        step: step.clone(),
+                        values: keys.iter().cloned().zip(values.iter().copied()).collect(),
+                    });
+                }
+                let cost = ev.sampling.entry(step.clone()).or_default();
+                cost.0 += rows.len();
+                cost.1 += cost_us;
+            }
         }
     }
     (ev, ends, traces)
@@ -299,8 +315,8 @@ fn trace_spans(summary: &trace::Summary, cgroup_of: &BTreeMap<u32, String>) -> V
 struct Watch<'a> {
     counter: &'a CounterExpr,
     rule: ClassRule,
-    /// The only step it is observed at.
-    at: Option<&'a str>,
+    /// The only steps it is observed at (empty: every step).
+    at: &'a [String],
     explain: Option<&'a BTreeMap<String, Explanation>>,
 }
 
@@ -311,7 +327,7 @@ fn watches(spec: &LabSpec) -> Vec<Watch<'_>> {
         .map(|o| Watch {
             counter: &o.counter,
             rule: o.class,
-            at: o.step.as_deref(),
+            at: &o.steps,
             explain: Some(&o.explain),
         })
         .collect();
@@ -323,15 +339,13 @@ fn watches(spec: &LabSpec) -> Vec<Watch<'_>> {
         if trace > 0 && trace < c.terms.len() {
             continue;
         }
-        let step = ex.step.as_deref();
-        if !list
-            .iter()
-            .any(|w| w.counter == c && (w.at.is_none() || w.at == step))
-        {
+        let at = ex.step.as_slice();
+        let covered = |w: &Watch| w.at.is_empty() || (!at.is_empty() && w.at.contains(&at[0]));
+        if !list.iter().any(|w| w.counter == c && covered(w)) {
             list.push(Watch {
                 counter: c,
                 rule: ClassRule::Sign,
-                at: step,
+                at,
                 explain: None,
             });
         }
@@ -366,7 +380,7 @@ fn observe(
         let view = ev.view_in(&names, Some(step.name()));
         let observed = watches
             .iter()
-            .filter(|w| w.at.is_none_or(|at| at == step.name()))
+            .filter(|w| w.at.is_empty() || w.at.iter().any(|at| at == step.name()))
             .map(|w| observe_one(w, &view))
             .collect();
         let end = ends.get(step.name());

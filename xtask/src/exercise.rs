@@ -312,12 +312,14 @@ pub fn run_cli(
                 lab::print(&r);
                 print!("{}", render(x, &j));
             }
+            crate::course::record_exercise(&r.spec.id, &x.name, j.agreed(), None);
+            let extras = crate::notebook::Extras {
+                predictions: None,
+                exercise: Some((x, &j)),
+            };
+            let _ = crate::notebook::write(found, &r, &extras);
             agreed += usize::from(j.agreed());
-            // A run that could not finish says nothing about the kernel (exit 255).
-            statuses.push(match crate::check::lab_status(&r) {
-                crate::check::RunStatus::Passed if !j.agreed() => crate::check::RunStatus::Failed,
-                s => s,
-            });
+            statuses.push(status(&r, &j));
         }
     }
     if total > 1 {
@@ -327,6 +329,15 @@ pub fn run_cli(
         );
     }
     Ok(crate::exit::Exit::of_runs(&statuses))
+}
+
+/// An exercise run's status: the run's, and failed when the kernel disagreed (a run that could
+/// not finish says nothing about the kernel: exit 255).
+pub fn status(r: &RunResult, j: &Judgement) -> crate::check::RunStatus {
+    match crate::check::lab_status(r) {
+        crate::check::RunStatus::Passed if !j.agreed() => crate::check::RunStatus::Failed,
+        s => s,
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! kernel-lab's command line (`cargo xtask ...`): the one place where verbs and flags are defined.
 
 mod acquire;
+mod answers;
 mod bench;
 mod cache;
+mod chart;
 mod check;
+mod console;
+mod course;
 mod disk;
 mod evaluate;
 mod exercise;
@@ -15,6 +19,9 @@ mod kernel;
 mod lab;
 mod manifest;
 mod mutants;
+mod notebook;
+mod oom;
+mod predict;
 mod process;
 mod progress;
 mod qemu;
@@ -25,6 +32,7 @@ mod setup;
 mod timeline;
 mod trace;
 mod tree;
+mod units;
 mod vars;
 
 use anyhow::Result;
@@ -66,8 +74,12 @@ enum Command {
     /// when the run could not finish (timeout, QEMU crash, dead agent), 125 when the kernel
     /// cannot be tested, 2 on bad input (see the exit codes below).
     Lab(LabArgs),
-    /// List the labs with their titles.
-    List,
+    /// List the labs with their titles, and how far you got: which labs this machine has run
+    /// and passed, with your prediction scores (kept in the cache's progress.json).
+    List(ListArgs),
+    /// Print the answers to a lab's README questions (the "Think about it" questions and the
+    /// exercises), which a run lists without their answers.
+    Answers(AnswersArgs),
     /// Run every lab (or some) and the kernel's own cgroup selftests on one or more kernels, for
     /// CI: summary table, check.json, junit.xml, check.ktap.
     ///
@@ -124,6 +136,29 @@ struct LabArgs {
     /// instead of the report.
     #[arg(long)]
     json: bool,
+    /// Predict, then observe: before the VM boots, say for each fact the lab explains what
+    /// the kernel will show (`0` or `>0`, `?` skips); after the run every prediction is
+    /// scored, with the lab's explanation for every miss. With --exercise (or --set):
+    /// predict what changes. Answers are asked on the terminal, or read from --answers
+    /// FILE or piped stdin: one per line in order, or `step: counter = answer` lines.
+    #[arg(long, conflicts_with_all = ["json", "shell", "repeat", "vars"])]
+    predict: bool,
+    /// With --predict: read the answers from FILE (see --questions for its lines).
+    #[arg(long, value_name = "FILE", requires = "predict")]
+    answers: Option<PathBuf>,
+    /// With --predict: print the questions as an answers file (`step: counter = ?`, with
+    /// what is accepted) and exit without running.
+    #[arg(long, requires = "predict")]
+    questions: bool,
+    /// Open the run's lab notebook (target/kernel-lab/last/<id>/index.html: the report,
+    /// the chart with every value under the pointer, your predictions, the questions) in
+    /// your browser ($BROWSER, else xdg-open).
+    #[arg(long, conflicts_with_all = ["json", "shell"])]
+    open: bool,
+    /// Show every counter the lab observes, not only those that moved and those the lab is
+    /// about (the full table; target/kernel-lab/last/<id>/report.txt always has it).
+    #[arg(long)]
+    full: bool,
     /// Boot the lab's VM with its cgroups, swap and disks set up, and open a busybox shell
     /// on this terminal instead of running the steps; `lab-step NAME` runs one step there.
     /// `exit` powers the VM off. Needs busybox-static.
@@ -131,6 +166,23 @@ struct LabArgs {
     shell: bool,
     #[command(flatten)]
     opts: RunArgs,
+}
+
+/// `cargo xtask list`: [`ListArgs::run`] (course.rs).
+#[derive(Args)]
+struct ListArgs {
+    /// Forget the progress recorded on this machine.
+    #[arg(long)]
+    reset: bool,
+}
+
+/// `cargo xtask answers`: [`AnswersArgs::run`] (answers.rs).
+#[derive(Args)]
+struct AnswersArgs {
+    /// Lab id, number or unique prefix.
+    lab: String,
+    /// Only the answer to question N (as numbered at the end of the lab's report).
+    number: Option<usize>,
 }
 
 /// `cargo xtask bench`: [`BenchArgs::run`] (bench.rs).
@@ -320,7 +372,8 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Lab(a) => a.run(),
         Command::Bench(a) => a.run(),
         Command::Check(a) => check::run(a),
-        Command::List => lab::list(),
+        Command::List(a) => a.run(),
+        Command::Answers(a) => a.run(),
         Command::Kernel(a) => a.run(),
         Command::Mutants(a) => a.run(),
         Command::Readme(a) => a.run(),

@@ -7,6 +7,7 @@ use crate::acquire::KernelChoice;
 use crate::cache::KeyHasher;
 use crate::kernel::{self, Fragment, FragmentSet, Kernel};
 use anyhow::{Context, Result, bail};
+use guest::spec::LabSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -260,17 +261,18 @@ pub fn export(
 }
 
 /// The extra fragments of every kernel these labs (and the selftests) boot, each set once.
-pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec<Vec<String>>> {
+pub fn fragment_sets<'a>(
+    labs: impl IntoIterator<Item = &'a LabSpec>,
+    selftests: bool,
+) -> Result<Vec<Vec<String>>> {
     let mut sets: Vec<Vec<String>> = Vec::new();
     let mut add = |f: Vec<String>| {
         if !sets.contains(&f) {
             sets.push(f);
         }
     };
-    for l in labs {
-        add(crate::lab::kernel_fragments(&crate::lab::load(
-            &l.spec_path(),
-        )?));
+    for spec in labs {
+        add(crate::lab::kernel_fragments(spec));
     }
     if selftests {
         let spec = crate::selftests::spec(crate::selftests::PROGRAMS)?;
@@ -283,8 +285,8 @@ pub fn fragment_sets(labs: &[crate::lab::LabDir], selftests: bool) -> Result<Vec
 /// and the selftests need on every kernel source, each with the `extra` fragments too
 /// (`--debug-kernel`: `debug`), and the selftest programs; with `export`, copies them there
 /// with a manifest.
-pub fn build_only(
-    labs: &[crate::lab::LabDir],
+pub fn build_only<'a>(
+    labs: impl IntoIterator<Item = &'a LabSpec>,
     selftests: bool,
     kernels: &[KernelChoice],
     export_to: Option<&Path>,

@@ -92,9 +92,10 @@ impl crate::MutantsArgs {
         let project = cache::project_root();
         let set = load(&project.join(&self.mutants), &self.only)?;
         let (selected, selftests) = check::select(&self.labs, &crate::lab::catalog()?)?;
+        let kernels = vec![KernelChoice::Source(self.src.kernel_src)];
         let opts = CheckOptions {
-            labs: selected,
-            kernels: vec![KernelChoice::Source(self.src.kernel_src)],
+            labs: check::load_labs(selected, &kernels)?,
+            kernels,
             repeat: 1,
             // A failure that passes on a retry is flaky, and catches nothing.
             retries: 1,
@@ -129,41 +130,20 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
         // SAFETY: the only other thread (the Ctrl-C handler's) never reads the environment.
         unsafe { std::env::set_var("INSTA_UPDATE", "no") };
     }
-    let cache = cache::cache_dir()?;
-    let source = kernel::locate(flag.as_deref())?;
-    let tree = kernel::source_tree(&cache, &source)?;
-    let mut h = KeyHasher::new();
-    h.add(b"mutants scratch")
-        .add(tree.as_os_str().as_encoded_bytes());
-    let _lock = cache::lock(&cache, &format!("mutants-{}", h.hex()))?;
-    let scratch = cache.join("mutants").join(h.hex()).join("linux");
-    fs::create_dir_all(&scratch)?;
-    cache::touch(&cache.join("mutants").join(h.hex()));
-    let scratch = scratch.canonicalize()?;
-    crate::progress::status(&format!(
-        "mutants: copying {} to {} (what changed since the last time) ...",
-        tree.display(),
-        scratch.display()
-    ));
-    let copied = crate::tree::sync(&tree, &scratch)?;
-    crate::progress::status_done(&format!(
-        "mutants: scratch tree ready ({copied} files copied)"
-    ));
-    let sets = crate::manifest::fragment_sets(&opts.labs, opts.selftests)?;
+    let (scratch, _lock) = scratch_tree(flag.as_deref())?;
+    let sets =
+        crate::manifest::fragment_sets(opts.labs.iter().map(|l| &l.loaded.spec), opts.selftests)?;
     let choice = KernelChoice::Source(Some(scratch.clone()));
-    // Build first (incrementally): a mutant that does not build is told apart from the check.
-    let build = || -> Result<()> {
-        for set in &sets {
-            choice.kernel(set, false)?;
-        }
-        Ok(())
-    };
     // Each check writes its reports to OUT/<mutant> (OUT/unmodified for the tree as it is).
     let check_scratch = |name: &str| -> Result<Vec<Entry>> {
         crate::tree::forget(&scratch);
-        build()?;
+        // Built first (incrementally): a mutant that does not build is told apart from the
+        // check.
+        for set in &sets {
+            choice.kernel(set, false)?;
+        }
         let o = CheckOptions {
-            kernels: vec![KernelChoice::Source(Some(scratch.clone()))],
+            kernels: vec![choice.clone()],
             shard: None,
             baseline: None,
             out: opts.out.join(name),
@@ -176,43 +156,15 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
     let unreliable: Vec<String> = baseline.iter().filter(|e| !ok(e)).map(name).collect();
     let mut results = Vec::new();
     for (i, m) in mutants.iter().enumerate() {
-        eprintln!(
-            "mutants: {}/{} {}: {}",
-            i + 1,
-            mutants.len(),
-            m.name,
-            m.subject
-        );
+        let n = mutants.len();
+        eprintln!("mutants: {}/{n} {}: {}", i + 1, m.name, m.subject);
         let started = std::time::Instant::now();
         let outcome = match apply(&scratch, &m.patch, false) {
             Err(e) => Outcome::DoesNotApply {
                 why: format!("{e:#}"),
             },
             Ok(()) => {
-                let outcome = match check_scratch(&m.name) {
-                    Ok(entries) => {
-                        let bad: Vec<&Entry> = entries
-                            .iter()
-                            .filter(|e| !ok(e) && !unreliable.contains(&name(e)))
-                            .collect();
-                        let by: Vec<String> = bad
-                            .iter()
-                            .map(|e| format!("{} ({})", name(e), e.result.name()))
-                            .collect();
-                        // Flaky alone (failed, then passed a retry) catches nothing.
-                        if bad.iter().all(|e| e.result == Verdict::Flaky) {
-                            Outcome::Escaped { flaky: by }
-                        } else {
-                            Outcome::Caught { by }
-                        }
-                    }
-                    Err(e) if e.downcast_ref::<Untestable>().is_some() => Outcome::DoesNotBuild {
-                        why: first_line(&e),
-                    },
-                    Err(e) => Outcome::Error {
-                        why: first_line(&e),
-                    },
-                };
+                let outcome = outcome(check_scratch(&m.name), &unreliable);
                 apply(&scratch, &m.patch, true)
                     .with_context(|| format!("reverting {} in {}", m.name, scratch.display()))?;
                 outcome
@@ -231,6 +183,65 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
         eprint!("{}", render(&unreliable, &results));
     }
     Ok((unreliable, results))
+}
+
+/// The cache's scratch copy of the source tree (copied again where it changed), and the lock
+/// that keeps it this process's while mutants patch it.
+fn scratch_tree(flag: Option<&Path>) -> Result<(PathBuf, cache::Lock)> {
+    let cache = cache::cache_dir()?;
+    let source = kernel::locate(flag)?;
+    let tree = kernel::source_tree(&cache, &source)?;
+    let mut h = KeyHasher::new();
+    h.add(b"mutants scratch")
+        .add(tree.as_os_str().as_encoded_bytes());
+    let lock = cache::lock(&cache, &format!("mutants-{}", h.hex()))?;
+    let scratch = cache.join("mutants").join(h.hex()).join("linux");
+    fs::create_dir_all(&scratch)?;
+    cache::touch(&cache.join("mutants").join(h.hex()));
+    let scratch = scratch.canonicalize()?;
+    crate::progress::status(&format!(
+        "mutants: copying {} to {} (what changed since the last time) ...",
+        tree.display(),
+        scratch.display()
+    ));
+    let copied = crate::tree::sync(&tree, &scratch)?;
+    crate::progress::status_done(&format!(
+        "mutants: scratch tree ready ({copied} files copied)"
+    ));
+    Ok((scratch, lock))
+}
+
+/// A mutant's outcome from the check of the patched tree: caught by what failed there that
+/// did not fail on the unmodified tree (`unreliable`), escaped when nothing did or only
+/// flakily, does not build (untestable), or an error.
+fn outcome(checked: Result<Vec<Entry>>, unreliable: &[String]) -> Outcome {
+    let entries = match checked {
+        Ok(entries) => entries,
+        Err(e) if e.downcast_ref::<Untestable>().is_some() => {
+            return Outcome::DoesNotBuild {
+                why: first_line(&e),
+            };
+        }
+        Err(e) => {
+            return Outcome::Error {
+                why: first_line(&e),
+            };
+        }
+    };
+    let bad: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !ok(e) && !unreliable.contains(&name(e)))
+        .collect();
+    let by: Vec<String> = bad
+        .iter()
+        .map(|e| format!("{} ({})", name(e), e.result.name()))
+        .collect();
+    // Flaky alone (failed, then passed a retry) catches nothing.
+    if bad.iter().all(|e| e.result == Verdict::Flaky) {
+        Outcome::Escaped { flaky: by }
+    } else {
+        Outcome::Caught { by }
+    }
 }
 
 fn ok(e: &Entry) -> bool {

@@ -26,12 +26,22 @@ pub enum Sink {
     File(std::fs::File),
 }
 
+/// What a child reads on stdin.
+enum Input {
+    /// Nothing (or, [`Cmd::interactive`], this terminal).
+    Default,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// Whatever is written to this pipe (the `--shell` console's relay).
+    Pipe(std::io::PipeReader),
+}
+
 /// A child process to run.
 pub struct Cmd {
     cmd: Command,
     /// How messages name it: `make vmlinux`, `mkfs.ext4`.
     what: String,
-    stdin: Option<Vec<u8>>,
+    stdin: Input,
     stdout: Sink,
     stderr: Sink,
     interactive: bool,
@@ -85,7 +95,7 @@ impl Cmd {
         Cmd {
             cmd: Command::new(program),
             what: what.to_string(),
-            stdin: None,
+            stdin: Input::Default,
             stdout: Sink::Capture,
             stderr: Sink::Capture,
             interactive: false,
@@ -114,7 +124,13 @@ impl Cmd {
 
     /// Bytes written to its stdin (then closed).
     pub fn stdin_bytes(mut self, bytes: Vec<u8>) -> Cmd {
-        self.stdin = Some(bytes);
+        self.stdin = Input::Bytes(bytes);
+        self
+    }
+
+    /// Its stdin is the read end of a pipe that someone else fills.
+    pub fn stdin_pipe(mut self, pipe: std::io::PipeReader) -> Cmd {
+        self.stdin = Input::Pipe(pipe);
         self
     }
 
@@ -146,11 +162,13 @@ impl Cmd {
             stderr,
             interactive,
         } = self;
-        cmd.stdin(match (&stdin, interactive) {
-            (Some(_), _) => Stdio::piped(),
-            (None, true) => Stdio::inherit(),
-            (None, false) => Stdio::null(),
-        });
+        let (input, bytes) = match (stdin, interactive) {
+            (Input::Bytes(b), _) => (Stdio::piped(), Some(b)),
+            (Input::Pipe(p), _) => (Stdio::from(p), None),
+            (Input::Default, true) => (Stdio::inherit(), None),
+            (Input::Default, false) => (Stdio::null(), None),
+        };
+        cmd.stdin(input);
         let merged = match stdout {
             Sink::Capture => {
                 let (r, w) = std::io::pipe().context("creating a pipe")?;
@@ -176,7 +194,7 @@ impl Cmd {
         drop(cmd);
         let out = out_reader.map(drain);
         let err = child.stderr.take().map(drain);
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        if let (Some(bytes), Some(mut pipe)) = (bytes, child.stdin.take()) {
             std::thread::spawn(move || pipe.write_all(&bytes));
         }
         Ok(Running {

@@ -5,7 +5,7 @@
 //! network, and the data disk is attached with snapshot=on so runs never modify it.
 
 use crate::process::{Cmd, Ended};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct VmArgs<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub data_disk: Option<&'a Path>,
+    /// A swap disk (`[vm] swap = { kind = "disk" }`): a scratch file, written by the guest.
+    pub swap_disk: Option<&'a Path>,
     pub console_log: &'a Path,
     pub results: &'a Path,
     /// The host TSC in kHz: TCG guests on microvm hang in TSC calibration without it.
@@ -135,12 +137,19 @@ pub fn argv(a: &VmArgs) -> Vec<OsString> {
     ]);
     if let Some(disk) = a.data_disk {
         let drive = path_arg("if=none,id=data,format=raw,snapshot=on,file=", disk);
-        push(&[
-            &"-drive",
-            &drive,
-            &"-device",
-            &"virtio-blk-device,drive=data",
-        ]);
+        let device = format!(
+            "virtio-blk-device,drive=data,serial={}",
+            guest::DATA_DISK_SERIAL
+        );
+        push(&[&"-drive", &drive, &"-device", &device]);
+    }
+    if let Some(disk) = a.swap_disk {
+        let drive = path_arg("if=none,id=swap,format=raw,file=", disk);
+        let device = format!(
+            "virtio-blk-device,drive=swap,serial={}",
+            guest::SWAP_DISK_SERIAL
+        );
+        push(&[&"-drive", &drive, &"-device", &device]);
     }
     v
 }
@@ -215,19 +224,26 @@ pub struct Outcome {
 
 /// Runs QEMU until it exits or `timeout` passes (then it is stopped and reaped). `on_tick` is
 /// called about every 20 ms while it runs (progress). Ctrl-C stops it and returns an error.
+/// With a `console` gate (`--shell`), our stdin reaches the guest once the gate opens.
 pub fn run(
     argv: &[OsString],
     scratch: &Path,
     timeout: Duration,
-    interactive: bool,
+    console: Option<&crate::console::Gate>,
     on_tick: impl FnMut(),
 ) -> Result<Outcome> {
     let what =
         format!("{QEMU} (install it: apt-get install --no-install-recommends qemu-system-x86)");
     let mut cmd = Cmd::new(QEMU, &what).args(argv).env("TMPDIR", scratch); // snapshot=on overlays go here, removed with the run
-    if interactive {
-        cmd = cmd.interactive();
-    }
+    let _raw = match console {
+        None => None,
+        Some(gate) => {
+            let (from_relay, to_qemu) = std::io::pipe().context("creating the console pipe")?;
+            cmd = cmd.interactive().stdin_pipe(from_relay);
+            crate::console::relay(to_qemu, gate.clone());
+            Some(crate::console::RawMode::enter())
+        }
+    };
     let running = cmd.start()?;
     let f = running.wait(Duration::from_millis(20), Some(timeout), on_tick)?;
     let status = match f.ended {
@@ -259,6 +275,7 @@ mod tests {
             kernel: Path::new("/c/vmlinux"),
             initrd: Path::new("/r/initramfs.cpio"),
             data_disk: disk,
+            swap_disk: None,
             console_log: Path::new("/r/console,1.log"),
             results: Path::new("/r/results.jsonl"),
             tsc_khz: Some(2445406),
@@ -310,7 +327,15 @@ mod tests {
     #[test]
     fn argv_attaches_the_disk_read_only_in_effect() {
         let s = joined(&args(Some(Path::new("/c/data.img"))));
-        assert!(s.contains("-drive if=none,id=data,format=raw,snapshot=on,file=/c/data.img -device virtio-blk-device,drive=data"), "{s}");
+        assert!(s.contains("-drive if=none,id=data,format=raw,snapshot=on,file=/c/data.img -device virtio-blk-device,drive=data,serial=kernel-lab-data"), "{s}");
+    }
+
+    #[test]
+    fn argv_attaches_a_writable_swap_disk_by_serial() {
+        let mut a = args(Some(Path::new("/c/data.img")));
+        a.swap_disk = Some(Path::new("/r/swap.img"));
+        let s = joined(&a);
+        assert!(s.contains("-drive if=none,id=swap,format=raw,file=/r/swap.img -device virtio-blk-device,drive=swap,serial=kernel-lab-swap"), "{s}");
     }
 
     #[test]

@@ -2,30 +2,49 @@
 //! (numbers beside classes), the timeline chart's series, the normalised snapshot (classes
 //! only), its comparison with insta, and the facts that changed.
 
-pub use crate::evaluate::{Evaluation, Verdict, class, describe_expect, evaluate};
-use guest::counters;
-use guest::spec::LabSpec;
-use std::collections::BTreeMap;
+pub use crate::evaluate::{Evaluation, Observed, Verdict, class, describe_expect, evaluate};
+use guest::spec::{CounterExpr, LabSpec};
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::timeline;
+/// How much of the terminal report to show, and how wide to wrap it.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Every observed counter; otherwise those that moved and those the lab is about (an
+    /// expectation judges them here, or an explanation of their class holds).
+    pub full: bool,
+    pub width: usize,
+}
 
-/// The report for the student: every observed counter with its real change and its class, and
-/// every expectation with its verdict and why.
+/// The full report, 100 columns wide (report.txt, tests).
 pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
+    render_terminal_with(
+        spec,
+        ev,
+        Style {
+            full: true,
+            width: 100,
+        },
+    )
+}
+
+/// The unit of an observed counter expression.
+pub fn unit(c: &CounterExpr) -> crate::units::Unit {
+    let terms: Vec<&str> = c.terms.iter().map(|(_, t)| t.as_str()).collect();
+    crate::units::unit_of_expr(&terms)
+}
+
+/// The report for the student: per step, each counter's real change in its unit beside its
+/// class and what it means, the OOM victims, the timeline and the trace; then every
+/// expectation with its verdict and why.
+pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> String {
+    use crate::units::{human, human_delta, wrap};
     let mut out = String::new();
+    let w = style.width;
     let _ = writeln!(out, "\n== {} — {}", spec.id, spec.title);
     if !spec.claim.is_empty() {
-        let _ = writeln!(out, "claim under test: {}", spec.claim);
+        out.push_str(&wrap(&spec.claim, w, "claim under test: ", "  "));
     }
-    let width = ev
-        .steps
-        .iter()
-        .flat_map(|s| &s.observed)
-        .map(|o| o.counter.to_string().len())
-        .max()
-        .unwrap_or(20);
     for s in &ev.steps {
         let exit = s
             .exit
@@ -39,154 +58,85 @@ pub fn render_terminal(spec: &LabSpec, ev: &Evaluation) -> String {
             s.wall_ms as f64 / 1000.0
         );
         if !s.stderr.trim().is_empty() {
-            let _ = writeln!(out, "  workload said: {}", s.stderr.trim());
+            out.push_str(&wrap(s.stderr.trim(), w, "  workload said: ", "    "));
         }
-        for o in &s.observed {
+        let judged = |c: &CounterExpr| {
+            spec.expect
+                .iter()
+                .any(|e| e.counter() == Some(c) && e.step.as_deref().is_none_or(|x| x == s.name))
+        };
+        let (shown, hidden): (Vec<&Observed>, Vec<&Observed>) = s.observed.iter().partition(|o| {
+            style.full || !matches!(o.delta, Ok(0)) || o.explain.is_some() || judged(&o.counter)
+        });
+        let width = shown
+            .iter()
+            .map(|o| o.counter.to_string().chars().count())
+            .max()
+            .unwrap_or(20)
+            .min(w.saturating_sub(40));
+        for o in shown {
             let (num, cls) = match &o.delta {
                 Ok(d) => (
-                    format!("{d:+}"),
+                    human_delta(*d, unit(&o.counter)),
                     class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
                 ),
                 Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
             };
             let _ = writeln!(
                 out,
-                "  Δ {:<width$}  {num:>12}  {cls}",
+                "  Δ {:<width$}  {num:>24}  {cls}",
                 o.counter.to_string()
             );
             if let Some(words) = &o.explain {
-                let _ = writeln!(out, "      → {words}");
+                out.push_str(&wrap(words, w, "      → ", "        "));
             }
         }
-        out.push_str(&timeline_lines(ev, &s.name));
+        if !hidden.is_empty() {
+            let _ = writeln!(
+                out,
+                "  ({} more counter(s) stayed at 0 and the lab says nothing about them here; --full shows every counter)",
+                hidden.len()
+            );
+        }
+        for k in ev
+            .oom_kills
+            .iter()
+            .filter(|k| k.during.as_deref() == Some(s.name.as_str()))
+        {
+            out.push_str(&wrap(&k.describe(), w, "  OOM killer: ", "    "));
+        }
+        out.push_str(&crate::chart::sparklines(spec, ev, &s.name, w));
         if let Some(t) = ev.trace(Some(&s.name)) {
             out.push_str("  reclaim trace (vmscan tracepoints):\n");
             out.push_str(&t.text);
         }
     }
+    let elsewhere: Vec<&crate::oom::Kill> =
+        ev.oom_kills.iter().filter(|k| k.during.is_none()).collect();
+    if !elsewhere.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nthe OOM killer also killed (when, the run does not say):"
+        );
+        for k in elsewhere {
+            out.push_str(&wrap(&k.describe(), w, "  ", "    "));
+        }
+    }
     if !ev.verdicts.is_empty() {
         let _ = writeln!(out, "\nexpectations:");
         for v in &ev.verdicts {
+            let got = match (v.actual.parse::<u64>(), v.expect.counter()) {
+                (Ok(n), Some(c)) if n != 0 => human(n, unit(c)),
+                _ => v.actual.clone(),
+            };
             let _ = writeln!(
                 out,
-                "  {}  {}  (got {})",
+                "  {}  {}  (got {got})",
                 verdict_word(v).to_uppercase(),
                 v.what,
-                v.actual
             );
-            let _ = writeln!(out, "        why: {}", v.expect.why);
+            out.push_str(&wrap(&v.expect.why, w, "        why: ", "             "));
         }
-    }
-    out
-}
-
-/// The timeline series of a run: memory (MiB) and reclaim rates (pages/s), for the SVG.
-type Spans = Vec<(f64, f64, String)>;
-
-pub fn timeline_panels(ev: &Evaluation) -> (Vec<timeline::Panel>, Vec<(f64, String)>, Spans) {
-    let first_tick = ev.timeline.first().map(|t| t.t_ms).unwrap_or(0);
-    let t0 = ev
-        .step_starts
-        .first()
-        .map(|s| s.t_ms)
-        .unwrap_or(first_tick)
-        .min(first_tick);
-    let secs = |ms: u64| ms.saturating_sub(t0) as f64 / 1000.0;
-    let keys: std::collections::BTreeSet<&String> =
-        ev.timeline.iter().flat_map(|t| t.values.keys()).collect();
-    let series = |key: &str, scale: f64| timeline::Series {
-        name: key.to_string(),
-        points: ev
-            .timeline
-            .iter()
-            .filter_map(|t| t.values.get(key).map(|n| (secs(t.t_ms), *n as f64 * scale)))
-            .collect(),
-    };
-    let mib = 1.0 / (1u64 << 20) as f64;
-    let memory: Vec<timeline::Series> = keys
-        .iter()
-        .filter(|k| !counters::cumulative(k))
-        .map(|k| series(k, mib))
-        .collect();
-    let reclaim: Vec<timeline::Series> = keys
-        .iter()
-        .filter(|k| counters::cumulative(k))
-        .map(|k| {
-            let s = series(k, 1.0);
-            timeline::Series {
-                name: format!("{k} /s"),
-                points: timeline::rates(&s.points),
-            }
-        })
-        .collect();
-    let marks = ev
-        .step_starts
-        .iter()
-        .filter(|s| s.t_ms >= t0)
-        .map(|s| (secs(s.t_ms), format!("step {}", s.step)))
-        .collect();
-    let panels = vec![
-        timeline::Panel {
-            title: "memory".into(),
-            unit: "MiB".into(),
-            series: memory,
-        },
-        timeline::Panel {
-            title: "reclaim and swap-out".into(),
-            unit: "pages/s".into(),
-            series: reclaim,
-        },
-    ];
-    let spans = ev
-        .spans()
-        .filter(|s| s.start_ms >= t0)
-        .map(|s| (secs(s.start_ms), secs(s.end_ms), s.who.clone()))
-        .collect();
-    (panels, marks, spans)
-}
-
-/// A compact terminal chart of one step: one sparkline per moving timeline counter.
-fn timeline_lines(ev: &Evaluation, step: &str) -> String {
-    let ticks: Vec<&BTreeMap<String, u64>> = ev
-        .timeline
-        .iter()
-        .filter(|t| t.step == step)
-        .map(|t| &t.values)
-        .collect();
-    if ticks.len() < 3 {
-        return String::new();
-    }
-    let mut out = format!("  timeline ({} ticks):\n", ticks.len());
-    let keys: std::collections::BTreeSet<&String> = ticks.iter().flat_map(|t| t.keys()).collect();
-    for key in keys {
-        let values: Vec<f64> = ticks
-            .iter()
-            .map(|t| t.get(key).copied().unwrap_or(0) as f64)
-            .collect();
-        let cumulative = counters::cumulative(key);
-        let shown: Vec<f64> = if cumulative {
-            values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).collect()
-        } else {
-            values.clone()
-        };
-        if shown.iter().all(|v| *v == shown[0]) {
-            continue; // flat lines say nothing
-        }
-        let (label, max) = if cumulative {
-            (
-                format!("{key} per tick"),
-                format!("max {:.0}", shown.iter().cloned().fold(0.0, f64::max)),
-            )
-        } else {
-            (
-                key.to_string(),
-                format!(
-                    "max {:.1}M",
-                    shown.iter().cloned().fold(0.0, f64::max) / (1u64 << 20) as f64
-                ),
-            )
-        };
-        let _ = writeln!(out, "    {label:<40} {} {max}", timeline::sparkline(&shown));
     }
     out
 }
@@ -219,12 +169,19 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
 }
 
 /// `pass`, `FAIL`, or `n/a` (an expectation for other kernel versions).
-fn verdict_word(v: &Verdict) -> &'static str {
+pub fn verdict_word(v: &Verdict) -> &'static str {
     match (v.applies, v.pass) {
         (false, _) => "n/a",
         (true, true) => "pass",
         (true, false) => "FAIL",
     }
+}
+
+/// Whether insta's snapshot workflow was asked for (`INSTA_UPDATE`, `INSTA_FORCE_PASS`).
+pub fn author_mode() -> bool {
+    ["INSTA_UPDATE", "INSTA_FORCE_PASS"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 /// The body of a committed snapshot (after insta's header), if there is one.
@@ -322,8 +279,6 @@ pub fn line_diff(old: &str, new: &str) -> String {
     out
 }
 
-/// Compares with (or, when insta is told to, records) labs/<id>/snapshots/<id>.snap.
-/// insta prints the diff and writes `.snap.new` for `cargo insta review` outside CI.
 /// The snapshot a run is compared with: `<id>.kernel-6.1.snap` when the lab keeps one for the
 /// booted kernel's version (its facts rightly differ there), else `<id>.snap`.
 pub fn snapshot_name(dir: &Path, id: &str, release: Option<&str>) -> String {
@@ -336,7 +291,15 @@ pub fn snapshot_name(dir: &Path, id: &str, release: Option<&str>) -> String {
     id.to_string()
 }
 
+/// Whether a run's facts are those of labs/<id>/snapshots/<name>.snap. A lab author who asks
+/// for insta (`INSTA_UPDATE` or `INSTA_FORCE_PASS` set) gets its workflow: its diff, and
+/// `.snap.new` files for `cargo insta review` or (`INSTA_UPDATE=always`) the snapshot rewritten.
+/// Anyone else, a student editing a lab included, gets a quiet comparison that writes nothing:
+/// the report names the facts that changed.
 pub fn check_snapshot(dir: &Path, name: &str, text: &str) -> bool {
+    if !author_mode() {
+        return read_snapshot(dir, name).is_some_and(|s| s.trim_end() == text.trim_end());
+    }
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(dir);
     settings.set_prepend_module_to_snapshot(false);
@@ -355,6 +318,7 @@ pub(crate) mod tests {
     use super::*;
     use guest::event::{Event, Exit, Frame, Stream, decode_stream, encode_frame};
     use guest::spec::ClassRule;
+    use std::collections::BTreeMap;
 
     fn spec() -> LabSpec {
         let text = r#"

@@ -1,240 +1,538 @@
-//! The timeline of a run: memory and reclaim activity over time, as an SVG chart and as a
-//! compact terminal chart.
+//! The timeline chart of a run, drawn from a [`Chart`] (built by `chart.rs`): panels stacked
+//! one per idea, each step its own column with its own time axis, reference lines (limits,
+//! watermarks, the guest's RAM), trace bars; as an SVG and as terminal sparklines.
 //!
-//! The SVG is written by hand (about a hundred lines) rather than with a plotting crate: the
+//! The SVG is written by hand (a few hundred lines) rather than with a plotting crate: the
 //! maintained ones (plotters) need a font stack, fontconfig or a bundled TTF, just to lay out
-//! axis labels, and that would be a system dependency for two line charts.
+//! axis labels, and that would be a system dependency for line charts.
 
 use std::fmt::Write;
 
-/// One line of a chart: a name and (seconds, value) points.
+/// One line of a panel: what it shows in words, the counter it is drawn from, and its points
+/// as (step index, seconds since that step started, value in the panel's unit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
+    pub label: String,
+    pub counter: String,
+    pub points: Vec<(usize, f64, f64)>,
 }
 
-/// A panel: a title, the unit of its y axis, and its series.
+/// A horizontal reference line (a limit, a watermark), over a range of steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefLine {
+    pub label: String,
+    pub value: f64,
+    /// The steps it holds for (first, last), inclusive.
+    pub steps: (usize, usize),
+    /// Drawn in the colour of this series of the panel (a group's limit beside its usage).
+    pub series: Option<usize>,
+    /// Or in this colour (`None` and no series: dark grey).
+    pub color: Option<&'static str>,
+}
+
+/// A panel: one idea, a title in words, the unit of its y axis, its series and references.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
     pub title: String,
     pub unit: String,
     pub series: Vec<Series>,
+    pub refs: Vec<RefLine>,
+    /// The top of the y axis (e.g. the guest's RAM); `None`: from the data and references.
+    pub y_max: Option<f64>,
+    /// A zoomed panel: `y_max` is its top whatever the data, and lines above it are cut off.
+    pub clip: bool,
 }
 
-const COLORS: &[&str] = &[
+/// A step's column: its name and how long it ran (seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepColumn {
+    pub name: String,
+    pub secs: f64,
+}
+
+/// A moment worth a vertical line, e.g. an OOM kill: (step, seconds into it, label).
+pub type Mark = (usize, f64, String);
+
+/// An interval from the trace: (step, start s, end s, who).
+pub type Span = (usize, f64, f64, String);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chart {
+    pub title: String,
+    pub steps: Vec<StepColumn>,
+    pub panels: Vec<Panel>,
+    pub marks: Vec<Mark>,
+    pub spans: Vec<Span>,
+}
+
+pub const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-fn esc(s: &str) -> String {
+/// The layout of the SVG, shared with the notebook's hover script.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub width: f64,
+    pub left: f64,
+    pub plot: f64,
+    pub top: f64,
+    pub panel: f64,
+    pub gap: f64,
+}
+
+pub const GEOMETRY: Geometry = Geometry {
+    width: 1060.0,
+    left: 78.0,
+    plot: 640.0,
+    top: 58.0,
+    panel: 170.0,
+    gap: 64.0,
+};
+
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-/// A "nice" upper bound for an axis (1, 2 or 5 times a power of ten).
-fn nice_max(x: f64) -> f64 {
+/// A "nice" upper bound for an axis: 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten.
+pub fn nice_max(x: f64) -> f64 {
     if x <= 0.0 || !x.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .iter()
         .map(|m| m * p)
-        .find(|v| *v >= x)
+        .find(|v| *v >= x * 0.9999)
         .unwrap_or(10.0 * p)
 }
 
-/// Renders panels stacked vertically, sharing the time axis; `marks` are (seconds, label)
-/// vertical lines, e.g. step starts; `spans` are (start, end, who) intervals, e.g. reclaim
-/// episodes from the trace, drawn as bars, one row per `who`, under the last panel.
-pub fn svg(
-    title: &str,
-    panels: &[Panel],
-    marks: &[(f64, String)],
-    spans: &[(f64, f64, String)],
-) -> String {
-    let (w, ph, left, right, top) = (1040.0, 260.0, 80.0, 320.0, 40.0);
-    let pw = w - left - right;
-    let mut rows: Vec<&str> = Vec::new();
-    for (_, _, who) in spans {
-        if !rows.contains(&who.as_str()) {
-            rows.push(who);
+impl Chart {
+    /// Where each step's column starts and how wide it is (in plot pixels): proportional to
+    /// its time, but never narrower than a tenth of the plot (or an equal share) so that a
+    /// 50 ms step shows its shape beside a 10 s one.
+    pub fn columns(&self, plot: f64) -> Vec<(f64, f64)> {
+        let n = self.steps.len().max(1) as f64;
+        let gap = 8.0;
+        let usable = plot - gap * (n - 1.0);
+        let min = (usable / 10.0).min(usable / n);
+        let total: f64 = self.steps.iter().map(|s| s.secs.max(1e-3)).sum();
+        let mut w: Vec<f64> = self
+            .steps
+            .iter()
+            .map(|s| usable * s.secs.max(1e-3) / total)
+            .collect();
+        // Raise the narrow ones to the minimum, taking the room from the wide ones.
+        for _ in 0..4 {
+            let short: f64 = w.iter().filter(|x| **x < min).map(|x| min - x).sum();
+            let wide: f64 = w.iter().filter(|x| **x > min).map(|x| x - min).sum();
+            if short <= 0.0 || wide <= 0.0 {
+                break;
+            }
+            let k = (short / wide).min(1.0);
+            for x in w.iter_mut() {
+                *x = if *x < min { min } else { *x - (*x - min) * k };
+            }
+        }
+        let mut x = 0.0;
+        w.iter()
+            .map(|wi| {
+                let c = (x, *wi);
+                x += wi + gap;
+                c
+            })
+            .collect()
+    }
+
+    /// The x pixel of (step, seconds into it).
+    pub fn x(&self, cols: &[(f64, f64)], g: &Geometry, step: usize, t: f64) -> f64 {
+        let (x0, w) = cols.get(step).copied().unwrap_or((0.0, 0.0));
+        let secs = self
+            .steps
+            .get(step)
+            .map(|s| s.secs)
+            .unwrap_or(1.0)
+            .max(1e-3);
+        g.left + x0 + (t / secs).clamp(0.0, 1.0) * w
+    }
+
+    pub fn height(&self, g: &Geometry) -> f64 {
+        let rows = self.span_rows().len() as f64;
+        let spans = if rows > 0.0 { 36.0 + rows * 18.0 } else { 0.0 };
+        g.top + self.panels.len() as f64 * (g.panel + g.gap) + spans + 8.0
+    }
+
+    fn span_rows(&self) -> Vec<&str> {
+        let mut rows: Vec<&str> = Vec::new();
+        for (_, _, _, who) in &self.spans {
+            if !rows.contains(&who.as_str()) {
+                rows.push(who);
+            }
+        }
+        rows
+    }
+
+    /// The top of a panel's y axis.
+    pub fn panel_max(p: &Panel) -> f64 {
+        let data = p
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .map(|p| p.2)
+            .chain(p.refs.iter().map(|r| r.value))
+            .fold(0.0, f64::max);
+        match p.y_max {
+            Some(m) if p.clip => m,
+            Some(m) => m.max(data),
+            None if data <= 0.0 => 4.0,
+            None => nice_max(data * 1.08),
         }
     }
-    let h = top
-        + panels.len() as f64 * (ph + 50.0)
-        + 20.0
-        + rows.len() as f64 * 18.0
-        + if rows.is_empty() { 0.0 } else { 30.0 };
-    let t_max = nice_max(
-        panels
-            .iter()
-            .flat_map(|p| &p.series)
-            .flat_map(|s| &s.points)
-            .map(|p| p.0)
-            .fold(0.0, f64::max),
-    );
+}
+
+/// A round spacing for axis labels, at least `x`: 1, 2, 2.5 or 5 times a power of ten.
+pub fn nice_step(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|v| *v >= x * 0.9999)
+        .unwrap_or(10.0 * p)
+}
+
+/// Tick spacing for a step's time axis: about one label per 70 pixels.
+fn time_step(secs: f64, width: f64) -> f64 {
+    let want = secs / (width / 70.0).max(1.0);
+    [
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    ]
+    .into_iter()
+    .find(|s| *s >= want)
+    .unwrap_or(120.0)
+}
+
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}").trim_end_matches(".0").to_string()
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+fn fmt_secs(t: f64) -> String {
+    format!("{}s", fmt_num(t))
+}
+
+/// The chart as a standalone SVG. Series are `<path class="series" data-counter=...>`, one per
+/// counter (a zoomed panel's copies are `class="series zoomed"`); every step is a column with
+/// its name on top.
+pub fn svg(chart: &Chart) -> String {
+    let g = GEOMETRY;
+    let cols = chart.columns(g.plot);
+    let h = chart.height(&g);
+    let w = g.width;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">"
     );
     let _ = writeln!(out, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
     let _ = writeln!(
         out,
-        "<text x=\"{left}\" y=\"24\" font-size=\"16\">{}</text>",
-        esc(title)
+        "<text x=\"{}\" y=\"22\" font-size=\"16\">{}</text>",
+        g.left,
+        esc(&chart.title)
     );
-    for (i, panel) in panels.iter().enumerate() {
-        let y0 = top + i as f64 * (ph + 50.0) + 20.0;
-        let v_max = nice_max(
-            panel
-                .series
-                .iter()
-                .flat_map(|s| &s.points)
-                .map(|p| p.1)
-                .fold(0.0, f64::max),
-        );
-        let x = |t: f64| left + t / t_max * pw;
-        let y = |v: f64| y0 + ph - v / v_max * ph;
-        let _ = writeln!(out, "<g class=\"panel\">");
-        let _ = writeln!(
-            out,
-            "<text x=\"{left}\" y=\"{}\" font-size=\"13\">{}</text>",
-            y0 - 6.0,
-            esc(&panel.title)
-        );
-        let _ = writeln!(
-            out,
-            "<rect x=\"{left}\" y=\"{y0}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>"
-        );
-        for k in 0..=4 {
-            let v = v_max * k as f64 / 4.0;
-            let (x2, yv, xl, yl, label) = (left + pw, y(v), left - 6.0, y(v) + 4.0, fmt_num(v));
-            let _ = writeln!(
-                out,
-                "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{yv}\" y2=\"{yv}\" stroke=\"#eee\"/><text x=\"{xl}\" y=\"{yl}\" text-anchor=\"end\">{label}</text>"
-            );
+    for (i, s) in chart.steps.iter().enumerate() {
+        let (x0, wi) = cols[i];
+        // About 7 pixels a character: a long name in a narrow column is cut short.
+        let fits = ((wi / 7.0) as usize).max(3);
+        let mut name: String = s.name.chars().take(fits).collect();
+        if name.len() < s.name.len() {
+            name.pop();
+            name.push('…');
         }
         let _ = writeln!(
             out,
-            "<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {0})\" text-anchor=\"middle\">{}</text>",
-            y0 + ph / 2.0,
-            esc(&panel.unit)
+            "<text class=\"step-name\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\"><title>step {}</title>{}</text>",
+            g.left + x0 + wi / 2.0,
+            g.top - 14.0,
+            esc(&s.name),
+            esc(&name)
         );
-        for k in 0..=5 {
-            let t = t_max * k as f64 / 5.0;
-            let _ = writeln!(
-                out,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}s</text>",
-                x(t),
-                y0 + ph + 16.0,
-                fmt_num(t)
-            );
-        }
-        for (t, label) in marks {
-            let _ = writeln!(
-                out,
-                "<line x1=\"{0}\" x2=\"{0}\" y1=\"{y0}\" y2=\"{1}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/><text x=\"{2}\" y=\"{3}\" fill=\"#666\">{4}</text>",
-                x(*t),
-                y0 + ph,
-                x(*t) + 3.0,
-                y0 + 12.0,
-                esc(label)
-            );
-        }
-        for (j, s) in panel.series.iter().enumerate() {
-            let color = COLORS[j % COLORS.len()];
-            let pts: Vec<String> = s
-                .points
-                .iter()
-                .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "<polyline class=\"series\" data-name=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
-                esc(&s.name),
-                pts.join(" ")
-            );
-            let ly = y0 + 14.0 + j as f64 * 18.0;
-            let _ = writeln!(
-                out,
-                "<line x1=\"{0}\" x2=\"{1}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{4}</text>",
-                left + pw + 10.0,
-                left + pw + 30.0,
-                left + pw + 36.0,
-                ly + 4.0,
-                esc(&s.name)
-            );
-        }
-        let _ = writeln!(out, "</g>");
     }
-    if !rows.is_empty() {
-        let y0 = top + panels.len() as f64 * (ph + 50.0) + 10.0;
-        let x = |t: f64| left + t / t_max * pw;
-        let _ = writeln!(
-            out,
-            "<g class=\"spans\"><text x=\"{left}\" y=\"{y0}\" font-size=\"13\">reclaim episodes and kswapd wake-ups (trace)</text>"
-        );
-        for (r, who) in rows.iter().enumerate() {
-            let y = y0 + 8.0 + r as f64 * 18.0;
-            let color = COLORS[(r + 3) % COLORS.len()];
-            let _ = writeln!(
-                out,
-                "<text x=\"{}\" y=\"{}\">{}</text>",
-                left + pw + 10.0,
-                y + 11.0,
-                esc(who)
-            );
-            for (a, b, w) in spans.iter().filter(|s| s.2 == *who) {
-                let _ = w;
-                let width = (x(*b) - x(*a)).max(1.0);
-                let _ = writeln!(
-                    out,
-                    "<rect class=\"span\" x=\"{:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"14\" fill=\"{color}\" fill-opacity=\"0.7\"/>",
-                    x(*a)
-                );
-            }
-        }
-        let _ = writeln!(out, "</g>");
+    for (i, panel) in chart.panels.iter().enumerate() {
+        let y0 = g.top + i as f64 * (g.panel + g.gap) + 18.0;
+        panel_svg(&mut out, chart, panel, i, y0, &cols);
     }
+    spans_svg(&mut out, chart, &cols);
     out.push_str("</svg>\n");
     out
 }
 
-fn fmt_num(v: f64) -> String {
-    if v >= 10.0 || v == 0.0 {
-        format!("{v:.0}")
+fn panel_svg(
+    out: &mut String,
+    chart: &Chart,
+    panel: &Panel,
+    index: usize,
+    y0: f64,
+    cols: &[(f64, f64)],
+) {
+    let g = GEOMETRY;
+    let v_max = Chart::panel_max(panel);
+    let (lo, hi) = if panel.clip {
+        (-1.0, 50.0)
     } else {
-        format!("{v:.1}")
+        (-0.02, 1.04)
+    };
+    let y = |v: f64| y0 + g.panel - (v / v_max).clamp(lo, hi) * g.panel;
+    let clip = if panel.clip {
+        let _ = writeln!(
+            out,
+            "<clipPath id=\"clip{index}\"><rect x=\"{}\" y=\"{y0}\" width=\"{}\" height=\"{}\"/></clipPath>",
+            g.left, g.plot, g.panel
+        );
+        format!(" clip-path=\"url(#clip{index})\"")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "<g class=\"panel\" data-panel=\"{index}\" data-y0=\"{y0}\" data-vmax=\"{v_max}\">"
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">{}</text>",
+        g.left,
+        y0 - 7.0,
+        esc(&panel.title)
+    );
+    let tick = nice_step(v_max / 4.0);
+    for k in 0..=((v_max / tick + 1e-6).floor() as usize) {
+        let v = tick * k as f64;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{yv:.1}\" y2=\"{yv:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            g.left,
+            g.left + g.plot,
+            g.left - 6.0,
+            y(v) + 4.0,
+            fmt_num(v),
+            yv = y(v)
+        );
     }
+    let _ = writeln!(
+        out,
+        "<text x=\"16\" y=\"{0}\" transform=\"rotate(-90 16 {0})\" text-anchor=\"middle\">{1}</text>",
+        y0 + g.panel / 2.0,
+        esc(&panel.unit)
+    );
+    for (si, s) in chart.steps.iter().enumerate() {
+        let (x0, wi) = cols[si];
+        let _ = writeln!(
+            out,
+            "<rect class=\"column\" x=\"{:.1}\" y=\"{y0}\" width=\"{wi:.1}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
+            g.left + x0,
+            g.panel
+        );
+        let dt = time_step(s.secs, wi);
+        let mut t = 0.0;
+        while t <= s.secs + 1e-9 {
+            let x = chart.x(cols, &g, si, t);
+            if t > 0.0 && x > g.left + x0 + wi - 14.0 {
+                break; // no label against the next column's "0s"
+            }
+            let _ = writeln!(
+                out,
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\" fill=\"#555\">{}</text>",
+                y0 + g.panel,
+                y0 + g.panel + 4.0,
+                y0 + g.panel + 15.0,
+                fmt_secs(t)
+            );
+            t += dt;
+        }
+    }
+    let legend_x = g.left + g.plot + 14.0;
+    let mut ly = y0 + 10.0;
+    for (j, s) in panel.series.iter().enumerate() {
+        let color = COLORS[j % COLORS.len()];
+        let mut d = String::new();
+        for (k, (step, t, v)) in s.points.iter().enumerate() {
+            let (x, yv) = (chart.x(cols, &g, *step, *t), y(*v));
+            let first = k == 0 || s.points[k - 1].0 != *step;
+            let _ = write!(d, "{}{x:.1},{yv:.1} ", if first { 'M' } else { 'L' });
+            if first && s.points.get(k + 1).is_none_or(|n| n.0 != *step) {
+                let _ = write!(d, "L{x:.1},{yv:.1} "); // a lone sample: a dot
+            }
+        }
+        // Earlier series drawn wider, so that a line hidden under a later one still shows.
+        let width = (3.5 - 0.5 * j as f64).max(1.5);
+        let _ = writeln!(
+            out,
+            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\" stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
+            if panel.clip { " zoomed" } else { "" },
+            esc(&s.counter),
+            esc(&s.label),
+            d.trim_end()
+        );
+        let _ = writeln!(
+            out,
+            "<line x1=\"{legend_x}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            legend_x + 20.0,
+            legend_x + 26.0,
+            ly + 4.0,
+            esc(&s.label)
+        );
+        ly += 16.0;
+    }
+    for r in &panel.refs {
+        let color = r
+            .color
+            .or(r.series.map(|j| COLORS[j % COLORS.len()]))
+            .unwrap_or("#444");
+        let (a, b) = r.steps;
+        let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
+        let (xb, wb) = cols.get(b).copied().unwrap_or((0.0, 0.0));
+        let yv = y(r.value);
+        let _ = writeln!(
+            out,
+            "<line class=\"ref\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{yv:.1}\" y2=\"{yv:.1}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/>",
+            g.left + xa,
+            g.left + xb + wb
+        );
+        if a == 0
+            || !panel
+                .refs
+                .iter()
+                .any(|o| o.label == r.label && o.steps.1 + 1 == a)
+        {
+            let _ = writeln!(
+                out,
+                "<line x1=\"{legend_x}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/><text x=\"{}\" y=\"{}\">{}</text>",
+                legend_x + 20.0,
+                legend_x + 26.0,
+                ly + 4.0,
+                esc(&r.label)
+            );
+            ly += 16.0;
+        }
+    }
+    for (step, t, label) in &chart.marks {
+        let x = chart.x(cols, &g, *step, *t);
+        // The label on the side with room for it.
+        let (tx, anchor) = match x > g.left + g.plot - 160.0 {
+            true => (x - 3.0, "end"),
+            false => (x + 3.0, "start"),
+        };
+        let _ = writeln!(
+            out,
+            "<line class=\"mark\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#b00\" stroke-width=\"1.5\"/><text x=\"{tx:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#b00\" font-size=\"11\">{}</text>",
+            y0 + g.panel,
+            y0 + 12.0,
+            esc(label)
+        );
+    }
+    let _ = writeln!(out, "</g>");
 }
 
-/// A one-line chart of a series in block characters, scaled to its own maximum.
+fn spans_svg(out: &mut String, chart: &Chart, cols: &[(f64, f64)]) {
+    let g = GEOMETRY;
+    let rows = chart.span_rows();
+    if rows.is_empty() {
+        return;
+    }
+    let y0 = g.top + chart.panels.len() as f64 * (g.panel + g.gap) + 12.0;
+    let _ = writeln!(
+        out,
+        "<g class=\"spans\"><text x=\"{}\" y=\"{y0}\" font-size=\"13\" font-weight=\"bold\">Who was reclaiming, and when (vmscan trace)</text>",
+        g.left
+    );
+    for (r, who) in rows.iter().enumerate() {
+        let y = y0 + 10.0 + r as f64 * 18.0;
+        let color = COLORS[(r + 3) % COLORS.len()];
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\">{}</text>",
+            g.left + g.plot + 14.0,
+            y + 11.0,
+            esc(who)
+        );
+        for (si, (x0, wi)) in cols.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "<rect x=\"{:.1}\" y=\"{y}\" width=\"{wi:.1}\" height=\"14\" fill=\"#f4f4f4\"/>",
+                g.left + x0
+            );
+            for (_, a, b, _) in chart.spans.iter().filter(|s| s.0 == si && s.3 == *who) {
+                let xa = chart.x(cols, &g, si, *a);
+                let width = (chart.x(cols, &g, si, *b) - xa).max(1.0);
+                let _ = writeln!(
+                    out,
+                    "<rect class=\"span\" x=\"{xa:.1}\" y=\"{y}\" width=\"{width:.1}\" height=\"14\" fill=\"{color}\" fill-opacity=\"0.8\"/>"
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "</g>");
+}
+
+/// A one-line chart of a series in block characters, scaled from 0 (or its minimum, when it
+/// never gets near 0) to its maximum.
 pub fn sparkline(values: &[f64]) -> String {
     const BLOCKS: &[char] = &['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let max = values.iter().cloned().fold(0.0, f64::max);
+    let max = values.iter().cloned().fold(f64::MIN, f64::max);
+    let min = values.iter().cloned().fold(f64::MAX, f64::min);
+    let floor = if min > 0.0 && min > max * 0.5 {
+        min
+    } else {
+        0.0
+    };
     values
         .iter()
         .map(|v| {
-            if max <= 0.0 {
+            if max <= floor {
                 BLOCKS[0]
             } else {
-                BLOCKS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+                BLOCKS[(((v - floor) / (max - floor)) * 7.0)
+                    .round()
+                    .clamp(0.0, 7.0) as usize]
             }
         })
         .collect()
 }
 
-/// Per-interval rates (per second) of a cumulative counter's points.
-pub fn rates(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    points
-        .windows(2)
-        .map(|w| {
-            let dt = (w[1].0 - w[0].0).max(1e-3);
-            (w[1].0, ((w[1].1 - w[0].1) / dt).max(0.0))
+/// `n` values of a series at evenly spaced times over `secs`: at each, the last point at or
+/// before it (samples are denser early in a step; a sparkline is read as even time).
+pub fn resample(points: &[(f64, f64)], secs: f64, n: usize) -> Vec<f64> {
+    if points.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|k| {
+            let t = secs * k as f64 / (n - 1).max(1) as f64;
+            points
+                .iter()
+                .take_while(|p| p.0 <= t + 1e-9)
+                .last()
+                .unwrap_or(&points[0])
+                .1
         })
         .collect()
 }
@@ -243,57 +541,108 @@ pub fn rates(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 mod tests {
     use super::*;
 
-    fn panel() -> Panel {
-        Panel {
-            title: "memory".into(),
-            unit: "MiB".into(),
-            series: vec![
-                Series {
-                    name: "W/memory.current".into(),
-                    points: vec![(0.0, 0.0), (0.5, 20.0), (1.0, 32.0)],
+    fn chart() -> Chart {
+        Chart {
+            title: "lab <2>".into(),
+            steps: vec![
+                StepColumn {
+                    name: "read".into(),
+                    secs: 2.0,
                 },
-                Series {
-                    name: "MemFree <&>".into(),
-                    points: vec![(0.0, 200.0), (1.0, 150.0)],
+                StepColumn {
+                    name: "tiny".into(),
+                    secs: 0.01,
                 },
+            ],
+            panels: vec![Panel {
+                title: "memory".into(),
+                unit: "MiB".into(),
+                series: vec![
+                    Series {
+                        label: "W: memory in use".into(),
+                        counter: "W/memory.current".into(),
+                        points: vec![
+                            (0, 0.0, 0.0),
+                            (0, 1.0, 20.0),
+                            (0, 2.0, 32.0),
+                            (1, 0.0, 32.0),
+                        ],
+                    },
+                    Series {
+                        label: "free <&>".into(),
+                        counter: "meminfo.MemFree".into(),
+                        points: vec![(0, 0.0, 200.0), (1, 0.01, 150.0)],
+                    },
+                ],
+                refs: vec![RefLine {
+                    label: "W: memory.max 32M".into(),
+                    value: 32.0,
+                    steps: (0, 1),
+                    series: Some(0),
+                    color: None,
+                }],
+                y_max: Some(256.0),
+                clip: false,
+            }],
+            marks: vec![(1, 0.005, "OOM kill: tiny".into())],
+            spans: vec![
+                (0, 0.1, 0.2, "W memcg reclaim".into()),
+                (0, 0.3, 0.3, "kswapd0 awake".into()),
             ],
         }
     }
 
     #[test]
-    fn svg_has_one_polyline_per_series_and_escapes_names() {
-        let spans = vec![
-            (0.1, 0.2, "W memcg reclaim".to_string()),
-            (0.3, 0.3, "kswapd0 awake".to_string()),
-        ];
-        let s = svg(
-            "lab <2>",
-            &[panel(), panel()],
-            &[(0.5, "step read".into())],
-            &spans,
-        );
-        assert_eq!(s.matches("<rect class=\"span\"").count(), 2);
-        assert_eq!(s.matches("<polyline class=\"series\"").count(), 4);
-        assert!(s.contains("data-name=\"MemFree &lt;&amp;&gt;\""));
+    fn svg_has_one_path_per_series_with_its_counter_and_escapes() {
+        let s = svg(&chart());
+        assert_eq!(s.matches("<path class=\"series\"").count(), 2);
+        assert!(s.contains("data-counter=\"W/memory.current\""));
+        assert!(s.contains("data-label=\"free &lt;&amp;&gt;\""));
         assert!(s.contains("lab &lt;2&gt;"));
+        assert_eq!(s.matches("<rect class=\"span\"").count(), 2);
+        assert_eq!(s.matches("<line class=\"ref\"").count(), 1);
+        assert!(s.contains("OOM kill: tiny"));
+        // A series starts a new subpath in each step's column; a lone sample is a dot.
+        assert_eq!(s.matches(" M").count() + s.matches("d=\"M").count(), 4);
+        assert!(s.contains("<title>step tiny</title>"));
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        roxmltree::Document::parse(&s).unwrap();
+    }
+
+    #[test]
+    fn short_steps_get_a_readable_column() {
+        let c = chart();
+        let cols = c.columns(640.0);
+        assert!(cols[1].1 >= 63.0, "{cols:?}");
+        assert!(
+            (cols[0].1 + cols[1].1 + 8.0 - 640.0).abs() < 1e-6,
+            "{cols:?}"
+        );
+        assert!(cols[1].0 > cols[0].0 + cols[0].1);
     }
 
     #[test]
     fn nice_bounds() {
         assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(3.0), 5.0);
-        assert_eq!(nice_max(11.0), 20.0);
-        assert_eq!(nice_max(200.0), 200.0);
+        assert_eq!(nice_max(3.0), 3.0);
+        assert_eq!(nice_max(11.0), 12.0);
+        assert_eq!(nice_max(256.0), 300.0);
+        assert_eq!(nice_max(35.2), 40.0);
+        assert_eq!(nice_step(60.1), 100.0);
+        assert_eq!(nice_step(10.0), 10.0);
+        assert_eq!(nice_step(0.21), 0.25);
+        // The guest's RAM is the top of the memory panels: 256M reads 256, not 500.
+        let p = &chart().panels[0];
+        assert_eq!(Chart::panel_max(p), 256.0);
     }
 
     #[test]
-    fn sparklines_and_rates() {
+    fn sparklines_and_resampling() {
         assert_eq!(sparkline(&[0.0, 1.0, 2.0]), "▁▅█");
         assert_eq!(sparkline(&[0.0, 0.0]), "▁▁");
         assert_eq!(
-            rates(&[(0.0, 0.0), (0.5, 100.0), (1.0, 100.0)]),
-            vec![(0.5, 200.0), (1.0, 0.0)]
+            resample(&[(0.0, 1.0), (0.1, 2.0), (0.2, 3.0), (1.0, 9.0)], 1.0, 3),
+            vec![1.0, 3.0, 9.0]
         );
     }
 }

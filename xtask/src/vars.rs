@@ -2,8 +2,9 @@
 //! and `--set name=value` changes them for one run. Host-only: the guest sees the result.
 //!
 //! A size that resolves to `0` (or `off`) switches its thing off: a step of size 0 is left out
-//! (with the expectations about it), `swap` of size 0 means no swap, and a cgroup's
-//! `memory_max` or `memory_high` of 0 means no such limit.
+//! (with the expectations about it), `swap` of size 0 means no swap (and no zswap), and a
+//! cgroup's `memory_max`, `memory_high`, `memory_min`, `memory_low` or `swap_high` of 0 means no
+//! such limit or protection (`memory_zswap_max = 0` stays: it keeps the group out of zswap).
 
 use anyhow::{Result, bail};
 use guest::spec::LabSpec;
@@ -123,12 +124,22 @@ pub fn substitute(
 pub fn switch_off_zeroes(spec: &mut LabSpec) -> Vec<String> {
     if spec.vm.swap.as_ref().is_some_and(|s| s.size.0 == 0) {
         spec.vm.swap = None;
+        // Nothing to stand in front of: no zswap, no swap limits.
+        spec.vm.zswap = false;
         for cg in &mut spec.cgroups {
             cg.swap_max = None;
+            cg.swap_high = None;
         }
     }
     for cg in &mut spec.cgroups {
-        for limit in [&mut cg.memory_max, &mut cg.memory_high] {
+        let limits = [
+            &mut cg.memory_max,
+            &mut cg.memory_high,
+            &mut cg.memory_min,
+            &mut cg.memory_low,
+            &mut cg.swap_high,
+        ];
+        for limit in limits {
             if limit.is_some_and(|z| z.0 == 0) {
                 *limit = None;
             }
@@ -144,6 +155,12 @@ pub fn switch_off_zeroes(spec: &mut LabSpec) -> Vec<String> {
         .retain(|s| !skipped.iter().any(|n| n == s.name()));
     spec.expect
         .retain(|e| !e.step.as_ref().is_some_and(|s| skipped.contains(s)));
+    // An observation only at steps left out goes with them.
+    spec.observe.retain_mut(|o| {
+        let only_here = !o.steps.is_empty();
+        o.steps.retain(|s| !skipped.contains(s));
+        !(only_here && o.steps.is_empty())
+    });
     skipped
 }
 

@@ -64,6 +64,10 @@ fn guest_cmdline(spec: &LabSpec, shell: bool) -> Vec<String> {
         words.push("trace_clock=boot".into());
         words.push("trace_buf_size=4M".into());
     }
+    if spec.vm.zswap {
+        // Built in and off by default (kernel-configs/base.config): on for this lab only.
+        words.push("zswap.enabled=1".into());
+    }
     words
 }
 
@@ -90,6 +94,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: None,
+        swap_disk: None,
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -102,7 +107,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         &qemu::argv(&vm),
         dir.path(),
         Duration::from_secs(60),
-        false,
+        None,
         || {},
     )?;
     match out.status {
@@ -143,6 +148,7 @@ pub fn boot(
         initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
+    let swap_disk = disk::swap_disk(spec, scratch.path())?;
     let console_log = scratch.path().join("console.log");
     let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
@@ -152,6 +158,7 @@ pub fn boot(
         kernel: &p.kernel.image,
         initrd: &initrd,
         data_disk: data_disk.as_deref(),
+        swap_disk: swap_disk.as_deref(),
         console_log: &console_log,
         results: &results,
         tsc_khz: qemu::tsc_khz_for(p.accel),
@@ -174,12 +181,22 @@ pub fn boot(
         spec.id, spec.vm.memory, spec.vm.cpus
     ));
     let mut follow = Follow::new(&results);
+    let console = opts.shell.then(crate::console::Gate::default);
     let outcome = qemu::run(
         &qemu::argv(&vm),
         scratch.path(),
         timeout,
-        opts.shell,
-        || show_steps(&spec.id, follow.poll()),
+        console.as_ref(),
+        || {
+            let new = follow.poll();
+            // The shell's input flows once the agent is ready to read it.
+            if let Some(gate) = &console
+                && new.iter().any(|f| matches!(f.event, Event::Ready))
+            {
+                gate.open();
+            }
+            show_steps(&spec.id, new)
+        },
     )?;
     progress::status_done(&format!(
         "{}: QEMU ran {:.2}s",
@@ -280,7 +297,7 @@ fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<
 
 /// `last seen: step-start read at 2.31s guest uptime[, then timeline ticks until 5.00s]`.
 fn last_seen(stream: &Stream) -> String {
-    let is_tick = |f: &&Frame| matches!(f.event, Event::Tick { .. });
+    let is_tick = |f: &&Frame| matches!(f.event, Event::Ticks { .. });
     let meaningful = stream.frames.iter().rev().find(|f| !is_tick(f));
     let mut seen = match meaningful {
         Some(f) => format!(
@@ -304,7 +321,7 @@ fn describe(e: &Event) -> String {
         Event::Ready => "ready".into(),
         Event::Sample { label, .. } => format!("sample {label}"),
         Event::StepStart { step } => format!("step-start {step}"),
-        Event::Tick { step, .. } => format!("timeline tick in step {step}"),
+        Event::Ticks { step, .. } => format!("timeline samples of step {step}"),
         Event::Trace { step, .. } => format!("reclaim trace of step {step}"),
         Event::StepEnd { step, exit, .. } => format!("step-end {step} ({exit})"),
         Event::Error { context, message } => format!("error {context}: {message}"),

@@ -71,9 +71,15 @@ pub fn not_applicable(spec: &LabSpec, opts: &RunOptions) -> Result<Option<String
     }))
 }
 
-/// Runs one lab: loaded, checked that it applies to the kernel, then [`execute_loaded`].
-/// Prints progress only; [`super::print`] shows the report.
+/// Runs one lab: [`load_to_run`], then [`execute_loaded`]. Prints progress only;
+/// [`super::print`] shows the report.
 pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
+    execute_loaded(lab, &load_to_run(lab, opts)?, opts)
+}
+
+/// The lab loaded with the run's `--set` values (its counters checked on the default kernel)
+/// and checked to apply to the run's kernel: loaded once for any number of runs.
+pub fn load_to_run(lab: &LabDir, opts: &RunOptions) -> Result<Loaded> {
     let loaded = load_for(lab, &opts.sets, &opts.kernel)?;
     if let Some(why) = not_applicable(&loaded.spec, opts)? {
         // This lab cannot judge this kernel: a bisect skips it (125), as `check` skips it.
@@ -82,11 +88,11 @@ pub fn execute(lab: &LabDir, opts: &RunOptions) -> Result<RunResult> {
         ))
         .into());
     }
-    execute_loaded(lab, &loaded, opts)
+    Ok(loaded)
 }
 
-/// Runs a lab loaded with [`load_for`] (`check` loads it, and asks whether it applies, once
-/// for all its runs): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
+/// Runs a lab loaded once for all its runs ([`load_to_run`]; `check` loads it, and asks
+/// whether it applies, once per item): set-up, kernel, initramfs, disk, QEMU, evaluation, snapshot comparison,
 /// timeline chart.
 pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Result<RunResult> {
     let total = Instant::now();
@@ -104,7 +110,8 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         health,
     } = boot(&spec, opts, &[], &mut phases)?;
     let report_started = Instant::now();
-    let eval = report::evaluate(&spec, &stream);
+    let mut eval = report::evaluate(&spec, &stream);
+    eval.oom_kills = oom_kills(&kept, &spec, &eval);
     if !opts.shell {
         // (A shell session runs no steps: their missing samples are no problem.)
         problems.extend(eval.problems.iter().cloned());
@@ -115,7 +122,7 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
     };
     phases.add("report", report_started.elapsed());
     let timeline_svg = write_timeline(&kept, &spec, &eval);
-    Ok(RunResult {
+    let result = RunResult {
         shell: opts.shell,
         health,
         timeline_svg,
@@ -131,7 +138,32 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         total: total.elapsed(),
         kernel_built,
         kept,
-    })
+    };
+    if !result.shell
+        && let Err(e) = crate::notebook::write(lab, &result, &Default::default())
+    {
+        eprintln!("warning: the notebook page was not written: {e:#}");
+    }
+    Ok(result)
+}
+
+/// The OOM victims the console names ("Killed process N (step) ..."), each placed in the step
+/// whose vmstat.oom_kill counted it.
+fn oom_kills(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Vec<crate::oom::Kill> {
+    let console = std::fs::read(kept.join("console.log")).unwrap_or_default();
+    let kills = crate::oom::victims(&String::from_utf8_lossy(&console), spec);
+    let counted = guest::spec::CounterExpr {
+        terms: vec![(false, "vmstat.oom_kill".into())],
+    };
+    let per_step: Vec<(String, Option<i64>)> = eval
+        .steps
+        .iter()
+        .map(|s| {
+            let n = eval.view(Some(&s.name)).delta(&counted).ok();
+            (s.name.clone(), n)
+        })
+        .collect();
+    crate::oom::place(kills, &per_step)
 }
 
 /// A valid run compared with its snapshot, or a variant with the default snapshot.
@@ -175,10 +207,9 @@ fn write_timeline(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Opt
     if eval.timeline.is_empty() {
         return None;
     }
-    let (panels, marks, spans) = report::timeline_panels(eval);
     let svg = kept.join("timeline.svg");
-    let title = format!("{}: {}", spec.id, spec.title);
-    std::fs::write(&svg, timeline::svg(&title, &panels, &marks, &spans)).ok()?;
+    let chart = crate::chart::build(spec, eval);
+    std::fs::write(&svg, timeline::svg(&chart)).ok()?;
     Some(svg)
 }
 
@@ -189,7 +220,13 @@ pub struct KeepFailing {
     copy: Option<(tempfile::TempDir, PathBuf)>,
 }
 
-const KEPT_FILES: &[&str] = &["console.log", "results.jsonl", "report.txt", "timeline.svg"];
+const KEPT_FILES: &[&str] = &[
+    "console.log",
+    "results.jsonl",
+    "report.txt",
+    "timeline.svg",
+    "index.html",
+];
 
 impl KeepFailing {
     pub fn saw(&mut self, r: &RunResult) {

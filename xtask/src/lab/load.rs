@@ -87,24 +87,32 @@ pub fn load_with(path: &Path, sets: &[String]) -> Result<Loaded> {
     parse_full(&text, &path.display().to_string(), sets).map_err(as_bad_input)
 }
 
-/// [`load_with`], and on the default kernel (whose counters kernel-configs/ lists) every
-/// counter the spec names checked: what `lab` and `check` refuse before anything runs.
+/// [`load_with`], and on the default kernel every counter the spec names checked
+/// ([`refuse_unknown_counters`]): what `lab` refuses before anything runs.
 pub fn load_for(lab: &LabDir, sets: &[String], kernel: &KernelChoice) -> Result<Loaded> {
     let loaded = load_with(&lab.spec_path(), sets)?;
+    refuse_unknown_counters(lab, &loaded, kernel)?;
+    Ok(loaded)
+}
+
+/// On the default kernel (whose counters kernel-configs/ lists), a spec naming a counter that
+/// kernel does not report is bad input; on any other kernel nothing is known to check against.
+pub fn refuse_unknown_counters(lab: &LabDir, loaded: &Loaded, kernel: &KernelChoice) -> Result<()> {
     let default = matches!(kernel, KernelChoice::Source(None))
         && std::env::var_os(crate::kernel::SOURCE_ENV).is_none();
-    if default {
-        let origin = lab.spec_path().display().to_string();
-        let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
-        if !errs.is_empty() {
-            bad_input!(
-                "{} counter(s) this kernel does not report:\n  {}",
-                errs.len(),
-                errs.join("\n  ")
-            );
-        }
+    if !default {
+        return Ok(());
     }
-    Ok(loaded)
+    let origin = lab.spec_path().display().to_string();
+    let errs = unknown_counters(&loaded.spec, &loaded.text, &origin);
+    if !errs.is_empty() {
+        bad_input!(
+            "{} counter(s) this kernel does not report:\n  {}",
+            errs.len(),
+            errs.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// [`load`] on text; `origin` names the file in errors.
@@ -319,6 +327,18 @@ mod tests {
             errs[0].contains("no vmstat key \"pgscan_kswapd_normal\" (closest: \"pgscan_kswapd\")"),
             "{errs:?}"
         );
+        // Nested groups and memory.events.local are checked against the same names.
+        let nested = format!(
+            "{GOOD}\n[[cgroup]]\nname = \"W/app\"\n\n[[expect]]\ncounter = \"W/app/memory.events.local.lowe + W/app/memory.stat.pgscan_direct\"\ndelta = \"== 0\"\nwhy = \"w\"\n"
+        );
+        let spec =
+            parse_spec(&nested.replace("cgroup = \"W\"", "cgroup = \"W/app\""), "f").unwrap();
+        let errs = unknown_counters(&spec, &nested, "f");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("no memory.events key \"lowe\" (closest: \"low\")"),
+            "{errs:?}"
+        );
         // Every lab in the catalog names only counters the kernel has.
         for l in catalog().unwrap() {
             let text = std::fs::read_to_string(l.spec_path()).unwrap();
@@ -383,6 +403,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("f:9: [[cgroup]] #1 field `memory_max`"), "{e}");
+    }
+
+    #[test]
+    fn nested_group_errors_name_file_and_line() {
+        let child = "\n[[cgroup]]\nname = \"pod/app\"\nmemory_low = \"16M\"\n";
+        let e = parse_spec(&format!("{GOOD}{child}"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:17: [[cgroup]] #2 field `name`: cgroup \"pod/app\": its parent \"pod\" is not declared"),
+            "{e}"
+        );
+        let text = format!("{GOOD}\n[[cgroup]]\nname = \"W/app\"\nmemory_low = \"16M\"\n");
+        let e = parse_spec(&text, "f").unwrap_err().to_string();
+        assert!(
+            e.contains("f:18: [[cgroup]] #2 field `memory_low`: 16M is above the parent's memory_low (\"W\": none)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f:13: [[step]] #1 field `cgroup`: cgroup \"W\" has child groups"),
+            "{e}"
+        );
+        let e = parse_spec(&GOOD.replace("name = \"W\"", "name = \"/W\""), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f:8: [[cgroup]] #1 field `name`: cgroup \"/W\" is an absolute path"),
+            "{e}"
+        );
     }
 
     #[test]

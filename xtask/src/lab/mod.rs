@@ -10,9 +10,9 @@ mod output;
 
 pub use boot::{boot, floor, kernel_fragments, prepare};
 pub use catalog::{LabDir, catalog, edit_distance, resolve};
-pub use execute::{KeepFailing, RunResult, execute, execute_loaded, not_applicable};
-pub use load::{load, load_for, load_with, parse_spec};
-pub use output::{print, to_json};
+pub use execute::{KeepFailing, RunResult, execute, execute_loaded, load_to_run, not_applicable};
+pub use load::{Loaded, load, load_with, parse_spec, refuse_unknown_counters};
+pub use output::{print, print_with, to_json};
 
 use crate::exit::Exit;
 use crate::qemu;
@@ -60,9 +60,21 @@ impl Default for RunOptions {
 }
 
 impl crate::LabArgs {
-    /// `cargo xtask lab`: its exercises, its variables, or `--repeat` runs of it.
+    /// `cargo xtask lab`: its predictions, its exercises, its variables, or `--repeat` runs.
     pub fn run(self) -> Result<Exit> {
         let found = resolve(&self.lab, &catalog()?)?;
+        if self.predict {
+            let req = crate::predict::Request {
+                lab: &found,
+                sets: self.sets,
+                exercises: self.exercises,
+                answers: self.answers.as_deref(),
+                questions_only: self.questions,
+                full: self.full,
+                open: self.open,
+            };
+            return crate::predict::run_cli(&req, &self.opts.options()?);
+        }
         if !self.exercises.is_empty() {
             let opts = self.opts.options()?;
             let repeat = self.repeat.max(1);
@@ -76,19 +88,22 @@ impl crate::LabArgs {
             shell: self.shell,
             ..self.opts.options()?
         };
-        repeat_runs(&found, &opts, self.repeat.max(1), self.json)
+        let show = Show {
+            json: self.json,
+            full: self.full,
+            open: self.open,
+        };
+        repeat_runs(&found, &opts, self.repeat.max(1), show)
     }
 }
 
-/// `cargo xtask list`.
-pub fn list() -> Result<Exit> {
-    for l in catalog()? {
-        match load(&l.spec_path()) {
-            Ok(spec) => println!("{:<22} {}", l.id, spec.title),
-            Err(e) => println!("{:<22} (broken: {e:#})", l.id),
-        }
-    }
-    Ok(Exit::Passed)
+/// How `lab` shows its runs: JSON, or the report (every counter with `full`), then the
+/// README's questions and (`open`) the notebook in a browser.
+#[derive(Clone, Copy)]
+struct Show {
+    json: bool,
+    full: bool,
+    open: bool,
 }
 
 /// `lab --vars`: the lab's knobs with their defaults and meanings.
@@ -105,17 +120,24 @@ fn print_vars(found: &LabDir) -> Result<Exit> {
 
 /// Runs the lab `repeat` times, each run's report (or JSON) as it ends, then how many passed;
 /// the first failing run's files stay in last/<id>/. The exit: the worst run's.
-fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> Result<Exit> {
+fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, show: Show) -> Result<Exit> {
     let (mut passed, mut walls, mut statuses) = (0, Vec::new(), Vec::new());
     let mut failing = KeepFailing::default();
+    let loaded = load_to_run(found, opts)?;
     for i in 0..repeat {
         if repeat > 1 {
             eprintln!("run {}/{repeat}", i + 1);
         }
-        let result = execute(found, opts)?;
-        match json {
+        let result = execute_loaded(found, &loaded, opts)?;
+        match show.json {
             true => println!("{}", serde_json::to_string_pretty(&to_json(&result))?),
-            false => print(&result),
+            false => print_with(&result, show.full),
+        }
+        if !result.shell && result.variant.is_none() {
+            crate::course::record_run(&result.spec.id, result.passed(), None);
+        }
+        if !show.json && !opts.shell && i + 1 == repeat {
+            after_last_run(found, &result, show.open);
         }
         failing.saw(&result);
         statuses.push(crate::check::lab_status(&result));
@@ -131,4 +153,15 @@ fn repeat_runs(found: &LabDir, opts: &RunOptions, repeat: usize, json: bool) -> 
         );
     }
     Ok(Exit::of_runs(&statuses))
+}
+
+/// After the last run: the README's questions (answers with `cargo xtask answers`), and the
+/// notebook opened when asked.
+fn after_last_run(found: &LabDir, result: &RunResult, open: bool) {
+    let qas = crate::answers::of(found).unwrap_or_default();
+    let width = crate::units::terminal_width();
+    print!("{}", crate::answers::render_questions(found, &qas, width));
+    if open {
+        crate::notebook::open(&result.kept.join("index.html"));
+    }
 }

@@ -162,9 +162,16 @@ fn verdict_json(v: &Verdict) -> VerdictJson<'_> {
     }
 }
 
-/// Prints the explained report (report.txt keeps it), the validity problems with the console
-/// tail, the kernel's health, a variant's diff, and the verdict.
+/// Prints the explained report for a learner (see [`print_with`]).
 pub fn print(r: &RunResult) {
+    print_with(r, false)
+}
+
+/// Prints the explained report (every counter when `full`, else those that moved and those
+/// the lab is about, wrapped to the terminal; report.txt always gets the full report), the
+/// validity problems with the console tail, the kernel's health, a variant's diff, and the
+/// verdict.
+pub fn print_with(r: &RunResult, full: bool) {
     if r.shell {
         match r.problems.is_empty() {
             true => println!("{}: shell session ended, the VM powered off", r.spec.id),
@@ -179,10 +186,18 @@ pub fn print(r: &RunResult) {
     if r.eval.samples > 0 {
         let text = report::render_terminal(&r.spec, &r.eval);
         let _ = std::fs::write(r.kept.join("report.txt"), &text);
-        print!("{text}");
+        let style = report::Style {
+            full,
+            width: crate::units::terminal_width(),
+        };
+        print!("{}", report::render_terminal_with(&r.spec, &r.eval, style));
     }
     if let Some(svg) = &r.timeline_svg {
         println!("\ntimeline chart: {}", svg.display());
+        println!(
+            "lab notebook (report, chart with values, questions): {}",
+            r.kept.join("index.html").display()
+        );
     }
     print!("{}", not_valid(r));
     print!("{}", unhealthy(r));
@@ -243,11 +258,7 @@ fn footer(r: &RunResult) -> String {
     let mut out = String::new();
     let id = &r.spec.id;
     if let Some(matched) = r.snapshot_matched {
-        let how = match matched {
-            true => "matches",
-            false => "DIFFERS (see the diff above; review with `cargo insta review`)",
-        };
-        let _ = writeln!(out, "\nsnapshot {id}.snap: {how}");
+        out.push_str(&snapshot_verdict(r, matched));
     }
     let total = r.total.as_secs_f64();
     let _ = writeln!(out, "phases: {}, total {total:.2}s", r.phases.render());
@@ -282,6 +293,33 @@ fn footer(r: &RunResult) -> String {
     out
 }
 
+/// Whether the snapshot matched. A lab author (insta's workflow: INSTA_UPDATE, CI) reviews
+/// with insta; a student editing a lab sees the facts that changed and how to record them.
+fn snapshot_verdict(r: &RunResult, matched: bool) -> String {
+    let id = &r.spec.id;
+    match (matched, report::author_mode()) {
+        (true, _) => format!("\nsnapshot {id}.snap: matches\n"),
+        (false, true) => format!(
+            "\nsnapshot {id}.snap: DIFFERS (see the diff above; review with `cargo insta review`)\n"
+        ),
+        (false, false) => {
+            let mut out =
+                format!("\nsnapshot {id}.snap: DIFFERS: the kernel's facts are not the lab's\n");
+            for c in &r.snapshot_changes {
+                let _ = writeln!(out, "  {c}");
+            }
+            if r.snapshot_changes.is_empty() {
+                out.push_str("  (the lab has no snapshot yet)\n");
+            }
+            let _ = writeln!(
+                out,
+                "  if you changed the lab on purpose, record its new facts with `INSTA_UPDATE=always cargo xtask lab {id}` (or review them: `INSTA_UPDATE=new cargo xtask lab {id}`, then `cargo insta review`)"
+            );
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,9 +338,11 @@ mod tests {
         let stream = report::tests::stream_of(vec![
             Event::Ready,
             sample("start", 1),
-            Event::Tick {
+            Event::Ticks {
                 step: "a".into(),
-                values: [("vmstat.x".to_string(), 2)].into(),
+                keys: vec!["vmstat.x".into()],
+                rows: vec![(4, vec![2])],
+                cost_us: 10,
             },
             Event::StepEnd {
                 step: "a".into(),

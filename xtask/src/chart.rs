@@ -1,0 +1,842 @@
+//! What the timeline chart shows, built from a run: one panel per idea (each group's memory
+//! against its limits; free memory against the zone watermarks and the guest's RAM; who
+//! reclaims; swap; dirty pages; stall time; limit hits), each step its own column, OOM kills
+//! as marks, trace episodes as bars. Also the terminal's sparklines. Pure: evaluation in,
+//! [`Chart`] out; `timeline.rs` draws it.
+
+use crate::report::Evaluation;
+use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
+use crate::units::{self, Unit};
+use guest::spec::LabSpec;
+use std::collections::BTreeMap;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const PAGE: f64 = units::PAGE as f64;
+
+/// The samples of one step: its start (guest ms), length (s), the counters before it, and its
+/// timeline rows as (seconds into the step, values).
+struct StepData<'a> {
+    name: String,
+    secs: f64,
+    before: Option<&'a BTreeMap<String, u64>>,
+    rows: Vec<(f64, &'a BTreeMap<String, u64>)>,
+}
+
+fn steps<'a>(ev: &'a Evaluation) -> Vec<StepData<'a>> {
+    let mut out = Vec::new();
+    for (i, s) in ev.steps.iter().enumerate() {
+        let start = ev
+            .step_starts
+            .iter()
+            .find(|st| st.step == s.name)
+            .map(|st| st.t_ms)
+            .or_else(|| {
+                ev.timeline
+                    .iter()
+                    .find(|t| t.step == s.name)
+                    .map(|t| t.t_ms)
+            });
+        let Some(start) = start else { continue };
+        let rows: Vec<(f64, &BTreeMap<String, u64>)> = ev
+            .timeline
+            .iter()
+            .filter(|t| t.step == s.name)
+            .map(|t| (t.t_ms.saturating_sub(start) as f64 / 1000.0, &t.values))
+            .collect();
+        let last = rows.last().map(|r| r.0).unwrap_or(0.0);
+        let before = match i {
+            0 => ev.sampled.get("start"),
+            _ => ev.sampled.get(&format!("after:{}", ev.steps[i - 1].name)),
+        };
+        out.push(StepData {
+            name: s.name.clone(),
+            secs: last.max(s.wall_ms as f64 / 1000.0).max(0.001),
+            before,
+            rows,
+        });
+    }
+    out
+}
+
+/// How a counter is drawn: its level (a gauge, scaled), or what it added since its step began.
+#[derive(Clone, Copy)]
+enum Draw {
+    Level(f64),
+    SinceStepStart(f64),
+}
+
+/// Marks a series the lab is about that never moved: `kswapd (whole machine) (0 throughout)`.
+fn flat_noted(mut s: Series) -> Series {
+    if s.points.iter().all(|p| p.2 == 0.0) {
+        s.label.push_str(" (0 throughout)");
+    }
+    s
+}
+
+fn series(data: &[StepData], counter: &str, label: String, draw: Draw) -> Option<Series> {
+    let mut points = Vec::new();
+    for (i, s) in data.iter().enumerate() {
+        let base = match draw {
+            Draw::Level(_) => 0.0,
+            Draw::SinceStepStart(_) => s
+                .before
+                .and_then(|b| b.get(counter))
+                .or_else(|| s.rows.first().and_then(|r| r.1.get(counter)))
+                .copied()
+                .unwrap_or(0) as f64,
+        };
+        let scale = match draw {
+            Draw::Level(k) | Draw::SinceStepStart(k) => k,
+        };
+        for (t, values) in &s.rows {
+            if let Some(v) = values.get(counter) {
+                points.push((i, *t, (*v as f64 - base) * scale));
+            }
+        }
+    }
+    (!points.is_empty()).then(|| Series {
+        label,
+        counter: counter.to_string(),
+        points,
+    })
+}
+
+/// Whether a series changes at all (beyond `noise` in its unit).
+fn moves(s: &Series, noise: f64) -> bool {
+    let mut by_step: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+    for (i, _, v) in &s.points {
+        let e = by_step.entry(*i).or_insert((*v, *v));
+        e.0 = e.0.min(*v);
+        e.1 = e.1.max(*v);
+    }
+    by_step.values().any(|(lo, hi)| hi - lo > noise)
+}
+
+/// The chart of a run.
+pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
+    let data = steps(ev);
+    let mut panels = Vec::new();
+    let keep = |s: Option<Series>, noise: f64, always: bool| -> Option<Series> {
+        s.filter(|s| always || moves(s, noise)).map(flat_noted)
+    };
+    let cgroups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
+
+    // 1. Each group's memory against its limits.
+    if !cgroups.is_empty() {
+        let mut p = panel("Memory each group uses, against its limits", "MiB");
+        for cg in &spec.cgroups {
+            let c = &cg.name;
+            // A cgroup v1 group's usage is memory.usage_in_bytes.
+            let in_use = series(
+                &data,
+                &format!("{c}/memory.current"),
+                format!("{c}: memory in use"),
+                Draw::Level(1.0 / MIB),
+            )
+            .or_else(|| {
+                series(
+                    &data,
+                    &format!("{c}/memory.usage_in_bytes"),
+                    format!("{c}: memory in use (cgroup v1)"),
+                    Draw::Level(1.0 / MIB),
+                )
+            });
+            if let Some(s) = in_use {
+                let j = p.series.len();
+                p.series.push(s);
+                for (name, limit) in [
+                    ("memory.max", cg.memory_max),
+                    ("memory.high", cg.memory_high),
+                ] {
+                    if let Some(l) = limit {
+                        p.refs.push(RefLine {
+                            label: format!("{c}: {name} {l}"),
+                            value: l.0 as f64 / MIB,
+                            steps: (0, data.len().saturating_sub(1)),
+                            series: Some(j),
+                            color: None,
+                        });
+                    }
+                }
+            }
+            let in_swap = |file: &str| {
+                let s = series(
+                    &data,
+                    &format!("{c}/{file}"),
+                    format!("{c}: in swap"),
+                    Draw::Level(1.0 / MIB),
+                );
+                keep(s, 0.5, false)
+            };
+            if spec.vm.swap.is_some()
+                && let Some(s) =
+                    in_swap("memory.swap.current").or_else(|| in_swap("memory.stat.swap"))
+            {
+                p.series.push(s);
+            }
+        }
+        push(&mut panels, p);
+        // What the groups hold, when more than one kind of page moves.
+        let mut kinds = panel(
+            "What each group holds: anonymous memory, page cache, tmpfs",
+            "MiB",
+        );
+        for c in &cgroups {
+            for (key, words) in [
+                ("anon", "anonymous"),
+                ("file", "page cache"),
+                ("shmem", "tmpfs/shared"),
+                ("rss", "anonymous (cgroup v1 rss)"),
+                ("cache", "page cache (cgroup v1 cache)"),
+            ] {
+                let s = series(
+                    &data,
+                    &format!("{c}/memory.stat.{key}"),
+                    format!("{c}: {words}"),
+                    Draw::Level(1.0 / MIB),
+                );
+                if let Some(s) = keep(s, 4.0, false) {
+                    kinds.series.push(s);
+                }
+            }
+        }
+        if kinds.series.len() >= 2 {
+            push(&mut panels, kinds);
+        }
+    }
+
+    // 2. Free memory against the watermarks and the guest's RAM; zoomed in on the watermarks
+    // when free memory comes near them (they are a few MiB in a guest of hundreds).
+    let free = free_panel(spec, ev, &data);
+    let zoom = zoomed(&free);
+    panels.push(free);
+    panels.extend(zoom);
+
+    // 3. Who reclaims.
+    let referenced = |c: &str| spec.refers_to(c);
+    let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
+    for (c, words) in [
+        ("vmstat.pgscan_kswapd", "kswapd (whole machine)".to_string()),
+        (
+            "vmstat.pgscan_direct",
+            "tasks, global direct reclaim".to_string(),
+        ),
+    ] {
+        let always = referenced(c) || referenced("vmstat.pgscan");
+        if let Some(s) = keep(
+            series(&data, c, words, Draw::SinceStepStart(1.0)),
+            0.0,
+            always,
+        ) {
+            who.series.push(s);
+        }
+    }
+    for c in &cgroups {
+        for (key, words) in [
+            ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
+            ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
+        ] {
+            let counter = format!("{c}/memory.stat.{key}");
+            let always = referenced(&counter);
+            if let Some(s) = keep(
+                series(&data, &counter, words, Draw::SinceStepStart(1.0)),
+                0.0,
+                always,
+            ) {
+                who.series.push(s);
+            }
+        }
+    }
+    push(&mut panels, who);
+
+    // The watermarks themselves, when the lab is about them: as each step found and left them.
+    if spec.refers_to("zoneinfo.") {
+        push(&mut panels, watermark_panel(ev, &data));
+    }
+
+    // kswapd's CPU time per node, when the lab is about kswapd threads.
+    if spec.refers_to("kswapd.") {
+        let mut p = panel("kswapd's CPU time, per node, since the step began", "ms");
+        for n in 0..spec.vm.numa_nodes.max(1) {
+            let c = format!("kswapd.{n}.cpu_ticks");
+            // /proc/<pid>/stat counts clock ticks of 10 ms (USER_HZ 100).
+            if let Some(s) = keep(
+                series(
+                    &data,
+                    &c,
+                    format!("kswapd{n} (node {n})"),
+                    Draw::SinceStepStart(10.0),
+                ),
+                0.0,
+                true,
+            ) {
+                p.series.push(s);
+            }
+        }
+        push(&mut panels, p);
+    }
+
+    // 4. Swap.
+    if spec.vm.swap.is_some() {
+        let mut p = panel(
+            "Swap: pages written out and read back since the step began",
+            "pages",
+        );
+        for (c, words) in [
+            ("vmstat.pswpout", "written to swap"),
+            ("vmstat.pswpin", "read back from swap"),
+        ] {
+            if let Some(s) = keep(
+                series(&data, c, words.into(), Draw::SinceStepStart(1.0)),
+                0.0,
+                c.ends_with("out"),
+            ) {
+                p.series.push(s);
+            }
+        }
+        push(&mut panels, p);
+    }
+
+    // 5. Dirty page cache.
+    let mut dirty = panel("Dirty page cache: waiting for, and under, writeback", "MiB");
+    for (c, words) in [
+        ("vmstat.nr_dirty", "dirty"),
+        ("vmstat.nr_writeback", "under writeback"),
+    ] {
+        if let Some(s) = keep(
+            series(&data, c, words.into(), Draw::Level(PAGE / MIB)),
+            1.0,
+            false,
+        ) {
+            dirty.series.push(s);
+        }
+    }
+    push(&mut panels, dirty);
+
+    // 6. Refaults, when the lab is about them.
+    if spec.refers_to("vmstat.workingset_refault") {
+        let mut p = panel(
+            "Refaults: evicted pages needed again since the step began",
+            "pages",
+        );
+        for (c, words) in [
+            ("vmstat.workingset_refault_file", "page cache"),
+            ("vmstat.workingset_refault_anon", "anonymous"),
+        ] {
+            if let Some(s) = keep(
+                series(&data, c, words.into(), Draw::SinceStepStart(1.0)),
+                0.0,
+                false,
+            ) {
+                p.series.push(s);
+            }
+        }
+        push(&mut panels, p);
+    }
+
+    // 7. Limit hits.
+    let mut hits = panel(
+        "Times each group hit its limit since the step began (memory.events)",
+        "times",
+    );
+    for c in &cgroups {
+        for key in ["max", "high"] {
+            let counter = format!("{c}/memory.events.{key}");
+            let s = series(
+                &data,
+                &counter,
+                format!("{c}: at memory.{key}"),
+                Draw::SinceStepStart(1.0),
+            );
+            if let Some(s) = keep(s, 0.0, false) {
+                hits.series.push(s);
+            }
+        }
+    }
+    push(&mut panels, hits);
+
+    // 8. Stall time.
+    let mut stall = panel(
+        "Time tasks stalled waiting for memory since the step began (PSI some)",
+        "ms",
+    );
+    for c in &cgroups {
+        let s = series(
+            &data,
+            &format!("{c}/memory.pressure.some.total"),
+            format!("{c}'s tasks"),
+            Draw::SinceStepStart(1e-3),
+        );
+        if let Some(s) = keep(s, 1.0, false) {
+            stall.series.push(s);
+        }
+    }
+    if let Some(s) = keep(
+        series(
+            &data,
+            "pressure.some.total",
+            "any task (whole machine)".into(),
+            Draw::SinceStepStart(1e-3),
+        ),
+        1.0,
+        false,
+    ) {
+        stall.series.push(s);
+    }
+    push(&mut panels, stall);
+
+    Chart {
+        title: format!("{}: {}", spec.id, spec.title),
+        steps: data
+            .iter()
+            .map(|s| StepColumn {
+                name: s.name.clone(),
+                secs: s.secs,
+            })
+            .collect(),
+        panels,
+        marks: oom_marks(ev, &data),
+        spans: spans(ev, &data),
+    }
+}
+
+fn panel(title: &str, unit: &str) -> Panel {
+    Panel {
+        title: title.into(),
+        unit: unit.into(),
+        series: Vec::new(),
+        refs: Vec::new(),
+        y_max: None,
+        clip: false,
+    }
+}
+
+fn push(panels: &mut Vec<Panel>, p: Panel) {
+    if !p.series.is_empty() {
+        panels.push(p);
+    }
+}
+
+/// MemFree (per node on a NUMA guest) under the guest's RAM and the zones' watermarks, as the
+/// kernel reported them before each step (they change with watermark_scale_factor).
+fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Free memory in the guest, against the zone watermarks",
+        "MiB",
+    );
+    let nodes = spec.vm.numa_nodes.max(1);
+    if nodes > 1 {
+        for n in 0..nodes {
+            let counter = format!("node{n}.meminfo.MemFree");
+            if let Some(s) = series(
+                data,
+                &counter,
+                format!("node {n}: free"),
+                Draw::Level(1.0 / MIB),
+            ) {
+                p.series.push(s);
+            }
+        }
+    } else if let Some(s) = series(
+        data,
+        "meminfo.MemFree",
+        "free memory (MemFree)".into(),
+        Draw::Level(1.0 / MIB),
+    ) {
+        p.series.push(s);
+    }
+    let ram = ev
+        .sampled
+        .get("start")
+        .and_then(|s| s.get("meminfo.MemTotal"))
+        .map(|b| *b as f64)
+        .unwrap_or(spec.vm.memory.0 as f64);
+    let last = data.len().saturating_sub(1);
+    p.refs.push(RefLine {
+        label: format!("the guest's RAM ({})", units::bytes(ram as u64)),
+        value: ram / MIB,
+        steps: (0, last),
+        series: None,
+        color: None,
+    });
+    // Watermarks: summed over each node's zones, from the latest sample with them before
+    // each step (they change with watermark_scale_factor).
+    let mut known = ev.sampled.get("start");
+    for (i, s) in data.iter().enumerate() {
+        if s.before
+            .is_some_and(|b| b.keys().any(|k| k.starts_with("zoneinfo.")))
+        {
+            known = s.before;
+        }
+        let Some(before) = known else {
+            continue;
+        };
+        for n in 0..nodes {
+            for mark in ["high", "low", "min"] {
+                if nodes > 1 && mark != "low" {
+                    continue;
+                }
+                let pages: u64 = before
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.strip_prefix(&format!("zoneinfo.{n}."))
+                            .is_some_and(|r| r.ends_with(&format!(".{mark}")))
+                    })
+                    .map(|(_, v)| *v)
+                    .sum();
+                if pages == 0 {
+                    continue;
+                }
+                let label = match nodes {
+                    1 => format!("{mark} watermark (all zones)"),
+                    _ => format!("node {n}: low watermark"),
+                };
+                let value = pages as f64 * PAGE / MIB;
+                match p
+                    .refs
+                    .iter_mut()
+                    .find(|r| r.label == label && r.steps.1 + 1 == i && r.value == value)
+                {
+                    Some(r) => r.steps.1 = i,
+                    None => p.refs.push(RefLine {
+                        label,
+                        value,
+                        steps: (i, i),
+                        series: (nodes > 1).then_some(n as usize),
+                        color: (nodes == 1).then_some(match mark {
+                            "high" => "#2a8a2a",
+                            "low" => "#e08000",
+                            _ => "#c00000",
+                        }),
+                    }),
+                }
+            }
+        }
+    }
+    p.y_max = Some(ram / MIB);
+    p
+}
+
+/// The zones' min, low and high watermarks (summed over zones), before and after each step:
+/// what a sysctl such as watermark_scale_factor did to them.
+fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "The zone watermarks (all zones), before and after each step",
+        "MiB",
+    );
+    let sum = |sample: &BTreeMap<String, u64>, mark: &str| -> Option<f64> {
+        let pages: u64 = sample
+            .iter()
+            .filter(|(k, _)| k.starts_with("zoneinfo.") && k.ends_with(&format!(".{mark}")))
+            .map(|(_, v)| *v)
+            .sum();
+        (pages > 0).then(|| pages as f64 * PAGE / MIB)
+    };
+    for mark in ["high", "low", "min"] {
+        let mut points = Vec::new();
+        for (i, s) in data.iter().enumerate() {
+            let after = ev.sampled.get(&format!("after:{}", s.name));
+            if let (Some(b), Some(a)) = (
+                s.before.and_then(|b| sum(b, mark)),
+                after.and_then(|a| sum(a, mark)),
+            ) {
+                points.push((i, 0.0, b));
+                points.push((i, s.secs, a));
+            }
+        }
+        if !points.is_empty() {
+            p.series.push(Series {
+                label: format!("{mark} watermark"),
+                counter: format!("zoneinfo.*.{mark}"),
+                points,
+            });
+        }
+    }
+    p
+}
+
+/// The free-memory panel again, its axis at four times the highest watermark, when free
+/// memory fell below that: where kswapd wakes (low) and stops (high) becomes visible.
+fn zoomed(free: &Panel) -> Option<Panel> {
+    let top = free
+        .refs
+        .iter()
+        .filter(|r| r.label.contains("watermark"))
+        .map(|r| r.value)
+        .fold(0.0, f64::max)
+        * 4.0;
+    let lowest = free
+        .series
+        .iter()
+        .flat_map(|s| &s.points)
+        .map(|p| p.2)
+        .fold(f64::MAX, f64::min);
+    if top <= 0.0 || lowest > top {
+        return None;
+    }
+    let mut p = free.clone();
+    p.title =
+        "Free memory near the watermarks (zoomed in): kswapd wakes below low, sleeps above high"
+            .into();
+    p.refs.retain(|r| r.label.contains("watermark"));
+    p.y_max = Some(crate::timeline::nice_max(top));
+    p.clip = true;
+    Some(p)
+}
+
+/// A mark where the OOM killer struck: the first sample after vmstat.oom_kill went up,
+/// labelled with the victims the console names for that step.
+fn oom_marks(ev: &Evaluation, data: &[StepData]) -> Vec<Mark> {
+    let mut marks = Vec::new();
+    for (i, s) in data.iter().enumerate() {
+        let mut prev = s.before.and_then(|b| b.get("vmstat.oom_kill")).copied();
+        for (t, values) in &s.rows {
+            let Some(now) = values.get("vmstat.oom_kill").copied() else {
+                continue;
+            };
+            if prev.is_some_and(|p| now > p) {
+                let victims: Vec<String> = ev
+                    .oom_kills
+                    .iter()
+                    .filter(|k| k.during.as_deref() == Some(s.name.as_str()))
+                    .map(|k| k.comm.clone())
+                    .collect();
+                let label = match victims.is_empty() {
+                    true => "OOM kill".to_string(),
+                    false => format!("OOM kill: {}", victims.join(", ")),
+                };
+                if !marks.iter().any(|m: &Mark| m.0 == i) {
+                    marks.push((i, *t, label));
+                }
+            }
+            prev = Some(now);
+        }
+    }
+    marks
+}
+
+fn spans(ev: &Evaluation, data: &[StepData]) -> Vec<Span> {
+    let mut out = Vec::new();
+    for span in ev.spans() {
+        // The step whose time contains the span's start.
+        let (a, b) = (span.start_ms, span.end_ms);
+        let hit = data.iter().enumerate().find_map(|(i, s)| {
+            let start = ev.step_starts.iter().find(|st| st.step == s.name)?.t_ms;
+            let end = start + (s.secs * 1000.0) as u64;
+            (a >= start && a <= end).then_some((i, start))
+        });
+        if let Some((i, start)) = hit {
+            let secs = |ms: u64| ms.saturating_sub(start) as f64 / 1000.0;
+            out.push((i, secs(a), secs(b).min(data[i].secs), span.who.clone()));
+        }
+    }
+    out
+}
+
+/// A compact terminal chart of one step: one sparkline per counter that moved, drawn over
+/// even time from the step's start to its final sample, with its first and last values.
+pub fn sparklines(spec: &LabSpec, ev: &Evaluation, step: &str, width: usize) -> String {
+    let chart = build(spec, ev);
+    let Some(i) = chart.steps.iter().position(|s| s.name == step) else {
+        return String::new();
+    };
+    let secs = chart.steps[i].secs;
+    let samples = ev.sampling.get(step).copied().unwrap_or((0, 0));
+    if samples.0 < 3 {
+        return String::new();
+    }
+    let columns = (width.saturating_sub(70)).clamp(16, 48);
+    let mut out = format!(
+        "  timeline: {} samples over {:.2}s (sampling took {}):\n",
+        samples.0,
+        secs,
+        units::micros(samples.1)
+    );
+    let mut seen = Vec::new();
+    for p in chart
+        .panels
+        .iter()
+        .filter(|p| !p.title.starts_with("What each group"))
+    {
+        for s in &p.series {
+            if seen.contains(&s.counter) {
+                continue;
+            }
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .filter(|q| q.0 == i)
+                .map(|q| (q.1, q.2))
+                .collect();
+            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                continue;
+            };
+            let lo = pts.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+            let hi = pts.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+            if hi - lo <= 0.0 {
+                continue;
+            }
+            seen.push(s.counter.clone());
+            let fmt = |v: f64| value_words(&p.unit, v);
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "    {:<44} {} {} → {}\n",
+                    truncate(&s.label, 44),
+                    sparkline(&resample(&pts, secs, columns)),
+                    fmt(first.1),
+                    fmt(last.1)
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn value_words(unit: &str, v: f64) -> String {
+    match unit {
+        "MiB" => units::bytes((v * MIB) as u64),
+        "pages" => units::human(v.max(0.0) as u64, Unit::Pages),
+        "ms" => units::micros((v * 1000.0).max(0.0) as u64),
+        _ => format!("{v:.0}"),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest::event::{Event, Exit};
+
+    fn spec() -> LabSpec {
+        crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"W\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"read-file\"\nname = \"read\"\ncgroup = \"W\"\nsize = \"48M\"\n[[expect]]\nstep = \"read\"\ncounter = \"vmstat.pgscan_kswapd\"\ndelta = \"== 0\"\nwhy = \"w\"\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    /// A read step: W fills to its limit and its task scans; the final sample sees all of it.
+    fn eval() -> Evaluation {
+        let keys: Vec<String> = [
+            "W/memory.current",
+            "W/memory.stat.pgscan_direct",
+            "meminfo.MemFree",
+            "vmstat.oom_kill",
+            "vmstat.pgscan_kswapd",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mib = 1u64 << 20;
+        let rows: Vec<(u64, Vec<u64>)> = (0..=10)
+            .map(|i| {
+                let used = (i * 5 * mib).min(32 * mib);
+                let scanned = if i > 6 { (i - 6) * 1000 } else { 0 };
+                (200 + i * 40, vec![used, scanned, 200 * mib - used, 0, 7])
+            })
+            .collect();
+        let mut start = BTreeMap::new();
+        start.insert("meminfo.MemTotal".to_string(), 240 * mib);
+        start.insert("zoneinfo.0.DMA32.low".to_string(), 1000);
+        start.insert("zoneinfo.0.DMA.low".to_string(), 24);
+        start.insert("W/memory.stat.pgscan_direct".to_string(), 0);
+        start.insert("vmstat.pgscan_kswapd".to_string(), 7);
+        let events = vec![
+            Event::Hello {
+                kernel: "6.12".into(),
+            },
+            Event::Sample {
+                label: "start".into(),
+                values: start.clone(),
+            },
+            Event::StepStart {
+                step: "read".into(),
+            },
+            Event::Ticks {
+                step: "read".into(),
+                keys,
+                rows,
+                cost_us: 1234,
+            },
+            Event::StepEnd {
+                step: "read".into(),
+                exit: Exit::Exited { code: 0 },
+                wall_ms: 400,
+                stderr: String::new(),
+                stdout: String::new(),
+            },
+            Event::Sample {
+                label: "after:read".into(),
+                values: start,
+            },
+            Event::End { frames: 6 },
+        ];
+        crate::report::evaluate(&spec(), &crate::report::tests::stream_of(events))
+    }
+
+    #[test]
+    fn panels_tell_the_story_with_limits_watermarks_and_ram() {
+        let c = build(&spec(), &eval());
+        let titles: Vec<&str> = c.panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(titles[0], "Memory each group uses, against its limits");
+        let mem = &c.panels[0];
+        assert_eq!(mem.refs[0].label, "W: memory.max 32M");
+        assert_eq!(mem.refs[0].value, 32.0);
+        let free = c
+            .panels
+            .iter()
+            .find(|p| p.title.starts_with("Free memory"))
+            .unwrap();
+        assert_eq!(free.y_max, Some(240.0));
+        let low = free
+            .refs
+            .iter()
+            .find(|r| r.label.starts_with("low"))
+            .unwrap();
+        assert!((low.value - 1024.0 * 4096.0 / MIB).abs() < 1e-9, "{low:?}");
+        // Who reclaims: W's scanning ends at the step's real total; kswapd, which the lab
+        // expects to stay at 0, is drawn flat.
+        let who = c
+            .panels
+            .iter()
+            .find(|p| p.title.starts_with("Who reclaims"))
+            .unwrap();
+        let w = who
+            .series
+            .iter()
+            .find(|s| s.counter == "W/memory.stat.pgscan_direct")
+            .unwrap();
+        assert_eq!(w.points.last().unwrap().2, 4000.0);
+        let k = who
+            .series
+            .iter()
+            .find(|s| s.counter == "vmstat.pgscan_kswapd")
+            .unwrap();
+        assert!(k.points.iter().all(|p| p.2 == 0.0));
+        assert_eq!(c.steps[0].secs, 0.4);
+        let svg = crate::timeline::svg(&c);
+        roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    #[test]
+    fn sparklines_end_at_the_final_sample() {
+        let text = sparklines(&spec(), &eval(), "read", 100);
+        assert!(
+            text.contains("11 samples over 0.40s (sampling took 1.2 ms)"),
+            "{text}"
+        );
+        assert!(text.contains("W: memory in use"), "{text}");
+        assert!(text.contains("0 B → 32.0 MiB"), "{text}");
+        assert!(text.contains("0 pages → 4000 pages (15.6 MiB)"), "{text}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The timeline: a few counters sampled every `tick_ms` while a step runs (`tick` events).
 
-use crate::agent::{cgroups::*, emit::*, sample::*};
-use crate::{read, uptime_ms};
+use crate::agent::sys;
+use crate::agent::{cgroups::cgroup_dir, emit::Emitter, sample::kswapd_threads};
+use crate::read;
 use guest::event::Event;
 use guest::parse::{parse_key_values, parse_meminfo, parse_single};
 use guest::spec::{LabSpec, Step};
@@ -95,7 +96,7 @@ impl<'a> Ticker<'a> {
             self.keys = values.keys().cloned().collect();
         }
         self.rows
-            .push((uptime_ms(), values.into_values().collect()));
+            .push((sys::uptime_ms(), values.into_values().collect()));
         self.cost += t0.elapsed();
         if self.rows.len() >= 64 || self.sent.elapsed() >= Duration::from_secs(1) {
             self.flush(out);

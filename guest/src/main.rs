@@ -6,13 +6,12 @@
 //! into their cgroup (v2, or v1 for a lab's v1 groups) before touching memory; the agent itself stays in the root cgroup with
 //! oom_score_adj -1000.
 
+use agent::sys;
 use guest::counters::FAMILIES;
 use guest::event::Event;
-use guest::spec::LabSpec;
+use guest::spec::{LabSpec, Step};
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::fs::{self, File};
-use std::os::unix::io::AsRawFd;
+use std::fs::{self};
 use std::time::Instant;
 
 /// The agent's concerns, one module each (guest/src/agent/).
@@ -24,10 +23,20 @@ mod agent {
     pub mod setup;
     pub mod shell;
     pub mod steps;
+    pub mod sys;
     pub mod timeline;
     pub mod worker;
 }
-use agent::{cgroups::*, emit::*, health::*, sample::*, setup::*, shell::*, steps::*, worker::*};
+use agent::{
+    cgroups::v1_to_v2,
+    emit::Emitter,
+    health::{inject_kernel_faults, kernel_health},
+    sample::{read_family, sample},
+    setup::setup,
+    shell::{lab_step, shell},
+    steps::run_step,
+    worker::worker,
+};
 
 const PLAN: &str = "/lab/plan.json";
 const CGROOT: &str = "/sys/fs/cgroup";
@@ -66,7 +75,7 @@ fn main() {
     }
     if std::env::var("kernel_lab").as_deref() == Ok("floor") {
         // `kernel_lab=floor` on the kernel command line: measure the boot floor, do nothing.
-        power_off();
+        sys::power_off();
         return;
     }
     std::panic::set_hook(Box::new(|info| eprintln!("agent: {info}")));
@@ -79,12 +88,12 @@ fn main() {
     }
     out.send(kernel_health());
     out.end();
-    power_off();
+    sys::power_off();
 }
 
 fn agent(out: &mut Emitter) -> Result<()> {
     out.send(Event::Hello {
-        kernel: kernel_release(),
+        kernel: sys::kernel_release(),
     });
     if std::env::var("kernel_lab").as_deref() == Ok("crash") {
         // Fault injection for kernel-lab's own tests (`--kernel-arg kernel_lab=crash`): PID 1
@@ -96,26 +105,58 @@ fn agent(out: &mut Emitter) -> Result<()> {
     let probe = setup(&spec)?;
     inject_kernel_faults();
     out.send(Event::Ready);
-    let mut start = sample(&spec, &probe);
-    if let Some(f) = FAMILIES
-        .iter()
-        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
-    {
-        // Once, for the timeline's reference lines: the zone watermarks.
-        let zones = read_family(f, "").into_iter().flatten();
-        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
-    }
     out.send(Event::Sample {
         label: "start".into(),
-        values: start,
+        values: start_sample(&spec, &probe),
     });
     if std::env::var("kernel_lab").as_deref() == Ok("shell") {
         return shell(&spec);
     }
-    let mut holders = Vec::new();
-    let mut workers: BTreeMap<String, String> = BTreeMap::new();
+    let mut run = Run {
+        spec: &spec,
+        probe: &probe,
+        holders: Vec::new(),
+        workers: BTreeMap::new(),
+    };
     let last_v1 = spec.last_v1_step();
     for (i, step) in spec.steps.iter().enumerate() {
+        run.step(step, Some(i) == last_v1, out)?;
+    }
+    for mut h in run.holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    Ok(())
+}
+
+/// The first sample, with the zone watermarks once for the timeline's reference lines (when
+/// the lab does not sample them anyway).
+fn start_sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut start = sample(spec, probe);
+    if let Some(f) = FAMILIES
+        .iter()
+        .find(|f| f.prefix == "zoneinfo." && !spec.refers_to(f.prefix))
+    {
+        let zones = read_family(f, "").into_iter().flatten();
+        start.extend(zones.map(|(k, n)| (format!("{}{k}", f.prefix), n)));
+    }
+    start
+}
+
+/// The lab's steps as they run: the background workloads holding memory, and which cgroup
+/// each workload's pid is in (for the trace).
+struct Run<'a> {
+    spec: &'a LabSpec,
+    probe: &'a BTreeMap<String, u64>,
+    holders: Vec<std::process::Child>,
+    workers: BTreeMap<String, String>,
+}
+
+impl Run<'_> {
+    /// One step: its start, its end (or error), its trace, its `after:` sample; `last_v1`: the
+    /// last step in v1 groups, after which the memory controller moves to v2.
+    fn step(&mut self, step: &Step, last_v1: bool, out: &mut Emitter) -> Result<()> {
+        let spec = self.spec;
         if spec.vm.trace {
             // Opening `trace` for writing with truncation empties the ring buffer.
             let _ = fs::write(format!("{TRACEFS}/trace"), "");
@@ -125,7 +166,15 @@ fn agent(out: &mut Emitter) -> Result<()> {
         });
         let started = Instant::now();
         let mut held = None;
-        match run_step(&spec, step, &probe, out, &mut holders, &mut workers) {
+        let ran = run_step(
+            spec,
+            step,
+            self.probe,
+            out,
+            &mut self.holders,
+            &mut self.workers,
+        );
+        match ran {
             Ok(o) => {
                 held = o.held;
                 out.send(Event::StepEnd {
@@ -139,27 +188,20 @@ fn agent(out: &mut Emitter) -> Result<()> {
             Err(e) => out.error(&format!("step {}", step.name()), e),
         }
         if spec.vm.trace {
-            let text = read(&format!("{TRACEFS}/trace")).unwrap_or_default();
-            // Comments dropped and runs of spaces squeezed: the same fields, fewer bytes.
-            let lines = text
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect();
             out.send(Event::Trace {
                 step: step.name().into(),
-                lines,
-                workers: workers.clone(),
+                lines: trace_lines(),
+                workers: self.workers.clone(),
             });
         }
-        let mut values = held.unwrap_or_else(|| sample(&spec, &probe));
+        let mut values = held.unwrap_or_else(|| sample(spec, self.probe));
         let mut switched = Ok(());
-        if Some(i) == last_v1 {
+        if last_v1 {
             // The v1 groups go, the memory controller moves to v2 and the v2 groups appear:
             // the sample keeps the v1 groups' files as they were after the step, and adds the
             // v2 groups (at zero) so that the next step has its "before".
-            switched = v1_to_v2(&spec);
-            for (k, v) in sample(&spec, &probe) {
+            switched = v1_to_v2(spec);
+            for (k, v) in sample(spec, self.probe) {
                 values.insert(k, v);
             }
         }
@@ -167,13 +209,18 @@ fn agent(out: &mut Emitter) -> Result<()> {
             label: format!("after:{}", step.name()),
             values,
         });
-        switched?;
+        switched
     }
-    for mut h in holders {
-        let _ = h.kill();
-        let _ = h.wait();
-    }
-    Ok(())
+}
+
+/// The step's trace: comments dropped and runs of spaces squeezed (the same fields, fewer
+/// bytes).
+fn trace_lines() -> Vec<String> {
+    let text = read(&format!("{TRACEFS}/trace")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 fn read(path: &str) -> Option<String> {
@@ -196,62 +243,6 @@ fn mount_with(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<()> {
-    let (s, d, t) = (
-        CString::new(src).unwrap(),
-        CString::new(dst).unwrap(),
-        CString::new(fstype).unwrap(),
-    );
-    let data = data.map(|o| CString::new(o).unwrap());
-    let data_ptr = data
-        .as_ref()
-        .map_or(std::ptr::null(), |o| o.as_ptr().cast());
-    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, data_ptr) };
-    if rc != 0 {
-        return Err(format!("mounting {fstype} on {dst}: {}", errno()));
-    }
-    Ok(())
-}
-
-fn set_raw(port: &File) {
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(port.as_raw_fd(), &mut t) == 0 {
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(port.as_raw_fd(), libc::TCSANOW, &t);
-        }
-    }
-}
-
-fn uptime_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-fn kernel_release() -> String {
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    unsafe { libc::uname(&mut u) };
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-/// Syncs and restarts; the kernel runs with `reboot=t` and QEMU with `-no-reboot`, so a restart
-/// ends QEMU. If even that fails, returning from main panics the kernel, which also ends QEMU.
-fn power_off() {
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_AUTOBOOT);
-    }
+    sys::mount(src, dst, fstype, flags, data)
+        .map_err(|e| format!("mounting {fstype} on {dst}: {e}"))
 }

@@ -1,13 +1,13 @@
 //! The lab's cgroups: v2 groups, a lab's cgroup v1 groups under their own hierarchy and the
 //! move of the memory controller from v1 to v2, and the v1 probe.
 
-use crate::{CGROOT, Result, V1ROOT, errno, mount_with, read, write};
-use guest::parse::{parse_key_values, parse_single};
+use crate::agent::sys;
+use crate::{CGROOT, Result, V1ROOT, mount_with, read, write};
+use guest::parse::{parse_cgroup_count, parse_key_values, parse_single};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Gives the memory controller to cgroup v2 (`+memory`) and creates the v2 groups.
@@ -69,12 +69,7 @@ pub fn v1_to_v2(spec: &LabSpec) -> Result<()> {
         fs::remove_dir(&dir).map_err(|e| format!("removing cgroup v1 group {dir}: {e}"))?;
     }
     // /proc/cgroups counts the memory hierarchy's groups, the root included, until each is freed.
-    let groups = || {
-        read("/proc/cgroups")?
-            .lines()
-            .find(|l| l.starts_with("memory\t"))
-            .and_then(|l| l.split('\t').nth(2)?.parse::<u64>().ok())
-    };
+    let groups = || parse_cgroup_count(&read("/proc/cgroups")?, "memory");
     let started = Instant::now();
     while groups() != Some(1) {
         if started.elapsed() > Duration::from_secs(10) {
@@ -107,44 +102,24 @@ pub fn drain_charge_caches(drain: &str) -> Result<()> {
         open(format!("{drain}/cgroup.procs"))?,
         open(format!("{V1ROOT}/cgroup.procs"))?,
     );
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let pin = |cpu: Option<usize>| unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..cpus {
-            if cpu.is_none_or(|x| x == c) {
-                libc::CPU_SET(c, &mut set);
-            }
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
+    let cpus = sys::online_cpus();
     let mut failed = None;
     for cpu in 0..cpus {
-        unsafe {
-            if pin(Some(cpu)) != 0 || libc::write(into.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                failed = Some(cpu);
-                break;
-            }
-            let page = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if page != libc::MAP_FAILED {
-                *(page as *mut u8) = 1;
-                libc::munmap(page, 4096);
-            }
-            libc::write(back.as_raw_fd(), b"0".as_ptr().cast(), 1);
+        let joined = sys::pin_to_cpu(Some(cpu), cpus).and_then(|()| match (&into).write(b"0") {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(std::io::ErrorKind::WriteZero.into()),
+            Err(e) => Err(e),
+        });
+        if let Err(e) = joined {
+            failed = Some((cpu, e));
+            break;
         }
+        sys::charge_one_page();
+        let _ = (&back).write(b"0");
     }
-    pin(None);
+    let _ = sys::pin_to_cpu(None, cpus);
     match failed {
-        Some(cpu) => Err(format!(
-            "charging a page on CPU {cpu} in {drain}: {}",
-            errno()
-        )),
+        Some((cpu, e)) => Err(format!("charging a page on CPU {cpu} in {drain}: {e}")),
         None => Ok(()),
     }
 }
@@ -190,11 +165,7 @@ pub fn cgroup_v1_mount() -> Result<()> {
 /// Unmounts the v1 hierarchy (with no groups left, its root is destroyed and the controller
 /// can move to cgroup v2).
 pub fn cgroup_v1_unmount() -> Result<()> {
-    let root = CString::new(V1ROOT).unwrap();
-    if unsafe { libc::umount(root.as_ptr()) } != 0 {
-        return Err(format!("unmounting the v1 hierarchy: {}", errno()));
-    }
-    Ok(())
+    sys::umount(V1ROOT).map_err(|e| format!("unmounting the v1 hierarchy: {e}"))
 }
 
 /// Reads the v1 root group's files: `v1.memory.swappiness`, `v1.memory.stat.<key>` ...

@@ -1,11 +1,11 @@
 //! Writing framed events to the result port (ttyS1).
 
-use crate::{mount, set_raw, uptime_ms};
+use crate::agent::sys;
+use crate::mount;
 use guest::event::{Event, Frame, encode_frame};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 
 pub const RESULT_PORT: &str = "/dev/ttyS1";
 
@@ -25,7 +25,7 @@ impl Emitter {
             .map_err(|e| eprintln!("agent: cannot open {RESULT_PORT}: {e}"))
             .ok();
         if let Some(p) = &port {
-            set_raw(p);
+            sys::set_raw(p);
         }
         Emitter { port, seq: 0 }
     }
@@ -33,7 +33,7 @@ impl Emitter {
     pub fn send(&mut self, event: Event) {
         let frame = Frame {
             seq: self.seq,
-            t_ms: uptime_ms(),
+            t_ms: sys::uptime_ms(),
             event,
         };
         self.seq += 1;
@@ -58,7 +58,7 @@ impl Emitter {
         self.send(Event::End { frames });
         if let Some(p) = &self.port {
             // The UART drains slowly: wait until every byte has left before powering off.
-            unsafe { libc::tcdrain(p.as_raw_fd()) };
+            sys::drain(p);
         }
     }
 }

@@ -11,16 +11,24 @@ use std::os::unix::fs::OpenOptionsExt;
 /// (`kernel_lab_fault=a,b`): `warn` writes a WARNING line at level 4 to the kernel log, `taint`
 /// sets the kernel's W taint flag, `kill:STEP:N` kills STEP's program after N test results.
 pub fn faults() -> Vec<String> {
-    std::env::var("kernel_lab_fault")
-        .unwrap_or_default()
+    parse_faults(&std::env::var("kernel_lab_fault").unwrap_or_default())
+}
+
+fn parse_faults(words: &str) -> Vec<String> {
+    words
         .split(',')
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect()
 }
 
+/// After how many test results STEP's program is to be killed (`kill:STEP:N`), if at all.
 pub fn kill_fault(step: &str) -> Option<usize> {
-    faults().iter().find_map(|f| {
+    kill_after(&faults(), step)
+}
+
+fn kill_after(faults: &[String], step: &str) -> Option<usize> {
+    faults.iter().find_map(|f| {
         let rest = f.strip_prefix("kill:")?;
         let (s, n) = rest.rsplit_once(':')?;
         (s == step).then(|| n.parse().ok()).flatten()
@@ -81,5 +89,22 @@ pub fn kernel_health() -> Event {
         tainted,
         log,
         dropped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injected_faults_are_read_from_the_kernel_command_line_word() {
+        let f = parse_faults("warn,kill:test_memcontrol:3,,taint,kill:a:b:2");
+        assert_eq!(f, ["warn", "kill:test_memcontrol:3", "taint", "kill:a:b:2"]);
+        assert_eq!(kill_after(&f, "test_memcontrol"), Some(3));
+        // A step name may hold colons: N is after the last one.
+        assert_eq!(kill_after(&f, "a:b"), Some(2));
+        assert_eq!(kill_after(&f, "other"), None);
+        assert_eq!(kill_after(&parse_faults("kill:s:x"), "s"), None);
+        assert!(parse_faults("").is_empty());
     }
 }

@@ -1,9 +1,9 @@
 //! Samples: every counter the lab can refer to, family by family ([`guest::counters`]).
 
-use crate::agent::cgroups::*;
+use crate::agent::cgroups::cgroup_dir;
 use crate::read;
 use guest::counters::{FAMILIES, Family, Scope, Source};
-use guest::parse::parse_cpu_ticks;
+use guest::parse::{kswapd_node, parse_cpu_ticks};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 use std::fs::{self};
@@ -54,7 +54,7 @@ pub fn kswapd_threads() -> Vec<(String, u64)> {
         let Some(comm) = read(&format!("{}/comm", dir.display())) else {
             continue;
         };
-        let Some(node) = comm.trim().strip_prefix("kswapd") else {
+        let Some(node) = kswapd_node(&comm) else {
             continue;
         };
         let Some(stat) = read(&format!("{}/stat", dir.display())) else {

@@ -1,11 +1,13 @@
 //! Setting the machine up before the steps: mounts, sysctls and sysfs, swap, disks, tracing,
 //! the loopback interface.
 
-use crate::agent::cgroups::*;
-use crate::{CGROOT, DATA, Result, TMPFS, TRACEFS, errno, mount, read, write};
+use crate::agent::cgroups::{
+    cgroup_v1_mount, cgroup_v1_probe, cgroup_v1_unmount, cgroups_v1, cgroups_v2, v1_to_v2,
+};
+use crate::agent::sys;
+use crate::{CGROOT, DATA, Result, TMPFS, TRACEFS, mount, read, write};
 use guest::spec::{Kind, LabSpec, SwapKind};
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 
@@ -109,24 +111,7 @@ pub fn free_probes() -> Result<()> {
 /// Brings the loopback interface up (a kernel with networking starts with it down), for
 /// programs that talk TCP to themselves, such as the selftests' socket-accounting test.
 pub fn loopback_up() -> Result<()> {
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    if sock < 0 {
-        return Err(format!("socket for lo: {}", errno()));
-    }
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    let rc = unsafe {
-        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
-    };
-    let err = errno();
-    unsafe { libc::close(sock) };
-    if rc != 0 {
-        return Err(format!("bringing lo up: {err}"));
-    }
-    Ok(())
+    sys::loopback_up().map_err(|e| format!("bringing lo up: {e}"))
 }
 
 /// The ext4 data disk (the virtio disk with the data serial, else /dev/vda); QEMU attaches it
@@ -180,9 +165,5 @@ pub fn swap_on(device: &str, size: u64) -> Result<()> {
     dev.sync_all()
         .map_err(|e| format!("writing the swap header: {e}"))?;
     drop(dev);
-    let path = CString::new(device).unwrap();
-    if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
-        return Err(format!("swapon {device}: {}", errno()));
-    }
-    Ok(())
+    sys::swapon(device).map_err(|e| format!("swapon {device}: {e}"))
 }

@@ -1,6 +1,10 @@
 //! `--shell`: a busybox shell on the console instead of the steps, and `lab-step NAME` in it.
 
-use crate::agent::{cgroups::*, sample::*, steps::*};
+use crate::agent::{
+    cgroups::cgroup_dir,
+    sample::sample,
+    steps::{exit_of, worker_dir},
+};
 use crate::{CGROOT, PLAN, Result};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;

@@ -1,9 +1,13 @@
 //! Running one step: sleeps and sysctls in the agent, workloads in a child process (its output
 //! drained while it runs, a per-result timeout, a background holder's `ready`).
 
-use crate::agent::{cgroups::*, emit::*, health::*, sample::*, timeline::*};
-use crate::{Result, errno, write};
+use crate::agent::sys::{self, Waited};
+use crate::agent::{
+    cgroups::cgroup_dir, emit::Emitter, health::kill_fault, sample::sample, timeline::Ticker,
+};
+use crate::{Result, write};
 use guest::event::Exit;
+use guest::parse::count_ktap_results;
 use guest::spec::{LabSpec, Step, StepKind};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -49,6 +53,28 @@ pub fn run_step(
     workers: &mut BTreeMap<String, String>,
 ) -> Result<StepOutcome> {
     let mut ticker = Ticker::new(spec, step);
+    if let Some(done) = run_in_agent(step, &mut ticker, out) {
+        done?;
+        ticker.finish(out);
+        return Ok(StepOutcome::ok());
+    }
+    let mut child = spawn_worker(spec, step)?;
+    let cgroup = step.joins().unwrap_or("root").to_string();
+    workers.insert(child.id().to_string(), cgroup);
+    if step.background() && holds(&mut child, &mut ticker, out) {
+        holders.push(child);
+        ticker.finish(out);
+        return Ok(StepOutcome {
+            exit: Exit::Holding,
+            ..StepOutcome::ok()
+        });
+    }
+    wait_for(spec, step, probe, child, &mut ticker, out)
+}
+
+/// The steps the agent runs itself (a sleep, sysctls), with the timeline going on; None for a
+/// workload.
+fn run_in_agent(step: &Step, ticker: &mut Ticker, out: &mut Emitter) -> Option<Result<()>> {
     match &step.kind {
         StepKind::Sleep { ms } => {
             let until = Instant::now() + Duration::from_millis(*ms);
@@ -60,24 +86,24 @@ pub fn run_step(
                         .min(Duration::from_millis(5)),
                 );
             }
-            ticker.finish(out);
-            return Ok(StepOutcome::ok());
+            Some(Ok(()))
         }
-        StepKind::Sysctl { set } => {
-            for (key, value) in set {
-                write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
-            }
-            ticker.finish(out);
-            return Ok(StepOutcome::ok());
-        }
-        _ => {}
+        StepKind::Sysctl { set } => Some(set.iter().try_for_each(|(key, value)| {
+            write(&format!("/proc/sys/{}", key.replace('.', "/")), value)
+        })),
+        _ => None,
     }
+}
+
+/// The step's workload process (this binary as `worker`), its output piped; a foreground one
+/// is asked to stop itself when its work is done (HOLD_ENV).
+fn spawn_worker(spec: &LabSpec, step: &Step) -> Result<std::process::Child> {
     let json = serde_json::to_string(step).map_err(|e| e.to_string())?;
     let mut command = Command::new("/proc/self/exe");
     if !step.background() {
         command.env(HOLD_ENV, "1");
     }
-    let mut child = command
+    command
         .arg("worker")
         .arg(json)
         .arg(worker_dir(spec, step))
@@ -85,97 +111,72 @@ pub fn run_step(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("starting the workload: {e}"))?;
-    let cgroup = step.joins().unwrap_or("root").to_string();
-    workers.insert(child.id().to_string(), cgroup);
-    if step.background() {
-        // A holder reports "ready" on stdout once its memory is in place, then waits to be
-        // killed at the end of the lab. EOF instead of "ready" means it died first.
-        // Its line is read on a thread, so that the timeline goes on while it fills its memory.
-        let pipe = child.stdout.take();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut byte = [0u8; 1];
-                while pipe.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
-                    line.push(byte[0] as char);
-                }
+        .map_err(|e| format!("starting the workload: {e}"))
+}
+
+/// Whether a background workload holds its memory now: it reports "ready" on stdout once its
+/// memory is in place, then waits to be killed at the end of the lab; EOF instead of "ready"
+/// means it died first. Its line is read on a thread, so that the timeline goes on while it
+/// fills its memory.
+fn holds(child: &mut std::process::Child, ticker: &mut Ticker, out: &mut Emitter) -> bool {
+    let pipe = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut byte = [0u8; 1];
+            while pipe.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                line.push(byte[0] as char);
             }
-            let _ = tx.send(line);
-        });
-        let line = loop {
-            match rx.try_recv() {
-                Ok(line) => break line,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    ticker.tick(out);
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break String::new(),
-            }
-        };
-        if line == "ready" {
-            holders.push(child);
-            ticker.finish(out);
-            return Ok(StepOutcome {
-                exit: Exit::Holding,
-                ..StepOutcome::ok()
-            });
         }
-    }
+        let _ = tx.send(line);
+    });
+    let line = loop {
+        match rx.try_recv() {
+            Ok(line) => break line,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                ticker.tick(out);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break String::new(),
+        }
+    };
+    line == "ready"
+}
+
+/// Waits for a workload to end, its output drained, the timeline ticking: a foreground
+/// workload that stopped itself is sampled (still holding its memory) and continued; an exec
+/// step's program is killed when its per-result timeout passes (or as a fault asks).
+fn wait_for(
+    spec: &LabSpec,
+    step: &Step,
+    probe: &BTreeMap<String, u64>,
+    mut child: std::process::Child,
+    ticker: &mut Ticker,
+    out: &mut Emitter,
+) -> Result<StepOutcome> {
     // Drained while it runs, so that a chatty program never blocks on a full pipe.
-    let stdout = Drain::start(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = Drain::start(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let pid = child.id() as libc::pid_t;
-    let kill_after = kill_fault(step.name());
-    let per_result = step.result_timeout_secs().map(Duration::from_secs);
-    let (mut results, mut last_result) = (0, Instant::now());
-    let mut timed_out = None;
+    let drain = |p: Option<Box<dyn Read + Send>>| Drain::start(p);
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let mut watch = Watch::new(step);
     let (mut done, mut held) = (None, None);
     let status = loop {
-        let mut raw = 0;
-        // SAFETY: waitpid on our own child, with a valid status pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG | libc::WUNTRACED) };
-        if rc < 0 {
-            return Err(format!("waiting for the workload: {}", errno()));
-        }
-        if rc == 0 {
-            let n = ktap_results(&stdout.text());
-            if n != results {
-                (results, last_result) = (n, Instant::now());
+        match sys::wait_nohang(child.id()) {
+            Err(e) => return Err(format!("waiting for the workload: {e}")),
+            Ok(Waited::Running) => {
+                watch.saw(count_ktap_results(&stdout.text()), child.id());
+                ticker.tick(out);
+                std::thread::sleep(Duration::from_millis(2));
             }
-            if kill_after.is_some_and(|k| n >= k) {
-                // Fault injection: the program dies midway, as if OOM-killed.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            Ok(Waited::Stopped) => {
+                // Its work is done and it still holds its memory: the step's final samples now.
+                done = Some(Instant::now());
+                ticker.finish(out);
+                held = Some(sample(spec, probe));
+                sys::kill(child.id(), libc::SIGCONT);
             }
-            if let Some(t) = per_result
-                && timed_out.is_none()
-                && last_result.elapsed() > t
-            {
-                timed_out = Some(t);
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            ticker.tick(out);
-            std::thread::sleep(Duration::from_millis(2));
-        } else if libc::WIFSTOPPED(raw) {
-            // Its work is done and it still holds its memory: the step's final samples now.
-            done = Some(Instant::now());
-            ticker.finish(out);
-            held = Some(sample(spec, probe));
-            // SAFETY: signalling our own stopped child.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        } else {
-            break std::process::ExitStatus::from_raw(raw);
+            Ok(Waited::Ended(status)) => break status,
         }
     };
     if done.is_none() {
@@ -188,10 +189,11 @@ pub fn run_step(
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut err = stderr.text();
-    if let Some(t) = timed_out {
+    if let Some(t) = watch.timed_out {
         err.push_str(&format!(
-            "{TIMEOUT_NOTE} {}s after {results} results: killed\n",
-            t.as_secs()
+            "{TIMEOUT_NOTE} {}s after {} results: killed\n",
+            t.as_secs(),
+            watch.results
         ));
     }
     Ok(StepOutcome {
@@ -201,6 +203,46 @@ pub fn run_step(
         done: done.unwrap_or_else(Instant::now),
         held,
     })
+}
+
+/// A running program's KTAP results, against its per-result timeout and an injected kill.
+struct Watch {
+    kill_after: Option<usize>,
+    per_result: Option<Duration>,
+    results: usize,
+    last_result: Instant,
+    timed_out: Option<Duration>,
+}
+
+impl Watch {
+    fn new(step: &Step) -> Watch {
+        Watch {
+            kill_after: kill_fault(step.name()),
+            per_result: step.result_timeout_secs().map(Duration::from_secs),
+            results: 0,
+            last_result: Instant::now(),
+            timed_out: None,
+        }
+    }
+
+    /// `n` results so far: the program `pid` is killed after N (a fault) or when no result
+    /// came within the per-result timeout.
+    fn saw(&mut self, n: usize, pid: u32) {
+        if n != self.results {
+            (self.results, self.last_result) = (n, Instant::now());
+        }
+        if self.kill_after.is_some_and(|k| n >= k) {
+            // Fault injection: the program dies midway, as if OOM-killed.
+            sys::kill(pid, libc::SIGKILL);
+        }
+        if let Some(t) = self.per_result
+            && self.timed_out.is_none()
+            && self.last_result.elapsed() > t
+        {
+            self.timed_out = Some(t);
+            sys::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Starts the line the agent adds to an exec step's stderr when it killed the program for its
@@ -244,14 +286,6 @@ impl Drain {
     pub fn finished(&self) -> bool {
         self.done.load(std::sync::atomic::Ordering::SeqCst)
     }
-}
-
-/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
-pub fn ktap_results(stdout: &str) -> usize {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
-        .count()
 }
 
 /// How a workload process ended.

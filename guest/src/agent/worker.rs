@@ -1,10 +1,10 @@
 //! The workload process (`/init worker <step-json> <cgroup-dir>`): leaves the agent's OOM
 //! protection, joins its cgroup, does the step's work.
 
-use crate::agent::steps::*;
-use crate::{CGROOT, DATA, Result, TMPFS, errno, write};
+use crate::agent::steps::HOLD_ENV;
+use crate::agent::sys;
+use crate::{CGROOT, DATA, Result, TMPFS, write};
 use guest::spec::{Step, StepKind};
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -19,24 +19,16 @@ pub fn worker(json: &str, dir: &str) -> Result<()> {
         write(&format!("{dir}/cgroup.procs"), "0")?;
     }
     if let Some(node) = step.workload().and_then(|w| w.numa_node) {
-        let mask: libc::c_ulong = 1 << node;
-        const MPOL_BIND: libc::c_long = 2;
-        let rc = unsafe { libc::syscall(libc::SYS_set_mempolicy, MPOL_BIND, &mask, 64) };
-        if rc != 0 {
-            return Err(format!("binding memory to node {node}: {}", errno()));
-        }
+        sys::bind_memory_to_node(node)
+            .map_err(|e| format!("binding memory to node {node}: {e}"))?;
     }
     // Named after its step (the kernel keeps 15 bytes): OOM reports and traces say which.
-    if let Ok(name) = CString::new(step.name()) {
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string.
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-    }
+    sys::set_name(step.name());
     let size = step.size().map(|s| s.0).unwrap_or(0) as usize;
     work(&step, size)?;
     if std::env::var_os(HOLD_ENV).is_some() {
         // Done: wait, still holding the memory, until the agent has sampled the counters.
-        // SAFETY: stopping ourselves; the agent sends SIGCONT.
-        unsafe { libc::raise(libc::SIGSTOP) };
+        sys::stop_self(); // the agent sends SIGCONT
     }
     if step.background() {
         println!("ready");
@@ -88,20 +80,7 @@ pub fn work(step: &Step, size: usize) -> Result<()> {
 /// so that neither the zero page nor zram's same-filled pages can stand in for it. With
 /// `compressible`, only the first quarter of each page (the rest stays zero): about 4:1 under lz4.
 pub fn touch_anon(size: usize, pageout: bool, compressible: bool) -> Result<()> {
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(format!("mmap {size} bytes: {}", errno()));
-    }
-    let words = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u64, size / 8) };
+    let words = sys::map_anon(size).map_err(|e| format!("mmap {size} bytes: {e}"))?;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let per_page = if compressible { 128 } else { 512 };
     for page in words.chunks_mut(512) {
@@ -112,8 +91,8 @@ pub fn touch_anon(size: usize, pageout: bool, compressible: bool) -> Result<()> 
             *w = x;
         }
     }
-    if pageout && unsafe { libc::madvise(ptr, size, libc::MADV_PAGEOUT) } != 0 {
-        return Err(format!("madvise(MADV_PAGEOUT): {}", errno()));
+    if pageout {
+        sys::page_out(words).map_err(|e| format!("madvise(MADV_PAGEOUT): {e}"))?;
     }
     Ok(())
 }

@@ -901,6 +901,16 @@ fn predict_asks_before_booting_and_names_answers_it_cannot_read() {
         out.contains("read: W/memory.stat.pgscan_direct = ?    # 0 or >0\n"),
         "{out}"
     );
+    // Every exercise's questions, each under its header, and a passing exit: nothing ran.
+    let o = xtask(&["lab", "2", "--predict", "--questions", "--exercise", "all"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("[exercise limit-above-file]\n")
+            && out.contains("[exercise machine-low]\n")
+            && out.contains("# 0 or >0; the default run showed 0\n"),
+        "{out}"
+    );
     let o = common::xtask_stdin(&["lab", "2", "--predict"], ">0\nmaybe\n");
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");

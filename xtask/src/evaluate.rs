@@ -606,4 +606,28 @@ why = "w"
         assert_eq!(ev.traces[1].spans.len(), 3);
         assert_eq!(ev.spans().count(), 4);
     }
+
+    #[test]
+    fn an_observation_with_steps_is_made_at_those_steps_only() {
+        let text = SPEC.replace(
+            "[[observe]]\ncounter = \"trace.kswapd.wakes\"",
+            "[[observe]]\ncounter = \"trace.kswapd.wakes\"\nsteps = [\"b\"]\n[[observe]]\ncounter = \"W/memory.events.max\"\nsteps = [\"a\", \"b\"]",
+        );
+        let spec = crate::lab::parse_spec(&text, "t").unwrap();
+        let stream = stream_of(vec![
+            labelled(sample(0), "start"),
+            labelled(sample(5), "after:a"),
+            labelled(sample(6), "after:b"),
+            Event::End { frames: 3 },
+        ]);
+        let ev = evaluate(&spec, &stream);
+        let names = |i: usize| -> Vec<String> {
+            let counters = ev.steps[i].observed.iter().map(|o| o.counter.to_string());
+            counters.collect()
+        };
+        assert_eq!(names(0), ["W/memory.events.max"]);
+        // (The expectation's sum of a trace fact and a sampled counter is judged, not observed.)
+        assert_eq!(names(1), ["trace.kswapd.wakes", "W/memory.events.max"]);
+        assert_eq!(ev.steps[0].observed[0].delta, Ok(5));
+    }
 }

@@ -197,6 +197,33 @@ mod tests {
     }
 
     #[test]
+    fn a_step_of_size_0_takes_its_expectations_and_its_own_observations_along() {
+        let text = "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"W\"\n\
+            [[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"W\"\nsize = \"0\"\n\
+            [[step]]\nkind = \"anon\"\nname = \"b\"\ncgroup = \"W\"\nsize = \"1M\"\n\
+            [[observe]]\ncounter = \"W/memory.events.max\"\nsteps = [\"a\"]\n\
+            [[observe]]\ncounter = \"W/memory.events.high\"\nsteps = [\"a\", \"b\"]\n\
+            [[observe]]\ncounter = \"W/memory.events.oom\"\n\
+            [[expect]]\nstep = \"a\"\ncounter = \"W/memory.events.max\"\ndelta = \"> 0\"\nwhy = \"w\"\n";
+        let mut spec: LabSpec = toml::from_str(text).unwrap();
+        assert_eq!(switch_off_zeroes(&mut spec), ["a"]);
+        assert_eq!(spec.step_names(), ["b"]);
+        assert!(spec.expect.is_empty());
+        let observed: Vec<(String, Vec<String>)> = spec
+            .observe
+            .iter()
+            .map(|o| (o.counter.to_string(), o.steps.clone()))
+            .collect();
+        assert_eq!(
+            observed,
+            [
+                ("W/memory.events.high".to_string(), vec!["b".to_string()]),
+                ("W/memory.events.oom".to_string(), vec![]),
+            ]
+        );
+    }
+
+    #[test]
     fn bad_sets_are_rejected() {
         let (vars, _) = extract(LAB, "t").unwrap();
         let e = parse_sets(&["colour=red".into()], &vars)

@@ -177,6 +177,16 @@ pub fn parse_cpu_ticks(stat: &str) -> Result<u64, ParseError> {
     Ok(field(14)? + field(15)?)
 }
 
+/// A node's meminfo (/sys/devices/system/node/nodeN/meminfo: `Node 1 MemFree:   12345 kB`)
+/// as /proc/meminfo's pairs: each line without its `Node N ` prefix.
+pub fn parse_node_meminfo(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ' ').nth(2))
+        .collect();
+    parse_meminfo(&lines.join("\n"))
+}
+
 /// The node of a kswapd thread from its /proc/<pid>/comm (`kswapd0` -> `0`); None for any
 /// other task.
 pub fn kswapd_node(comm: &str) -> Option<&str> {
@@ -300,6 +310,19 @@ mod tests {
         assert!(v.contains(&("1.Normal.min".into(), 1)));
         assert!(!v.iter().any(|(k, _)| k.contains("nr_free")));
         assert!(parse_zoneinfo("Node 0, zone DMA\n        min      x\n").is_err());
+    }
+
+    #[test]
+    fn a_nodes_meminfo_reads_as_meminfo() {
+        let text = "Node 1 MemTotal:       262144 kB\nNode 1 MemFree:        131072 kB\n";
+        let pairs = parse_node_meminfo(text).unwrap();
+        let free = pairs.iter().find(|(k, _)| k == "MemFree").map(|(_, n)| *n);
+        let whole = parse_meminfo("MemFree:        131072 kB\n").unwrap();
+        assert_eq!(
+            free,
+            whole.iter().find(|(k, _)| k == "MemFree").map(|(_, n)| *n)
+        );
+        assert!(free.is_some());
     }
 
     #[test]

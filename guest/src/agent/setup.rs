@@ -45,28 +45,38 @@ pub fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
         mount("tmpfs", TMPFS, "tmpfs", 0)?;
     }
     if spec.vm.trace {
-        // The host asks for all of this on the kernel command line (cheaper while booting);
-        // set what is not already so, e.g. when booted without those words.
-        mount("tracefs", TRACEFS, "tracefs", 0)?;
-        let clock = read(&format!("{TRACEFS}/trace_clock")).unwrap_or_default();
-        if !clock.contains("[boot]") {
-            write(&format!("{TRACEFS}/trace_clock"), "boot")?;
-        }
-        for tp in guest::TRACEPOINTS {
-            let enable = format!("{TRACEFS}/events/vmscan/{tp}/enable");
-            if read(&enable).is_some_and(|v| v.trim() == "0") {
-                write(&enable, "1")?;
-            }
-        }
-        if let Err(e) = free_probes() {
-            // Only the free-page facts are missing then; the lab says so where it needs them.
-            eprintln!("agent: no free-page probes: {e}");
-        }
-        write(&format!("{TRACEFS}/tracing_on"), "1")?;
+        tracing()?;
     }
     if let Some(on) = spec.vm.mglru {
         write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
     }
+    groups(spec)
+}
+
+/// Tracing as the lab needs it: the host asks for all of this on the kernel command line
+/// (cheaper while booting); set what is not already so, e.g. when booted without those words.
+fn tracing() -> Result<()> {
+    mount("tracefs", TRACEFS, "tracefs", 0)?;
+    let clock = read(&format!("{TRACEFS}/trace_clock")).unwrap_or_default();
+    if !clock.contains("[boot]") {
+        write(&format!("{TRACEFS}/trace_clock"), "boot")?;
+    }
+    for tp in guest::TRACEPOINTS {
+        let enable = format!("{TRACEFS}/events/vmscan/{tp}/enable");
+        if read(&enable).is_some_and(|v| v.trim() == "0") {
+            write(&enable, "1")?;
+        }
+    }
+    if let Err(e) = free_probes() {
+        // Only the free-page facts are missing then; the lab says so where it needs them.
+        eprintln!("agent: no free-page probes: {e}");
+    }
+    write(&format!("{TRACEFS}/tracing_on"), "1")
+}
+
+/// The lab's groups: v1 ones first (their hierarchy mounted; the v2 groups wait for the last
+/// step in one), else v2; the v1 probe's counters when the lab asks for them.
+fn groups(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     let v1_groups = spec.cgroups.iter().any(|c| c.v1.is_some());
     let probe = if spec.vm.cgroup_v1_probe || v1_groups {
         cgroup_v1_mount()?;

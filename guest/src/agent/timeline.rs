@@ -4,7 +4,7 @@ use crate::agent::sys;
 use crate::agent::{cgroups::cgroup_dir, emit::Emitter, sample::kswapd_threads};
 use crate::read;
 use guest::event::Event;
-use guest::parse::{parse_key_values, parse_meminfo, parse_single};
+use guest::parse::{parse_key_values, parse_meminfo, parse_node_meminfo, parse_single};
 use guest::spec::{LabSpec, Step};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -122,70 +122,18 @@ impl<'a> Ticker<'a> {
 /// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
 /// pages, and each group's usage, reclaim and events.
 pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
-    const VMSTAT: &[&str] = &[
-        "pgscan_kswapd",
-        "pgscan_direct",
-        "pgsteal_kswapd",
-        "pgsteal_direct",
-        "pswpout",
-        "pswpin",
-        "nr_dirty",
-        "nr_writeback",
-        "oom_kill",
-        "workingset_refault_anon",
-        "workingset_refault_file",
-    ];
-    const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
-    const STAT: &[&str] = &[
-        "pgscan_direct",
-        "pgscan_kswapd",
-        "anon",
-        "file",
-        "shmem",
-        "file_dirty",
-        // A cgroup v1 group's anonymous memory, page cache and swap.
-        "rss",
-        "cache",
-        "swap",
-    ];
-    const EVENTS: &[&str] = &["high", "max", "oom_kill"];
     let mut v = BTreeMap::new();
-    let pick = |v: &mut BTreeMap<String, u64>,
-                prefix: &str,
-                keys: &[&str],
-                pairs: Option<Vec<(String, u64)>>| {
-        for (k, n) in pairs.into_iter().flatten() {
-            if keys.contains(&k.as_str()) {
-                v.insert(format!("{prefix}{k}"), n);
-            }
-        }
-    };
-    let kv = |path: &str| read(path).and_then(|t| parse_key_values(&t).ok());
-    pick(&mut v, "vmstat.", VMSTAT, kv("/proc/vmstat"));
-    pick(
-        &mut v,
-        "meminfo.",
-        MEMINFO,
-        read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok()),
-    );
+    pick(&mut v, "vmstat.", VMSTAT, key_values("/proc/vmstat"));
+    let meminfo = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok());
+    pick(&mut v, "meminfo.", MEMINFO, meminfo);
     // No PSI file here: reading one is not passive. psi_show() folds the per-CPU times into the
     // total at every read, each CPU weighted by the group's non-idle time there since the last
     // fold, so how often it is read changes the total that lab 12 compares with the trace.
     if spec.vm.numa_nodes > 1 {
         for node in 0..spec.vm.numa_nodes {
-            // `Node 1 MemFree:   12345 kB`
-            let text = read(&format!("/sys/devices/system/node/node{node}/meminfo")).map(|t| {
-                t.lines()
-                    .filter_map(|l| l.splitn(3, ' ').nth(2))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            pick(
-                &mut v,
-                &format!("node{node}.meminfo."),
-                &["MemFree"],
-                text.and_then(|t| parse_meminfo(&t).ok()),
-            );
+            let path = format!("/sys/devices/system/node/node{node}/meminfo");
+            let free = read(&path).and_then(|t| parse_node_meminfo(&t).ok());
+            pick(&mut v, &format!("node{node}.meminfo."), &["MemFree"], free);
         }
     }
     if spec.refers_to("kswapd.") {
@@ -194,28 +142,73 @@ pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         }
     }
     for cg in &spec.cgroups {
-        let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
-        let files: &[&str] = match cg.v1 {
-            None => &["memory.current", "memory.swap.current"],
-            Some(_) => &["memory.usage_in_bytes"],
-        };
-        for file in files {
-            if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
-                v.insert(format!("{name}/{file}"), n);
-            }
-        }
-        pick(
-            &mut v,
-            &format!("{name}/memory.stat."),
-            STAT,
-            kv(&format!("{dir}/memory.stat")),
-        );
-        pick(
-            &mut v,
-            &format!("{name}/memory.events."),
-            EVENTS,
-            kv(&format!("{dir}/memory.events")),
-        );
+        group_values(spec, cg, &mut v);
     }
     v
+}
+
+/// The timeline's counters: /proc/vmstat's, /proc/meminfo's, each group's memory.stat and
+/// memory.events keys (no PSI: see timeline_values).
+const VMSTAT: &[&str] = &[
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pswpout",
+    "pswpin",
+    "nr_dirty",
+    "nr_writeback",
+    "oom_kill",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+];
+const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
+const STAT: &[&str] = &[
+    "pgscan_direct",
+    "pgscan_kswapd",
+    "anon",
+    "file",
+    "shmem",
+    "file_dirty",
+    // A cgroup v1 group's anonymous memory, page cache and swap.
+    "rss",
+    "cache",
+    "swap",
+];
+const EVENTS: &[&str] = &["high", "max", "oom_kill"];
+
+/// One group's timeline counters: its usage (and swap), memory.stat, memory.events.
+fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<String, u64>) {
+    let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
+    let files: &[&str] = match cg.v1 {
+        None => &["memory.current", "memory.swap.current"],
+        Some(_) => &["memory.usage_in_bytes"],
+    };
+    for file in files {
+        if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
+            v.insert(format!("{name}/{file}"), n);
+        }
+    }
+    let stat = key_values(&format!("{dir}/memory.stat"));
+    pick(v, &format!("{name}/memory.stat."), STAT, stat);
+    let events = key_values(&format!("{dir}/memory.events"));
+    pick(v, &format!("{name}/memory.events."), EVENTS, events);
+}
+
+/// The pairs whose key is one of `keys`, as `<prefix><key>`.
+fn pick(
+    v: &mut BTreeMap<String, u64>,
+    prefix: &str,
+    keys: &[&str],
+    pairs: Option<Vec<(String, u64)>>,
+) {
+    for (k, n) in pairs.into_iter().flatten() {
+        if keys.contains(&k.as_str()) {
+            v.insert(format!("{prefix}{k}"), n);
+        }
+    }
+}
+
+fn key_values(path: &str) -> Option<Vec<(String, u64)>> {
+    read(path).and_then(|t| parse_key_values(&t).ok())
 }

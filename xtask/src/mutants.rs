@@ -6,7 +6,7 @@
 
 use crate::acquire::KernelChoice;
 use crate::cache::{self, KeyHasher};
-use crate::check::{self, CheckOptions, Entry, Mode, Verdict};
+use crate::check::{self, Check, CheckOptions, Entry, Mode, RunStatus, Verdict};
 use crate::kernel::{self, Untestable};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -151,7 +151,9 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
         };
         Ok(check::check(&o)?.results)
     };
-    eprintln!("mutants: the unmodified tree first (what fails there cannot catch anything)");
+    eprintln!(
+        "mutants: the unmodified tree first (a check that fails there cannot catch anything)"
+    );
     let baseline = check_scratch("unmodified").context("checking the unmodified tree")?;
     let unreliable: Vec<String> = baseline.iter().filter(|e| !ok(e)).map(name).collect();
     let mut results = Vec::new();
@@ -164,7 +166,7 @@ pub fn run(mutants: &[Mutant], opts: &CheckOptions) -> Result<(Vec<String>, Vec<
                 why: format!("{e:#}"),
             },
             Ok(()) => {
-                let outcome = outcome(check_scratch(&m.name), &unreliable);
+                let outcome = outcome(check_scratch(&m.name), &baseline);
                 apply(&scratch, &m.patch, true)
                     .with_context(|| format!("reverting {} in {}", m.name, scratch.display()))?;
                 outcome
@@ -212,9 +214,10 @@ fn scratch_tree(flag: Option<&Path>) -> Result<(PathBuf, cache::Lock)> {
 }
 
 /// A mutant's outcome from the check of the patched tree: caught by what failed there that
-/// did not fail on the unmodified tree (`unreliable`), escaped when nothing did or only
+/// did not fail on the unmodified tree (`baseline`, check by check: a lab already failing
+/// one check there still catches a mutant with another), escaped when nothing did or only
 /// flakily, does not build (untestable), or an error.
-fn outcome(checked: Result<Vec<Entry>>, unreliable: &[String]) -> Outcome {
+fn outcome(checked: Result<Vec<Entry>>, baseline: &[Entry]) -> Outcome {
     let entries = match checked {
         Ok(entries) => entries,
         Err(e) if e.downcast_ref::<Untestable>().is_some() => {
@@ -228,20 +231,47 @@ fn outcome(checked: Result<Vec<Entry>>, unreliable: &[String]) -> Outcome {
             };
         }
     };
-    let bad: Vec<&Entry> = entries
+    let bad: Vec<(&Entry, String)> = entries
         .iter()
-        .filter(|e| !ok(e) && !unreliable.contains(&name(e)))
+        .filter_map(|e| newly_failing(e, baseline).map(|by| (e, by)))
         .collect();
-    let by: Vec<String> = bad
-        .iter()
-        .map(|e| format!("{} ({})", name(e), e.result.name()))
-        .collect();
+    let by: Vec<String> = bad.iter().map(|(_, by)| by.clone()).collect();
     // Flaky alone (failed, then passed a retry) catches nothing.
-    if bad.iter().all(|e| e.result == Verdict::Flaky) {
+    if bad.iter().all(|(e, _)| e.result == Verdict::Flaky) {
         Outcome::Escaped { flaky: by }
     } else {
         Outcome::Caught { by }
     }
+}
+
+/// What of `e` failed that did not fail on the unmodified tree: the item, when it passed
+/// there; else its checks that fail now and did not there (a lab whose snapshot was already
+/// stale still catches a mutant by an expectation). None: nothing new.
+fn newly_failing(e: &Entry, baseline: &[Entry]) -> Option<String> {
+    if ok(e) {
+        return None;
+    }
+    let whole = format!("{} ({})", name(e), e.result.name());
+    let Some(before) = baseline
+        .iter()
+        .find(|b| name(b) == name(e) && b.kernel == e.kernel)
+        .filter(|b| !ok(b))
+    else {
+        return Some(whole);
+    };
+    let failed_before = |c: &Check| {
+        before
+            .checks
+            .iter()
+            .any(|b| b.name == c.name && b.status != RunStatus::Passed)
+    };
+    let new: Vec<&str> = e
+        .checks
+        .iter()
+        .filter(|c| c.status != RunStatus::Passed && !failed_before(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    (!new.is_empty()).then(|| format!("{} ({}: {})", name(e), e.result.name(), new.join("; ")))
 }
 
 fn ok(e: &Entry) -> bool {
@@ -336,7 +366,7 @@ pub fn render(unreliable: &[String], results: &[Result1]) -> String {
     if !unreliable.is_empty() {
         let _ = writeln!(
             out,
-            "failing on the unmodified tree too, so not counted: {}",
+            "failing on the unmodified tree too (only their other checks count): {}",
             unreliable.join(", ")
         );
     }
@@ -384,6 +414,45 @@ mod tests {
                 "{}: one line",
                 m.name
             );
+        }
+    }
+
+    /// A lab that already failed one check on the unmodified tree (a stale snapshot) still
+    /// catches a mutant by another check; the check that failed before catches nothing.
+    #[test]
+    fn a_lab_failing_on_the_unmodified_tree_still_catches_by_its_other_checks() {
+        use crate::check::tests::entry;
+        let check = |name: &str, status| Check {
+            name: name.into(),
+            status,
+            detail: String::new(),
+        };
+        let with = |checks: Vec<Check>| {
+            let mut e = entry("4-memory-high", Verdict::Failed);
+            e.checks = checks;
+            e
+        };
+        let snap = || check("snapshot 4-memory-high.snap", RunStatus::Failed);
+        let psi = |s| check("expectation Δ T/memory.pressure.some.total >= 500000", s);
+        let baseline = vec![with(vec![psi(RunStatus::Passed), snap()])];
+        let same = with(vec![psi(RunStatus::Passed), snap()]);
+        assert!(matches!(
+            outcome(Ok(vec![same]), &baseline),
+            Outcome::Escaped { flaky } if flaky.is_empty()
+        ));
+        let caught = with(vec![psi(RunStatus::Failed), snap()]);
+        match outcome(Ok(vec![caught]), &baseline) {
+            Outcome::Caught { by } => assert_eq!(
+                by,
+                ["4-memory-high (failed: expectation Δ T/memory.pressure.some.total >= 500000)"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A lab that passed on the unmodified tree catches as a whole.
+        let clean = vec![entry("2-cgroup-limit", Verdict::Passed)];
+        match outcome(Ok(vec![entry("2-cgroup-limit", Verdict::Failed)]), &clean) {
+            Outcome::Caught { by } => assert_eq!(by, ["2-cgroup-limit (failed)"]),
+            other => panic!("{other:?}"),
         }
     }
 

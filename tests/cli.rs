@@ -901,6 +901,16 @@ fn predict_asks_before_booting_and_names_answers_it_cannot_read() {
         out.contains("read: W/memory.stat.pgscan_direct = ?    # 0 or >0\n"),
         "{out}"
     );
+    // Every exercise's questions, each under its header, and a passing exit: nothing ran.
+    let o = xtask(&["lab", "2", "--predict", "--questions", "--exercise", "all"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("[exercise limit-above-file]\n")
+            && out.contains("[exercise machine-low]\n")
+            && out.contains("# 0 or >0; the default run showed 0\n"),
+        "{out}"
+    );
     let o = common::xtask_stdin(&["lab", "2", "--predict"], ">0\nmaybe\n");
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
@@ -1146,4 +1156,47 @@ fn cache_gc_removes_what_is_old_or_too_much_and_says_so() {
     let out = gc(&["--max-size", "1M"]);
     assert!(out.contains("build directory"), "{out}");
     assert!(!big.exists() && new.exists(), "{out}");
+}
+
+/// Every fragment of kernel-configs/ holds on both Debian kernels, by Kconfig itself
+/// (tinyconfig, the fragments, olddefconfig, the survival check; no build): a fragment that
+/// loses an option on one version (6.1's KPROBES needs MODULES) fails here in seconds, not
+/// after a CI's kernel builds.
+#[test]
+fn every_config_fragment_survives_kconfig_on_both_debian_kernels() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel-configs");
+    let optional: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".config")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let every = text
+                .lines()
+                .any(|l| l.trim() == "# kernel-lab: in every kernel");
+            (name != "base" && !every).then_some(name)
+        })
+        .collect();
+    // Both versions at once (Kconfig is mostly waiting on gcc's option probes).
+    let runs: Vec<(&str, Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["6.12", "6.1"]
+            .map(|v| s.spawn(move || (v, xtask(&["kernel", "--config-only", "--kernel-src", v]))))
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (version, o) in runs {
+        let out = text(&o);
+        assert!(o.status.success(), "{version}: {out}");
+        assert!(
+            out.contains("every option the fragments ask for survived"),
+            "{out}"
+        );
+        for name in &optional {
+            assert!(
+                out.contains(&format!(",{name}}}.config")),
+                "{name} not configured: {out}"
+            );
+        }
+    }
 }

@@ -297,7 +297,7 @@ fn a_hung_guest_is_killed_at_the_timeout() {
         started.elapsed()
     );
     assert!(
-        out.contains("did not finish within 25s and QEMU was killed"),
+        out.contains("did not finish within 30s and QEMU was killed"),
         "{out}"
     );
     assert!(out.contains("last seen: step-start forever"), "{out}");

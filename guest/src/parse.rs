@@ -177,6 +177,38 @@ pub fn parse_cpu_ticks(stat: &str) -> Result<u64, ParseError> {
     Ok(field(14)? + field(15)?)
 }
 
+/// A node's meminfo (/sys/devices/system/node/nodeN/meminfo: `Node 1 MemFree:   12345 kB`)
+/// as /proc/meminfo's pairs: each line without its `Node N ` prefix.
+pub fn parse_node_meminfo(text: &str) -> Result<Vec<(String, u64)>, ParseError> {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ' ').nth(2))
+        .collect();
+    parse_meminfo(&lines.join("\n"))
+}
+
+/// The node of a kswapd thread from its /proc/<pid>/comm (`kswapd0` -> `0`); None for any
+/// other task.
+pub fn kswapd_node(comm: &str) -> Option<&str> {
+    comm.trim().strip_prefix("kswapd")
+}
+
+/// The groups /proc/cgroups counts for `controller` (its `num_cgroups` column, the root
+/// included, a group counted until it is freed); None when the controller is not listed.
+pub fn parse_cgroup_count(text: &str, controller: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.split('\t').next() == Some(controller))
+        .and_then(|l| l.split('\t').nth(2)?.parse::<u64>().ok())
+}
+
+/// KTAP result lines (`ok N ...`, `not ok N ...`) in a program's output so far.
+pub fn count_ktap_results(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .count()
+}
+
 /// Parses one hexadecimal number such as `0x0007` (/sys/kernel/mm/lru_gen/enabled).
 pub fn parse_hex(text: &str) -> Result<u64, ParseError> {
     let t = text.trim();
@@ -278,6 +310,44 @@ mod tests {
         assert!(v.contains(&("1.Normal.min".into(), 1)));
         assert!(!v.iter().any(|(k, _)| k.contains("nr_free")));
         assert!(parse_zoneinfo("Node 0, zone DMA\n        min      x\n").is_err());
+    }
+
+    #[test]
+    fn a_nodes_meminfo_reads_as_meminfo() {
+        let text = "Node 1 MemTotal:       262144 kB\nNode 1 MemFree:        131072 kB\n";
+        let pairs = parse_node_meminfo(text).unwrap();
+        let free = pairs.iter().find(|(k, _)| k == "MemFree").map(|(_, n)| *n);
+        let whole = parse_meminfo("MemFree:        131072 kB\n").unwrap();
+        assert_eq!(
+            free,
+            whole.iter().find(|(k, _)| k == "MemFree").map(|(_, n)| *n)
+        );
+        assert!(free.is_some());
+    }
+
+    #[test]
+    fn kswapd_threads_are_told_by_their_comm() {
+        assert_eq!(kswapd_node("kswapd0\n"), Some("0"));
+        assert_eq!(kswapd_node("kswapd1"), Some("1"));
+        assert_eq!(kswapd_node("kworker/0:1"), None);
+        assert_eq!(kswapd_node("init\n"), None);
+    }
+
+    #[test]
+    fn proc_cgroups_counts_a_controllers_groups() {
+        let text = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t0\t1\t1\nmemory\t1\t3\t1\nmemoryx\t0\t9\t1\n";
+        assert_eq!(parse_cgroup_count(text, "memory"), Some(3));
+        assert_eq!(parse_cgroup_count(text, "cpuset"), Some(1));
+        assert_eq!(parse_cgroup_count(text, "hugetlb"), None);
+        assert_eq!(parse_cgroup_count("memory\t1\tmany\t1\n", "memory"), None);
+    }
+
+    #[test]
+    fn ktap_results_are_the_ok_and_not_ok_lines() {
+        let out = "TAP version 13\n1..3\nok 1 test_a\n# note: ok 9\nnot ok 2 test_b\nok 3 test_c # SKIP\n";
+        assert_eq!(count_ktap_results(out), 3);
+        assert_eq!(count_ktap_results(""), 0);
+        assert_eq!(count_ktap_results("    ok 1 nested\n"), 0);
     }
 
     #[test]

@@ -29,7 +29,10 @@ fn snapshot_classes(lab: &str) -> Vec<(String, String, String)> {
 
 /// The class a `shows` fact about a change fixes, if it fixes one.
 fn class_of(fact: &str, exact: bool) -> Option<(String, String)> {
-    let f = fact.strip_prefix("Δ ")?;
+    // A trace fact is measured over its step alone: its value is its change.
+    let f = fact
+        .strip_prefix("Δ ")
+        .or_else(|| fact.starts_with("trace.").then_some(fact))?;
     for op in ["==", ">=", "<=", "!=", ">", "<"] {
         if let Some((c, v)) = f.split_once(&format!(" {op} ")) {
             let n: i64 = v.trim().parse().ok()?;

@@ -1,8 +1,8 @@
 //! What the timeline chart shows, built from a run: one panel per idea (each group's memory
 //! against its limits; free memory against the zone watermarks and the guest's RAM; who
-//! reclaims; swap; dirty pages; stall time; limit hits), each step its own column, OOM kills
-//! as marks, trace episodes as bars. Also the terminal's sparklines. Pure: evaluation in,
-//! [`Chart`] out; `timeline.rs` draws it.
+//! reclaims; swap; dirty pages; limit hits; time blocked in reclaim, from the trace), each
+//! step its own column, OOM kills as marks, trace episodes as bars. Also the terminal's
+//! sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
 
 use crate::report::Evaluation;
 use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
@@ -147,6 +147,8 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                 for (name, limit) in [
                     ("memory.max", cg.memory_max),
                     ("memory.high", cg.memory_high),
+                    ("memory.low", cg.memory_low),
+                    ("memory.min", cg.memory_min),
                 ] {
                     if let Some(l) = limit {
                         p.refs.push(RefLine {
@@ -355,35 +357,10 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
     push(&mut panels, hits);
 
-    // 8. Stall time.
-    let mut stall = panel(
-        "Time tasks stalled waiting for memory since the step began (PSI some)",
-        "ms",
-    );
-    for c in &cgroups {
-        let s = series(
-            &data,
-            &format!("{c}/memory.pressure.some.total"),
-            format!("{c}'s tasks"),
-            Draw::SinceStepStart(1e-3),
-        );
-        if let Some(s) = keep(s, 1.0, false) {
-            stall.series.push(s);
-        }
-    }
-    if let Some(s) = keep(
-        series(
-            &data,
-            "pressure.some.total",
-            "any task (whole machine)".into(),
-            Draw::SinceStepStart(1e-3),
-        ),
-        1.0,
-        false,
-    ) {
-        stall.series.push(s);
-    }
-    push(&mut panels, stall);
+    // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
+    // PSI's total; see the agent's timeline_values()).
+    let spans = spans(ev, &data);
+    push(&mut panels, blocked_panel(&spans, &data));
 
     Chart {
         title: format!("{}: {}", spec.id, spec.title),
@@ -396,8 +373,48 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
             .collect(),
         panels,
         marks: oom_marks(ev, &data),
-        spans: spans(ev, &data),
+        spans,
     }
+}
+
+/// The time each task spent blocked in reclaim since its step began, summed from the traced
+/// episodes (memcg or direct reclaim; kswapd's wakeful time blocks no task).
+fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Time tasks spent blocked in reclaim since the step began (vmscan trace)",
+        "ms",
+    );
+    let mut whos: Vec<&str> = spans.iter().map(|s| s.3.as_str()).collect();
+    whos.sort();
+    whos.dedup();
+    for who in whos.into_iter().filter(|w| !w.contains("awake")) {
+        let mut points = Vec::new();
+        for (i, step) in data.iter().enumerate() {
+            let (mut blocked, mut x) = (0.0, 0.0);
+            points.push((i, 0.0, 0.0));
+            let mut episodes: Vec<(f64, f64)> = spans
+                .iter()
+                .filter(|s| s.0 == i && s.3 == who)
+                .map(|s| (s.1, s.2))
+                .collect();
+            episodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Two tasks' episodes may overlap: both count, drawn one after the other.
+            for (a, b) in episodes {
+                x = a.max(x);
+                points.push((i, x, blocked));
+                blocked += (b - a).max(0.0) * 1000.0;
+                x = b.max(x);
+                points.push((i, x, blocked));
+            }
+            points.push((i, step.secs, blocked));
+        }
+        p.series.push(Series {
+            label: who.to_string(),
+            counter: format!("trace: {who}"),
+            points,
+        });
+    }
+    p
 }
 
 fn panel(title: &str, unit: &str) -> Panel {

@@ -700,19 +700,27 @@ impl State {
     }
 
     /// A finished run: its files kept under the check's runs/, its record in the report.
-    fn record(&mut self, opts: &CheckOptions, at: &At, run: Run) {
-        let log = keep_run(opts, at, run.id, run.attempt.n, run.kept);
+    fn record(
+        &mut self,
+        opts: &CheckOptions,
+        at: &At,
+        id: &str,
+        attempt: Attempt,
+        status: RunStatus,
+        boot: &dyn Boot,
+    ) {
+        let log = keep_run(opts, at, id, attempt.n, boot.kept());
         self.report.runs.push(RunRecord {
             index: at.index,
-            id: run.id.to_string(),
+            id: id.to_string(),
             kernel: at.label.clone(),
             mglru: at.mode,
-            attempt: run.attempt.n,
-            retry: run.attempt.retry,
-            status: run.status,
-            wall_secs: run.wall,
-            healthy: run.health.healthy(),
-            health: run.health.findings.clone(),
+            attempt: attempt.n,
+            retry: attempt.retry,
+            status,
+            wall_secs: boot.wall(),
+            healthy: boot.health().healthy(),
+            health: boot.health().findings.clone(),
             log,
         });
     }
@@ -781,10 +789,8 @@ fn run_lab_item(opts: &CheckOptions, at: &At, lab: &LabItem, state: &mut State) 
                     lab::print(&r);
                 }
                 failing.saw(&r);
-                let wall = r.total.as_secs_f64();
-                let run = Run::of(&lab.dir.id, attempt, status, &r.health, wall, &r.kept);
-                state.record(opts, at, run);
-                series.push(status, wall, failure_lines(&r), lab_checks(&r));
+                state.record(opts, at, &lab.dir.id, attempt, status, &r);
+                series.push(status, r.wall(), failure_lines(&r), lab_checks(&r));
             }
             Err(e) => {
                 let (v, why) = state.run_failed(&e, &lab.dir.id, at, &fragments);
@@ -866,36 +872,32 @@ fn announce(what: &str, at: &At, attempt: Attempt) {
     );
 }
 
-/// One finished boot of an item, as [`State::record`] keeps it.
-struct Run<'a> {
-    id: &'a str,
-    attempt: Attempt,
-    status: RunStatus,
-    health: &'a health::Health,
-    wall: f64,
-    /// The run's kept files (console.log, results.jsonl), copied under the check's runs/.
-    kept: &'a Path,
+/// What `check` keeps of any finished boot, a lab's or the selftests': its kernel's health,
+/// its wall time, and its files (console.log, results.jsonl).
+trait Boot {
+    fn health(&self) -> &health::Health;
+    fn wall(&self) -> f64;
+    fn kept(&self) -> &Path;
 }
 
-impl<'a> Run<'a> {
-    fn of(
-        id: &'a str,
-        attempt: Attempt,
-        status: RunStatus,
-        health: &'a health::Health,
-        wall: f64,
-        kept: &'a Path,
-    ) -> Run<'a> {
-        Run {
-            id,
-            attempt,
-            status,
-            health,
-            wall,
-            kept,
+/// Both kinds of run have these as fields of the same names.
+macro_rules! impl_boot {
+    ($($t:ty),*) => {$(
+        impl Boot for $t {
+            fn health(&self) -> &health::Health {
+                &self.health
+            }
+            fn wall(&self) -> f64 {
+                self.total.as_secs_f64()
+            }
+            fn kept(&self) -> &Path {
+                &self.kept
+            }
         }
-    }
+    )*};
 }
+
+impl_boot!(RunResult, selftests::SelftestRun);
 
 fn run_selftests_item(opts: &CheckOptions, at: &At, state: &mut State) -> Vec<Entry> {
     let spec = selftests::spec(selftests::PROGRAMS);
@@ -922,9 +924,7 @@ fn run_selftests_item(opts: &CheckOptions, at: &At, state: &mut State) -> Vec<En
                     false if !r.health.healthy() => RunStatus::Failed,
                     false => selftest_run_status(&r),
                 };
-                let wall = r.total.as_secs_f64();
-                let run = Run::of(selftests::ID, attempt, status, &r.health, wall, &r.kept);
-                state.record(opts, at, run);
+                state.record(opts, at, selftests::ID, attempt, status, &r);
                 runs.push(r);
             }
             Err(e) => {
@@ -1460,6 +1460,17 @@ pub mod tests {
             assert_eq!(seen, (0..13).collect::<Vec<_>>(), "{n} shards");
         }
         assert!(in_shard(7, None));
+    }
+
+    #[test]
+    fn verdict_and_mode_names_are_their_json_names() {
+        use Verdict::*;
+        for v in [Passed, Flaky, Failed, Xfail, Skipped, Error, Untestable] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name(), "{v:?}");
+        }
+        for m in [Mode::Lab, Mode::On, Mode::Off] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name(), "{m:?}");
+        }
     }
 
     #[test]

@@ -215,39 +215,59 @@ pub fn write(
             data: plan_json.as_bytes(),
         },
     ];
-    let busybox = if shell {
-        let need = format!(
-            "--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static"
-        );
-        let bytes = std::fs::read(BUSYBOX).with_context(|| need.clone())?;
-        // A dynamic busybox needs a loader and libc, which the initramfs does not have.
-        if has_interpreter(&bytes) {
-            bail!("{BUSYBOX} is dynamically linked; {need}");
-        }
-        bytes
-    } else {
-        Vec::new()
-    };
+    let busybox = if shell { static_busybox()? } else { vec![] };
     let applets: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
     if shell {
-        entries.push(Entry::Dir { path: "bin" });
-        entries.push(Entry::File {
+        entries.extend(shell_entries(&busybox, &applets));
+    }
+    let dirs = parent_dirs(extra);
+    entries.extend(dirs.iter().map(|path| Entry::Dir { path }));
+    entries.extend(extra.iter().map(|e| Entry::File {
+        path: &e.path,
+        mode: e.mode,
+        data: &e.data,
+    }));
+    let archive = cpio(&entries);
+    std::fs::write(dest, archive).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Busybox from the host, refused unless static (the initramfs has no loader and no libc).
+fn static_busybox() -> Result<Vec<u8>> {
+    let need = format!(
+        "--shell needs a static busybox at {BUSYBOX}: apt-get install --no-install-recommends busybox-static"
+    );
+    let bytes = std::fs::read(BUSYBOX).with_context(|| need.clone())?;
+    if has_interpreter(&bytes) {
+        bail!("{BUSYBOX} is dynamically linked; {need}");
+    }
+    Ok(bytes)
+}
+
+/// `--shell`'s /bin: busybox, its applets (`applets`: their paths) and `lab-step`.
+fn shell_entries<'a>(busybox: &'a [u8], applets: &'a [String]) -> Vec<Entry<'a>> {
+    let mut entries = vec![
+        Entry::Dir { path: "bin" },
+        Entry::File {
             path: "bin/busybox",
             mode: 0o755,
-            data: &busybox,
-        });
-        for a in &applets {
-            entries.push(Entry::Symlink {
-                path: a,
-                target: "busybox",
-            });
-        }
-        entries.push(Entry::File {
-            path: "bin/lab-step",
-            mode: 0o755,
-            data: b"#!/bin/sh\nexec /init step \"$@\"\n",
-        });
-    }
+            data: busybox,
+        },
+    ];
+    entries.extend(applets.iter().map(|a| Entry::Symlink {
+        path: a,
+        target: "busybox",
+    }));
+    entries.push(Entry::File {
+        path: "bin/lab-step",
+        mode: 0o755,
+        data: b"#!/bin/sh\nexec /init step \"$@\"\n",
+    });
+    entries
+}
+
+/// The directories the `extra` files need that the initramfs does not already have, parents
+/// before children.
+fn parent_dirs(extra: &[Extra]) -> Vec<String> {
     let mut dirs: Vec<String> = Vec::new();
     for e in extra {
         for p in Path::new(&e.path).ancestors().skip(1) {
@@ -258,15 +278,8 @@ pub fn write(
             }
         }
     }
-    dirs.sort(); // parents before children
-    entries.extend(dirs.iter().map(|path| Entry::Dir { path }));
-    entries.extend(extra.iter().map(|e| Entry::File {
-        path: &e.path,
-        mode: e.mode,
-        data: &e.data,
-    }));
-    let archive = cpio(&entries);
-    std::fs::write(dest, archive).with_context(|| format!("writing {}", dest.display()))
+    dirs.sort();
+    dirs
 }
 
 #[cfg(test)]

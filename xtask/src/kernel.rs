@@ -228,6 +228,21 @@ fn build_fragments_in(dir: &Path, extra: &[String]) -> Result<Vec<Fragment>> {
     fragments_in(dir, &folded)
 }
 
+/// The fragments of kernel-configs/ that make a kernel of their own when asked for (neither
+/// base nor [`IN_EVERY_KERNEL`]), by name.
+pub fn optional_fragments() -> Result<Vec<String>> {
+    let dir = cache::project_root().join("kernel-configs");
+    let every = build_fragments_in(&dir, &[])?;
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| Some(e.file_name().to_str()?.strip_suffix(".config")?.to_string()))
+        .filter(|n| !every.iter().any(|f| &f.name == n))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// A requested option: `CONFIG_X=value`, or `CONFIG_X` unset (`# CONFIG_X is not set`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requested {
@@ -445,6 +460,22 @@ impl crate::KernelBuildArgs {
     pub fn run(self) -> Result<crate::exit::Exit> {
         let flag = self.src.kernel_src.as_deref();
         crate::setup::ensure(true, flag)?;
+        if self.config_only {
+            // Without --fragment: every kernel kernel-lab may build from this source.
+            let sets = match self.fragments.is_empty() {
+                true => std::iter::once(vec![])
+                    .chain(optional_fragments()?.into_iter().map(|f| vec![f]))
+                    .collect(),
+                false => vec![self.fragments.clone()],
+            };
+            let source = locate(flag)?;
+            for extra in &sets {
+                let config = configure_only(&source, &build_fragments(extra)?)?;
+                println!("{}", config.display());
+            }
+            eprintln!("every option the fragments ask for survived");
+            return Ok(crate::exit::Exit::Passed);
+        }
         let k = ensure(
             &locate(flag)?,
             &build_fragments(&self.fragments)?,
@@ -527,6 +558,39 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
         key,
         built: true,
     })
+}
+
+/// Configures the fragments for `source` in a scratch directory under target/ (tinyconfig,
+/// merge, olddefconfig, the survival check: a lost option is [`Untestable`], named), without
+/// building; returns the resulting .config (one directory per tree and fragment set). Every
+/// run configures afresh (the tree's Kconfig may have changed); the directory is kept, so
+/// Kconfig's own programs are compiled once.
+pub fn configure_only(source: &Source, fragments: &[Fragment]) -> Result<PathBuf> {
+    let tree = source_tree(&cache::cache_dir()?, source)?;
+    if let (SourceKind::Tree, Some(what)) = (&source.kind, crate::tree::in_place_build(&tree)) {
+        crate::exit::bad_input!("{}", in_place_message(&tree, what));
+    }
+    let version = makefile_version(&tree);
+    let set = FragmentSet::new(fragments, version.as_deref());
+    let mut h = KeyHasher::new();
+    h.add(b"config only")
+        .add(tree.as_os_str().as_encoded_bytes());
+    for n in set.names() {
+        h.add(n.as_bytes());
+    }
+    let dir = cache::target_dir()?.join("kernel-config").join(h.hex());
+    let _lock = cache::lock(&cache::cache_dir()?, &format!("config-{}", h.hex()))?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("kernel-lab-config.log");
+    fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+    let _ = fs::remove_file(dir.join("kernel-lab-fragments"));
+    eprintln!(
+        "  kernel: configuring {} for kernel-configs/{{{}}}.config (Kconfig only, no build) ...",
+        version.as_deref().unwrap_or("an unknown version"),
+        set.names().join(",")
+    );
+    configure(&tree, &dir, &set, &log)?;
+    Ok(dir.join(".config"))
 }
 
 /// After a build: a tree's older kernels of the same build directory go (editing a tree does
@@ -833,7 +897,9 @@ fn make(
     let f = running.wait(Duration::from_millis(250), None, || shown.tick())?;
     match f.ended {
         Ended::Exited(status) if status.success() => {}
-        Ended::Exited(status) => return Err(make_failed(&what, status, log, build)),
+        Ended::Exited(status) => {
+            return Err(make_failed(&what, status, log, shown.log_start, build));
+        }
         Ended::Interrupted | Ended::TimedOut => {
             bail!("interrupted while running make {what}; the cache is unchanged")
         }
@@ -851,8 +917,16 @@ fn make(
 
 /// Why make failed: the build itself ([`Untestable`]), or the machine (a full disk, make or
 /// a compiler killed by a signal: Ctrl-C, a CI timeout, the host's OOM killer; exit 255).
-fn make_failed(what: &str, status: ExitStatus, log: &Path, build: &Path) -> anyhow::Error {
-    let tail = progress::tail(log, 30);
+/// Only this make's output counts (`log_start`: the log's size before it ran; the log is
+/// appended to by every build of the directory, and an earlier interrupted one is no reason).
+fn make_failed(
+    what: &str,
+    status: ExitStatus,
+    log: &Path,
+    log_start: u64,
+    build: &Path,
+) -> anyhow::Error {
+    let tail = progress::tail_since(log, log_start, 30);
     let failed = format!(
         "make {what} failed ({status}); the last lines of {}:\n{tail}",
         log.display()
@@ -995,6 +1069,32 @@ mod tests {
         assert!(interrupted(failed, oom).is_some());
         let broken = "mm/vmscan.c:1:1: error: expected declaration\nmake[3]: *** [scripts/Makefile.build:229: mm/vmscan.o] Error 1\n";
         assert_eq!(interrupted(failed, broken), None);
+    }
+
+    /// A real make, interrupted or broken: the error's exit is what a bisect needs (an
+    /// interruption stops it with 255, a broken build is skipped with 125).
+    #[test]
+    fn a_real_make_killed_by_a_signal_exits_255_and_a_broken_build_125() {
+        use crate::exit::Exit;
+        let tmp = tempfile::tempdir().unwrap();
+        let exit_of = |recipe: &str| {
+            fs::write(tmp.path().join("Makefile"), format!("all:\n\t{recipe}\n")).unwrap();
+            let log = tmp.path().join("make.log");
+            let e = make(tmp.path(), tmp.path(), &["all"], &log, None).unwrap_err();
+            (Exit::of_error(&e).code(), format!("{e:#}"))
+        };
+        // make itself killed (a CI timeout's SIGTERM to the build).
+        let (code, text) = exit_of("kill -TERM $$PPID; sleep 1");
+        assert_eq!(code, 255, "{text}");
+        assert!(text.contains("killed by signal 15"), "{text}");
+        // a job killed (the OOM killer's SIGKILL to a compiler): make reports it and exits 2.
+        let (code, text) = exit_of("kill -KILL $$$$");
+        assert_eq!(code, 255, "{text}");
+        assert!(text.contains("a job was killed"), "{text}");
+        // the build itself fails: the commit's fault.
+        let (code, text) = exit_of("echo 'mm/vmscan.c:1:1: error: broken'; exit 1");
+        assert_eq!(code, 125, "{text}");
+        assert!(text.contains("does not build"), "{text}");
     }
 
     fn frag(text: &str) -> Fragment {

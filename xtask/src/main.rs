@@ -212,6 +212,11 @@ struct KernelBuildArgs {
     /// Extra config fragment from kernel-configs/ (without .config), as labs ask for them.
     #[arg(long = "fragment", value_name = "NAME")]
     fragments: Vec<String>,
+    /// Only configure (tinyconfig, the fragments, olddefconfig) in a scratch directory under
+    /// target/ and check that every option the fragments ask for survived; build nothing.
+    /// Seconds, not a build, to see whether an edited fragment holds on a kernel version.
+    #[arg(long, conflicts_with = "rebuild")]
+    config_only: bool,
 }
 
 /// `cargo xtask mutants`: [`MutantsArgs::run`] (mutants.rs).

@@ -207,43 +207,10 @@ pub fn export(
             selftests: BTreeMap::new(),
         };
         for extra in sets {
-            let fragments = kernel::build_fragments(extra)?;
-            let names: Vec<String> = FragmentSet::new(&fragments, Some(&version))
-                .names()
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            if entry.kernels.iter().any(|k| k.fragments == names) {
-                continue;
-            }
-            eprintln!("export: {label} with {}", names.join("+"));
-            let k = kernel::ensure(&source, &fragments, false)?;
-            let sub = format!("{label}/{}", k.key);
-            fs::create_dir_all(dir.join(&sub))?;
-            let config_src = k.image.with_file_name("config");
-            let config = fs::read(&config_src)
-                .with_context(|| format!("reading {}", config_src.display()))?;
-            copy(&k.image, &dir.join(&sub).join("vmlinux"))?;
-            fs::write(dir.join(&sub).join("config"), &config)?;
-            entry.kernels.push(KernelEntry {
-                fragments: names,
-                key: k.key,
-                config_hash: hash(&config),
-                vmlinux: format!("{sub}/vmlinux"),
-                config: format!("{sub}/config"),
-            });
+            export_kernel(dir, &source, extra, &mut entry)?;
         }
         if selftests {
-            for p in crate::selftests::PROGRAMS {
-                let bin = crate::selftests::build(&source, p)?;
-                let rel = format!("{label}/selftests/{p}");
-                fs::create_dir_all(dir.join(&label).join("selftests"))?;
-                copy(&bin, &dir.join(&rel))?;
-                // The tests it must report (its source's tests[] table) travel with it.
-                let list = crate::selftests::tests_list(&bin);
-                copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
-                entry.selftests.insert(p.to_string(), rel);
-            }
+            export_selftests(dir, &source, &mut entry)?;
         }
         sources.push(entry);
     }
@@ -258,6 +225,58 @@ pub fn export(
     fs::write(&tmp, serde_json::to_string_pretty(&manifest)?)?;
     fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// The kernel of one fragment set (`extra`) of a source, built or cached, copied under `dir`
+/// with its config, and added to the source's entry (once per set of fragment names).
+fn export_kernel(
+    dir: &Path,
+    source: &kernel::Source,
+    extra: &[String],
+    entry: &mut SourceEntry,
+) -> Result<()> {
+    let fragments = kernel::build_fragments(extra)?;
+    let names: Vec<String> = FragmentSet::new(&fragments, Some(&entry.version))
+        .names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    if entry.kernels.iter().any(|k| k.fragments == names) {
+        return Ok(());
+    }
+    eprintln!("export: {} with {}", entry.label, names.join("+"));
+    let k = kernel::ensure(source, &fragments, false)?;
+    let sub = format!("{}/{}", entry.label, k.key);
+    fs::create_dir_all(dir.join(&sub))?;
+    let config_src = k.image.with_file_name("config");
+    let config =
+        fs::read(&config_src).with_context(|| format!("reading {}", config_src.display()))?;
+    copy(&k.image, &dir.join(&sub).join("vmlinux"))?;
+    fs::write(dir.join(&sub).join("config"), &config)?;
+    entry.kernels.push(KernelEntry {
+        fragments: names,
+        key: k.key,
+        config_hash: hash(&config),
+        vmlinux: format!("{sub}/vmlinux"),
+        config: format!("{sub}/config"),
+    });
+    Ok(())
+}
+
+/// The selftest programs built from a source, copied under `dir` with the tests each must
+/// report, and added to the source's entry.
+fn export_selftests(dir: &Path, source: &kernel::Source, entry: &mut SourceEntry) -> Result<()> {
+    for p in crate::selftests::PROGRAMS {
+        let bin = crate::selftests::build(source, p)?;
+        let rel = format!("{}/selftests/{p}", entry.label);
+        fs::create_dir_all(dir.join(&entry.label).join("selftests"))?;
+        copy(&bin, &dir.join(&rel))?;
+        // The tests it must report (its source's tests[] table) travel with it.
+        let list = crate::selftests::tests_list(&bin);
+        copy(&list, &crate::selftests::tests_list(&dir.join(&rel)))?;
+        entry.selftests.insert(p.to_string(), rel);
+    }
+    Ok(())
 }
 
 /// The extra fragments of every kernel these labs (and the selftests) boot, each set once.

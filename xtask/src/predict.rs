@@ -80,15 +80,17 @@ impl Question {
 }
 
 /// The questions for a lab as it will run (after `--set`): every counter of `[[observe]]` with
-/// an explanation, at each step where it is the step's own group's or the machine's, or where
-/// an expectation judges it. `default`: the lab's default snapshot, for "what changes";
-/// `varies`: an exercise's races (facts that differ from run to run), which are not asked.
+/// an explanation, at each step it is observed at (its `steps`, default all) where it is the
+/// step's own group's or the machine's, or where an expectation judges it. `default`: the
+/// lab's default snapshot, for "what changes"; `varies`: an exercise's races (facts that
+/// differ from run to run), which are not asked.
 pub fn questions(spec: &LabSpec, default: Option<&str>, varies: &[Varies]) -> Vec<Question> {
     let facts = default.map(report::snapshot_facts).unwrap_or_default();
     let mut out = Vec::new();
     for step in &spec.steps {
         for o in &spec.observe {
-            if o.class == ClassRule::Shown || o.explain.is_empty() {
+            let here = o.steps.is_empty() || o.steps.iter().any(|s| s == step.name());
+            if o.class == ClassRule::Shown || o.explain.is_empty() || !here {
                 continue;
             }
             let own = o.counter.cgroups().all(|cg| step.cgroup() == Some(cg));
@@ -537,18 +539,21 @@ pub fn run_cli(req: &Request, opts: &RunOptions) -> Result<Exit> {
         return Ok(Exit::of_runs(&[crate::check::lab_status(&r)]));
     }
     let chosen = crate::exercise::select(&spec, &req.exercises).map_err(as_bad_input)?;
-    let mut src = match req.questions_only {
-        true => Source::Terminal,
-        false => source(req.answers).map_err(as_bad_input)?,
+    // An exercise's questions: its facts beside the default run's.
+    let asked = |x: &Exercise| -> Result<Vec<Question>> {
+        let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
+        Ok(questions(&loaded.spec, default.as_deref(), &x.varies))
     };
+    if req.questions_only {
+        for x in chosen {
+            print!("{}", template(&asked(x)?, Some(&x.name)));
+        }
+        return Ok(Exit::Passed);
+    }
+    let mut src = source(req.answers).map_err(as_bad_input)?;
     let mut statuses = Vec::new();
     for x in chosen {
-        let loaded = lab::load_with(&req.lab.spec_path(), &x.set_args())?;
-        let qs = questions(&loaded.spec, default.as_deref(), &x.varies);
-        if req.questions_only {
-            print!("{}", template(&qs, Some(&x.name)));
-            continue;
-        }
+        let qs = asked(x)?;
         if matches!(src, Source::Terminal) {
             eprintln!("\nexercise {}: {}", x.name, x.ask.trim());
         }
@@ -677,6 +682,18 @@ why = "B's step does not touch W"
             !fewer
                 .iter()
                 .any(|q| q.key() == "read: vmstat.pgscan_kswapd")
+        );
+        // An [[observe]] classed only at some steps is asked only there.
+        let mut only_other = spec();
+        only_other.observe[0].steps = vec!["other".into()];
+        let keys: Vec<String> = questions(&only_other, None, &[])
+            .iter()
+            .map(Question::key)
+            .collect();
+        assert!(
+            !keys.contains(&"read: W/memory.stat.pgscan_direct".to_string())
+                && keys.contains(&"other: W/memory.stat.pgscan_direct".to_string()),
+            "{keys:?}"
         );
         let t = template(&qs, Some("x"));
         assert!(

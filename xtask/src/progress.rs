@@ -53,9 +53,17 @@ pub fn mmss(d: Duration) -> String {
 
 /// The last `n` lines of a text file (for console and build-log tails).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    tail_since(path, 0, n)
+}
+
+/// [`tail`] of what was written to `path` after its first `start` bytes (one command's output
+/// in a log that several append to).
+pub fn tail_since(path: &Path, start: u64, n: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[from..]);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..]

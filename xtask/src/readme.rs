@@ -155,6 +155,16 @@ fn exercise(l: &LabDir, spec: &LabSpec, x: &Exercise, cmd: &str) -> Result<Strin
             .unwrap_or("whole run".into());
         out.push_str(&format!("- {step}: `{}`\n", sf.written));
     }
+    out.push('\n');
+    out.push_str(&outcome_lines(spec, &variant, x));
+    out.push_str("\n</details>\n");
+    Ok(out)
+}
+
+/// What an exercise's run shows in its expectations: which fail, which may, how many pass,
+/// what varies, and the steps its `--set` values leave out.
+fn outcome_lines(spec: &LabSpec, variant: &lab::Loaded, x: &Exercise) -> String {
+    let mut out = String::new();
     let total = variant.spec.expect.len();
     let listed = |names: &[String]| -> Vec<String> {
         variant
@@ -167,7 +177,6 @@ fn exercise(l: &LabDir, spec: &LabSpec, x: &Exercise, cmd: &str) -> Result<Strin
     };
     let (failing, unsure) = (listed(&x.fails), listed(&x.may_fail));
     let passing = total - failing.len() - unsure.len();
-    out.push('\n');
     match failing.len() {
         0 => out.push_str(&format!(
             "No expectation fails: {passing} of {total} pass.\n"
@@ -200,8 +209,7 @@ fn exercise(l: &LabDir, spec: &LabSpec, x: &Exercise, cmd: &str) -> Result<Strin
                 .join(", ")
         ));
     }
-    out.push_str("\n</details>\n");
-    Ok(out)
+    out
 }
 
 enum Place {

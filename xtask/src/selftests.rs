@@ -395,23 +395,7 @@ pub struct SelftestRun {
 /// Builds the programs from the kernel source in `opts` and runs them in one VM.
 pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
     let started = Instant::now();
-    let mut spec = spec(PROGRAMS)?;
-    if opts.mglru.is_some() {
-        spec.vm.mglru = opts.mglru;
-    }
-    // A longer boot timeout (`--timeout-factor`) stretches the per-test one alike.
-    let factor = opts
-        .timeout
-        .map_or(1.0, |t| t as f64 / spec.vm.timeout_secs as f64);
-    for st in &mut spec.steps {
-        if let StepKind::Exec {
-            result_timeout_secs: Some(t),
-            ..
-        } = &mut st.kind
-        {
-            *t = (*t as f64 * factor).ceil() as u64;
-        }
-    }
+    let spec = run_spec(opts)?;
     eprintln!("{}: {}", spec.id, spec.title);
     let mut extra = Vec::new();
     let mut declared = Vec::new();
@@ -424,38 +408,12 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
             data: std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?,
         });
     }
-    // test_memcg_sock connects to "localhost": static glibc reads these two files.
-    extra.push(Extra {
-        path: "etc/hosts".into(),
-        mode: 0o644,
-        data: b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
-    });
-    extra.push(Extra {
-        path: "etc/nsswitch.conf".into(),
-        mode: 0o644,
-        data: b"hosts: files\n".to_vec(),
-    });
-    let mut phases = Phases::default();
-    let booted = lab::boot(&spec, opts, &extra, &mut phases)?;
+    extra.extend(name_service_files());
+    let booted = lab::boot(&spec, opts, &extra, &mut Phases::default())?;
     let mut problems = booted.problems;
     let mut programs = Vec::new();
     for (p, declared) in PROGRAMS.iter().zip(&declared) {
-        let end = booted.stream.frames.iter().find_map(|f| match &f.event {
-            Event::StepEnd {
-                step,
-                exit,
-                stdout,
-                stderr,
-                ..
-            } if step == p => Some((*exit, stdout.clone(), stderr.clone())),
-            _ => None,
-        });
-        let parsed = end
-            .as_ref()
-            .map(|(_, out, _)| parse_ktap(out))
-            .unwrap_or_default();
-        let stderr = end.as_ref().map(|(.., e)| e.as_str()).unwrap_or_default();
-        let (results, mut why) = complete(p, parsed, declared, end.as_ref().map(|e| e.0), stderr);
+        let (results, mut why) = program_results(&booted.stream, p, declared);
         problems.append(&mut why);
         programs.push((p.to_string(), results));
     }
@@ -471,6 +429,66 @@ pub fn run(opts: &RunOptions) -> Result<SelftestRun> {
         total: started.elapsed(),
         kept: booted.kept,
     })
+}
+
+/// The selftests' spec for this run: its MGLRU mode, and each program's result timeout
+/// stretched as the boot's is (`--timeout-factor`).
+fn run_spec(opts: &RunOptions) -> Result<LabSpec> {
+    let mut spec = spec(PROGRAMS)?;
+    if opts.mglru.is_some() {
+        spec.vm.mglru = opts.mglru;
+    }
+    let factor = opts
+        .timeout
+        .map_or(1.0, |t| t as f64 / spec.vm.timeout_secs as f64);
+    for st in &mut spec.steps {
+        if let StepKind::Exec {
+            result_timeout_secs: Some(t),
+            ..
+        } = &mut st.kind
+        {
+            *t = (*t as f64 * factor).ceil() as u64;
+        }
+    }
+    Ok(spec)
+}
+
+/// test_memcg_sock connects to "localhost": static glibc reads these two files.
+fn name_service_files() -> [Extra; 2] {
+    [
+        Extra {
+            path: "etc/hosts".into(),
+            mode: 0o644,
+            data: b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+        },
+        Extra {
+            path: "etc/nsswitch.conf".into(),
+            mode: 0o644,
+            data: b"hosts: files\n".to_vec(),
+        },
+    ]
+}
+
+/// One program's results from its step's end (its KTAP on stdout, how it ended), completed
+/// against its declared tests; and what went wrong with it.
+fn program_results(
+    stream: &guest::event::Stream,
+    program: &str,
+    declared: &[String],
+) -> (Vec<TestResult>, Vec<String>) {
+    let end = stream.frames.iter().find_map(|f| match &f.event {
+        Event::StepEnd {
+            step,
+            exit,
+            stdout,
+            stderr,
+            ..
+        } if step == program => Some((*exit, stdout.as_str(), stderr.as_str())),
+        _ => None,
+    });
+    let parsed = end.map(|(_, out, _)| parse_ktap(out)).unwrap_or_default();
+    let stderr = end.map(|(.., e)| e).unwrap_or_default();
+    complete(program, parsed, declared, end.map(|e| e.0), stderr)
 }
 
 #[cfg(test)]

@@ -194,97 +194,151 @@ fn probe_free(events: &[TraceEvent]) -> BTreeMap<usize, u64> {
     out
 }
 
+/// A reclaim episode: the allocating task's direct reclaim, or a memcg's (the task charging
+/// over the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reclaim {
+    Direct,
+    Memcg,
+}
+
+/// The vmscan tracepoints [`summarize`] counts, known by their names.
+#[derive(Debug, Clone, Copy)]
+enum Tracepoint {
+    Begin(Reclaim),
+    End(Reclaim),
+    KswapdWake,
+    KswapdSleep,
+    WakeupKswapd,
+    Throttled,
+}
+
+impl Tracepoint {
+    fn of(name: &str) -> Option<Tracepoint> {
+        Some(match name {
+            "mm_vmscan_direct_reclaim_begin" => Tracepoint::Begin(Reclaim::Direct),
+            "mm_vmscan_memcg_reclaim_begin" => Tracepoint::Begin(Reclaim::Memcg),
+            "mm_vmscan_direct_reclaim_end" => Tracepoint::End(Reclaim::Direct),
+            "mm_vmscan_memcg_reclaim_end" => Tracepoint::End(Reclaim::Memcg),
+            "mm_vmscan_kswapd_wake" => Tracepoint::KswapdWake,
+            "mm_vmscan_kswapd_sleep" => Tracepoint::KswapdSleep,
+            "mm_vmscan_wakeup_kswapd" => Tracepoint::WakeupKswapd,
+            "mm_vmscan_throttled" => Tracepoint::Throttled,
+            _ => return None,
+        })
+    }
+}
+
+/// What is open between two lines: reclaim begun per (kind, task), the free pages when a
+/// task's direct reclaim began, kswapd awake per node since.
+#[derive(Default)]
+struct Open {
+    reclaim: BTreeMap<(Reclaim, u32), u64>,
+    free: BTreeMap<u32, u64>,
+    awake: BTreeMap<u32, u64>,
+}
+
+/// A numeric field of an event (0 when absent or not a number).
+fn num(e: &TraceEvent, k: &str) -> u64 {
+    e.fields
+        .get(k)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// Pairs begin/end events per task and wake/sleep per node.
 pub fn summarize(events: &[TraceEvent]) -> Summary {
     let mut s = Summary::default();
     let free_at = probe_free(events);
-    let mut open: BTreeMap<(&str, u32), u64> = BTreeMap::new();
-    let mut open_free: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut awake: BTreeMap<u32, u64> = BTreeMap::new();
-    let last_ts = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
+    let mut open = Open::default();
     for (i, e) in events.iter().enumerate() {
         s.events += 1;
-        let free = free_at.get(&i).copied();
-        let num = |k: &str| {
-            e.fields
-                .get(k)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        match e.name.as_str() {
-            "mm_vmscan_direct_reclaim_begin" => {
-                open.insert(("direct", e.pid), e.ts_us);
-                if let Some(f) = free {
-                    open_free.insert(e.pid, f);
-                }
-            }
-            "mm_vmscan_memcg_reclaim_begin" => {
-                open.insert(("memcg", e.pid), e.ts_us);
-            }
-            "mm_vmscan_direct_reclaim_end" | "mm_vmscan_memcg_reclaim_end" => {
-                let kind = if e.name.contains("memcg") {
-                    "memcg"
-                } else {
-                    "direct"
-                };
-                if let Some(start) = open.remove(&(kind, e.pid)) {
-                    let map = if kind == "memcg" {
-                        &mut s.memcg
-                    } else {
-                        &mut s.direct
-                    };
-                    let ep = map.entry((e.comm.clone(), e.pid)).or_default();
-                    ep.add(start, e.ts_us, num("nr_reclaimed"));
-                    if let Some(f) = open_free.remove(&e.pid).filter(|_| kind == "direct") {
-                        ep.free.add(f);
-                    }
-                }
-            }
-            "mm_vmscan_kswapd_wake" => {
-                let nid = num("nid") as u32;
-                *s.kswapd_passes.entry(nid).or_default() += 1;
-                awake.entry(nid).or_insert(e.ts_us);
-            }
-            "mm_vmscan_kswapd_sleep" => {
-                let nid = num("nid") as u32;
-                *s.kswapd_sleeps.entry(nid).or_default() += 1;
-                if let Some(f) = free {
-                    s.kswapd_sleep_free.add(f);
-                }
-                if let Some(start) = awake.remove(&nid) {
-                    s.kswapd.entry(nid).or_default().add(start, e.ts_us, 0);
-                }
-            }
-            "mm_vmscan_wakeup_kswapd" => {
-                s.wakeup_requests += 1;
-                let flags = e.fields.get("gfp_flags").map(String::as_str);
-                if flags.is_some_and(|f| f != "none" && f != "0x0") {
-                    s.wakeup_by_allocator += 1;
-                }
-                let class = gfp_class(flags.unwrap_or("none"));
-                let w = s.wakeups.entry((num("nid") as u32, class)).or_default();
-                w.count += 1;
-                if let Some(f) = free {
-                    w.free.add(f);
-                }
-            }
-            "mm_vmscan_throttled" => {
-                let reason = e.fields.get("reason").map_or("unknown", String::as_str);
-                let reason = reason.strip_prefix("VMSCAN_THROTTLE_").unwrap_or(reason);
-                let key = ((e.comm.clone(), e.pid), reason.to_ascii_lowercase());
-                let t = s.throttled.entry(key).or_default();
-                t.count += 1;
-                t.delayed_us += num("usec_delayed");
-            }
-            _ => {}
+        if let Some(tp) = Tracepoint::of(&e.name) {
+            s.add(tp, e, free_at.get(&i).copied(), &mut open);
         }
     }
     // A kswapd still awake when the step's trace ended: awake at least until the last line.
-    for (nid, start) in awake {
+    let last_ts = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
+    for (nid, start) in open.awake {
         s.kswapd.entry(nid).or_default().add(start, last_ts, 0);
         s.kswapd_awake_at_end.push(nid);
     }
     s
+}
+
+impl Summary {
+    /// One event; `free`: the free pages its probe saw, if it had one.
+    fn add(&mut self, tp: Tracepoint, e: &TraceEvent, free: Option<u64>, open: &mut Open) {
+        match tp {
+            Tracepoint::Begin(kind) => {
+                open.reclaim.insert((kind, e.pid), e.ts_us);
+                if let (Reclaim::Direct, Some(f)) = (kind, free) {
+                    open.free.insert(e.pid, f);
+                }
+            }
+            Tracepoint::End(kind) => self.reclaim_end(kind, e, open),
+            Tracepoint::KswapdWake => {
+                let nid = num(e, "nid") as u32;
+                *self.kswapd_passes.entry(nid).or_default() += 1;
+                open.awake.entry(nid).or_insert(e.ts_us);
+            }
+            Tracepoint::KswapdSleep => {
+                let nid = num(e, "nid") as u32;
+                *self.kswapd_sleeps.entry(nid).or_default() += 1;
+                if let Some(f) = free {
+                    self.kswapd_sleep_free.add(f);
+                }
+                if let Some(start) = open.awake.remove(&nid) {
+                    self.kswapd.entry(nid).or_default().add(start, e.ts_us, 0);
+                }
+            }
+            Tracepoint::WakeupKswapd => self.wakeup_kswapd(e, free),
+            Tracepoint::Throttled => {
+                let reason = e.fields.get("reason").map_or("unknown", String::as_str);
+                let reason = reason.strip_prefix("VMSCAN_THROTTLE_").unwrap_or(reason);
+                let key = ((e.comm.clone(), e.pid), reason.to_ascii_lowercase());
+                let t = self.throttled.entry(key).or_default();
+                t.count += 1;
+                t.delayed_us += num(e, "usec_delayed");
+            }
+        }
+    }
+
+    /// The end of a reclaim episode the same task began (an end without its begin is left
+    /// out: the trace was cleared in between).
+    fn reclaim_end(&mut self, kind: Reclaim, e: &TraceEvent, open: &mut Open) {
+        let Some(start) = open.reclaim.remove(&(kind, e.pid)) else {
+            return;
+        };
+        let map = match kind {
+            Reclaim::Memcg => &mut self.memcg,
+            Reclaim::Direct => &mut self.direct,
+        };
+        let ep = map.entry((e.comm.clone(), e.pid)).or_default();
+        ep.add(start, e.ts_us, num(e, "nr_reclaimed"));
+        // (Any end the task's begin matches closes its free-pages reading.)
+        if let Some(f) = open.free.remove(&e.pid).filter(|_| kind == Reclaim::Direct) {
+            ep.free.add(f);
+        }
+    }
+
+    /// An allocation asking kswapd to run, by node and gfp class.
+    fn wakeup_kswapd(&mut self, e: &TraceEvent, free: Option<u64>) {
+        self.wakeup_requests += 1;
+        let flags = e.fields.get("gfp_flags").map(String::as_str);
+        if flags.is_some_and(|f| f != "none" && f != "0x0") {
+            self.wakeup_by_allocator += 1;
+        }
+        let class = gfp_class(flags.unwrap_or("none"));
+        let w = self
+            .wakeups
+            .entry((num(e, "nid") as u32, class))
+            .or_default();
+        w.count += 1;
+        if let Some(f) = free {
+            w.free.add(f);
+        }
+    }
 }
 
 /// The summary as counters, keyed like samples so that labs can observe and expect them:

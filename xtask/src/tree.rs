@@ -109,7 +109,7 @@ fn git_tree_id(tree: &Path, tmp_root: &Path) -> Result<Option<TreeId>> {
         .context("creating a temporary git index")?;
     let tmp_index = tmp.path().join("index");
     if Path::new(index).is_file() {
-        fs::copy(index, &tmp_index).context("copying the git index")?;
+        copy_index(Path::new(index), &tmp_index)?;
     }
     let tmp_objects = tmp.path().join("objects");
     fs::create_dir_all(&tmp_objects)?;
@@ -142,6 +142,20 @@ fn git_tree_id(tree: &Path, tmp_root: &Path) -> Result<Option<TreeId>> {
         identity: format!("git tree {id}"),
         selftests: format!("git tree {selftests}"),
     }))
+}
+
+/// Copies a git index keeping its modification time. Git trusts an entry whose size and mtime
+/// (whole seconds) match the file's unless the entry is not older than the index itself
+/// ("racily clean"): with the copy's mtime set to now, a same-size edit made in the second of
+/// the last commit would look unchanged and the tree id would miss it.
+fn copy_index(index: &Path, to: &Path) -> Result<()> {
+    fs::copy(index, to).context("copying the git index")?;
+    let mtime = fs::metadata(index)?.modified()?;
+    fs::File::options()
+        .write(true)
+        .open(to)?
+        .set_modified(mtime)
+        .context("keeping the git index's modification time")
 }
 
 /// A tree without git: every file's path, size and modification time (nanoseconds), hashed.
@@ -341,6 +355,47 @@ mod tests {
         let untracked = git(&a, &["ls-files", "--others", "--exclude-standard"], &[]).unwrap();
         assert_eq!(untracked, "mm/new.c");
         assert!(git_tree_id(&scratch, &scratch).unwrap().is_none());
+    }
+
+    /// Git trusts an index entry whose size and mtime match the file unless the entry is not
+    /// older than the index ("racily clean"). A same-size edit in the second of the last
+    /// commit is then seen only if the temporary index keeps the index's mtime.
+    #[test]
+    fn a_same_size_edit_in_the_second_of_the_commit_changes_the_tree_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t");
+        fs::create_dir_all(t.join("mm")).unwrap();
+        let file = t.join("mm/vmscan.c");
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        let write = |text: &str| {
+            fs::write(&file, text).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+        };
+        write("int x = 1;\n");
+        run(&t, &["init", "-q"]);
+        run(&t, &["add", "-A"]);
+        run(&t, &["commit", "-qm", "c"]);
+        let scratch = tmp.path().join("scratch");
+        let clean = git_tree_id(&t, &scratch).unwrap().unwrap();
+        // The edit and the index's last write fall in the same second.
+        write("int x = 0;\n");
+        let index = t.join(".git/index");
+        fs::File::options()
+            .write(true)
+            .open(&index)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let edited = git_tree_id(&t, &scratch).unwrap().unwrap();
+        assert_ne!(
+            edited, clean,
+            "a same-size edit with the commit's mtime counts"
+        );
     }
 
     #[test]

@@ -113,32 +113,7 @@ pub fn junit(r: &Report) -> String {
             xml_escape(&e.id),
             e.median_wall_secs
         );
-        let details = xml_escape(&e.details.join("\n"));
-        let rate = format!("{}: {}/{} runs passed", e.result.name(), e.passed, e.runs);
-        let body = match e.result {
-            Verdict::Passed => None,
-            Verdict::Flaky => Some(format!(
-                "      <flakyFailure message=\"{}\">{details}</flakyFailure>\n      <system-out>{}</system-out>",
-                xml_escape(&rate),
-                xml_escape(&rate)
-            )),
-            Verdict::Failed => Some(format!(
-                "      <failure message=\"{}\">{details}</failure>",
-                xml_escape(&rate)
-            )),
-            Verdict::Error | Verdict::Untestable => Some(format!(
-                "      <error message=\"{}\">{details}</error>",
-                xml_escape(&format!(
-                    "{}: {}",
-                    e.result.name(),
-                    e.details.first().map(String::as_str).unwrap_or("")
-                ))
-            )),
-            Verdict::Skipped | Verdict::Xfail => Some(format!(
-                "      <skipped message=\"{}\"/>",
-                xml_escape(&format!("{}: {}", e.result.name(), e.details.join("; ")))
-            )),
-        };
+        let body = junit_body(e);
         match body {
             None => out.push_str("/>\n"),
             Some(b) => {
@@ -148,6 +123,36 @@ pub fn junit(r: &Report) -> String {
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
+}
+
+/// What a JUnit testcase holds for an entry's verdict (None for a pass: an empty testcase).
+fn junit_body(e: &Entry) -> Option<String> {
+    let details = xml_escape(&e.details.join("\n"));
+    let rate = format!("{}: {}/{} runs passed", e.result.name(), e.passed, e.runs);
+    match e.result {
+        Verdict::Passed => None,
+        Verdict::Flaky => Some(format!(
+            "      <flakyFailure message=\"{}\">{details}</flakyFailure>\n      <system-out>{}</system-out>",
+            xml_escape(&rate),
+            xml_escape(&rate)
+        )),
+        Verdict::Failed => Some(format!(
+            "      <failure message=\"{}\">{details}</failure>",
+            xml_escape(&rate)
+        )),
+        Verdict::Error | Verdict::Untestable => Some(format!(
+            "      <error message=\"{}\">{details}</error>",
+            xml_escape(&format!(
+                "{}: {}",
+                e.result.name(),
+                e.details.first().map(String::as_str).unwrap_or("")
+            ))
+        )),
+        Verdict::Skipped | Verdict::Xfail => Some(format!(
+            "      <skipped message=\"{}\"/>",
+            xml_escape(&format!("{}: {}", e.result.name(), e.details.join("; ")))
+        )),
+    }
 }
 
 /// A KTAP test name: one line, no `#` (which starts a directive).
@@ -226,14 +231,9 @@ fn header(out: &mut String, indent: usize, name: &str, count: usize) {
 /// lab (its expectations, snapshot, health and completeness inside that) and one per selftest
 /// program (its tests inside). Details of what did not pass are `#` diagnostic lines.
 pub fn ktap(r: &Report) -> String {
-    let mut groups: Vec<(String, Vec<&Entry>)> = Vec::new();
-    for e in &r.results {
-        let g = format!("kernel {} mglru-{}", e.kernel, e.mglru.name());
-        match groups.iter_mut().find(|(n, _)| *n == g) {
-            Some((_, v)) => v.push(e),
-            None => groups.push((g, vec![e])),
-        }
-    }
+    let groups = group_by(r.results.iter(), |e| {
+        format!("kernel {} mglru-{}", e.kernel, e.mglru.name())
+    });
     let mut out = String::from("KTAP version 1\n");
     let _ = writeln!(
         out,
@@ -244,64 +244,78 @@ pub fn ktap(r: &Report) -> String {
     let _ = writeln!(out, "1..{}", groups.len());
     for (gi, (group, entries)) in groups.iter().enumerate() {
         // Labs are children; the selftests of one program are grouped under it.
-        let mut children: Vec<(String, Vec<&Entry>)> = Vec::new();
-        for e in entries {
-            let name = match e.kind {
-                Kind::Lab => e.id.clone(),
-                Kind::Selftest => e.id.split('/').next().unwrap_or(&e.id).to_string(),
-            };
-            match children
-                .iter_mut()
-                .find(|(n, v)| *n == name && v[0].kind == e.kind)
-            {
-                Some((_, v)) if e.kind == Kind::Selftest => v.push(e),
-                _ => children.push((name, vec![e])),
-            }
-        }
+        let children = group_by(entries.iter().copied(), |e| match e.kind {
+            Kind::Lab => format!("lab {}", e.id),
+            Kind::Selftest => format!("selftest {}", e.id.split('/').next().unwrap_or(&e.id)),
+        });
         header(&mut out, 1, group, children.len());
         let mut group_ok = true;
-        for (ci, (name, members)) in children.iter().enumerate() {
-            let n = ci + 1;
-            let pad = "    ";
-            let line = if members[0].kind == Kind::Selftest && members[0].id.contains('/') {
-                header(&mut out, 2, name, members.len());
-                for (ti, t) in members.iter().enumerate() {
-                    for d in t.details.iter().filter(|_| t.result != Verdict::Passed) {
-                        let _ = writeln!(out, "        # {}", ktap_name(d));
-                    }
-                    let test = t.id.split_once('/').map(|(_, t)| t).unwrap_or(&t.id);
-                    let _ = writeln!(out, "        {}", entry_line(t, ti + 1, test));
+        for (ci, (_, members)) in children.iter().enumerate() {
+            let line = match members[0].kind {
+                Kind::Selftest if members[0].id.contains('/') => {
+                    ktap_program(&mut out, members, ci + 1)
                 }
-                let bad = members.iter().any(|t| t.result.is_bad());
-                let mut summary = members[0].clone();
-                summary.result = if bad {
-                    Verdict::Failed
-                } else {
-                    Verdict::Passed
-                };
-                entry_line(&summary, n, name)
-            } else {
-                let e = members[0];
-                if !e.checks.is_empty() {
-                    header(&mut out, 2, name, e.checks.len());
-                    for (k, c) in e.checks.iter().enumerate() {
-                        if !c.detail.is_empty() && c.status != RunStatus::Passed {
-                            let _ = writeln!(out, "        # {}", ktap_name(&c.detail));
-                        }
-                        let _ = writeln!(out, "        {}", check_line(c, k + 1));
-                    }
-                }
-                for d in e.details.iter().filter(|_| e.result != Verdict::Passed) {
-                    let _ = writeln!(out, "{pad}# {}", ktap_name(d));
-                }
-                entry_line(e, n, name)
+                _ => ktap_lab(&mut out, members[0], ci + 1),
             };
             group_ok &= line.starts_with("ok");
-            let _ = writeln!(out, "{pad}{line}");
+            let _ = writeln!(out, "    {line}");
         }
         let _ = writeln!(out, "{}", ktap_line(group_ok, gi + 1, group, None));
     }
     out
+}
+
+/// Entries grouped by `key`, groups and members in their first-seen order.
+fn group_by<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    key: impl Fn(&Entry) -> String,
+) -> Vec<(String, Vec<&'a Entry>)> {
+    let mut groups: Vec<(String, Vec<&Entry>)> = Vec::new();
+    for e in entries {
+        let k = key(e);
+        match groups.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, v)) => v.push(e),
+            None => groups.push((k, vec![e])),
+        }
+    }
+    groups
+}
+
+/// A selftest program's tests as a subtest (each with its details); returns the program's
+/// own result line, `n`th in its group: not ok when any test is bad.
+fn ktap_program(out: &mut String, tests: &[&Entry], n: usize) -> String {
+    let name = tests[0].id.split('/').next().unwrap_or(&tests[0].id);
+    header(out, 2, name, tests.len());
+    for (ti, t) in tests.iter().enumerate() {
+        for d in t.details.iter().filter(|_| t.result != Verdict::Passed) {
+            let _ = writeln!(out, "        # {}", ktap_name(d));
+        }
+        let test = t.id.split_once('/').map(|(_, t)| t).unwrap_or(&t.id);
+        let _ = writeln!(out, "        {}", entry_line(t, ti + 1, test));
+    }
+    let mut summary = tests[0].clone();
+    summary.result = match tests.iter().any(|t| t.result.is_bad()) {
+        true => Verdict::Failed,
+        false => Verdict::Passed,
+    };
+    entry_line(&summary, n, name)
+}
+
+/// A lab's checks as a subtest, then its details; returns its result line, `n`th in its group.
+fn ktap_lab(out: &mut String, e: &Entry, n: usize) -> String {
+    if !e.checks.is_empty() {
+        header(out, 2, &e.id, e.checks.len());
+        for (k, c) in e.checks.iter().enumerate() {
+            if !c.detail.is_empty() && c.status != RunStatus::Passed {
+                let _ = writeln!(out, "        # {}", ktap_name(&c.detail));
+            }
+            let _ = writeln!(out, "        {}", check_line(c, k + 1));
+        }
+    }
+    for d in e.details.iter().filter(|_| e.result != Verdict::Passed) {
+        let _ = writeln!(out, "    # {}", ktap_name(d));
+    }
+    entry_line(e, n, &e.id)
 }
 
 #[cfg(test)]

@@ -80,28 +80,54 @@ pub(super) fn scratch(prefix: &str) -> Result<tempfile::TempDir> {
         .tempdir_in(&root)?)
 }
 
+/// The files of one boot in its scratch directory: the initramfs QEMU loads, the console
+/// log and the result stream it writes.
+struct Files {
+    initrd: PathBuf,
+    console_log: PathBuf,
+    results: PathBuf,
+}
+
+impl Files {
+    fn in_dir(dir: &Path) -> Files {
+        Files {
+            initrd: dir.join("initramfs.cpio"),
+            console_log: dir.join("console.log"),
+            results: dir.join("results.jsonl"),
+        }
+    }
+
+    /// The VM for a prepared kernel and agent with these files: 256M and 2 CPUs, no disk, no
+    /// extra command line (a lab's boot says what differs).
+    fn vm<'a>(&'a self, p: &'a Prepared) -> qemu::VmArgs<'a> {
+        qemu::VmArgs {
+            accel: p.accel,
+            memory: 256 << 20,
+            cpus: 2,
+            kernel: &p.kernel.image,
+            initrd: &self.initrd,
+            data_disk: None,
+            swap_disk: None,
+            console_log: &self.console_log,
+            results: &self.results,
+            tsc_khz: qemu::tsc_khz_for(p.accel),
+            hz: p.kernel.hz,
+            extra_cmdline: vec![],
+            numa_nodes: 1,
+            console_stdio: false,
+        }
+    }
+}
+
 /// Boots the kernel with an /init that powers off at once (with `kernel_args` added to the
 /// command line, as for the lab runs); returns QEMU's wall time.
 pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
     let dir = scratch("floor")?;
-    let initrd = dir.path().join("initramfs.cpio");
-    initramfs::write(&initrd, &p.agent, "", false, &[])?;
-    let (console_log, results) = (dir.path().join("console.log"), dir.path().join("results"));
+    let files = Files::in_dir(dir.path());
+    initramfs::write(&files.initrd, &p.agent, "", false, &[])?;
     let vm = qemu::VmArgs {
-        accel: p.accel,
-        memory: 256 << 20,
-        cpus: 2,
-        kernel: &p.kernel.image,
-        initrd: &initrd,
-        data_disk: None,
-        swap_disk: None,
-        console_log: &console_log,
-        results: &results,
-        tsc_khz: qemu::tsc_khz_for(p.accel),
-        hz: p.kernel.hz,
         extra_cmdline: [vec!["kernel_lab=floor".to_string()], kernel_args.to_vec()].concat(),
-        numa_nodes: 1,
-        console_stdio: false,
+        ..files.vm(p)
     };
     let out = qemu::run(
         &qemu::argv(&vm),
@@ -114,7 +140,7 @@ pub fn floor(p: &Prepared, kernel_args: &[String]) -> Result<Duration> {
         Some(s) if s.success() => Ok(out.wall),
         _ => bail!(
             "the floor boot did not power off cleanly; console:\n{}",
-            progress::tail(&console_log, 20)
+            progress::tail(&files.console_log, 20)
         ),
     }
 }
@@ -142,72 +168,31 @@ pub fn boot(
 ) -> Result<Booted> {
     let p = prepare(opts, &kernel_fragments(spec), phases)?;
     let scratch = scratch(&spec.id)?;
-    let initrd = scratch.path().join("initramfs.cpio");
+    let files = Files::in_dir(scratch.path());
     phases.time("initramfs", || -> Result<()> {
         let plan = serde_json::to_string(spec)?;
-        initramfs::write(&initrd, &p.agent, &plan, opts.shell, extra)
+        initramfs::write(&files.initrd, &p.agent, &plan, opts.shell, extra)
     })?;
     let data_disk = phases.time("disk", || disk::ensure(&disk::plan(spec)))?;
     let swap_disk = disk::swap_disk(spec, scratch.path())?;
-    let console_log = scratch.path().join("console.log");
-    let results = scratch.path().join("results.jsonl");
     let vm = qemu::VmArgs {
-        accel: p.accel,
         memory: spec.vm.memory.0,
         cpus: spec.vm.cpus,
-        kernel: &p.kernel.image,
-        initrd: &initrd,
         data_disk: data_disk.as_deref(),
         swap_disk: swap_disk.as_deref(),
-        console_log: &console_log,
-        results: &results,
-        tsc_khz: qemu::tsc_khz_for(p.accel),
-        hz: p.kernel.hz,
         extra_cmdline: [guest_cmdline(spec, opts.shell), opts.kernel_args.clone()].concat(),
         numa_nodes: spec.vm.numa_nodes,
         console_stdio: opts.shell,
+        ..files.vm(&p)
     };
     let timeout = match opts.shell {
         true => Duration::from_secs(opts.timeout.unwrap_or(24 * 3600)),
         false => Duration::from_secs(opts.timeout.unwrap_or(spec.vm.timeout_secs)),
     };
-    let accel = if p.accel == qemu::Accel::Kvm {
-        "KVM"
-    } else {
-        "TCG"
-    };
-    progress::status(&format!(
-        "{}: booting ({accel}, {} RAM, {} cpus) ...",
-        spec.id, spec.vm.memory, spec.vm.cpus
-    ));
-    let mut follow = Follow::new(&results);
-    let console = opts.shell.then(crate::console::Gate::default);
-    let outcome = qemu::run(
-        &qemu::argv(&vm),
-        scratch.path(),
-        timeout,
-        console.as_ref(),
-        || {
-            let new = follow.poll();
-            // The shell's input flows once the agent is ready to read it.
-            if let Some(gate) = &console
-                && new.iter().any(|f| matches!(f.event, Event::Ready))
-            {
-                gate.open();
-            }
-            show_steps(&spec.id, new)
-        },
-    )?;
-    progress::status_done(&format!(
-        "{}: QEMU ran {:.2}s",
-        spec.id,
-        outcome.wall.as_secs_f64()
-    ));
+    let (outcome, stream) = run_following(spec, &vm, scratch.path(), timeout, opts.shell)?;
     phases.add("qemu", outcome.wall);
-    let stream = follow.finish();
-    let console =
-        String::from_utf8_lossy(&std::fs::read(&console_log).unwrap_or_default()).into_owned();
-    let health = health::judge(&stream, &console);
+    let console = std::fs::read(&files.console_log).unwrap_or_default();
+    let health = health::judge(&stream, &String::from_utf8_lossy(&console));
     let mut problems = problems(&outcome, timeout, &stream);
     if let Some(panic) = &health.agent_died {
         problems.push(format!(
@@ -216,11 +201,49 @@ pub fn boot(
     }
     Ok(Booted {
         health,
-        kept: keep_artifacts(&spec.id, &console_log, &results)?,
+        kept: keep_artifacts(&spec.id, &files.console_log, &files.results)?,
         problems,
         stream,
         kernel_built: p.kernel.built,
     })
+}
+
+/// Runs QEMU with progress (each step as it starts), reading the result stream as it grows;
+/// returns how QEMU ended and the whole stream.
+fn run_following(
+    spec: &LabSpec,
+    vm: &qemu::VmArgs,
+    dir: &Path,
+    timeout: Duration,
+    interactive: bool,
+) -> Result<(qemu::Outcome, Stream)> {
+    let accel = match vm.accel {
+        qemu::Accel::Kvm => "KVM",
+        _ => "TCG",
+    };
+    progress::status(&format!(
+        "{}: booting ({accel}, {} RAM, {} cpus) ...",
+        spec.id, spec.vm.memory, spec.vm.cpus
+    ));
+    let mut follow = Follow::new(vm.results);
+    let console = interactive.then(crate::console::Gate::default);
+    let show = || {
+        let new = follow.poll();
+        // The shell's input flows once the agent is ready to read it.
+        if let Some(gate) = &console
+            && new.iter().any(|f| matches!(f.event, Event::Ready))
+        {
+            gate.open();
+        }
+        show_steps(&spec.id, new)
+    };
+    let outcome = qemu::run(&qemu::argv(vm), dir, timeout, console.as_ref(), show)?;
+    progress::status_done(&format!(
+        "{}: QEMU ran {:.2}s",
+        spec.id,
+        outcome.wall.as_secs_f64()
+    ));
+    Ok((outcome, follow.finish()))
 }
 
 /// Shows each step as the agent starts it (`new`: the frames that just arrived).

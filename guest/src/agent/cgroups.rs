@@ -71,7 +71,12 @@ pub fn v1_to_v2(spec: &LabSpec) -> Result<()> {
     // /proc/cgroups counts the memory hierarchy's groups, the root included, until each is freed.
     let groups = || parse_cgroup_count(&read("/proc/cgroups")?, "memory");
     let started = Instant::now();
+    let mut cycled = false;
     while groups() != Some(1) {
+        if !cycled && started.elapsed() > Duration::from_secs(1) {
+            cycle_swap()?;
+            cycled = true;
+        }
         if started.elapsed() > Duration::from_secs(10) {
             return Err(format!(
                 "the cgroup v1 groups were not freed within 10 s (/proc/cgroups counts {:?} memory groups): something is still charged to them",
@@ -82,6 +87,24 @@ pub fn v1_to_v2(spec: &LabSpec) -> Result<()> {
     }
     cgroup_v1_unmount()?;
     cgroups_v2(spec)
+}
+
+/// Before 6.10 a freed swap entry waits in its CPU's swap slots cache (mm/swap_slots.c:
+/// free_swap_slot()), and only swapcache_free_entries() drops the group's reference
+/// (mem_cgroup_uncharge_swap()): up to 64 entries per CPU keep a removed group alive. swapoff
+/// drains every CPU's cache (drain_swap_slots_cache()); the swap is turned on again at once.
+fn cycle_swap() -> Result<()> {
+    let swaps =
+        fs::read_to_string("/proc/swaps").map_err(|e| format!("reading /proc/swaps: {e}"))?;
+    for dev in swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        sys::swapoff(dev).map_err(|e| format!("swapoff {dev}: {e}"))?;
+        sys::swapon(dev).map_err(|e| format!("swapon {dev} again: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Each CPU keeps a cache of pre-charged pages for the last group it charged, with a reference

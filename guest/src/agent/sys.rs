@@ -51,6 +51,13 @@ pub fn swapon(path: &str) -> io::Result<()> {
     check(unsafe { libc::swapon(p.as_ptr(), 0) })
 }
 
+/// swapoff(2).
+pub fn swapoff(path: &str) -> io::Result<()> {
+    let p = c_string(path)?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    check(unsafe { libc::swapoff(p.as_ptr()) })
+}
+
 /// A serial port in raw mode: bytes pass as they are (no echo, no newline translation).
 pub fn set_raw(port: &File) {
     let fd = port.as_raw_fd();

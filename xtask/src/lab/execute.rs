@@ -242,9 +242,18 @@ impl KeepFailing {
 
     pub fn restore(self) {
         let Some((dir, kept)) = self.copy else { return };
+        // Copied aside, then renamed over: a run of the same lab in another process (check's
+        // keep_run copies from here) never sees a file missing.
         for f in KEPT_FILES {
-            let _ = std::fs::remove_file(kept.join(f));
-            let _ = std::fs::copy(dir.path().join(f), kept.join(f));
+            let tmp = kept.join(format!(".{f}.{}", std::process::id()));
+            match std::fs::copy(dir.path().join(f), &tmp) {
+                Ok(_) => {
+                    let _ = std::fs::rename(&tmp, kept.join(f));
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(kept.join(f));
+                }
+            }
         }
         eprintln!(
             "{}: kept the first failing run's console and results",

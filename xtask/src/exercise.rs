@@ -119,7 +119,7 @@ pub fn judge(
             .push("the lab has no default snapshot to compare with".into()),
     }
     check_failures(x, ev, &mut j);
-    check_explained(ev, &mut j);
+    check_explained(x, ev, &mut j);
     j
 }
 
@@ -244,12 +244,19 @@ fn check_failures(x: &Exercise, ev: &Evaluation, j: &mut Judgement) {
     }
 }
 
-/// 4. Every observed counter that moved has an explanation that holds.
-fn check_explained(ev: &Evaluation, j: &mut Judgement) {
+/// 4. Every observed counter that moved has an explanation that holds, unless the exercise says
+///    it varies: a race, whose change the report shows without an explanation.
+fn check_explained(x: &Exercise, ev: &Evaluation, j: &mut Judgement) {
     for s in &ev.steps {
         for o in &s.observed {
             let moved = matches!(o.delta, Ok(d) if d != 0);
-            if moved && o.declared && o.rule != ClassRule::Shown && o.explain.is_none() {
+            let varies = x.varies.iter().any(|v| {
+                v.step == s.name
+                    && v.counter
+                        .as_ref()
+                        .is_some_and(|c| c.to_string() == o.counter.to_string())
+            });
+            if moved && !varies && o.declared && o.rule != ClassRule::Shown && o.explain.is_none() {
                 j.disagreements.push(format!(
                     "step {}: Δ {} moved ({:+}) and no explanation of it holds",
                     s.name,

@@ -478,8 +478,9 @@ fn an_agent_that_dies_without_its_end_frame_is_reported() {
     );
 }
 
-/// `check` output directory and parsed check.json for `args`.
-fn run_check(args: &[&str]) -> (Output, serde_json::Value, String) {
+/// `check --out DIR args`: its output, check.json, junit.xml, and DIR (the run records' logs
+/// live there: kept until the caller drops it).
+fn run_check(args: &[&str]) -> (Output, serde_json::Value, String, tempfile::TempDir) {
     let out_dir = tempfile::tempdir().unwrap();
     let mut all = vec!["check", "--out", out_dir.path().to_str().unwrap()];
     all.extend_from_slice(args);
@@ -488,12 +489,12 @@ fn run_check(args: &[&str]) -> (Output, serde_json::Value, String) {
         .unwrap_or_else(|e| panic!("no check.json ({e}):\n{}", text(&o)));
     let xml = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
     roxmltree::Document::parse(&xml).expect("junit.xml parses as XML");
-    (o, serde_json::from_str(&json).unwrap(), xml)
+    (o, serde_json::from_str(&json).unwrap(), xml, out_dir)
 }
 
 #[test]
 fn the_kernels_own_selftests_run_and_report_each_test() {
-    let (o, json, xml) = run_check(&["--lab", "selftests"]);
+    let (o, json, xml, _out) = run_check(&["--lab", "selftests"]);
     let out = text(&o);
     let entries = json["results"].as_array().unwrap();
     assert!(
@@ -544,7 +545,7 @@ fn the_kernels_own_selftests_run_and_report_each_test() {
 /// labs run on it, and lab 5 (memory.reclaim's swappiness=, new in 6.12) is a declared skip.
 #[test]
 fn debian_6_1_runs_the_labs_and_declares_what_differs() {
-    let (o, json, _) = run_check(&[
+    let (o, json, _, _out) = run_check(&[
         "--kernel-src",
         "6.1",
         "--lab",

@@ -68,32 +68,23 @@ fn shows(lab: &str, name: &str) -> Vec<(String, String, String, bool)> {
             continue;
         };
         let fact = fact.trim_end_matches('`');
-        // `X is not reported` (a node the guest does not have): no question about X is judged.
-        if let Some(c) = fact.strip_suffix(" is not reported") {
-            for exact in [false, true] {
-                out.push((
-                    step.to_string(),
-                    c.to_string(),
-                    NOT_REPORTED.to_string(),
-                    exact,
-                ));
-            }
-            continue;
-        }
         let before = out.len();
         for exact in [false, true] {
             if let Some((c, class)) = class_of(fact, exact) {
                 out.push((step.to_string(), c, class, exact));
             }
         }
-        // A fact that bounds a counter without fixing its class (`< 50`: 0 or more): the
-        // question about it is left unanswered, not answered with the default run's class.
+        // A question left unanswered: about a counter the kernel does not report (`X is not
+        // reported`: a node the guest does not have), or one a fact only bounds without fixing
+        // its class (`< 50`: 0 or more), never answered with the default run's class.
         let bounded = fact
             .strip_prefix("Δ ")
-            .or_else(|| fact.starts_with("trace.").then_some(fact));
-        if out.len() == before
-            && let Some(c) = bounded.and_then(|f| f.split_whitespace().next())
-        {
+            .or_else(|| fact.starts_with("trace.").then_some(fact))
+            .and_then(|f| f.split_whitespace().next());
+        let open = fact
+            .strip_suffix(" is not reported")
+            .or(bounded.filter(|_| out.len() == before));
+        if let Some(c) = open {
             for exact in [false, true] {
                 out.push((
                     step.to_string(),

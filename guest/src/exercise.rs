@@ -171,6 +171,56 @@ pub struct Headline {
     pub contrast: String,
 }
 
+/// A README block of figures from one real run (`[[figures]]`): the block
+/// `<!-- figures NAME: ... -->` lists each fact's value in the recorded run beside the class
+/// every run must have (the snapshot's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Figures {
+    /// The block's name, unique in the lab.
+    pub name: String,
+    /// A caption for the block (markdown), optional.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub about: String,
+    /// `step: Δ counter`, each a counter the lab observes at that step.
+    pub facts: Vec<Figure>,
+}
+
+/// One figure: a counter's change over a step, `anon: Δ vmstat.pgscan_kswapd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Figure {
+    pub step: String,
+    pub counter: crate::spec::CounterExpr,
+}
+
+impl TryFrom<String> for Figure {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match Varies::try_from(s.clone()) {
+            Ok(Varies {
+                step,
+                counter: Some(counter),
+            }) => Ok(Figure { step, counter }),
+            _ => Err(format!(
+                "{s:?}: write `step: Δ counter`, a counter the lab observes at that step"
+            )),
+        }
+    }
+}
+
+impl From<Figure> for String {
+    fn from(f: Figure) -> String {
+        f.to_string()
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: Δ {}", self.step, self.counter)
+    }
+}
+
 /// Checks the references of explanations, exercises and headlines: steps, cgroups, settings,
 /// expectation and exercise names. Variables an exercise sets are checked when it is loaded
 /// with them (they live outside the spec).
@@ -203,6 +253,10 @@ pub fn validate(spec: &LabSpec) -> Vec<SpecError> {
     }
     for (i, h) in spec.headlines.iter().enumerate() {
         refs.headline(spec, i, h, &mut e);
+    }
+    for (i, f) in spec.figures.iter().enumerate() {
+        let twice = spec.figures[..i].iter().any(|g| g.name == f.name);
+        refs.figures(i, f, twice, &mut e);
     }
     e.0
 }
@@ -331,6 +385,29 @@ impl<'a> Refs<'a> {
         for v in &x.varies {
             if let Some(m) = self.unknown_step(v, &v.step) {
                 at("varies", m);
+            }
+        }
+    }
+
+    /// A figures block's errors: its name, and the steps of its facts (whether the lab observes
+    /// each counter there is checked by the host, which knows what a run observes).
+    fn figures(&self, i: usize, f: &Figures, twice: bool, e: &mut Errors) {
+        let mut at = |key, m: String| e.at("figures", Some(i), key, m);
+        if let Err(m) = check_name(&f.name) {
+            at("name", m);
+        }
+        if twice {
+            at("name", format!("figures {:?} is declared twice", f.name));
+        }
+        if f.facts.is_empty() {
+            at(
+                "facts",
+                "list the facts to quote: `facts = [\"step: Δ counter\"]`".into(),
+            );
+        }
+        for x in &f.facts {
+            if let Some(m) = self.unknown_step(x, &x.step) {
+                at("facts", m);
             }
         }
     }

@@ -39,6 +39,11 @@ pub struct LabSpec {
     /// The README's headline claims, each with its expectations and contrast exercise.
     #[serde(default, rename = "headline", skip_serializing_if = "Vec::is_empty")]
     pub headlines: Vec<Headline>,
+    /// The README's "figures from one real run" blocks: facts the lab observes, whose values
+    /// `cargo xtask readme --record` takes from a real run and `readme --check` checks against
+    /// the snapshot's classes.
+    #[serde(default, rename = "figures", skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<crate::exercise::Figures>,
 }
 
 /// Which kernel versions a lab applies to, and why not to the others.

@@ -353,6 +353,15 @@ fn watches(spec: &LabSpec) -> Vec<Watch<'_>> {
     list
 }
 
+/// The rule by which `counter` becomes a fact at `step`, if a run of `spec` observes it there
+/// (what a README figure may quote).
+pub fn observed_rule(spec: &LabSpec, step: &str, counter: &CounterExpr) -> Option<ClassRule> {
+    watches(spec)
+        .iter()
+        .find(|w| w.counter == counter && (w.at.is_empty() || w.at.iter().any(|a| a == step)))
+        .map(|w| w.rule)
+}
+
 /// Phase 3: every step's observed counters, exit and time; and the steps whose samples are
 /// missing (the run is not valid).
 fn observe(

@@ -12,6 +12,7 @@ mod disk;
 mod evaluate;
 mod exercise;
 mod exit;
+mod figures;
 mod gc;
 mod health;
 mod initramfs;
@@ -255,6 +256,11 @@ struct ReadmeArgs {
     /// Change nothing; exit non-zero when a README differs from what lab.toml generates.
     #[arg(long)]
     check: bool,
+    /// First copy the values of the lab's `[[figures]]` from its last run
+    /// (target/kernel-lab/last/<id>/result.json, kept by `cargo xtask lab N`) into
+    /// labs/<id>/figures.toml.
+    #[arg(long, conflicts_with = "check")]
+    record: bool,
 }
 
 #[derive(Subcommand)]

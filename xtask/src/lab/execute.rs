@@ -34,7 +34,7 @@ pub struct RunResult {
     pub phases: Phases,
     pub total: Duration,
     pub kernel_built: bool,
-    /// target/kernel-lab/last/<id>/: console.log and results.jsonl of this run.
+    /// target/kernel-lab/last/<id>/: console.log, results.jsonl and result.json of this run.
     pub kept: PathBuf,
     /// Every frame the agent sent (samples included).
     pub frames: Vec<guest::event::Frame>,
@@ -144,7 +144,22 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
     {
         eprintln!("warning: the notebook page was not written: {e:#}");
     }
+    if !result.shell
+        && let Err(e) = keep_result(&result)
+    {
+        eprintln!("warning: result.json was not kept: {e:#}");
+    }
     Ok(result)
+}
+
+/// Keeps the run's `--json` result as last/<id>/result.json: the record that
+/// `cargo xtask readme --record` takes a lab's README figures from.
+fn keep_result(r: &RunResult) -> Result<()> {
+    let json = serde_json::to_vec(&super::to_json(r))?;
+    let tmp = r.kept.join(format!(".result.json.{}", std::process::id()));
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, r.kept.join("result.json"))?;
+    Ok(())
 }
 
 /// The OOM victims the console names ("Killed process N (step) ..."), each placed in the step
@@ -223,6 +238,7 @@ pub struct KeepFailing {
 const KEPT_FILES: &[&str] = &[
     "console.log",
     "results.jsonl",
+    "result.json",
     "report.txt",
     "timeline.svg",
     "index.html",

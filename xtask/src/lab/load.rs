@@ -136,6 +136,7 @@ fn parse_full(text: &str, origin: &str, sets: &[String]) -> Result<Loaded> {
     // What the lab teaches refers to the lab as written; the rest is checked as it will run.
     let mut errs = guest::exercise::validate(&spec);
     errs.extend(unknown_exercise_vars(&spec, &declared));
+    errs.extend(unobserved_figures(&spec));
     let skipped = vars::switch_off_zeroes(&mut spec);
     errs.splice(0..0, spec.validate_setup());
     if !errs.is_empty() {
@@ -218,6 +219,28 @@ fn unknown_exercise_vars(spec: &LabSpec, declared: &[vars::Var]) -> Vec<SpecErro
                     known.join(", ")
                 ),
             });
+        }
+    }
+    errs
+}
+
+/// README figures that name a counter the lab does not observe at the figure's step.
+fn unobserved_figures(spec: &LabSpec) -> Vec<SpecError> {
+    let mut errs = Vec::new();
+    for (i, block) in spec.figures.iter().enumerate() {
+        for f in &block.facts {
+            let known = spec.steps.iter().any(|s| s.name() == f.step);
+            if known && crate::evaluate::observed_rule(spec, &f.step, &f.counter).is_none() {
+                errs.push(SpecError {
+                    table: "figures",
+                    index: Some(i),
+                    key: "facts",
+                    message: format!(
+                        "`{f}`: the lab does not observe {} at step {:?}: add it to [[observe]] (class \"shown\" keeps it out of the snapshot)",
+                        f.counter, f.step
+                    ),
+                });
+            }
         }
     }
     errs

@@ -8,7 +8,8 @@ use crate::evaluate::{class, observed_rule};
 use crate::lab::LabDir;
 use crate::report::{read_snapshot, snapshot_facts, snapshot_name};
 use anyhow::{Context, Result, bail};
-use guest::exercise::Figures;
+use guest::exercise::{Figure, Figures};
+use guest::expect::Want;
 use guest::spec::LabSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -172,7 +173,8 @@ pub fn block(l: &LabDir, spec: &LabSpec, b: &Figures, rec: &Recorded, cmd: &str)
         let rule = observed_rule(spec, &f.step, &f.counter)
             .with_context(|| format!("{where_}: `{f}` is not observed"))?;
         let every = match class(rule, value) {
-            None => "varies (shown, not in the snapshot)".to_string(),
+            None => shown(spec, f, value, &rec.kernel)
+                .map_err(|m| anyhow::anyhow!("{where_}: the figure `{f}` = {value} {m}"))?,
             Some(c) => {
                 let (sect, key) = (format!("step {}", f.step), format!("Δ {}", f.counter));
                 let snapped = facts.iter().find(|(s, n, _)| *s == sect && *n == key);
@@ -193,6 +195,38 @@ pub fn block(l: &LabDir, spec: &LabSpec, b: &Figures, rec: &Recorded, cmd: &str)
         ));
     }
     Ok(out)
+}
+
+/// What every run shows of a figure kept out of the snapshot: it varies, within the
+/// conditions of the expectations on its change at its step, which the value must meet (a
+/// trace fact counts one step's events: its value there is its change).
+fn shown(spec: &LabSpec, f: &Figure, value: i64, kernel: &str) -> Result<String, String> {
+    let trace = f.counter.terms.iter().all(|(_, t)| t.starts_with("trace."));
+    let mut checked = Vec::new();
+    for e in &spec.expect {
+        let applies = e.kernel.is_none_or(|k| k.holds(kernel));
+        let on_change = match &e.want {
+            Want::Delta { counter, delta } => Some((counter, delta)),
+            Want::Value { counter, value } if trace => Some((counter, value)),
+            _ => None,
+        };
+        if let Some((counter, delta)) = on_change
+            && *counter == f.counter
+            && e.step.as_deref() == Some(f.step.as_str())
+            && applies
+        {
+            if !delta.holds(value) {
+                return Err(format!(
+                    "fails its expectation `Δ {counter} {delta}`: record a run that passes"
+                ));
+            }
+            checked.push(format!("`{delta}`"));
+        }
+    }
+    Ok(match checked.is_empty() {
+        true => "shown only (not in the snapshot)".into(),
+        false => format!("shown, checked {}", checked.join(", ")),
+    })
 }
 
 /// `2026-11-30 03:05 UTC`.
@@ -223,7 +257,7 @@ fn utc_minutes(t: std::time::SystemTime) -> String {
 mod tests {
     use super::*;
 
-    const SPEC: &str = "id = \"t\"\ntitle = \"T\"\n\n[vm]\nmemory = \"256M\"\n\n[[cgroup]]\nname = \"W\"\n\n[[step]]\nkind = \"anon\"\ncgroup = \"W\"\nsize = \"64M\"\n\n[[observe]]\ncounter = \"vmstat.pgscan_kswapd\"\n\n[[observe]]\ncounter = \"vmstat.pgscan_direct\"\nclass = \"shown\"\n\n[[figures]]\nname = \"k\"\nfacts = [\"anon: Δ vmstat.pgscan_kswapd\", \"anon: Δ vmstat.pgscan_direct\"]\n";
+    const SPEC: &str = "id = \"t\"\ntitle = \"T\"\n\n[vm]\nmemory = \"256M\"\n\n[[cgroup]]\nname = \"W\"\n\n[[step]]\nkind = \"anon\"\ncgroup = \"W\"\nsize = \"64M\"\n\n[[observe]]\ncounter = \"vmstat.pgscan_kswapd\"\n\n[[observe]]\ncounter = \"vmstat.pgscan_direct\"\nclass = \"shown\"\n\n[[figures]]\nname = \"k\"\nfacts = [\"anon: Δ vmstat.pgscan_kswapd\", \"anon: Δ vmstat.pgscan_direct\"]\n\n[[expect]]\nstep = \"anon\"\ncounter = \"vmstat.pgscan_direct\"\ndelta = \">= 0\"\nwhy = \"w\"\n";
     const SNAP: &str = "---\nsource: xtask/src/report.rs\n---\nlab: t\nstep anon (anon 64M in W): exited 0\n  Δ vmstat.pgscan_kswapd: >0\nexpectations:\n";
 
     /// A lab directory holding SPEC, SNAP, a README and the recorded values `kswapd`, `direct`.
@@ -267,7 +301,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| `anon` | `vmstat.pgscan_direct` | 4032 | varies"),
+            text.contains("| `anon` | `vmstat.pgscan_direct` | 4032 | shown, checked `>= 0` |"),
             "{text}"
         );
         // Written once, the README is what the generator writes: the check passes.
@@ -295,6 +329,16 @@ mod tests {
             "{e}"
         );
         assert!(crate::readme::run_cli(std::slice::from_ref(&l), true).is_err());
+    }
+
+    #[test]
+    fn a_shown_figure_that_fails_its_expectation_fails_the_check() {
+        let (_tmp, l) = lab_with(21760, -1);
+        let e = format!("{:#}", generate(&l).unwrap_err());
+        assert!(
+            e.contains("`anon: Δ vmstat.pgscan_direct` = -1 fails its expectation `Δ vmstat.pgscan_direct >= 0`"),
+            "{e}"
+        );
     }
 
     #[test]

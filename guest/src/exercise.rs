@@ -182,30 +182,57 @@ pub struct Figures {
     /// A caption for the block (markdown), optional.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub about: String,
-    /// `step: Δ counter`, each a counter the lab observes at that step.
+    /// `step: Δ counter` (its change over the step) or `step: counter` (its value after it),
+    /// each a counter the lab observes at that step.
     pub facts: Vec<Figure>,
 }
 
-/// One figure: a counter's change over a step, `anon: Δ vmstat.pgscan_kswapd`.
+/// One figure: `anon: Δ vmstat.pgscan_kswapd` or `default: zoneinfo.0.DMA32.min`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Figure {
     pub step: String,
     pub counter: crate::spec::CounterExpr,
+    pub reading: Reading,
+}
+
+/// Which number of a counter a figure quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Its change over the step (`Δ`): what the snapshot classes.
+    Change,
+    /// Its value after the step.
+    After,
 }
 
 impl TryFrom<String> for Figure {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        match Varies::try_from(s.clone()) {
-            Ok(Varies {
-                step,
-                counter: Some(counter),
-            }) => Ok(Figure { step, counter }),
-            _ => Err(format!(
-                "{s:?}: write `step: Δ counter`, a counter the lab observes at that step"
-            )),
+        let bad = || {
+            format!(
+                "{s:?}: write `step: Δ counter` (its change over the step) or `step: counter` (its value after it)"
+            )
+        };
+        let (step, what) = s.split_once(':').ok_or_else(bad)?;
+        let step = step.trim().to_string();
+        check_name(&step).map_err(|e| format!("{s:?}: {e}"))?;
+        let what = what.trim();
+        let (reading, counter) = match what
+            .strip_prefix('Δ')
+            .or_else(|| what.strip_prefix("delta "))
+        {
+            Some(c) => (Reading::Change, c.trim()),
+            None => (Reading::After, what),
+        };
+        if counter.is_empty() || counter.starts_with("exit") {
+            return Err(bad());
         }
+        let counter = crate::spec::CounterExpr::try_from(counter.to_string())?;
+        Ok(Figure {
+            step,
+            counter,
+            reading,
+        })
     }
 }
 
@@ -217,7 +244,10 @@ impl From<Figure> for String {
 
 impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: Δ {}", self.step, self.counter)
+        match self.reading {
+            Reading::Change => write!(f, "{}: Δ {}", self.step, self.counter),
+            Reading::After => write!(f, "{}: {}", self.step, self.counter),
+        }
     }
 }
 

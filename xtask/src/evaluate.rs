@@ -22,6 +22,8 @@ pub struct Observed {
     pub rule: ClassRule,
     /// The change across the step, or the counter the kernel did not report.
     pub delta: Result<i64, String>,
+    /// Its value after the step (a README figure may quote it).
+    pub value: Option<i64>,
     /// What this counter's class means, from the spec's `explain` (for the student).
     pub explain: Option<String>,
     /// Declared in `[[observe]]` (a counter the lab is about), not only by an expectation.
@@ -419,6 +421,7 @@ fn observe_one(w: &Watch, view: &StepView) -> Observed {
         counter: w.counter.clone(),
         rule: w.rule,
         delta,
+        value: view.value(w.counter).ok(),
         explain,
         declared: w.explain.is_some(),
     }

@@ -8,7 +8,7 @@ use crate::evaluate::{class, observed_rule};
 use crate::lab::LabDir;
 use crate::report::{read_snapshot, snapshot_facts, snapshot_name};
 use anyhow::{Context, Result, bail};
-use guest::exercise::{Figure, Figures};
+use guest::exercise::{Figure, Figures, Reading};
 use guest::expect::Want;
 use guest::spec::LabSpec;
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,8 @@ struct StepRecord {
 struct ObservedRecord {
     counter: String,
     delta: Option<i64>,
+    #[serde(default)]
+    value: Option<i64>,
 }
 
 /// `readme N --record`: the figures of `spec` from the run kept in `kept` (last/<id>/).
@@ -121,7 +123,11 @@ fn from_run(spec: &LabSpec, run: &RunRecord, finished: String) -> Result<Recorde
             .filter(|s| s.name == f.step)
             .flat_map(|s| &s.observed)
             .find(|o| o.counter == counter);
-        match seen.map(|o| o.delta) {
+        let number = |o: &ObservedRecord| match f.reading {
+            Reading::Change => o.delta,
+            Reading::After => o.value,
+        };
+        match seen.map(number) {
             Some(Some(d)) => values.insert(f.to_string(), d),
             Some(None) => bail!("`{f}`: the kernel did not report it in that run"),
             None => bail!("`{f}`: that run did not observe it (an older lab.toml? run it again)"),
@@ -141,15 +147,15 @@ pub fn render_recorded(r: &Recorded) -> Result<String> {
     Ok(format!("{HEADER}{}", toml::to_string(r)?))
 }
 
-/// The body of the block `figures NAME`: each fact's recorded value beside the class every run
-/// shows. Fails when a fact has no recorded value, or when the committed snapshot gives the
-/// fact another class than the recorded value has (the figure contradicts the kernel).
+/// The body of the block `figures NAME`: each fact's recorded value beside what every run
+/// shows (its snapshot class, or the expectations that bound it). Fails when a fact has no
+/// recorded value, or when the value contradicts the committed snapshot or an expectation.
 pub fn block(l: &LabDir, spec: &LabSpec, b: &Figures, rec: &Recorded, cmd: &str) -> Result<String> {
     let dir = l.dir.join("snapshots");
     let name = snapshot_name(&dir, &spec.id, Some(&rec.kernel));
-    let snap = read_snapshot(&dir, &name).unwrap_or_default();
-    let facts = snapshot_facts(&snap);
+    let facts = snapshot_facts(&read_snapshot(&dir, &name).unwrap_or_default());
     let where_ = format!("labs/{}", l.id);
+    let rerun = format!("`cargo xtask lab {cmd}`, then `cargo xtask readme {cmd} --record`");
     let mut out = String::new();
     if !b.about.trim().is_empty() {
         out.push_str(&format!("**{}**\n\n", b.about.trim()));
@@ -160,54 +166,61 @@ pub fn block(l: &LabDir, spec: &LabSpec, b: &Figures, rec: &Recorded, cmd: &str)
         None => "",
     };
     out.push_str(&format!(
-        "Figures from one real run (kernel {}{mode}, `cargo xtask lab {cmd}` ended {}, {} s). Another run gives other numbers; \"every run\" is the class the lab's snapshot holds, which `cargo xtask readme --check` compares with each figure.\n\n",
+        "Figures from one real run (kernel {}{mode}, `cargo xtask lab {cmd}` ended {}, {} s). Another run gives other numbers; \"every run\" is what each run must show, the class the lab's snapshot holds or the expectations that bound a number it leaves out, and `cargo xtask readme --check` compares each figure with it.\n\n",
         rec.kernel, rec.finished, rec.wall_secs
     ));
     out.push_str("| step | counter | this run | every run |\n|---|---|---:|---|\n");
     for f in &b.facts {
         let Some(&value) = rec.values.get(&f.to_string()) else {
-            bail!(
-                "{where_}/figures.toml has no value for `{f}`: run `cargo xtask lab {cmd}`, then `cargo xtask readme {cmd} --record`"
-            );
+            bail!("{where_}/figures.toml has no value for `{f}`: run {rerun}");
         };
         let rule = observed_rule(spec, &f.step, &f.counter)
             .with_context(|| format!("{where_}: `{f}` is not observed"))?;
-        let every = match class(rule, value) {
-            None => shown(spec, f, value, &rec.kernel)
-                .map_err(|m| anyhow::anyhow!("{where_}: the figure `{f}` = {value} {m}"))?,
+        let snapshot_class = match f.reading {
+            Reading::Change => class(rule, value),
+            Reading::After => None,
+        };
+        let every = match snapshot_class {
+            None => unclassed(spec, f, value, &rec.kernel),
             Some(c) => {
                 let (sect, key) = (format!("step {}", f.step), format!("Δ {}", f.counter));
-                let snapped = facts.iter().find(|(s, n, _)| *s == sect && *n == key);
-                match snapped {
-                    Some((_, _, s)) if *s == c => format!("`{c}`"),
-                    Some((_, _, s)) => bail!(
-                        "{where_}: the figure `{f}` = {value} (class {c}) contradicts snapshots/{name}.snap, where it is {s}: record a run of today's kernel (`cargo xtask lab {cmd}`, then `cargo xtask readme {cmd} --record`)"
-                    ),
-                    None => bail!(
-                        "{where_}: the figure `{f}` is not in snapshots/{name}.snap: a figure quotes a fact the snapshot classes, or one observed with class \"shown\""
-                    ),
+                match facts.iter().find(|(s, n, _)| *s == sect && *n == key) {
+                    Some((_, _, s)) if *s == c => Ok(format!("`{c}`")),
+                    Some((_, _, s)) => Err(format!(
+                        "(class {c}) contradicts snapshots/{name}.snap, where it is {s}: record a run of today's kernel ({rerun})"
+                    )),
+                    None => Err(format!(
+                        "is not in snapshots/{name}.snap: a figure quotes a fact the snapshot classes, or one observed with class \"shown\""
+                    )),
                 }
             }
+        }
+        .map_err(|m| anyhow::anyhow!("{where_}: the figure `{f}` = {value} {m}"))?;
+        let after = match f.reading {
+            Reading::Change => "",
+            Reading::After => " (after the step)",
         };
         out.push_str(&format!(
-            "| `{}` | `{}` | {value} | {every} |\n",
+            "| `{}` | `{}`{after} | {value} | {every} |\n",
             f.step, f.counter
         ));
     }
     Ok(out)
 }
 
-/// What every run shows of a figure kept out of the snapshot: it varies, within the
-/// conditions of the expectations on its change at its step, which the value must meet (a
-/// trace fact counts one step's events: its value there is its change).
-fn shown(spec: &LabSpec, f: &Figure, value: i64, kernel: &str) -> Result<String, String> {
+/// What every run shows of a figure the snapshot does not class (a `shown` counter's change, a
+/// value after a step): the conditions of the expectations on that number at its step, which
+/// the recorded value must meet (a trace fact counts one step's events: its value there is its
+/// change).
+fn unclassed(spec: &LabSpec, f: &Figure, value: i64, kernel: &str) -> Result<String, String> {
     let trace = f.counter.terms.iter().all(|(_, t)| t.starts_with("trace."));
+    let (change, after) = (f.reading == Reading::Change, f.reading == Reading::After);
     let mut checked = Vec::new();
     for e in &spec.expect {
         let applies = e.kernel.is_none_or(|k| k.holds(kernel));
         let on_change = match &e.want {
-            Want::Delta { counter, delta } => Some((counter, delta)),
-            Want::Value { counter, value } if trace => Some((counter, value)),
+            Want::Delta { counter, delta } if change || trace => Some((counter, delta)),
+            Want::Value { counter, value } if after || trace => Some((counter, value)),
             _ => None,
         };
         if let Some((counter, delta)) = on_change
@@ -216,16 +229,21 @@ fn shown(spec: &LabSpec, f: &Figure, value: i64, kernel: &str) -> Result<String,
             && applies
         {
             if !delta.holds(value) {
+                let d = if after { "" } else { "Δ " };
                 return Err(format!(
-                    "fails its expectation `Δ {counter} {delta}`: record a run that passes"
+                    "fails its expectation `{d}{counter} {delta}`: record a run that passes"
                 ));
             }
             checked.push(format!("`{delta}`"));
         }
     }
+    let what = match f.reading {
+        Reading::Change => "shown",
+        Reading::After => "a value",
+    };
     Ok(match checked.is_empty() {
-        true => "shown only (not in the snapshot)".into(),
-        false => format!("shown, checked {}", checked.join(", ")),
+        true => format!("{what}, not checked"),
+        false => format!("{what}, checked {}", checked.join(", ")),
     })
 }
 
@@ -262,6 +280,14 @@ mod tests {
 
     /// A lab directory holding SPEC, SNAP, a README and the recorded values `kswapd`, `direct`.
     fn lab_with(kswapd: i64, direct: i64) -> (tempfile::TempDir, LabDir) {
+        let values = [
+            ("anon: Δ vmstat.pgscan_kswapd", kswapd),
+            ("anon: Δ vmstat.pgscan_direct", direct),
+        ];
+        lab_with_spec(SPEC, &values)
+    }
+
+    fn lab_with_spec(spec: &str, values: &[(&str, i64)]) -> (tempfile::TempDir, LabDir) {
         let tmp = tempfile::tempdir().unwrap();
         let l = LabDir {
             id: "t".into(),
@@ -269,17 +295,14 @@ mod tests {
         };
         std::fs::create_dir(l.dir.join("snapshots")).unwrap();
         std::fs::write(l.dir.join("snapshots/t.snap"), SNAP).unwrap();
-        std::fs::write(l.spec_path(), SPEC).unwrap();
+        std::fs::write(l.spec_path(), spec).unwrap();
         std::fs::write(l.dir.join("README.md"), "# T\n\nSee the figures below.\n").unwrap();
         let rec = Recorded {
             kernel: "6.12.57".into(),
             finished: "2026-11-30 03:05 UTC".into(),
             mglru: None,
             wall_secs: 31,
-            values: BTreeMap::from([
-                ("anon: Δ vmstat.pgscan_kswapd".into(), kswapd),
-                ("anon: Δ vmstat.pgscan_direct".into(), direct),
-            ]),
+            values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         };
         std::fs::write(path(&l), render_recorded(&rec).unwrap()).unwrap();
         (tmp, l)
@@ -402,6 +425,39 @@ mod tests {
         assert!(e.to_string().contains("--set variant"), "{e}");
         let back: Recorded = toml::from_str(&render_recorded(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_figure_may_quote_a_value_after_its_step() {
+        let text = SPEC.replace(
+            "\"anon: Δ vmstat.pgscan_direct\"]",
+            "\"anon: vmstat.pgscan_direct\"]",
+        );
+        let spec = crate::lab::parse_spec(&text, "f").unwrap();
+        let f = &spec.figures[0].facts[1];
+        assert_eq!(f.reading, Reading::After);
+        assert_eq!(f.to_string(), "anon: vmstat.pgscan_direct");
+        let json = format!(
+            r#"{{"schema":"kernel-lab/result/1","lab":"t","kernel":"6.12.57","passed":true,"variant":null,"total_secs":3.0,"steps":[{{"name":"anon","observed":[{{"counter":"vmstat.pgscan_kswapd","delta":5,"value":90}},{{"counter":"vmstat.pgscan_direct","delta":2,"value":7}}]}}],"spec":{}}}"#,
+            serde_json::to_string(&spec).unwrap()
+        );
+        let run: RunRecord = serde_json::from_str(&json).unwrap();
+        let r = from_run(&spec, &run, "now".into()).unwrap();
+        assert_eq!(r.values["anon: vmstat.pgscan_direct"], 7);
+        assert_eq!(r.values["anon: Δ vmstat.pgscan_kswapd"], 5);
+        let values = [
+            ("anon: Δ vmstat.pgscan_kswapd", 5),
+            ("anon: vmstat.pgscan_direct", 7),
+        ];
+        let (_tmp, l) = lab_with_spec(&text, &values);
+        let out = generate(&l).unwrap();
+        // The expectation bounds the change, not the value: the value is not checked.
+        assert!(
+            out.contains(
+                "| `anon` | `vmstat.pgscan_direct` (after the step) | 7 | a value, not checked |"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ struct StepJson<'a> {
 struct ObservedJson<'a> {
     counter: String,
     delta: Option<i64>,
+    /// Its value after the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,12 +135,14 @@ fn step_json(s: &StepResult) -> StepJson<'_> {
         Ok(d) => ObservedJson {
             counter: o.counter.to_string(),
             delta: Some(*d),
+            value: o.value,
             class: Some(report::class(o.rule, *d)),
             missing: None,
         },
         Err(t) => ObservedJson {
             counter: o.counter.to_string(),
             delta: None,
+            value: None,
             class: None,
             missing: Some(t),
         },
@@ -329,7 +334,7 @@ mod tests {
     /// The keys README.md documents for `lab --json`, at every level.
     #[test]
     fn the_json_result_has_the_documented_schema() {
-        let text = "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\nsize = \"1M\"\n[[expect]]\nstep = \"a\"\ncounter = \"vmstat.x + vmstat.y\"\ndelta = \"> 0\"\nwhy = \"w\"\n";
+        let text = "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\nsize = \"1M\"\n[[expect]]\nstep = \"a\"\ncounter = \"vmstat.x + vmstat.y\"\ndelta = \"> 0\"\nwhy = \"w\"\n[[observe]]\ncounter = \"vmstat.x\"\n";
         let spec = crate::lab::parse_spec(text, "t").unwrap();
         let sample = |label: &str, n| Event::Sample {
             label: label.into(),
@@ -406,7 +411,10 @@ mod tests {
             keys(&v["steps"][0]),
             ["describe", "exit", "name", "observed", "stderr", "wall_ms"]
         );
-        let missing = &v["steps"][0]["observed"][0];
+        let missing = &v["steps"][0]["observed"][1];
+        let seen = &v["steps"][0]["observed"][0];
+        assert_eq!(keys(seen), ["class", "counter", "delta", "value"]);
+        assert_eq!((&seen["delta"], &seen["value"]), (&2.into(), &3.into()));
         assert_eq!(keys(missing), ["counter", "delta", "missing"]);
         assert_eq!(missing["missing"], "vmstat.y");
         assert_eq!(

@@ -393,6 +393,25 @@ mod tests {
         }
     }
 
+    /// A run's numbers reach a README through `[[figures]]`, not through prose: the phrases
+    /// with which hand-written figures used to be introduced are refused outside the blocks.
+    #[test]
+    fn no_readme_quotes_a_run_by_hand() {
+        let phrases = ["our run", "one of our", "on our test machine"];
+        for l in lab::catalog().unwrap() {
+            let text = std::fs::read_to_string(l.dir.join("README.md")).unwrap();
+            let spec = std::fs::read_to_string(l.spec_path()).unwrap();
+            let own = (hand_written(&text) + &spec).to_lowercase();
+            for p in phrases {
+                assert!(
+                    !own.contains(p),
+                    "labs/{}: README.md or lab.toml quotes a run by hand (\"{p}\"): declare the numbers in [[figures]] and refer to the block",
+                    l.id
+                );
+            }
+        }
+    }
+
     #[test]
     fn blocks_are_replaced_in_place_or_inserted() {
         let text = "# Lab\n\nintro\n\n## A\n\ntext\n\n## Change this and predict\n\nold\n\n## Z\n";

@@ -1,8 +1,8 @@
 //! What the timeline chart shows, built from a run: one panel per idea (each group's memory
 //! against its limits; free memory against the zone watermarks and the guest's RAM; who
-//! reclaims; swap; dirty pages; limit hits; time blocked in reclaim, from the trace), each
-//! step its own column, OOM kills as marks, trace episodes as bars. Also the terminal's
-//! sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
+//! reclaims; swap and zswap; dirty pages; limit hits; time blocked in reclaim, from the
+//! trace), each step its own column, OOM kills as marks, trace episodes as bars. Also the
+//! terminal's sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
 
 use crate::report::Evaluation;
 use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
@@ -120,6 +120,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         s.filter(|s| always || moves(s, noise)).map(flat_noted)
     };
     let cgroups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
+    let referenced = |c: &str| spec.refers_to(c);
 
     // 1. Each group's memory against its limits.
     if !cgroups.is_empty() {
@@ -161,11 +162,16 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                     }
                 }
             }
+            // memory.swap.current counts swap slots: zswap's pages hold one too.
+            let in_swap_words = match spec.vm.zswap {
+                true => format!("{c}: in swap (on the device or in zswap)"),
+                false => format!("{c}: in swap"),
+            };
             let in_swap = |file: &str| {
                 let s = series(
                     &data,
                     &format!("{c}/{file}"),
-                    format!("{c}: in swap"),
+                    in_swap_words.clone(),
                     Draw::Level(1.0 / MIB),
                 );
                 keep(s, 0.5, false)
@@ -190,6 +196,8 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                 ("shmem", "tmpfs/shared"),
                 ("rss", "anonymous (cgroup v1 rss)"),
                 ("cache", "page cache (cgroup v1 cache)"),
+                ("zswapped", "in zswap, uncompressed size"),
+                ("zswap", "zswap's compressed copies (in RAM)"),
             ] {
                 let s = series(
                     &data,
@@ -197,10 +205,15 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
                     format!("{c}: {words}"),
                     Draw::Level(1.0 / MIB),
                 );
-                if let Some(s) = keep(s, 4.0, false) {
+                // A group the lab asks about zswap shows what it keeps there, 0 included.
+                let always = key == "zswapped" && referenced(&format!("{c}/memory.stat.zsw"));
+                if let Some(s) = keep(s, 4.0, always) {
                     kinds.series.push(s);
                 }
             }
+        }
+        if kinds.series.iter().any(|s| s.counter.contains(".zswap")) {
+            kinds.title.push_str(", zswap");
         }
         if kinds.series.len() >= 2 {
             push(&mut panels, kinds);
@@ -215,7 +228,6 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     panels.extend(zoom);
 
     // 3. Who reclaims.
-    let referenced = |c: &str| spec.refers_to(c);
     let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
     for (c, words) in [
         ("vmstat.pgscan_kswapd", "kswapd (whole machine)".to_string()),
@@ -280,18 +292,31 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
 
     // 4. Swap.
     if spec.vm.swap.is_some() {
-        let mut p = panel(
-            "Swap: pages written out and read back since the step began",
-            "pages",
-        );
+        let (title, out) = match spec.vm.zswap {
+            true => (
+                "Swap: pages compressed into zswap, written to the swap device, read back, since the step began",
+                "written to the swap device",
+            ),
+            false => (
+                "Swap: pages written out and read back since the step began",
+                "written to swap",
+            ),
+        };
+        let mut p = panel(title, "pages");
         for (c, words) in [
-            ("vmstat.pswpout", "written to swap"),
+            ("vmstat.zswpout", "compressed into zswap (kept in RAM)"),
+            ("vmstat.pswpout", out),
+            ("vmstat.zswpin", "read back from zswap"),
             ("vmstat.pswpin", "read back from swap"),
         ] {
+            let always = match c {
+                "vmstat.zswpout" => spec.vm.zswap,
+                _ => c.ends_with("out"),
+            };
             if let Some(s) = keep(
                 series(&data, c, words.into(), Draw::SinceStepStart(1.0)),
                 0.0,
-                c.ends_with("out"),
+                always,
             ) {
                 p.series.push(s);
             }
@@ -343,15 +368,28 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     );
     for c in &cgroups {
         for key in ["max", "high"] {
-            let counter = format!("{c}/memory.events.{key}");
-            let s = series(
+            let (counter, local) = (
+                format!("{c}/memory.events.{key}"),
+                format!("{c}/memory.events.local.{key}"),
+            );
+            // A group with children: its own hits (memory.events.local), then its subtree's.
+            let own = series(
                 &data,
-                &counter,
-                format!("{c}: at memory.{key}"),
+                &local,
+                format!("{c}: at its own memory.{key}"),
                 Draw::SinceStepStart(1.0),
             );
-            if let Some(s) = keep(s, 0.0, false) {
-                hits.series.push(s);
+            let words = match own.is_some() {
+                true => format!("{c}: at memory.{key}, its own or a child's"),
+                false => format!("{c}: at memory.{key}"),
+            };
+            let all = series(&data, &counter, words, Draw::SinceStepStart(1.0));
+            // A hit the lab asks about (0 included) is drawn; a leaf's events are its own.
+            let always = referenced(&counter) || (own.is_none() && referenced(&local));
+            for (s, always) in [(own, referenced(&local)), (all, always)] {
+                if let Some(s) = keep(s, 0.0, always) {
+                    hits.series.push(s);
+                }
             }
         }
     }
@@ -843,6 +881,108 @@ mod tests {
         assert_eq!(c.steps[0].secs, 0.4);
         let svg = crate::timeline::svg(&c);
         roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    /// One step of `spec` with timeline rows of `keys` (one row per 40 ms), from zero.
+    fn eval_of(spec: &LabSpec, keys: &[&str], rows: Vec<Vec<u64>>) -> Evaluation {
+        let step = spec.steps[0].name().to_string();
+        let start: BTreeMap<String, u64> = keys.iter().map(|k| (k.to_string(), 0)).collect();
+        let rows: Vec<(u64, Vec<u64>)> = (rows.into_iter().enumerate())
+            .map(|(i, r)| (200 + 40 * i as u64, r))
+            .collect();
+        let events = vec![
+            Event::Sample {
+                label: "start".into(),
+                values: start.clone(),
+            },
+            Event::StepStart { step: step.clone() },
+            Event::Ticks {
+                step: step.clone(),
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                rows,
+                cost_us: 10,
+            },
+            Event::StepEnd {
+                step: step.clone(),
+                exit: Exit::Exited { code: 0 },
+                wall_ms: 200,
+                stderr: String::new(),
+                stdout: String::new(),
+            },
+            Event::Sample {
+                label: format!("after:{step}"),
+                values: start,
+            },
+            Event::End { frames: 6 },
+        ];
+        crate::report::evaluate(spec, &crate::report::tests::stream_of(events))
+    }
+
+    fn labels(c: &Chart, title: &str) -> Vec<String> {
+        let p = c.panels.iter().find(|p| p.title.starts_with(title));
+        p.map(|p| p.series.iter().map(|s| s.label.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_parents_own_limit_hits_beside_its_subtrees_and_a_childs_asked_about_at_zero() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"pod\"\nmemory_max = \"64M\"\n[[cgroup]]\nname = \"pod/app\"\n[[step]]\nkind = \"read-file\"\nname = \"read\"\ncgroup = \"pod/app\"\nsize = \"80M\"\n[[expect]]\nstep = \"read\"\ncounter = \"pod/app/memory.events.local.max\"\ndelta = \"== 0\"\nwhy = \"w\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = [
+            "pod/memory.events.max",
+            "pod/memory.events.local.max",
+            "pod/app/memory.events.max",
+        ];
+        let rows = (0..5).map(|i| vec![i * 3, i * 3, 0]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "Times each group hit its limit"),
+            [
+                "pod: at its own memory.max",
+                "pod: at memory.max, its own or a child's",
+                "pod/app: at memory.max (0 throughout)",
+            ]
+        );
+    }
+
+    #[test]
+    fn zswap_shows_what_went_to_ram_compressed_and_what_went_to_the_device() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\nswap = { kind = \"disk\", size = \"256M\" }\nzswap = true\n[[cgroup]]\nname = \"Z\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"Z\"\nsize = \"64M\"\n[[expect]]\nstep = \"a\"\ncounter = \"Z/memory.stat.zswpout\"\ndelta = \"> 0\"\nwhy = \"w\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = [
+            "Z/memory.stat.anon",
+            "Z/memory.stat.zswapped",
+            "Z/memory.stat.zswap",
+            "vmstat.zswpout",
+            "vmstat.pswpout",
+        ];
+        let mib = 1 << 20;
+        let rows = (0..5)
+            .map(|i| vec![(32 - 4 * i) * mib, 12 * i * mib, 3 * i * mib, 3000 * i, 0])
+            .collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "What each group holds"),
+            [
+                "Z: anonymous",
+                "Z: in zswap, uncompressed size",
+                "Z: zswap's compressed copies (in RAM)",
+            ]
+        );
+        assert!(c.panels.iter().any(|p| p.title.ends_with("tmpfs, zswap")));
+        assert_eq!(
+            labels(&c, "Swap:"),
+            [
+                "compressed into zswap (kept in RAM)",
+                "written to the swap device (0 throughout)",
+            ]
+        );
     }
 
     #[test]

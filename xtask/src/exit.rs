@@ -112,6 +112,20 @@ impl Exit {
     }
 }
 
+/// An error type that is its message: Display prints it, and `main` finds the type with
+/// `downcast_ref` to choose the exit code ([`BadInput`], [`crate::kernel::Untestable`]).
+macro_rules! message_error {
+    ($t:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for $t {}
+    };
+}
+pub(crate) use message_error;
+
 fn has<T: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> bool {
     e.downcast_ref::<T>().is_some() || e.chain().any(|c| c.downcast_ref::<T>().is_some())
 }
@@ -121,14 +135,7 @@ fn has<T: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> bool 
 /// [`Untestable`], keep it as the error's source (add context with `.context()`).
 #[derive(Debug)]
 pub struct BadInput(pub String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
+message_error!(BadInput);
 
 /// An error as [`BadInput`], with its whole message.
 pub fn as_bad_input(e: anyhow::Error) -> anyhow::Error {

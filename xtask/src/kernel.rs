@@ -379,14 +379,7 @@ pub fn lost_options(requested: &[Requested], config: &str) -> Vec<String> {
 /// `main` can find it with `downcast_ref`.
 #[derive(Debug)]
 pub struct Untestable(pub String);
-
-impl std::fmt::Display for Untestable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Untestable {}
+crate::exit::message_error!(Untestable);
 
 /// A built kernel in the cache.
 #[derive(Debug, Clone)]

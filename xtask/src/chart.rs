@@ -152,6 +152,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         push(&mut panels, refault_panel(&data));
     }
     push(&mut panels, hits_panel(spec, &data));
+    push(&mut panels, failcnt_panel(spec, &data));
     // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
     // PSI's total; see the agent's timeline_values()).
     let spans = spans(ev, &data);
@@ -432,6 +433,27 @@ fn hits_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
         }
     }
     hits
+}
+
+/// cgroup v1 has no memory.events: memory.failcnt counts every charge that failed at a v1
+/// group's limit (each one, retries included: thousands where memory.events.max says tens,
+/// hence a panel of its own).
+fn failcnt_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Charges that failed at a cgroup v1 group's limit since the step began (memory.failcnt)",
+        "charges",
+    );
+    for cg in spec.cgroups.iter().filter(|c| c.v1.is_some()) {
+        let failcnt = format!("{}/memory.failcnt", cg.name);
+        let s = series(
+            data,
+            &failcnt,
+            format!("{}: at its limit", cg.name),
+            Draw::SinceStepStart(1.0),
+        );
+        p.series.extend(keep(s, 0.0, spec.refers_to(&failcnt)));
+    }
+    p
 }
 
 /// One group's hits of memory.`key`: a group with children its own (memory.events.local),
@@ -999,6 +1021,20 @@ mod tests {
                 "pod/app: at memory.max (0 throughout)",
             ]
         );
+    }
+
+    #[test]
+    fn a_cgroup_v1_groups_failed_charges_in_a_panel_of_their_own() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"V\"\nmemory_max = \"32M\"\nv1 = {}\n[[cgroup]]\nname = \"B\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"V\"\nsize = \"48M\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = ["V/memory.failcnt", "B/memory.events.max"];
+        let rows = (0..5).map(|i| vec![1000 * i, i]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(labels(&c, "Charges that failed"), ["V: at its limit"]);
+        assert_eq!(labels(&c, "Times each group hit"), ["B: at memory.max"]);
     }
 
     #[test]

@@ -184,12 +184,13 @@ const STAT: &[&str] = &[
 const EVENTS: &[&str] = &["high", "max", "oom_kill"];
 
 /// One group's timeline counters: its usage (and swap), memory.stat, memory.events (and, for a
-/// group with children in the lab, memory.events.local: its own events, not theirs).
+/// group with children in the lab, memory.events.local: its own events, not theirs); a cgroup
+/// v1 group's usage and memory.failcnt (v1 has no memory.events).
 fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<String, u64>) {
     let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
     let files: &[&str] = match cg.v1 {
         None => &["memory.current", "memory.swap.current"],
-        Some(_) => &["memory.usage_in_bytes"],
+        Some(_) => &["memory.usage_in_bytes", "memory.failcnt"],
     };
     for file in files {
         if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {

@@ -1,8 +1,8 @@
 //! What the timeline chart shows, built from a run: one panel per idea (each group's memory
 //! against its limits; free memory against the zone watermarks and the guest's RAM; who
-//! reclaims; swap; dirty pages; limit hits; time blocked in reclaim, from the trace), each
-//! step its own column, OOM kills as marks, trace episodes as bars. Also the terminal's
-//! sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
+//! reclaims; swap and zswap; dirty pages; limit hits; time blocked in reclaim, from the
+//! trace), each step its own column, OOM kills as marks, trace episodes as bars. Also the
+//! terminal's sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
 
 use crate::report::Evaluation;
 use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
@@ -112,256 +112,51 @@ fn moves(s: &Series, noise: f64) -> bool {
     by_step.values().any(|(lo, hi)| hi - lo > noise)
 }
 
+/// A series drawn when it moves (beyond `noise` in its unit) or `always` (the lab is about it),
+/// then marked when it never left 0.
+fn keep(s: Option<Series>, noise: f64, always: bool) -> Option<Series> {
+    s.filter(|s| always || moves(s, noise)).map(flat_noted)
+}
+
 /// The chart of a run.
 pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     let data = steps(ev);
     let mut panels = Vec::new();
-    let keep = |s: Option<Series>, noise: f64, always: bool| -> Option<Series> {
-        s.filter(|s| always || moves(s, noise)).map(flat_noted)
-    };
-    let cgroups: Vec<&str> = spec.cgroups.iter().map(|c| c.name.as_str()).collect();
-
-    // 1. Each group's memory against its limits.
-    if !cgroups.is_empty() {
-        let mut p = panel("Memory each group uses, against its limits", "MiB");
-        for cg in &spec.cgroups {
-            let c = &cg.name;
-            // A cgroup v1 group's usage is memory.usage_in_bytes.
-            let in_use = series(
-                &data,
-                &format!("{c}/memory.current"),
-                format!("{c}: memory in use"),
-                Draw::Level(1.0 / MIB),
-            )
-            .or_else(|| {
-                series(
-                    &data,
-                    &format!("{c}/memory.usage_in_bytes"),
-                    format!("{c}: memory in use (cgroup v1)"),
-                    Draw::Level(1.0 / MIB),
-                )
-            });
-            if let Some(s) = in_use {
-                let j = p.series.len();
-                p.series.push(s);
-                for (name, limit) in [
-                    ("memory.max", cg.memory_max),
-                    ("memory.high", cg.memory_high),
-                    ("memory.low", cg.memory_low),
-                    ("memory.min", cg.memory_min),
-                ] {
-                    if let Some(l) = limit {
-                        p.refs.push(RefLine {
-                            label: format!("{c}: {name} {l}"),
-                            value: l.0 as f64 / MIB,
-                            steps: (0, data.len().saturating_sub(1)),
-                            series: Some(j),
-                            color: None,
-                        });
-                    }
-                }
-            }
-            let in_swap = |file: &str| {
-                let s = series(
-                    &data,
-                    &format!("{c}/{file}"),
-                    format!("{c}: in swap"),
-                    Draw::Level(1.0 / MIB),
-                );
-                keep(s, 0.5, false)
-            };
-            if spec.vm.swap.is_some()
-                && let Some(s) =
-                    in_swap("memory.swap.current").or_else(|| in_swap("memory.stat.swap"))
-            {
-                p.series.push(s);
-            }
-        }
-        push(&mut panels, p);
+    if !spec.cgroups.is_empty() {
+        push(&mut panels, memory_panel(spec, &data));
         // What the groups hold, when more than one kind of page moves.
-        let mut kinds = panel(
-            "What each group holds: anonymous memory, page cache, tmpfs",
-            "MiB",
-        );
-        for c in &cgroups {
-            for (key, words) in [
-                ("anon", "anonymous"),
-                ("file", "page cache"),
-                ("shmem", "tmpfs/shared"),
-                ("rss", "anonymous (cgroup v1 rss)"),
-                ("cache", "page cache (cgroup v1 cache)"),
-            ] {
-                let s = series(
-                    &data,
-                    &format!("{c}/memory.stat.{key}"),
-                    format!("{c}: {words}"),
-                    Draw::Level(1.0 / MIB),
-                );
-                if let Some(s) = keep(s, 4.0, false) {
-                    kinds.series.push(s);
-                }
-            }
-        }
+        let kinds = kinds_panel(spec, &data);
         if kinds.series.len() >= 2 {
             push(&mut panels, kinds);
         }
     }
-
-    // 2. Free memory against the watermarks and the guest's RAM; zoomed in on the watermarks
+    // Free memory against the watermarks and the guest's RAM; zoomed in on the watermarks
     // when free memory comes near them (they are a few MiB in a guest of hundreds).
     let free = free_panel(spec, ev, &data);
     let zoom = zoomed(&free);
     panels.push(free);
     panels.extend(zoom);
-
-    // 3. Who reclaims.
-    let referenced = |c: &str| spec.refers_to(c);
-    let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
-    for (c, words) in [
-        ("vmstat.pgscan_kswapd", "kswapd (whole machine)".to_string()),
-        (
-            "vmstat.pgscan_direct",
-            "tasks, global direct reclaim".to_string(),
-        ),
-    ] {
-        let always = referenced(c) || referenced("vmstat.pgscan");
-        if let Some(s) = keep(
-            series(&data, c, words, Draw::SinceStepStart(1.0)),
-            0.0,
-            always,
-        ) {
-            who.series.push(s);
-        }
-    }
-    for c in &cgroups {
-        for (key, words) in [
-            ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
-            ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
-        ] {
-            let counter = format!("{c}/memory.stat.{key}");
-            let always = referenced(&counter);
-            if let Some(s) = keep(
-                series(&data, &counter, words, Draw::SinceStepStart(1.0)),
-                0.0,
-                always,
-            ) {
-                who.series.push(s);
-            }
-        }
-    }
-    push(&mut panels, who);
-
+    push(&mut panels, who_reclaims_panel(spec, &data));
     // The watermarks themselves, when the lab is about them: as each step found and left them.
     if spec.refers_to("zoneinfo.") {
         push(&mut panels, watermark_panel(ev, &data));
     }
-
-    // kswapd's CPU time per node, when the lab is about kswapd threads.
     if spec.refers_to("kswapd.") {
-        let mut p = panel("kswapd's CPU time, per node, since the step began", "ms");
-        for n in 0..spec.vm.numa_nodes.max(1) {
-            let c = format!("kswapd.{n}.cpu_ticks");
-            // /proc/<pid>/stat counts clock ticks of 10 ms (USER_HZ 100).
-            if let Some(s) = keep(
-                series(
-                    &data,
-                    &c,
-                    format!("kswapd{n} (node {n})"),
-                    Draw::SinceStepStart(10.0),
-                ),
-                0.0,
-                true,
-            ) {
-                p.series.push(s);
-            }
-        }
-        push(&mut panels, p);
+        push(&mut panels, kswapd_cpu_panel(spec, &data));
     }
-
-    // 4. Swap.
     if spec.vm.swap.is_some() {
-        let mut p = panel(
-            "Swap: pages written out and read back since the step began",
-            "pages",
-        );
-        for (c, words) in [
-            ("vmstat.pswpout", "written to swap"),
-            ("vmstat.pswpin", "read back from swap"),
-        ] {
-            if let Some(s) = keep(
-                series(&data, c, words.into(), Draw::SinceStepStart(1.0)),
-                0.0,
-                c.ends_with("out"),
-            ) {
-                p.series.push(s);
-            }
-        }
-        push(&mut panels, p);
+        push(&mut panels, swap_panel(spec, &data));
     }
-
-    // 5. Dirty page cache.
-    let mut dirty = panel("Dirty page cache: waiting for, and under, writeback", "MiB");
-    for (c, words) in [
-        ("vmstat.nr_dirty", "dirty"),
-        ("vmstat.nr_writeback", "under writeback"),
-    ] {
-        if let Some(s) = keep(
-            series(&data, c, words.into(), Draw::Level(PAGE / MIB)),
-            1.0,
-            false,
-        ) {
-            dirty.series.push(s);
-        }
-    }
-    push(&mut panels, dirty);
-
-    // 6. Refaults, when the lab is about them.
+    push(&mut panels, dirty_panel(&data));
     if spec.refers_to("vmstat.workingset_refault") {
-        let mut p = panel(
-            "Refaults: evicted pages needed again since the step began",
-            "pages",
-        );
-        for (c, words) in [
-            ("vmstat.workingset_refault_file", "page cache"),
-            ("vmstat.workingset_refault_anon", "anonymous"),
-        ] {
-            if let Some(s) = keep(
-                series(&data, c, words.into(), Draw::SinceStepStart(1.0)),
-                0.0,
-                false,
-            ) {
-                p.series.push(s);
-            }
-        }
-        push(&mut panels, p);
+        push(&mut panels, refault_panel(&data));
     }
-
-    // 7. Limit hits.
-    let mut hits = panel(
-        "Times each group hit its limit since the step began (memory.events)",
-        "times",
-    );
-    for c in &cgroups {
-        for key in ["max", "high"] {
-            let counter = format!("{c}/memory.events.{key}");
-            let s = series(
-                &data,
-                &counter,
-                format!("{c}: at memory.{key}"),
-                Draw::SinceStepStart(1.0),
-            );
-            if let Some(s) = keep(s, 0.0, false) {
-                hits.series.push(s);
-            }
-        }
-    }
-    push(&mut panels, hits);
-
+    push(&mut panels, hits_panel(spec, &data));
+    push(&mut panels, failcnt_panel(spec, &data));
     // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
     // PSI's total; see the agent's timeline_values()).
     let spans = spans(ev, &data);
     push(&mut panels, blocked_panel(&spans, &data));
-
     Chart {
         title: format!("{}: {}", spec.id, spec.title),
         steps: data
@@ -375,6 +170,315 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         marks: oom_marks(ev, &data),
         spans,
     }
+}
+
+/// Each group's memory in use (and in swap) against its limits.
+fn memory_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut p = panel("Memory each group uses, against its limits", "MiB");
+    for cg in &spec.cgroups {
+        if let Some(s) = in_use(data, &cg.name) {
+            let j = p.series.len();
+            p.series.push(s);
+            p.refs.extend(limit_lines(cg, j, data.len()));
+        }
+        if spec.vm.swap.is_some()
+            && let Some(s) = in_swap(spec, data, &cg.name)
+        {
+            p.series.push(s);
+        }
+    }
+    p
+}
+
+/// A group's memory in use: memory.current, or a cgroup v1 group's memory.usage_in_bytes.
+fn in_use(data: &[StepData], c: &str) -> Option<Series> {
+    let level = Draw::Level(1.0 / MIB);
+    series(
+        data,
+        &format!("{c}/memory.current"),
+        format!("{c}: memory in use"),
+        level,
+    )
+    .or_else(|| {
+        series(
+            data,
+            &format!("{c}/memory.usage_in_bytes"),
+            format!("{c}: memory in use (cgroup v1)"),
+            level,
+        )
+    })
+}
+
+/// A group's limits as reference lines in the colour of its usage (series `j`), over all steps.
+fn limit_lines(cg: &guest::spec::Cgroup, j: usize, steps: usize) -> Vec<RefLine> {
+    let c = &cg.name;
+    [
+        ("memory.max", cg.memory_max),
+        ("memory.high", cg.memory_high),
+        ("memory.low", cg.memory_low),
+        ("memory.min", cg.memory_min),
+    ]
+    .into_iter()
+    .filter_map(|(name, limit)| {
+        limit.map(|l| RefLine {
+            label: format!("{c}: {name} {l}"),
+            value: l.0 as f64 / MIB,
+            steps: (0, steps.saturating_sub(1)),
+            series: Some(j),
+            color: None,
+        })
+    })
+    .collect()
+}
+
+/// A group's memory in swap, when it moved (memory.swap.current, or v1's memory.stat.swap).
+fn in_swap(spec: &LabSpec, data: &[StepData], c: &str) -> Option<Series> {
+    // memory.swap.current counts swap slots: zswap's pages hold one too.
+    let words = match spec.vm.zswap {
+        true => format!("{c}: in swap (on the device or in zswap)"),
+        false => format!("{c}: in swap"),
+    };
+    let in_swap = |file: &str| {
+        let s = series(
+            data,
+            &format!("{c}/{file}"),
+            words.clone(),
+            Draw::Level(1.0 / MIB),
+        );
+        keep(s, 0.5, false)
+    };
+    in_swap("memory.swap.current").or_else(|| in_swap("memory.stat.swap"))
+}
+
+/// What each group holds: anonymous memory, page cache, tmpfs, zswap (the kinds that moved).
+fn kinds_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut kinds = panel(
+        "What each group holds: anonymous memory, page cache, tmpfs",
+        "MiB",
+    );
+    for cg in &spec.cgroups {
+        let c = &cg.name;
+        for (key, words) in [
+            ("anon", "anonymous"),
+            ("file", "page cache"),
+            ("shmem", "tmpfs/shared"),
+            ("rss", "anonymous (cgroup v1 rss)"),
+            ("cache", "page cache (cgroup v1 cache)"),
+            ("zswapped", "in zswap, uncompressed size"),
+            ("zswap", "zswap's compressed copies (in RAM)"),
+        ] {
+            let s = series(
+                data,
+                &format!("{c}/memory.stat.{key}"),
+                format!("{c}: {words}"),
+                Draw::Level(1.0 / MIB),
+            );
+            // A group the lab asks about zswap shows what it keeps there, 0 included.
+            let always = key == "zswapped" && spec.refers_to(&format!("{c}/memory.stat.zsw"));
+            if let Some(s) = keep(s, 4.0, always) {
+                kinds.series.push(s);
+            }
+        }
+    }
+    if kinds.series.iter().any(|s| s.counter.contains(".zswap")) {
+        kinds.title.push_str(", zswap");
+    }
+    kinds
+}
+
+/// Who reclaims: kswapd and the tasks, machine-wide and in each group's pages.
+fn who_reclaims_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let referenced = |c: &str| spec.refers_to(c);
+    let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
+    for (c, words) in [
+        ("vmstat.pgscan_kswapd", "kswapd (whole machine)".to_string()),
+        (
+            "vmstat.pgscan_direct",
+            "tasks, global direct reclaim".to_string(),
+        ),
+    ] {
+        let always = referenced(c) || referenced("vmstat.pgscan");
+        if let Some(s) = keep(
+            series(data, c, words, Draw::SinceStepStart(1.0)),
+            0.0,
+            always,
+        ) {
+            who.series.push(s);
+        }
+    }
+    for cg in &spec.cgroups {
+        let c = &cg.name;
+        for (key, words) in [
+            ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
+            ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
+        ] {
+            let counter = format!("{c}/memory.stat.{key}");
+            let always = referenced(&counter);
+            if let Some(s) = keep(
+                series(data, &counter, words, Draw::SinceStepStart(1.0)),
+                0.0,
+                always,
+            ) {
+                who.series.push(s);
+            }
+        }
+    }
+    who
+}
+
+/// kswapd's CPU time per node, when the lab is about kswapd threads.
+fn kswapd_cpu_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut p = panel("kswapd's CPU time, per node, since the step began", "ms");
+    for n in 0..spec.vm.numa_nodes.max(1) {
+        let c = format!("kswapd.{n}.cpu_ticks");
+        // /proc/<pid>/stat counts clock ticks of 10 ms (USER_HZ 100).
+        if let Some(s) = keep(
+            series(
+                data,
+                &c,
+                format!("kswapd{n} (node {n})"),
+                Draw::SinceStepStart(10.0),
+            ),
+            0.0,
+            true,
+        ) {
+            p.series.push(s);
+        }
+    }
+    p
+}
+
+/// Swap: pages written out (to zswap, to the device) and read back.
+fn swap_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let (title, out) = match spec.vm.zswap {
+        true => (
+            "Swap: pages compressed into zswap, written to the swap device, read back, since the step began",
+            "written to the swap device",
+        ),
+        false => (
+            "Swap: pages written out and read back since the step began",
+            "written to swap",
+        ),
+    };
+    let mut p = panel(title, "pages");
+    for (c, words) in [
+        ("vmstat.zswpout", "compressed into zswap (kept in RAM)"),
+        ("vmstat.pswpout", out),
+        ("vmstat.zswpin", "read back from zswap"),
+        ("vmstat.pswpin", "read back from swap"),
+    ] {
+        let always = match c {
+            "vmstat.zswpout" => spec.vm.zswap,
+            _ => c.ends_with("out"),
+        };
+        if let Some(s) = keep(
+            series(data, c, words.into(), Draw::SinceStepStart(1.0)),
+            0.0,
+            always,
+        ) {
+            p.series.push(s);
+        }
+    }
+    p
+}
+
+/// Dirty page cache: waiting for, and under, writeback.
+fn dirty_panel(data: &[StepData]) -> Panel {
+    let mut dirty = panel("Dirty page cache: waiting for, and under, writeback", "MiB");
+    for (c, words) in [
+        ("vmstat.nr_dirty", "dirty"),
+        ("vmstat.nr_writeback", "under writeback"),
+    ] {
+        if let Some(s) = keep(
+            series(data, c, words.into(), Draw::Level(PAGE / MIB)),
+            1.0,
+            false,
+        ) {
+            dirty.series.push(s);
+        }
+    }
+    dirty
+}
+
+/// Refaults: evicted pages needed again.
+fn refault_panel(data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Refaults: evicted pages needed again since the step began",
+        "pages",
+    );
+    for (c, words) in [
+        ("vmstat.workingset_refault_file", "page cache"),
+        ("vmstat.workingset_refault_anon", "anonymous"),
+    ] {
+        if let Some(s) = keep(
+            series(data, c, words.into(), Draw::SinceStepStart(1.0)),
+            0.0,
+            false,
+        ) {
+            p.series.push(s);
+        }
+    }
+    p
+}
+
+/// The times each group hit memory.max and memory.high.
+fn hits_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut hits = panel(
+        "Times each group hit its limit since the step began (memory.events)",
+        "times",
+    );
+    for cg in &spec.cgroups {
+        for key in ["max", "high"] {
+            hits.series.extend(group_hits(spec, data, &cg.name, key));
+        }
+    }
+    hits
+}
+
+/// cgroup v1 has no memory.events: memory.failcnt counts every charge that failed at a v1
+/// group's limit (each one, retries included: thousands where memory.events.max says tens,
+/// hence a panel of its own).
+fn failcnt_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Charges that failed at a cgroup v1 group's limit since the step began (memory.failcnt)",
+        "charges",
+    );
+    for cg in spec.cgroups.iter().filter(|c| c.v1.is_some()) {
+        let failcnt = format!("{}/memory.failcnt", cg.name);
+        let s = series(
+            data,
+            &failcnt,
+            format!("{}: at its limit", cg.name),
+            Draw::SinceStepStart(1.0),
+        );
+        p.series.extend(keep(s, 0.0, spec.refers_to(&failcnt)));
+    }
+    p
+}
+
+/// One group's hits of memory.`key`: a group with children its own (memory.events.local),
+/// then its subtree's; those the lab asks about even at 0 (a leaf's events are its own).
+fn group_hits(spec: &LabSpec, data: &[StepData], c: &str, key: &str) -> Vec<Series> {
+    let (counter, local) = (
+        format!("{c}/memory.events.{key}"),
+        format!("{c}/memory.events.local.{key}"),
+    );
+    let own = series(
+        data,
+        &local,
+        format!("{c}: at its own memory.{key}"),
+        Draw::SinceStepStart(1.0),
+    );
+    let words = match own.is_some() {
+        true => format!("{c}: at memory.{key}, its own or a child's"),
+        false => format!("{c}: at memory.{key}"),
+    };
+    let all = series(data, &counter, words, Draw::SinceStepStart(1.0));
+    let always = spec.refers_to(&counter) || (own.is_none() && spec.refers_to(&local));
+    [(own, spec.refers_to(&local)), (all, always)]
+        .into_iter()
+        .filter_map(|(s, always)| keep(s, 0.0, always))
+        .collect()
 }
 
 /// The time each task spent blocked in reclaim since its step began, summed from the traced
@@ -476,8 +580,15 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
         series: None,
         color: None,
     });
-    // Watermarks: summed over each node's zones, from the latest sample with them before
-    // each step (they change with watermark_scale_factor).
+    watermark_refs(&mut p.refs, ev, data, nodes);
+    p.y_max = Some(ram / MIB);
+    p
+}
+
+/// The watermarks as reference lines: summed over each node's zones (on a NUMA guest only the
+/// low one, per node), from the latest sample with them before each step (they change with
+/// watermark_scale_factor); a line goes on over the steps where it did not change.
+fn watermark_refs(refs: &mut Vec<RefLine>, ev: &Evaluation, data: &[StepData], nodes: u32) {
     let mut known = ev.sampled.get("start");
     for (i, s) in data.iter().enumerate() {
         if s.before
@@ -493,14 +604,7 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
                 if nodes > 1 && mark != "low" {
                     continue;
                 }
-                let pages: u64 = before
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.strip_prefix(&format!("zoneinfo.{n}."))
-                            .is_some_and(|r| r.ends_with(&format!(".{mark}")))
-                    })
-                    .map(|(_, v)| *v)
-                    .sum();
+                let pages = zone_pages(before, n, mark);
                 if pages == 0 {
                     continue;
                 }
@@ -509,13 +613,12 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
                     _ => format!("node {n}: low watermark"),
                 };
                 let value = pages as f64 * PAGE / MIB;
-                match p
-                    .refs
+                match refs
                     .iter_mut()
                     .find(|r| r.label == label && r.steps.1 + 1 == i && r.value == value)
                 {
                     Some(r) => r.steps.1 = i,
-                    None => p.refs.push(RefLine {
+                    None => refs.push(RefLine {
                         label,
                         value,
                         steps: (i, i),
@@ -530,8 +633,18 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
             }
         }
     }
-    p.y_max = Some(ram / MIB);
-    p
+}
+
+/// Node `n`'s `mark` watermark, in pages, summed over its zones.
+fn zone_pages(sample: &BTreeMap<String, u64>, n: u32, mark: &str) -> u64 {
+    sample
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(&format!("zoneinfo.{n}."))
+                .is_some_and(|r| r.ends_with(&format!(".{mark}")))
+        })
+        .map(|(_, v)| *v)
+        .sum()
 }
 
 /// The zones' min, low and high watermarks (summed over zones), before and after each step:
@@ -843,6 +956,122 @@ mod tests {
         assert_eq!(c.steps[0].secs, 0.4);
         let svg = crate::timeline::svg(&c);
         roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    /// One step of `spec` with timeline rows of `keys` (one row per 40 ms), from zero.
+    fn eval_of(spec: &LabSpec, keys: &[&str], rows: Vec<Vec<u64>>) -> Evaluation {
+        let step = spec.steps[0].name().to_string();
+        let start: BTreeMap<String, u64> = keys.iter().map(|k| (k.to_string(), 0)).collect();
+        let rows: Vec<(u64, Vec<u64>)> = (rows.into_iter().enumerate())
+            .map(|(i, r)| (200 + 40 * i as u64, r))
+            .collect();
+        let events = vec![
+            Event::Sample {
+                label: "start".into(),
+                values: start.clone(),
+            },
+            Event::StepStart { step: step.clone() },
+            Event::Ticks {
+                step: step.clone(),
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                rows,
+                cost_us: 10,
+            },
+            Event::StepEnd {
+                step: step.clone(),
+                exit: Exit::Exited { code: 0 },
+                wall_ms: 200,
+                stderr: String::new(),
+                stdout: String::new(),
+            },
+            Event::Sample {
+                label: format!("after:{step}"),
+                values: start,
+            },
+            Event::End { frames: 6 },
+        ];
+        crate::report::evaluate(spec, &crate::report::tests::stream_of(events))
+    }
+
+    fn labels(c: &Chart, title: &str) -> Vec<String> {
+        let p = c.panels.iter().find(|p| p.title.starts_with(title));
+        p.map(|p| p.series.iter().map(|s| s.label.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_parents_own_limit_hits_beside_its_subtrees_and_a_childs_asked_about_at_zero() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"pod\"\nmemory_max = \"64M\"\n[[cgroup]]\nname = \"pod/app\"\n[[step]]\nkind = \"read-file\"\nname = \"read\"\ncgroup = \"pod/app\"\nsize = \"80M\"\n[[expect]]\nstep = \"read\"\ncounter = \"pod/app/memory.events.local.max\"\ndelta = \"== 0\"\nwhy = \"w\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = [
+            "pod/memory.events.max",
+            "pod/memory.events.local.max",
+            "pod/app/memory.events.max",
+        ];
+        let rows = (0..5).map(|i| vec![i * 3, i * 3, 0]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "Times each group hit its limit"),
+            [
+                "pod: at its own memory.max",
+                "pod: at memory.max, its own or a child's",
+                "pod/app: at memory.max (0 throughout)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cgroup_v1_groups_failed_charges_in_a_panel_of_their_own() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"V\"\nmemory_max = \"32M\"\nv1 = {}\n[[cgroup]]\nname = \"B\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"V\"\nsize = \"48M\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = ["V/memory.failcnt", "B/memory.events.max"];
+        let rows = (0..5).map(|i| vec![1000 * i, i]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(labels(&c, "Charges that failed"), ["V: at its limit"]);
+        assert_eq!(labels(&c, "Times each group hit"), ["B: at memory.max"]);
+    }
+
+    #[test]
+    fn zswap_shows_what_went_to_ram_compressed_and_what_went_to_the_device() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\nswap = { kind = \"disk\", size = \"256M\" }\nzswap = true\n[[cgroup]]\nname = \"Z\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"Z\"\nsize = \"64M\"\n[[expect]]\nstep = \"a\"\ncounter = \"Z/memory.stat.zswpout\"\ndelta = \"> 0\"\nwhy = \"w\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = [
+            "Z/memory.stat.anon",
+            "Z/memory.stat.zswapped",
+            "Z/memory.stat.zswap",
+            "vmstat.zswpout",
+            "vmstat.pswpout",
+        ];
+        let mib = 1 << 20;
+        let rows = (0..5)
+            .map(|i| vec![(32 - 4 * i) * mib, 12 * i * mib, 3 * i * mib, 3000 * i, 0])
+            .collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "What each group holds"),
+            [
+                "Z: anonymous",
+                "Z: in zswap, uncompressed size",
+                "Z: zswap's compressed copies (in RAM)",
+            ]
+        );
+        assert!(c.panels.iter().any(|p| p.title.ends_with("tmpfs, zswap")));
+        assert_eq!(
+            labels(&c, "Swap:"),
+            [
+                "compressed into zswap (kept in RAM)",
+                "written to the swap device (0 throughout)",
+            ]
+        );
     }
 
     #[test]

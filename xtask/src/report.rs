@@ -2,7 +2,9 @@
 //! (numbers beside classes), the timeline chart's series, the normalised snapshot (classes
 //! only), its comparison with insta, and the facts that changed.
 
-pub use crate::evaluate::{Evaluation, Observed, Verdict, class, describe_expect, evaluate};
+pub use crate::evaluate::{
+    Evaluation, Observed, StepResult, Verdict, class, describe_expect, evaluate,
+};
 use guest::spec::{CounterExpr, LabSpec};
 use std::fmt::Write;
 use std::path::Path;
@@ -38,79 +40,107 @@ pub fn unit(c: &CounterExpr) -> crate::units::Unit {
 /// class and what it means, the OOM victims, the timeline and the trace; then every
 /// expectation with its verdict and why.
 pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> String {
-    use crate::units::{human, human_delta, wrap};
     let mut out = String::new();
-    let w = style.width;
     let _ = writeln!(out, "\n== {} — {}", spec.id, spec.title);
     if !spec.claim.is_empty() {
-        out.push_str(&wrap(&spec.claim, w, "claim under test: ", "  "));
+        out.push_str(&crate::units::wrap(
+            &spec.claim,
+            style.width,
+            "claim under test: ",
+            "  ",
+        ));
     }
     for s in &ev.steps {
-        let exit = s
-            .exit
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "did not finish".into());
+        out.push_str(&step_text(spec, ev, s, style));
+    }
+    out.push_str(&kills_elsewhere(ev, style.width));
+    out.push_str(&expectations_text(ev, style.width));
+    out
+}
+
+/// One step of the report: how it ended, what its workload said, its counters, its OOM
+/// victims, its sparklines and its reclaim trace.
+fn step_text(spec: &LabSpec, ev: &Evaluation, s: &StepResult, style: Style) -> String {
+    use crate::units::wrap;
+    let (mut out, w) = (String::new(), style.width);
+    let exit = s
+        .exit
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "did not finish".into());
+    let _ = writeln!(
+        out,
+        "\nstep {} ({}): {exit} after {:.2}s",
+        s.name,
+        s.describe,
+        s.wall_ms as f64 / 1000.0
+    );
+    if !s.stderr.trim().is_empty() {
+        out.push_str(&wrap(s.stderr.trim(), w, "  workload said: ", "    "));
+    }
+    out.push_str(&counters_text(spec, s, style));
+    for k in ev
+        .oom_kills
+        .iter()
+        .filter(|k| k.during.as_deref() == Some(s.name.as_str()))
+    {
+        out.push_str(&wrap(&k.describe(), w, "  OOM killer: ", "    "));
+    }
+    out.push_str(&crate::chart::sparklines(spec, ev, &s.name, w));
+    if let Some(t) = ev.trace(Some(&s.name)) {
+        out.push_str("  reclaim trace (vmscan tracepoints):\n");
+        out.push_str(&t.text);
+    }
+    out
+}
+
+/// A step's observed counters, each with its change, class and explanation: every one when
+/// `style.full`, else those that moved and those the lab is about (the rest counted).
+fn counters_text(spec: &LabSpec, s: &StepResult, style: Style) -> String {
+    let (mut out, w) = (String::new(), style.width);
+    let judged = |c: &CounterExpr| {
+        spec.expect
+            .iter()
+            .any(|e| e.counter() == Some(c) && e.step.as_deref().is_none_or(|x| x == s.name))
+    };
+    let (shown, hidden): (Vec<&Observed>, Vec<&Observed>) = s.observed.iter().partition(|o| {
+        style.full || !matches!(o.delta, Ok(0)) || o.explain.is_some() || judged(&o.counter)
+    });
+    let width = shown
+        .iter()
+        .map(|o| o.counter.to_string().chars().count())
+        .max()
+        .unwrap_or(20)
+        .min(w.saturating_sub(40));
+    for o in shown {
+        let (num, cls) = match &o.delta {
+            Ok(d) => (
+                crate::units::human_delta(*d, unit(&o.counter)),
+                class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
+            ),
+            Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
+        };
         let _ = writeln!(
             out,
-            "\nstep {} ({}): {exit} after {:.2}s",
-            s.name,
-            s.describe,
-            s.wall_ms as f64 / 1000.0
+            "  Δ {:<width$}  {num:>24}  {cls}",
+            o.counter.to_string()
         );
-        if !s.stderr.trim().is_empty() {
-            out.push_str(&wrap(s.stderr.trim(), w, "  workload said: ", "    "));
-        }
-        let judged = |c: &CounterExpr| {
-            spec.expect
-                .iter()
-                .any(|e| e.counter() == Some(c) && e.step.as_deref().is_none_or(|x| x == s.name))
-        };
-        let (shown, hidden): (Vec<&Observed>, Vec<&Observed>) = s.observed.iter().partition(|o| {
-            style.full || !matches!(o.delta, Ok(0)) || o.explain.is_some() || judged(&o.counter)
-        });
-        let width = shown
-            .iter()
-            .map(|o| o.counter.to_string().chars().count())
-            .max()
-            .unwrap_or(20)
-            .min(w.saturating_sub(40));
-        for o in shown {
-            let (num, cls) = match &o.delta {
-                Ok(d) => (
-                    human_delta(*d, unit(&o.counter)),
-                    class(o.rule, *d).unwrap_or_else(|| "(noisy, not snapshotted)".into()),
-                ),
-                Err(t) => ("?".into(), crate::evaluate::missing_text(t)),
-            };
-            let _ = writeln!(
-                out,
-                "  Δ {:<width$}  {num:>24}  {cls}",
-                o.counter.to_string()
-            );
-            if let Some(words) = &o.explain {
-                out.push_str(&wrap(words, w, "      → ", "        "));
-            }
-        }
-        if !hidden.is_empty() {
-            let _ = writeln!(
-                out,
-                "  ({} more counter(s) stayed at 0 and the lab says nothing about them here; --full shows every counter)",
-                hidden.len()
-            );
-        }
-        for k in ev
-            .oom_kills
-            .iter()
-            .filter(|k| k.during.as_deref() == Some(s.name.as_str()))
-        {
-            out.push_str(&wrap(&k.describe(), w, "  OOM killer: ", "    "));
-        }
-        out.push_str(&crate::chart::sparklines(spec, ev, &s.name, w));
-        if let Some(t) = ev.trace(Some(&s.name)) {
-            out.push_str("  reclaim trace (vmscan tracepoints):\n");
-            out.push_str(&t.text);
+        if let Some(words) = &o.explain {
+            out.push_str(&crate::units::wrap(words, w, "      → ", "        "));
         }
     }
+    if !hidden.is_empty() {
+        let _ = writeln!(
+            out,
+            "  ({} more counter(s) stayed at 0 and the lab says nothing about them here; --full shows every counter)",
+            hidden.len()
+        );
+    }
+    out
+}
+
+/// The OOM victims the run does not place in a step.
+fn kills_elsewhere(ev: &Evaluation, w: usize) -> String {
+    let mut out = String::new();
     let elsewhere: Vec<&crate::oom::Kill> =
         ev.oom_kills.iter().filter(|k| k.during.is_none()).collect();
     if !elsewhere.is_empty() {
@@ -119,24 +149,36 @@ pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> St
             "\nthe OOM killer also killed (when, the run does not say):"
         );
         for k in elsewhere {
-            out.push_str(&wrap(&k.describe(), w, "  ", "    "));
+            out.push_str(&crate::units::wrap(&k.describe(), w, "  ", "    "));
         }
     }
-    if !ev.verdicts.is_empty() {
-        let _ = writeln!(out, "\nexpectations:");
-        for v in &ev.verdicts {
-            let got = match (v.actual.parse::<u64>(), v.expect.counter()) {
-                (Ok(n), Some(c)) if n != 0 => human(n, unit(c)),
-                _ => v.actual.clone(),
-            };
-            let _ = writeln!(
-                out,
-                "  {}  {}  (got {got})",
-                verdict_word(v).to_uppercase(),
-                v.what,
-            );
-            out.push_str(&wrap(&v.expect.why, w, "        why: ", "             "));
-        }
+    out
+}
+
+/// Every expectation with its verdict, what the kernel gave, and why.
+fn expectations_text(ev: &Evaluation, w: usize) -> String {
+    let mut out = String::new();
+    if ev.verdicts.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\nexpectations:");
+    for v in &ev.verdicts {
+        let got = match (v.actual.parse::<u64>(), v.expect.counter()) {
+            (Ok(n), Some(c)) if n != 0 => crate::units::human(n, unit(c)),
+            _ => v.actual.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {}  (got {got})",
+            verdict_word(v).to_uppercase(),
+            v.what,
+        );
+        out.push_str(&crate::units::wrap(
+            &v.expect.why,
+            w,
+            "        why: ",
+            "             ",
+        ));
     }
     out
 }

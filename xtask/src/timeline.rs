@@ -286,6 +286,38 @@ pub fn svg(chart: &Chart) -> String {
     out
 }
 
+/// A panel's vertical scale: value to y pixel, from its top `y0` and axis maximum.
+#[derive(Clone, Copy)]
+struct YScale {
+    y0: f64,
+    v_max: f64,
+    /// How far past the axis a line may go, as fractions of it (a zoomed panel's lines run
+    /// on above its top, where its clip path cuts them).
+    lo: f64,
+    hi: f64,
+}
+
+impl YScale {
+    fn new(panel: &Panel, y0: f64) -> YScale {
+        let (lo, hi) = if panel.clip {
+            (-1.0, 50.0)
+        } else {
+            (-0.02, 1.04)
+        };
+        YScale {
+            y0,
+            v_max: Chart::panel_max(panel),
+            lo,
+            hi,
+        }
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let g = GEOMETRY;
+        self.y0 + g.panel - (v / self.v_max).clamp(self.lo, self.hi) * g.panel
+    }
+}
+
 fn panel_svg(
     out: &mut String,
     chart: &Chart,
@@ -295,13 +327,8 @@ fn panel_svg(
     cols: &[(f64, f64)],
 ) {
     let g = GEOMETRY;
-    let v_max = Chart::panel_max(panel);
-    let (lo, hi) = if panel.clip {
-        (-1.0, 50.0)
-    } else {
-        (-0.02, 1.04)
-    };
-    let y = |v: f64| y0 + g.panel - (v / v_max).clamp(lo, hi) * g.panel;
+    let scale = YScale::new(panel, y0);
+    let v_max = scale.v_max;
     let clip = if panel.clip {
         let _ = writeln!(
             out,
@@ -323,8 +350,23 @@ fn panel_svg(
         y0 - 7.0,
         esc(&panel.title)
     );
-    let tick = nice_step(v_max / 4.0);
-    for k in 0..=((v_max / tick + 1e-6).floor() as usize) {
+    y_axis_svg(out, panel, scale);
+    columns_svg(out, chart, y0, cols);
+    let mut legend = Legend {
+        x: g.left + g.plot + 14.0,
+        y: y0 + 10.0,
+    };
+    series_svg(out, chart, panel, scale, &clip, cols, &mut legend);
+    refs_svg(out, panel, scale, cols, &mut legend);
+    marks_svg(out, chart, y0, cols);
+    let _ = writeln!(out, "</g>");
+}
+
+/// The y axis: a grid line and a value at round steps, and the unit on the side.
+fn y_axis_svg(out: &mut String, panel: &Panel, scale: YScale) {
+    let g = GEOMETRY;
+    let tick = nice_step(scale.v_max / 4.0);
+    for k in 0..=((scale.v_max / tick + 1e-6).floor() as usize) {
         let v = tick * k as f64;
         let _ = writeln!(
             out,
@@ -332,17 +374,22 @@ fn panel_svg(
             g.left,
             g.left + g.plot,
             g.left - 6.0,
-            y(v) + 4.0,
+            scale.y(v) + 4.0,
             fmt_num(v),
-            yv = y(v)
+            yv = scale.y(v)
         );
     }
     let _ = writeln!(
         out,
         "<text x=\"16\" y=\"{0}\" transform=\"rotate(-90 16 {0})\" text-anchor=\"middle\">{1}</text>",
-        y0 + g.panel / 2.0,
+        scale.y0 + g.panel / 2.0,
         esc(&panel.unit)
     );
+}
+
+/// Each step's column: its frame and its time axis.
+fn columns_svg(out: &mut String, chart: &Chart, y0: f64, cols: &[(f64, f64)]) {
+    let g = GEOMETRY;
     for (si, s) in chart.steps.iter().enumerate() {
         let (x0, wi) = cols[si];
         let _ = writeln!(
@@ -369,13 +416,30 @@ fn panel_svg(
             t += dt;
         }
     }
-    let legend_x = g.left + g.plot + 14.0;
-    let mut ly = y0 + 10.0;
+}
+
+/// Where the next legend entry of a panel goes.
+struct Legend {
+    x: f64,
+    y: f64,
+}
+
+/// The panel's lines, each with its legend entry.
+fn series_svg(
+    out: &mut String,
+    chart: &Chart,
+    panel: &Panel,
+    scale: YScale,
+    clip: &str,
+    cols: &[(f64, f64)],
+    legend: &mut Legend,
+) {
+    let g = GEOMETRY;
     for (j, s) in panel.series.iter().enumerate() {
         let color = COLORS[j % COLORS.len()];
         let mut d = String::new();
         for (k, (step, t, v)) in s.points.iter().enumerate() {
-            let (x, yv) = (chart.x(cols, &g, *step, *t), y(*v));
+            let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
             let first = k == 0 || s.points[k - 1].0 != *step;
             let _ = write!(d, "{}{x:.1},{yv:.1} ", if first { 'M' } else { 'L' });
             if first && s.points.get(k + 1).is_none_or(|n| n.0 != *step) {
@@ -392,16 +456,29 @@ fn panel_svg(
             esc(&s.label),
             d.trim_end()
         );
+        let (lx, ly) = (legend.x, legend.y);
         let _ = writeln!(
             out,
-            "<line x1=\"{legend_x}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            legend_x + 20.0,
-            legend_x + 26.0,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            lx + 20.0,
+            lx + 26.0,
             ly + 4.0,
             esc(&s.label)
         );
-        ly += 16.0;
+        legend.y += 16.0;
     }
+}
+
+/// The panel's reference lines (limits, watermarks, RAM), dashed, each labelled once in the
+/// legend however many steps it is drawn over.
+fn refs_svg(
+    out: &mut String,
+    panel: &Panel,
+    scale: YScale,
+    cols: &[(f64, f64)],
+    legend: &mut Legend,
+) {
+    let g = GEOMETRY;
     for r in &panel.refs {
         let color = r
             .color
@@ -410,7 +487,7 @@ fn panel_svg(
         let (a, b) = r.steps;
         let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
         let (xb, wb) = cols.get(b).copied().unwrap_or((0.0, 0.0));
-        let yv = y(r.value);
+        let yv = scale.y(r.value);
         let _ = writeln!(
             out,
             "<line class=\"ref\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{yv:.1}\" y2=\"{yv:.1}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/>",
@@ -423,20 +500,25 @@ fn panel_svg(
                 .iter()
                 .any(|o| o.label == r.label && o.steps.1 + 1 == a)
         {
+            let (lx, ly) = (legend.x, legend.y);
             let _ = writeln!(
                 out,
-                "<line x1=\"{legend_x}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/><text x=\"{}\" y=\"{}\">{}</text>",
-                legend_x + 20.0,
-                legend_x + 26.0,
+                "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/><text x=\"{}\" y=\"{}\">{}</text>",
+                lx + 20.0,
+                lx + 26.0,
                 ly + 4.0,
                 esc(&r.label)
             );
-            ly += 16.0;
+            legend.y += 16.0;
         }
     }
+}
+
+/// The chart's marks (OOM kills) across the panel, labelled on the side with room.
+fn marks_svg(out: &mut String, chart: &Chart, y0: f64, cols: &[(f64, f64)]) {
+    let g = GEOMETRY;
     for (step, t, label) in &chart.marks {
         let x = chart.x(cols, &g, *step, *t);
-        // The label on the side with room for it.
         let (tx, anchor) = match x > g.left + g.plot - 160.0 {
             true => (x - 3.0, "end"),
             false => (x + 3.0, "start"),
@@ -449,7 +531,6 @@ fn panel_svg(
             esc(label)
         );
     }
-    let _ = writeln!(out, "</g>");
 }
 
 fn spans_svg(out: &mut String, chart: &Chart, cols: &[(f64, f64)]) {

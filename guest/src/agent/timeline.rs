@@ -161,6 +161,9 @@ const VMSTAT: &[&str] = &[
     "oom_kill",
     "workingset_refault_anon",
     "workingset_refault_file",
+    // Pages compressed into zswap, and read back from it.
+    "zswpout",
+    "zswpin",
 ];
 const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
 const STAT: &[&str] = &[
@@ -170,6 +173,9 @@ const STAT: &[&str] = &[
     "file",
     "shmem",
     "file_dirty",
+    // What the group keeps in zswap: its pages' size, and the compressed pool's.
+    "zswapped",
+    "zswap",
     // A cgroup v1 group's anonymous memory, page cache and swap.
     "rss",
     "cache",
@@ -177,12 +183,14 @@ const STAT: &[&str] = &[
 ];
 const EVENTS: &[&str] = &["high", "max", "oom_kill"];
 
-/// One group's timeline counters: its usage (and swap), memory.stat, memory.events.
+/// One group's timeline counters: its usage (and swap), memory.stat, memory.events (and, for a
+/// group with children in the lab, memory.events.local: its own events, not theirs); a cgroup
+/// v1 group's usage and memory.failcnt (v1 has no memory.events).
 fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<String, u64>) {
     let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
     let files: &[&str] = match cg.v1 {
         None => &["memory.current", "memory.swap.current"],
-        Some(_) => &["memory.usage_in_bytes"],
+        Some(_) => &["memory.usage_in_bytes", "memory.failcnt"],
     };
     for file in files {
         if let Some(n) = read(&format!("{dir}/{file}")).and_then(|t| parse_single(&t).ok()) {
@@ -193,6 +201,11 @@ fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<Strin
     pick(v, &format!("{name}/memory.stat."), STAT, stat);
     let events = key_values(&format!("{dir}/memory.events"));
     pick(v, &format!("{name}/memory.events."), EVENTS, events);
+    let parent = format!("{name}/");
+    if cg.v1.is_none() && spec.cgroups.iter().any(|c| c.name.starts_with(&parent)) {
+        let local = key_values(&format!("{dir}/memory.events.local"));
+        pick(v, &format!("{name}/memory.events.local."), EVENTS, local);
+    }
 }
 
 /// The pairs whose key is one of `keys`, as `<prefix><key>`.

@@ -397,7 +397,7 @@ mod tests {
     /// with which hand-written figures used to be introduced are refused outside the blocks.
     #[test]
     fn no_readme_quotes_a_run_by_hand() {
-        let phrases = ["our run", "one of our", "on our test machine"];
+        let phrases = ["our run", "one of our", "on our test machine", "(ours:"];
         for l in lab::catalog().unwrap() {
             let text = std::fs::read_to_string(l.dir.join("README.md")).unwrap();
             let spec = std::fs::read_to_string(l.spec_path()).unwrap();

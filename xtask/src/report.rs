@@ -362,6 +362,43 @@ pub(crate) mod tests {
     use guest::spec::ClassRule;
     use std::collections::BTreeMap;
 
+    /// Every committed snapshot lists exactly the lab's expectations, as lab.toml words them:
+    /// an expectation edited without the snapshot recorded again fails here, before any VM.
+    #[test]
+    fn every_snapshot_lists_the_labs_expectations() {
+        for l in crate::lab::catalog().unwrap() {
+            let spec = crate::lab::load(&l.spec_path()).unwrap();
+            let mut want: Vec<String> = spec
+                .expect
+                .iter()
+                .map(crate::evaluate::describe_expect)
+                .collect();
+            want.sort();
+            let dir = l.dir.join("snapshots");
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let Some(name) = name.strip_suffix(".snap") else {
+                    continue;
+                };
+                let body = read_snapshot(&dir, name).unwrap();
+                let mut got: Vec<String> = snapshot_facts(&body)
+                    .into_iter()
+                    .filter(|(section, _, _)| section == "expectations")
+                    .map(|(_, what, _)| what)
+                    .collect();
+                got.sort();
+                assert_eq!(
+                    got, want,
+                    "labs/{}/snapshots/{name}.snap does not list lab.toml's expectations: run the lab with INSTA_UPDATE=always and review the diff",
+                    l.id
+                );
+            }
+        }
+    }
+
     fn spec() -> LabSpec {
         let text = r#"
 id = "t"

@@ -172,6 +172,26 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
 }
 
+/// The words naming a variant run (`variant: --set reclaim_size=8M`), for its chart's title
+/// and its notebook's heading: a variant's chart is not the lab's.
+pub fn variant_words(sets: &BTreeMap<String, String>) -> String {
+    let sets: Vec<String> = sets.iter().map(|(k, v)| format!("--set {k}={v}")).collect();
+    format!("variant: {}", sets.join(" "))
+}
+
+/// The chart of a run, its title naming the variant when the run was one.
+pub fn of_run(
+    spec: &LabSpec,
+    ev: &Evaluation,
+    variant: Option<&BTreeMap<String, String>>,
+) -> Chart {
+    let mut chart = build(spec, ev);
+    if let Some(sets) = variant.filter(|s| !s.is_empty()) {
+        chart.title = format!("{} ({})", chart.title, variant_words(sets));
+    }
+    chart
+}
+
 /// Each group's memory in use (and in swap) against its limits.
 fn memory_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     let mut p = panel("Memory each group uses, against its limits", "MiB");
@@ -956,6 +976,22 @@ mod tests {
         assert_eq!(c.steps[0].secs, 0.4);
         let svg = crate::timeline::svg(&c);
         roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    #[test]
+    fn a_variants_chart_names_its_settings_in_the_title() {
+        let sets = BTreeMap::from([("reclaim_size".to_string(), "8M".to_string())]);
+        let c = of_run(&spec(), &eval(), Some(&sets));
+        assert!(
+            c.title.ends_with("(variant: --set reclaim_size=8M)"),
+            "{}",
+            c.title
+        );
+        assert!(crate::timeline::svg(&c).contains("variant: --set reclaim_size=8M"));
+        assert_eq!(
+            of_run(&spec(), &eval(), Some(&BTreeMap::new())).title,
+            build(&spec(), &eval()).title
+        );
     }
 
     /// One step of `spec` with timeline rows of `keys` (one row per 40 ms), from zero.

@@ -75,7 +75,12 @@ pub fn render(r: &RunResult, readme: &str, extras: &Extras) -> String {
     let _ = writeln!(
         body,
         "<header><h1>{}</h1><p class=\"sub\">lab <code>{}</code> · kernel {} · <span class=\"verdict {}\">{}</span></p></header>",
-        esc(&spec.title),
+        esc(&match &r.variant {
+            Some((sets, _)) if !sets.is_empty() => {
+                format!("{} ({})", spec.title, chart::variant_words(sets))
+            }
+            _ => spec.title.clone(),
+        }),
         esc(&spec.id),
         esc(r.eval.kernel.as_deref().unwrap_or("?")),
         if r.passed() { "pass" } else { "fail" },
@@ -102,7 +107,7 @@ pub fn render(r: &RunResult, readme: &str, extras: &Extras) -> String {
         }
         body.push_str("</ul></section>\n");
     }
-    let chart = chart::build(spec, &r.eval);
+    let chart = chart::of_run(spec, &r.eval, r.variant.as_ref().map(|v| &v.0));
     if !chart.steps.is_empty() {
         body.push_str(&chart_section(&chart));
     }

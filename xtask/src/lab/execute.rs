@@ -121,7 +121,7 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         false => compare(lab, loaded, &spec, &eval),
     };
     phases.add("report", report_started.elapsed());
-    let timeline_svg = write_timeline(&kept, &spec, &eval);
+    let timeline_svg = write_timeline(&kept, &spec, &eval, Some(&loaded.sets));
     let result = RunResult {
         shell: opts.shell,
         health,
@@ -218,12 +218,17 @@ fn compare(lab: &LabDir, loaded: &Loaded, spec: &LabSpec, eval: &report::Evaluat
 }
 
 /// The timeline chart of a run that has one, in its kept directory.
-fn write_timeline(kept: &Path, spec: &LabSpec, eval: &report::Evaluation) -> Option<PathBuf> {
+fn write_timeline(
+    kept: &Path,
+    spec: &LabSpec,
+    eval: &report::Evaluation,
+    variant: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<PathBuf> {
     if eval.timeline.is_empty() {
         return None;
     }
     let svg = kept.join("timeline.svg");
-    let chart = crate::chart::build(spec, eval);
+    let chart = crate::chart::of_run(spec, eval, variant);
     std::fs::write(&svg, timeline::svg(&chart)).ok()?;
     Some(svg)
 }

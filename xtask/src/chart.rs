@@ -705,33 +705,63 @@ fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
     p
 }
 
-/// The free-memory panel again, its axis at four times the highest watermark, when free
-/// memory fell below that: where kswapd wakes (low) and stops (high) becomes visible.
-fn zoomed(free: &Panel) -> Option<Panel> {
-    let top = free
+/// The free-memory panel again, zoomed in on the watermarks, when free memory came near them:
+/// where kswapd wakes (low) and stops (high) becomes visible. Its axis runs from 0 to a bit
+/// above the highest watermark in force; when a step changed them by far (a raised
+/// watermark_scale_factor), one panel per level, so that the smaller gaps stay readable too.
+fn zoomed(free: &Panel) -> Vec<Panel> {
+    let marks: Vec<&RefLine> = free
         .refs
         .iter()
         .filter(|r| r.label.contains("watermark"))
-        .map(|r| r.value)
-        .fold(0.0, f64::max)
-        * 4.0;
+        .collect();
     let lowest = free
         .series
         .iter()
         .flat_map(|s| &s.points)
         .map(|p| p.2)
         .fold(f64::MAX, f64::min);
-    if top <= 0.0 || lowest > top {
-        return None;
+    let mut panels = Vec::new();
+    for top in watermark_levels(&marks) {
+        let top = crate::timeline::nice_max(top * 1.25);
+        if top <= 0.0 || lowest > top * 3.0 {
+            continue;
+        }
+        let mut p = free.clone();
+        p.title = format!(
+            "Free memory near the watermarks (zoomed in, 0-{} MiB): kswapd wakes below low, sleeps above high",
+            crate::timeline::fmt_num(top)
+        );
+        p.refs.retain(|r| r.label.contains("watermark"));
+        p.y_max = Some(top);
+        p.clip = true;
+        panels.push(p);
     }
-    let mut p = free.clone();
-    p.title =
-        "Free memory near the watermarks (zoomed in): kswapd wakes below low, sleeps above high"
-            .into();
-    p.refs.retain(|r| r.label.contains("watermark"));
-    p.y_max = Some(crate::timeline::nice_max(top));
-    p.clip = true;
-    Some(p)
+    panels
+}
+
+/// The highest watermark in force at each step, grouped into levels (a level more than twice
+/// the one below it starts a new one), each the highest of its group.
+fn watermark_levels(marks: &[&RefLine]) -> Vec<f64> {
+    let last = marks.iter().map(|r| r.steps.1).max().unwrap_or(0);
+    let mut tops: Vec<f64> = (0..=last)
+        .filter_map(|i| {
+            marks
+                .iter()
+                .filter(|r| r.steps.0 <= i && i <= r.steps.1)
+                .map(|r| r.value)
+                .reduce(f64::max)
+        })
+        .collect();
+    tops.sort_by(f64::total_cmp);
+    let mut levels: Vec<(f64, f64)> = Vec::new();
+    for t in tops {
+        match levels.last_mut() {
+            Some((first, top)) if t <= *first * 2.0 => *top = t,
+            _ => levels.push((t, t)),
+        }
+    }
+    levels.into_iter().map(|(_, top)| top).collect()
 }
 
 /// A mark where the OOM killer struck: the first sample after vmstat.oom_kill went up,
@@ -976,6 +1006,36 @@ mod tests {
         assert_eq!(c.steps[0].secs, 0.4);
         let svg = crate::timeline::svg(&c);
         roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    #[test]
+    fn the_zoom_reaches_just_above_each_level_of_watermarks() {
+        let mark = |label: &str, value: f64, steps: (usize, usize)| RefLine {
+            label: format!("{label} watermark (all zones)"),
+            value,
+            steps,
+            series: None,
+            color: None,
+        };
+        let mut free = panel("free", "MiB");
+        free.series.push(Series {
+            label: "free".into(),
+            counter: "meminfo.MemFree".into(),
+            points: vec![(0, 0.0, 200.0), (1, 0.0, 4.0), (3, 0.0, 40.0)],
+        });
+        // Default watermarks (min 2, low 3, high 4.5 MiB) in steps 0-1, raised ones from step 2.
+        free.refs = vec![
+            mark("min", 2.0, (0, 3)),
+            mark("low", 3.0, (0, 1)),
+            mark("high", 4.5, (0, 1)),
+            mark("low", 28.0, (2, 3)),
+            mark("high", 54.0, (2, 3)),
+        ];
+        let tops: Vec<Option<f64>> = zoomed(&free).iter().map(|p| p.y_max).collect();
+        assert_eq!(tops, [Some(6.0), Some(80.0)]);
+        // Free memory never near them: no zoom.
+        free.series[0].points = vec![(0, 0.0, 250.0)];
+        assert!(zoomed(&free).is_empty());
     }
 
     #[test]

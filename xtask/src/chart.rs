@@ -151,6 +151,9 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     if spec.refers_to("vmstat.workingset_refault") {
         push(&mut panels, refault_panel(&data));
     }
+    if spec.refers_to("vmstat.pgactivate") || spec.refers_to("vmstat.pgdeactivate") {
+        push(&mut panels, lru_moves_panel(&data));
+    }
     push(&mut panels, hits_panel(spec, &data));
     push(&mut panels, failcnt_panel(spec, &data));
     // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
@@ -434,6 +437,27 @@ fn refault_panel(data: &[StepData]) -> Panel {
             series(data, c, words.into(), Draw::SinceStepStart(1.0)),
             0.0,
             false,
+        ) {
+            p.series.push(s);
+        }
+    }
+    p
+}
+
+/// The classic LRU's moves between its lists (MGLRU makes neither), when the lab is about them.
+fn lru_moves_panel(data: &[StepData]) -> Panel {
+    let mut p = panel(
+        "Pages moved between the active and inactive lists since the step began",
+        "pages",
+    );
+    for (c, words) in [
+        ("vmstat.pgactivate", "activated (pgactivate)"),
+        ("vmstat.pgdeactivate", "deactivated (pgdeactivate)"),
+    ] {
+        if let Some(s) = keep(
+            series(data, c, words.into(), Draw::SinceStepStart(1.0)),
+            0.0,
+            true,
         ) {
             p.series.push(s);
         }
@@ -1168,6 +1192,33 @@ mod tests {
                 "written to the swap device (0 throughout)",
             ]
         );
+    }
+
+    #[test]
+    fn the_lists_moves_get_a_panel_when_the_lab_is_about_them() {
+        let toml = "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\nsize = \"64M\"\n[[expect]]\nstep = \"a\"\ncounter = \"vmstat.pgdeactivate\"\ndelta = \"> 0\"\nwhy = \"w\"\n";
+        let spec = crate::lab::parse_spec(toml, "t").unwrap();
+        let keys = ["vmstat.pgactivate", "vmstat.pgdeactivate"];
+        let rows = (0..5).map(|i| vec![0, 700 * i]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "Pages moved between the active and inactive lists"),
+            [
+                "activated (pgactivate) (0 throughout)",
+                "deactivated (pgdeactivate)"
+            ]
+        );
+        // A lab that does not mention them: no panel.
+        let other = crate::lab::parse_spec(
+            &toml.replace("vmstat.pgdeactivate", "vmstat.pgscan_kswapd"),
+            "t",
+        )
+        .unwrap();
+        let c = build(
+            &other,
+            &eval_of(&other, &keys, (0..5).map(|i| vec![i, i]).collect()),
+        );
+        assert!(!c.panels.iter().any(|p| p.title.starts_with("Pages moved")));
     }
 
     #[test]

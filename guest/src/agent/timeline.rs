@@ -164,6 +164,9 @@ const VMSTAT: &[&str] = &[
     // Pages compressed into zswap, and read back from it.
     "zswpout",
     "zswpin",
+    // The classic LRU's moves between its active and inactive lists (MGLRU makes neither).
+    "pgactivate",
+    "pgdeactivate",
 ];
 const MEMINFO: &[&str] = &["MemFree", "SwapFree"];
 const STAT: &[&str] = &[

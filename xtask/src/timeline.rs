@@ -6,6 +6,7 @@
 //! maintained ones (plotters) need a font stack, fontconfig or a bundled TTF, just to lay out
 //! axis labels, and that would be a system dependency for line charts.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One line of a panel: what it shows in words, the counter it is drawn from, and its points
@@ -435,8 +436,30 @@ fn series_svg(
     legend: &mut Legend,
 ) {
     let g = GEOMETRY;
+    let mut drawn: Vec<BTreeMap<(usize, u64), f64>> = Vec::new();
     for (j, s) in panel.series.iter().enumerate() {
         let color = COLORS[j % COLORS.len()];
+        let ys: BTreeMap<(usize, u64), f64> = s
+            .points
+            .iter()
+            .map(|(step, t, v)| ((*step, t.to_bits()), scale.y(*v)))
+            .collect();
+        // A line lying on an earlier one (most of its samples within 2 px) is dashed, so
+        // that both show.
+        let hidden = ys.len() > 1
+            && drawn.iter().any(|e| {
+                let on = ys
+                    .iter()
+                    .filter(|(k, y)| e.get(k).is_some_and(|ey| (ey - *y).abs() <= 2.0))
+                    .count();
+                on * 5 >= ys.len() * 4
+            });
+        drawn.push(ys);
+        let dash = if hidden {
+            " stroke-dasharray=\"6 5\""
+        } else {
+            ""
+        };
         let mut d = String::new();
         for (k, (step, t, v)) in s.points.iter().enumerate() {
             let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
@@ -450,7 +473,7 @@ fn series_svg(
         let width = (3.5 - 0.5 * j as f64).max(1.5);
         let _ = writeln!(
             out,
-            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\" stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
+            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"{dash} stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
             if panel.clip { " zoomed" } else { "" },
             esc(&s.counter),
             esc(&s.label),
@@ -459,7 +482,7 @@ fn series_svg(
         let (lx, ly) = (legend.x, legend.y);
         let _ = writeln!(
             out,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>",
             lx + 20.0,
             lx + 26.0,
             ly + 4.0,
@@ -688,6 +711,23 @@ mod tests {
         assert!(s.contains("<title>step tiny</title>"));
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         roxmltree::Document::parse(&s).unwrap();
+    }
+
+    #[test]
+    fn a_line_lying_on_an_earlier_one_is_dashed() {
+        let mut c = chart();
+        assert!(!svg(&c).contains("stroke-dasharray=\"6 5\""));
+        let mut copy = c.panels[0].series[0].clone();
+        copy.label = "V: the same".into();
+        c.panels[0].series.push(copy);
+        let s = svg(&c);
+        // The copy's line and its legend entry, not the first two.
+        assert_eq!(s.matches("stroke-dasharray=\"6 5\"").count(), 2);
+        let copy_path = s
+            .lines()
+            .find(|l| l.contains("data-label=\"V: the same\""))
+            .unwrap();
+        assert!(copy_path.contains("stroke-dasharray"), "{copy_path}");
     }
 
     #[test]

@@ -131,6 +131,14 @@ pub fn publish(staging: &Path, dest: &Path) -> Result<()> {
         .with_context(|| format!("moving {} to {}", staging.display(), dest.display()))
 }
 
+/// Writes a file whole or not at all: into [`staging_path`], then renamed over `dest`, so a
+/// reader (another process, a browser) never sees it half written.
+pub fn write_file(dest: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let staging = staging_path(dest);
+    fs::write(&staging, contents).with_context(|| format!("writing {}", staging.display()))?;
+    fs::rename(&staging, dest).with_context(|| format!("writing {}", dest.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -405,64 +405,65 @@ fn swap_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     p
 }
 
-/// Dirty page cache: waiting for, and under, writeback.
-fn dirty_panel(data: &[StepData]) -> Panel {
-    let mut dirty = panel("Dirty page cache: waiting for, and under, writeback", "MiB");
-    for (c, words) in [
-        ("vmstat.nr_dirty", "dirty"),
-        ("vmstat.nr_writeback", "under writeback"),
-    ] {
-        if let Some(s) = keep(
-            series(data, c, words.into(), Draw::Level(PAGE / MIB)),
-            1.0,
-            false,
-        ) {
-            dirty.series.push(s);
+/// A panel of machine-wide counters, one series each: those that move, or all with `always`.
+fn counters_panel(
+    data: &[StepData],
+    (title, unit): (&str, &str),
+    counters: &[(&str, &str)],
+    (draw, noise, always): (Draw, f64, bool),
+) -> Panel {
+    let mut p = panel(title, unit);
+    for &(c, words) in counters {
+        if let Some(s) = keep(series(data, c, words.into(), draw), noise, always) {
+            p.series.push(s);
         }
     }
-    dirty
+    p
+}
+
+/// Dirty page cache: waiting for, and under, writeback.
+fn dirty_panel(data: &[StepData]) -> Panel {
+    counters_panel(
+        data,
+        ("Dirty page cache: waiting for, and under, writeback", "MiB"),
+        &[
+            ("vmstat.nr_dirty", "dirty"),
+            ("vmstat.nr_writeback", "under writeback"),
+        ],
+        (Draw::Level(PAGE / MIB), 1.0, false),
+    )
 }
 
 /// Refaults: evicted pages needed again.
 fn refault_panel(data: &[StepData]) -> Panel {
-    let mut p = panel(
-        "Refaults: evicted pages needed again since the step began",
-        "pages",
-    );
-    for (c, words) in [
-        ("vmstat.workingset_refault_file", "page cache"),
-        ("vmstat.workingset_refault_anon", "anonymous"),
-    ] {
-        if let Some(s) = keep(
-            series(data, c, words.into(), Draw::SinceStepStart(1.0)),
-            0.0,
-            false,
-        ) {
-            p.series.push(s);
-        }
-    }
-    p
+    counters_panel(
+        data,
+        (
+            "Refaults: evicted pages needed again since the step began",
+            "pages",
+        ),
+        &[
+            ("vmstat.workingset_refault_file", "page cache"),
+            ("vmstat.workingset_refault_anon", "anonymous"),
+        ],
+        (Draw::SinceStepStart(1.0), 0.0, false),
+    )
 }
 
 /// The classic LRU's moves between its lists (MGLRU makes neither), when the lab is about them.
 fn lru_moves_panel(data: &[StepData]) -> Panel {
-    let mut p = panel(
-        "Pages moved between the active and inactive lists since the step began",
-        "pages",
-    );
-    for (c, words) in [
-        ("vmstat.pgactivate", "activated (pgactivate)"),
-        ("vmstat.pgdeactivate", "deactivated (pgdeactivate)"),
-    ] {
-        if let Some(s) = keep(
-            series(data, c, words.into(), Draw::SinceStepStart(1.0)),
-            0.0,
-            true,
-        ) {
-            p.series.push(s);
-        }
-    }
-    p
+    counters_panel(
+        data,
+        (
+            "Pages moved between the active and inactive lists since the step began",
+            "pages",
+        ),
+        &[
+            ("vmstat.pgactivate", "activated (pgactivate)"),
+            ("vmstat.pgdeactivate", "deactivated (pgdeactivate)"),
+        ],
+        (Draw::SinceStepStart(1.0), 0.0, true),
+    )
 }
 
 /// The times each group hit memory.max and memory.high.

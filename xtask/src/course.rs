@@ -92,10 +92,7 @@ fn update(f: impl FnOnce(&mut Progress)) -> Result<()> {
     let _lock = cache::lock(&dir, "progress")?;
     let mut p = load();
     f(&mut p);
-    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_string_pretty(&p)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))
+    crate::cache::write_file(&file, serde_json::to_string_pretty(&p)?)
 }
 
 fn now() -> u64 {

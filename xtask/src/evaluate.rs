@@ -40,6 +40,15 @@ pub struct StepResult {
     pub observed: Vec<Observed>,
 }
 
+impl StepResult {
+    /// How the step's workload ended: `exited 0`, `killed by SIGKILL`, or `did not finish`.
+    pub fn ended(&self) -> String {
+        self.exit
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "did not finish".into())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub expect: Expect,

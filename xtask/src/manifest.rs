@@ -221,9 +221,7 @@ pub fn export(
         dir: dir.to_path_buf(),
     };
     let path = dir.join("manifest.json");
-    let tmp = dir.join(".manifest.json.tmp");
-    fs::write(&tmp, serde_json::to_string_pretty(&manifest)?)?;
-    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    crate::cache::write_file(&path, serde_json::to_string_pretty(&manifest)?)?;
     Ok(path)
 }
 

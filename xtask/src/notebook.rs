@@ -12,7 +12,7 @@ use crate::predict::{Outcome, Score};
 use crate::report::{self, class};
 use crate::timeline::{self, Chart, GEOMETRY, esc};
 use crate::units::human_delta;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use guest::exercise::Exercise;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -30,9 +30,7 @@ pub fn write(lab: &LabDir, r: &RunResult, extras: &Extras) -> Result<PathBuf> {
     let readme = std::fs::read_to_string(lab.dir.join("README.md")).unwrap_or_default();
     let page = render(r, &readme, extras);
     let path = r.kept.join("index.html");
-    let tmp = r.kept.join(format!(".index.html.{}", std::process::id()));
-    std::fs::write(&tmp, page).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    crate::cache::write_file(&path, page)?;
     Ok(path)
 }
 
@@ -245,10 +243,7 @@ fn steps(r: &RunResult) -> String {
     let ev = &r.eval;
     let mut out = String::from("<section id=\"report\"><h2>The report, step by step</h2>");
     for s in &ev.steps {
-        let exit = s
-            .exit
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "did not finish".into());
+        let exit = s.ended();
         let _ = write!(
             out,
             "<h3>step <code>{}</code> <span class=\"sub\">{} — {} after {:.2}s</span></h3>",

@@ -63,10 +63,7 @@ pub fn render_terminal_with(spec: &LabSpec, ev: &Evaluation, style: Style) -> St
 fn step_text(spec: &LabSpec, ev: &Evaluation, s: &StepResult, style: Style) -> String {
     use crate::units::wrap;
     let (mut out, w) = (String::new(), style.width);
-    let exit = s
-        .exit
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| "did not finish".into());
+    let exit = s.ended();
     let _ = writeln!(
         out,
         "\nstep {} ({}): {exit} after {:.2}s",
@@ -188,10 +185,7 @@ pub fn render_snapshot(spec: &LabSpec, ev: &Evaluation) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "lab: {}", spec.id);
     for s in &ev.steps {
-        let exit = s
-            .exit
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "did not finish".into());
+        let exit = s.ended();
         let _ = writeln!(out, "step {} ({}): {exit}", s.name, s.describe);
         for o in &s.observed {
             let cls = match &o.delta {

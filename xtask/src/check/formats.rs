@@ -15,10 +15,7 @@ pub fn write_all(dir: &Path, r: &Report) -> Result<()> {
         ("junit.xml", junit(r)),
         ("check.ktap", ktap(r)),
     ] {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        crate::cache::write_file(&dir.join(name), text)?;
     }
     Ok(())
 }

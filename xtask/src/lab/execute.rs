@@ -156,10 +156,7 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
 /// `cargo xtask readme --record` takes a lab's README figures from.
 fn keep_result(r: &RunResult) -> Result<()> {
     let json = serde_json::to_vec(&super::to_json(r))?;
-    let tmp = r.kept.join(format!(".result.json.{}", std::process::id()));
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, r.kept.join("result.json"))?;
-    Ok(())
+    crate::cache::write_file(&r.kept.join("result.json"), json)
 }
 
 /// The OOM victims the console names ("Killed process N (step) ..."), each placed in the step

@@ -10,6 +10,8 @@ use crate::units::{self, Unit};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 
+mod checked;
+
 const MIB: f64 = 1024.0 * 1024.0;
 const PAGE: f64 = units::PAGE as f64;
 
@@ -74,30 +76,86 @@ fn flat_noted(mut s: Series) -> Series {
 }
 
 fn series(data: &[StepData], counter: &str, label: String, draw: Draw) -> Option<Series> {
+    expr_series(data, &[(false, counter)], label, draw)
+}
+
+/// A series of a sum or difference of timeline counters (`+`: false, `-`: true), drawn where a
+/// sample has every term.
+fn expr_series(
+    data: &[StepData],
+    terms: &[(bool, &str)],
+    label: String,
+    draw: Draw,
+) -> Option<Series> {
+    let value = |m: &BTreeMap<String, u64>| -> Option<f64> {
+        (terms.iter())
+            .map(|(neg, t)| {
+                m.get(*t)
+                    .map(|v| if *neg { -(*v as f64) } else { *v as f64 })
+            })
+            .sum()
+    };
+    let (Draw::Level(scale) | Draw::SinceStepStart(scale)) = draw;
     let mut points = Vec::new();
     for (i, s) in data.iter().enumerate() {
         let base = match draw {
             Draw::Level(_) => 0.0,
-            Draw::SinceStepStart(_) => s
-                .before
-                .and_then(|b| b.get(counter))
-                .or_else(|| s.rows.first().and_then(|r| r.1.get(counter)))
-                .copied()
-                .unwrap_or(0) as f64,
-        };
-        let scale = match draw {
-            Draw::Level(k) | Draw::SinceStepStart(k) => k,
+            Draw::SinceStepStart(_) => (s.before.and_then(value))
+                .or_else(|| s.rows.first().and_then(|r| value(r.1)))
+                .unwrap_or(0.0),
         };
         for (t, values) in &s.rows {
-            if let Some(v) = values.get(counter) {
-                points.push((i, *t, (*v as f64 - base) * scale));
+            if let Some(v) = value(values) {
+                points.push((i, *t, (v - base) * scale));
             }
         }
+    }
+    let counter = (terms.iter().enumerate())
+        .map(|(k, (neg, t))| match (k, neg) {
+            (0, _) => t.to_string(),
+            (_, true) => format!(" - {t}"),
+            (_, false) => format!(" + {t}"),
+        })
+        .collect();
+    (!points.is_empty()).then_some(Series {
+        label,
+        counter,
+        points,
+        ends_only: false,
+    })
+}
+
+/// A counter the timeline does not read (PSI, whose total a read changes; memory.peak), from
+/// the samples before and after each step: two points a step.
+fn ends_series(
+    ev: &Evaluation,
+    data: &[StepData],
+    counter: &str,
+    label: String,
+    draw: Draw,
+) -> Option<Series> {
+    let mut points = Vec::new();
+    for (i, s) in data.iter().enumerate() {
+        let after = ev.sampled.get(&format!("after:{}", s.name));
+        let (Some(&a), Some(&b)) = (
+            s.before.and_then(|m| m.get(counter)),
+            after.and_then(|m| m.get(counter)),
+        ) else {
+            continue;
+        };
+        let (a, b) = (a as f64, b as f64);
+        let ((from, to), k) = match draw {
+            Draw::Level(k) => ((a, b), k),
+            Draw::SinceStepStart(k) => ((0.0, b - a), k),
+        };
+        points.push((i, 0.0, from * k));
+        points.push((i, s.secs, to * k));
     }
     (!points.is_empty()).then(|| Series {
         label,
         counter: counter.to_string(),
         points,
+        ends_only: true,
     })
 }
 
@@ -156,10 +214,17 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
     push(&mut panels, hits_panel(spec, &data));
     push(&mut panels, failcnt_panel(spec, &data));
-    // Stall time from the trace, not from PSI: the timeline does not read PSI (a read changes
-    // PSI's total; see the agent's timeline_values()).
+    // Stall time from the trace over the step, and PSI's only at its start and end: the
+    // timeline does not read PSI (a read changes its total; see the agent's timeline_values()).
     let spans = spans(ev, &data);
-    push(&mut panels, blocked_panel(&spans, &data));
+    let stall = stall_panel(spec, ev, &spans, &data);
+    // Then what the lab's headlines check, where the panels above leave a counter out.
+    let drawn: Vec<&str> = (panels.iter().chain([&stall]))
+        .flat_map(|p| p.series.iter().map(|s| s.counter.as_str()))
+        .collect();
+    let checked = checked::headline_panels(spec, ev, &data, &drawn);
+    panels.extend(checked);
+    push(&mut panels, stall);
     Chart {
         title: format!("{}: {}", spec.id, spec.title),
         steps: data
@@ -309,44 +374,79 @@ fn kinds_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     kinds
 }
 
-/// Who reclaims: kswapd and the tasks, machine-wide and in each group's pages.
+/// Who reclaims: kswapd and the tasks, machine-wide and in each group's pages; every reclaim's
+/// scanning of anonymous and file pages, when the lab is about it or has cgroup v1 groups.
 fn who_reclaims_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     let referenced = |c: &str| spec.refers_to(c);
     let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
-    for (c, words) in [
-        ("vmstat.pgscan_kswapd", "kswapd (whole machine)".to_string()),
+    let by_kinds = referenced("vmstat.pgscan_anon")
+        || referenced("vmstat.pgscan_file")
+        || spec.cgroups.iter().any(|c| c.v1.is_some());
+    // (pgscan_anon and pgscan_file add up to the others and the groups': drawn when asked.)
+    for (c, words, by_kind) in [
+        ("vmstat.pgscan_kswapd", "kswapd (whole machine)", false),
         (
             "vmstat.pgscan_direct",
-            "tasks, global direct reclaim".to_string(),
+            "tasks, global direct reclaim",
+            false,
         ),
+        (
+            "vmstat.pgscan_anon",
+            "anonymous pages, by any reclaim",
+            true,
+        ),
+        ("vmstat.pgscan_file", "file pages, by any reclaim", true),
     ] {
-        let always = referenced(c) || referenced("vmstat.pgscan");
-        if let Some(s) = keep(
-            series(data, c, words, Draw::SinceStepStart(1.0)),
-            0.0,
-            always,
-        ) {
-            who.series.push(s);
-        }
+        let s = match by_kind {
+            true => by_kinds.then(|| series(data, c, words.into(), Draw::SinceStepStart(1.0))),
+            false => Some(series(data, c, words.into(), Draw::SinceStepStart(1.0))),
+        };
+        let always = by_kind || referenced(c) || referenced("vmstat.pgscan_");
+        who.series.extend(keep(s.flatten(), 0.0, always));
     }
     for cg in &spec.cgroups {
-        let c = &cg.name;
-        for (key, words) in [
-            ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
-            ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
-        ] {
-            let counter = format!("{c}/memory.stat.{key}");
-            let always = referenced(&counter);
-            if let Some(s) = keep(
-                series(data, &counter, words, Draw::SinceStepStart(1.0)),
-                0.0,
-                always,
-            ) {
-                who.series.push(s);
-            }
-        }
+        who.series.extend(group_scans(spec, data, cg));
     }
     who
+}
+
+/// The pages of one group that tasks and kswapd scanned (those the lab asks about, even at 0).
+/// A cgroup v1 group's memory.stat counts no pgscan: its task's limit reclaim is what every
+/// reclaim scanned (pgscan_anon + pgscan_file) less kswapd's and global direct reclaim's,
+/// drawn in the steps that run in it (a step's workload is the one task charging there).
+fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> Vec<Series> {
+    let c = &cg.name;
+    if cg.v1.is_some() {
+        let terms = [
+            (false, "vmstat.pgscan_anon"),
+            (false, "vmstat.pgscan_file"),
+            (true, "vmstat.pgscan_kswapd"),
+            (true, "vmstat.pgscan_direct"),
+        ];
+        let words = format!("{c}'s pages, scanned by its task (cgroup v1: from /proc/vmstat)");
+        let mut s = expr_series(data, &terms, words, Draw::SinceStepStart(1.0));
+        if let Some(s) = s.as_mut() {
+            let in_c = |i: usize| {
+                let step = spec.steps.iter().find(|st| st.name() == data[i].name);
+                step.and_then(|st| st.cgroup()) == Some(c.as_str())
+            };
+            s.points.retain(|p| in_c(p.0));
+        }
+        return keep(s.filter(|s| !s.points.is_empty()), 0.0, true)
+            .into_iter()
+            .collect();
+    }
+    [
+        ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
+        ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
+    ]
+    .into_iter()
+    .filter_map(|(key, words)| {
+        let counter = format!("{c}/memory.stat.{key}");
+        let s = series(data, &counter, words, Draw::SinceStepStart(1.0));
+        keep(s, 0.0, spec.refers_to(&counter))
+    })
+    .collect()
 }
 
 /// kswapd's CPU time per node, when the lab is about kswapd threads.
@@ -526,6 +626,40 @@ fn group_hits(spec: &LabSpec, data: &[StepData], c: &str, key: &str) -> Vec<Seri
         .collect()
 }
 
+/// How long tasks were stalled: blocked in reclaim, from the trace, and the PSI stall times the
+/// lab refers to, from each step's start and end samples.
+fn stall_panel(spec: &LabSpec, ev: &Evaluation, spans: &[Span], data: &[StepData]) -> Panel {
+    let mut p = blocked_panel(spans, data);
+    let mut psi: Vec<&str> = (spec.counters())
+        .flat_map(|(_, _, c)| c.terms.iter().map(|(_, t)| t.as_str()))
+        .filter(|t| is_psi_total(t))
+        .collect();
+    psi.sort();
+    psi.dedup();
+    for t in psi {
+        let (who, what) = match t.rsplit_once("/memory.pressure.") {
+            Some((cg, what)) => (cg.to_string(), what),
+            None => ("the whole machine".into(), &t["pressure.".len()..]),
+        };
+        let kind = what.trim_end_matches(".total");
+        let words = format!("{who}: PSI {kind} (read at the step's start and end)");
+        p.series
+            .extend(ends_series(ev, data, t, words, Draw::SinceStepStart(0.001)));
+    }
+    p.title = match (p.series.iter().any(|s| s.ends_only), p.series.iter().any(|s| !s.ends_only)) {
+        (true, true) => "Time tasks were stalled since the step began: blocked in reclaim (vmscan trace), and PSI's stall time".into(),
+        (true, false) => "Time tasks were stalled on memory since the step began (PSI)".into(),
+        _ => p.title,
+    };
+    p
+}
+
+/// A PSI stall time: `W/memory.pressure.some.total`, `pressure.full.total`.
+fn is_psi_total(term: &str) -> bool {
+    term.ends_with(".total")
+        && (term.starts_with("pressure.") || term.contains("/memory.pressure."))
+}
+
 /// The time each task spent blocked in reclaim since its step began, summed from the traced
 /// episodes (memcg or direct reclaim; kswapd's wakeful time blocks no task).
 fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
@@ -561,6 +695,7 @@ fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
             label: who.to_string(),
             counter: format!("trace: {who}"),
             points,
+            ends_only: false,
         });
     }
     p
@@ -724,6 +859,7 @@ fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
                 label: format!("{mark} watermark"),
                 counter: format!("zoneinfo.*.{mark}"),
                 points,
+                ends_only: true,
             });
         }
     }
@@ -863,7 +999,8 @@ pub fn sparklines(spec: &LabSpec, ev: &Evaluation, step: &str, width: usize) -> 
         .iter()
         .filter(|p| !p.title.starts_with("What each group"))
     {
-        for s in &p.series {
+        // (A series read only at the step's start and end has no shape to show.)
+        for s in p.series.iter().filter(|s| !s.ends_only) {
             if seen.contains(&s.counter) {
                 continue;
             }
@@ -1047,6 +1184,7 @@ mod tests {
             label: "free".into(),
             counter: "meminfo.MemFree".into(),
             points: vec![(0, 0.0, 200.0), (1, 0.0, 4.0), (3, 0.0, 40.0)],
+            ends_only: false,
         });
         // Default watermarks (min 2, low 3, high 4.5 MiB) in steps 0-1, raised ones from step 2.
         free.refs = vec![
@@ -1081,8 +1219,27 @@ mod tests {
 
     /// One step of `spec` with timeline rows of `keys` (one row per 40 ms), from zero.
     fn eval_of(spec: &LabSpec, keys: &[&str], rows: Vec<Vec<u64>>) -> Evaluation {
+        eval_with(spec, keys, rows, &[])
+    }
+
+    /// The same, with counters the timeline does not read: (name, before, after the step).
+    fn eval_with(
+        spec: &LabSpec,
+        keys: &[&str],
+        rows: Vec<Vec<u64>>,
+        sampled: &[(&str, u64, u64)],
+    ) -> Evaluation {
         let step = spec.steps[0].name().to_string();
-        let start: BTreeMap<String, u64> = keys.iter().map(|k| (k.to_string(), 0)).collect();
+        let mut start: BTreeMap<String, u64> = keys.iter().map(|k| (k.to_string(), 0)).collect();
+        let mut after: BTreeMap<String, u64> = keys
+            .iter()
+            .zip(rows.last().cloned().unwrap_or_default())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for (k, a, b) in sampled {
+            start.insert(k.to_string(), *a);
+            after.insert(k.to_string(), *b);
+        }
         let rows: Vec<(u64, Vec<u64>)> = (rows.into_iter().enumerate())
             .map(|(i, r)| (200 + 40 * i as u64, r))
             .collect();
@@ -1107,7 +1264,7 @@ mod tests {
             },
             Event::Sample {
                 label: format!("after:{step}"),
-                values: start,
+                values: after,
             },
             Event::End { frames: 6 },
         ];
@@ -1220,6 +1377,140 @@ mod tests {
             &eval_of(&other, &keys, (0..5).map(|i| vec![i, i]).collect()),
         );
         assert!(!c.panels.iter().any(|p| p.title.starts_with("Pages moved")));
+    }
+
+    /// A lab of one step in W whose headline checks `counters` (`name: counter`, `> 0`).
+    fn headline_lab(counters: &[&str]) -> LabSpec {
+        let mut toml = "id = \"t\"\ntitle = \"T\"\n[vars]\nsize = { default = \"64M\", help = \"h\" }\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"W\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"W\"\nsize = \"${size}\"\n".to_string();
+        for (i, c) in counters.iter().enumerate() {
+            toml += &format!(
+                "[[expect]]\nname = \"e{i}\"\nstep = \"a\"\ncounter = \"{c}\"\ndelta = \">= 0\"\nwhy = \"w\"\n"
+            );
+        }
+        let names: Vec<String> = (0..counters.len()).map(|i| format!("\"e{i}\"")).collect();
+        toml += &format!(
+            "[[headline]]\nclaim = \"It differs.\"\nexpect = [{}]\ncontrast = \"x\"\n[[exercise]]\nname = \"x\"\nset = {{ size = \"8M\" }}\nask = \"a\"\nanswer = \"b\"\nshows = [\"a: exit == exited 0\"]\nfails = [\"e0\"]\n",
+            names.join(", ")
+        );
+        crate::lab::parse_spec(&toml, "t").unwrap()
+    }
+
+    #[test]
+    fn a_headlines_counters_get_a_panel_per_unit_when_the_others_leave_one_out() {
+        let spec = headline_lab(&[
+            "W/memory.events.oom",
+            "W/memory.events.oom_kill",
+            "W/memory.events.max",
+            "W/memory.stat.pgscan_direct",
+            "trace.W.memcg_reclaim.episodes",
+        ]);
+        let keys = [
+            "W/memory.events.max",
+            "W/memory.events.oom",
+            "W/memory.events.oom_kill",
+            "W/memory.stat.pgscan_direct",
+        ];
+        let rows = (0..5).map(|i| vec![6 * i, i / 4, i / 4, 0]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        // oom and oom_kill apart, beside the max events the limits panel draws too; the pages
+        // scanned are drawn in "who reclaims" already, the trace as bars.
+        assert_eq!(
+            labels(&c, "The lab checks: It differs."),
+            [
+                "W: memory.events oom",
+                "W: memory.events oom_kill",
+                "W: memory.events max"
+            ]
+        );
+        let checked = c
+            .panels
+            .iter()
+            .filter(|p| p.title.starts_with("The lab checks"));
+        assert_eq!(
+            checked.map(|p| p.unit.as_str()).collect::<Vec<_>>(),
+            ["events"]
+        );
+        // Every counter drawn elsewhere: no panel.
+        let spec = headline_lab(&["W/memory.events.max", "W/memory.stat.pgscan_direct"]);
+        let rows = (0..5).map(|i| vec![6 * i, 0, 0, 0]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert!(
+            !c.panels
+                .iter()
+                .any(|p| p.title.starts_with("The lab checks"))
+        );
+    }
+
+    #[test]
+    fn psi_the_lab_checks_is_drawn_from_the_steps_start_and_end_beside_the_trace() {
+        let spec = headline_lab(&["W/memory.pressure.some.total"]);
+        let keys = ["W/memory.current"];
+        let rows = (0..5).map(|i| vec![i << 20]).collect();
+        let psi = [("W/memory.pressure.some.total", 1000, 61_000)];
+        let c = build(&spec, &eval_with(&spec, &keys, rows, &psi));
+        let stall = c
+            .panels
+            .iter()
+            .find(|p| p.title == "Time tasks were stalled on memory since the step began (PSI)")
+            .unwrap();
+        let s = &stall.series[0];
+        assert_eq!(s.label, "W: PSI some (read at the step's start and end)");
+        assert!(s.ends_only);
+        assert_eq!(s.points, [(0, 0.0, 0.0), (0, c.steps[0].secs, 60.0)]);
+        // Drawn there, not again as a checked counter.
+        assert!(
+            !c.panels
+                .iter()
+                .any(|p| p.title.starts_with("The lab checks"))
+        );
+        let svg = crate::timeline::svg(&c);
+        assert_eq!(svg.matches("<circle class=\"end-sample\"").count(), 2);
+        roxmltree::Document::parse(&svg).unwrap();
+    }
+
+    #[test]
+    fn a_cgroup_v1_groups_reclaim_is_vmstats_cgroup_reclaim_in_its_own_steps() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"V\"\nmemory_max = \"32M\"\nv1 = {}\n[[cgroup]]\nname = \"B\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"V\"\nsize = \"48M\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = [
+            "vmstat.pgscan_anon",
+            "vmstat.pgscan_file",
+            "vmstat.pgscan_kswapd",
+            "vmstat.pgscan_direct",
+            "B/memory.stat.pgscan_direct",
+        ];
+        // kswapd scans 10 a row, V's task 100 anonymous and 5 file pages.
+        let rows = (0..5)
+            .map(|i| vec![100 * i, 15 * i, 10 * i, 0, 0])
+            .collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        let who = c
+            .panels
+            .iter()
+            .find(|p| p.title.starts_with("Who reclaims"))
+            .unwrap();
+        let v = who
+            .series
+            .iter()
+            .find(|s| s.label.starts_with("V's pages"))
+            .unwrap();
+        assert_eq!(
+            v.label,
+            "V's pages, scanned by its task (cgroup v1: from /proc/vmstat)"
+        );
+        assert_eq!(v.points.last().unwrap().2, 420.0);
+        assert_eq!(
+            labels(&c, "Who reclaims"),
+            [
+                "kswapd (whole machine)",
+                "anonymous pages, by any reclaim",
+                "file pages, by any reclaim",
+                "V's pages, scanned by its task (cgroup v1: from /proc/vmstat)",
+            ]
+        );
     }
 
     #[test]

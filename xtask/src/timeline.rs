@@ -16,6 +16,9 @@ pub struct Series {
     pub label: String,
     pub counter: String,
     pub points: Vec<(usize, f64, f64)>,
+    /// Drawn from each step's start and end samples only (a counter the timeline does not
+    /// read, such as PSI): dotted, with a dot at each point.
+    pub ends_only: bool,
 }
 
 /// A horizontal reference line (a limit, a watermark), over a range of steps.
@@ -344,13 +347,7 @@ fn panel_svg(
         out,
         "<g class=\"panel\" data-panel=\"{index}\" data-y0=\"{y0}\" data-vmax=\"{v_max}\">"
     );
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">{}</text>",
-        g.left,
-        y0 - 7.0,
-        esc(&panel.title)
-    );
+    title_svg(out, &panel.title, y0);
     y_axis_svg(out, panel, scale);
     columns_svg(out, chart, y0, cols);
     let mut legend = Legend {
@@ -361,6 +358,33 @@ fn panel_svg(
     refs_svg(out, panel, scale, cols, &mut legend);
     marks_svg(out, chart, y0, cols);
     let _ = writeln!(out, "</g>");
+}
+
+/// A panel's title above it: on two lines when long (a lab's headline claim), cut short after
+/// that, the whole title as its tooltip.
+fn title_svg(out: &mut String, title: &str, y0: f64) {
+    // About 7.6 pixels a character in 13px bold over the chart's width.
+    let per_line = ((GEOMETRY.width - GEOMETRY.left - 8.0) / 7.6) as usize;
+    let mut lines: Vec<String> = crate::units::wrap(title, per_line, "", "")
+        .lines()
+        .map(String::from)
+        .collect();
+    if lines.len() > 2 {
+        lines.truncate(2);
+        let cut: String = lines[1].chars().take(per_line - 1).collect();
+        lines[1] = format!("{}…", cut.trim_end());
+    }
+    let top = y0 - 7.0 - 14.0 * (lines.len() - 1) as f64;
+    for (k, line) in lines.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<text class=\"panel-title\" x=\"{}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\"><title>{}</title>{}</text>",
+            GEOMETRY.left,
+            top + 14.0 * k as f64,
+            esc(title),
+            esc(line)
+        );
+    }
 }
 
 /// The y axis: a grid line and a value at round steps, and the unit on the side.
@@ -425,6 +449,34 @@ struct Legend {
     y: f64,
 }
 
+impl Legend {
+    /// An entry: a short line in the series' style, and its label (on two lines when long).
+    fn entry(&mut self, out: &mut String, style: &str, label: &str) {
+        let (lx, ly) = (self.x, self.y);
+        let _ = write!(
+            out,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\"{style}/><text x=\"{}\" y=\"{}\">",
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0
+        );
+        // About 6.6 pixels a character: what fits right of the plot.
+        let fits = ((GEOMETRY.width - lx - 30.0) / 6.6) as usize;
+        let wrapped = crate::units::wrap(label, fits, "", "");
+        for (k, line) in wrapped.lines().enumerate() {
+            let _ = write!(
+                out,
+                "<tspan x=\"{}\" dy=\"{}\">{}</tspan>",
+                lx + 26.0,
+                if k == 0 { 0.0 } else { 14.0 },
+                esc(line)
+            );
+            self.y += if k == 0 { 16.0 } else { 14.0 };
+        }
+        out.push_str("</text>\n");
+    }
+}
+
 /// The panel's lines, each with its legend entry.
 fn series_svg(
     out: &mut String,
@@ -455,10 +507,10 @@ fn series_svg(
                 on * 5 >= ys.len() * 4
             });
         drawn.push(ys);
-        let dash = if hidden {
-            " stroke-dasharray=\"6 5\""
-        } else {
-            ""
+        let dash = match (s.ends_only, hidden) {
+            (true, _) => " stroke-dasharray=\"2 5\"",
+            (false, true) => " stroke-dasharray=\"6 5\"",
+            (false, false) => "",
         };
         let mut d = String::new();
         for (k, (step, t, v)) in s.points.iter().enumerate() {
@@ -479,16 +531,17 @@ fn series_svg(
             esc(&s.label),
             d.trim_end()
         );
-        let (lx, ly) = (legend.x, legend.y);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>",
-            lx + 20.0,
-            lx + 26.0,
-            ly + 4.0,
-            esc(&s.label)
-        );
-        legend.y += 16.0;
+        if s.ends_only {
+            for (step, t, v) in &s.points {
+                let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
+                let _ = writeln!(
+                    out,
+                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{yv:.1}\" r=\"3.5\" fill=\"{color}\"{clip}/>"
+                );
+            }
+        }
+        let style = format!(" stroke=\"{color}\" stroke-width=\"3\"{dash}");
+        legend.entry(out, &style, &s.label);
     }
 }
 
@@ -523,16 +576,9 @@ fn refs_svg(
                 .iter()
                 .any(|o| o.label == r.label && o.steps.1 + 1 == a)
         {
-            let (lx, ly) = (legend.x, legend.y);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"/><text x=\"{}\" y=\"{}\">{}</text>",
-                lx + 20.0,
-                lx + 26.0,
-                ly + 4.0,
-                esc(&r.label)
-            );
-            legend.y += 16.0;
+            let style =
+                format!(" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"");
+            legend.entry(out, &style, &r.label);
         }
     }
 }
@@ -671,11 +717,13 @@ mod tests {
                             (0, 2.0, 32.0),
                             (1, 0.0, 32.0),
                         ],
+                        ends_only: false,
                     },
                     Series {
                         label: "free <&>".into(),
                         counter: "meminfo.MemFree".into(),
                         points: vec![(0, 0.0, 200.0), (1, 0.01, 150.0)],
+                        ends_only: false,
                     },
                 ],
                 refs: vec![RefLine {

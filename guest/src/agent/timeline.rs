@@ -6,7 +6,7 @@ use crate::read;
 use guest::event::Event;
 use guest::parse::{parse_key_values, parse_meminfo, parse_node_meminfo, parse_single};
 use guest::spec::{LabSpec, Step};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The timeline of one step: samples a few counters every `tick_ms` at first, then less often
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub struct Ticker<'a> {
     spec: &'a LabSpec,
     step: &'a str,
+    /// The lab's own counters of the files the timeline reads anyway ([`referred`]).
+    referred: BTreeSet<String>,
     every: Option<Duration>,
     started: Instant,
     next: Instant,
@@ -39,6 +41,7 @@ impl<'a> Ticker<'a> {
         Ticker {
             spec,
             step: step.name(),
+            referred: referred(spec),
             every,
             started: Instant::now(),
             next: Instant::now(),
@@ -90,7 +93,7 @@ impl<'a> Ticker<'a> {
 
     pub fn sample(&mut self, out: &mut Emitter) {
         let t0 = Instant::now();
-        let values = timeline_values(self.spec);
+        let values = timeline_values(self.spec, &self.referred);
         if !self.keys.iter().eq(values.keys()) {
             self.flush(out);
             self.keys = values.keys().cloned().collect();
@@ -119,13 +122,37 @@ impl<'a> Ticker<'a> {
     }
 }
 
+/// The counters the lab refers to (its expectations, observations, explanations, exercises)
+/// from the files the timeline reads whole anyway: /proc/vmstat, and each group's memory.stat,
+/// memory.events and memory.events.local. Keeping them costs no read, and the chart can draw
+/// the counters a lab is about (a THP fallback, pgscan_anon beside pgscan_file, memory.events
+/// oom beside oom_kill) over time, not only as a step's change.
+pub fn referred(spec: &LabSpec) -> BTreeSet<String> {
+    let timeline_file = |t: &str| match guest::spec::split_cgroup(t) {
+        None => t.starts_with("vmstat."),
+        Some((cg, rest)) => {
+            spec.cgroups.iter().any(|c| c.name == cg)
+                && ["memory.stat.", "memory.events."]
+                    .iter()
+                    .any(|f| rest.starts_with(f))
+        }
+    };
+    spec.counters()
+        .flat_map(|(_, _, c)| &c.terms)
+        .map(|(_, t)| t)
+        .filter(|t| timeline_file(t))
+        .cloned()
+        .collect()
+}
+
 /// The counters of the timeline: free memory (per node too), reclaim and swap activity, dirty
-/// pages, and each group's usage, reclaim and events.
-pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
+/// pages, each group's usage, reclaim and events, and the `referred` counters of the lab.
+pub fn timeline_values(spec: &LabSpec, referred: &BTreeSet<String>) -> BTreeMap<String, u64> {
     let mut v = BTreeMap::new();
-    pick(&mut v, "vmstat.", VMSTAT, key_values("/proc/vmstat"));
+    let vmstat = key_values("/proc/vmstat");
+    pick(&mut v, "vmstat.", VMSTAT, vmstat, referred);
     let meminfo = read("/proc/meminfo").and_then(|t| parse_meminfo(&t).ok());
-    pick(&mut v, "meminfo.", MEMINFO, meminfo);
+    pick(&mut v, "meminfo.", MEMINFO, meminfo, referred);
     // No PSI file here: reading one is not passive. psi_show() folds the per-CPU times into the
     // total at every read, each CPU weighted by the group's non-idle time there since the last
     // fold, so how often it is read changes the total that lab 12 compares with the trace.
@@ -133,7 +160,8 @@ pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         for node in 0..spec.vm.numa_nodes {
             let path = format!("/sys/devices/system/node/node{node}/meminfo");
             let free = read(&path).and_then(|t| parse_node_meminfo(&t).ok());
-            pick(&mut v, &format!("node{node}.meminfo."), &["MemFree"], free);
+            let prefix = format!("node{node}.meminfo.");
+            pick(&mut v, &prefix, &["MemFree"], free, referred);
         }
     }
     if spec.refers_to("kswapd.") {
@@ -142,7 +170,7 @@ pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
         }
     }
     for cg in &spec.cgroups {
-        group_values(spec, cg, &mut v);
+        group_values(spec, cg, referred, &mut v);
     }
     v
 }
@@ -152,6 +180,10 @@ pub fn timeline_values(spec: &LabSpec) -> BTreeMap<String, u64> {
 const VMSTAT: &[&str] = &[
     "pgscan_kswapd",
     "pgscan_direct",
+    // Every reclaim's scanning by kind of page: unlike pgscan_direct, cgroup reclaim included
+    // (a cgroup v1 group's memory.stat counts no pgscan of its own).
+    "pgscan_anon",
+    "pgscan_file",
     "pgsteal_kswapd",
     "pgsteal_direct",
     "pswpout",
@@ -189,7 +221,12 @@ const EVENTS: &[&str] = &["high", "max", "oom_kill"];
 /// One group's timeline counters: its usage (and swap), memory.stat, memory.events (and, for a
 /// group with children in the lab, memory.events.local: its own events, not theirs); a cgroup
 /// v1 group's usage and memory.failcnt (v1 has no memory.events).
-fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<String, u64>) {
+fn group_values(
+    spec: &LabSpec,
+    cg: &guest::spec::Cgroup,
+    referred: &BTreeSet<String>,
+    v: &mut BTreeMap<String, u64>,
+) {
     let (name, dir) = (&cg.name, cgroup_dir(spec, &cg.name));
     let files: &[&str] = match cg.v1 {
         None => &["memory.current", "memory.swap.current"],
@@ -201,25 +238,37 @@ fn group_values(spec: &LabSpec, cg: &guest::spec::Cgroup, v: &mut BTreeMap<Strin
         }
     }
     let stat = key_values(&format!("{dir}/memory.stat"));
-    pick(v, &format!("{name}/memory.stat."), STAT, stat);
+    pick(v, &format!("{name}/memory.stat."), STAT, stat, referred);
     let events = key_values(&format!("{dir}/memory.events"));
-    pick(v, &format!("{name}/memory.events."), EVENTS, events);
-    let parent = format!("{name}/");
-    if cg.v1.is_none() && spec.cgroups.iter().any(|c| c.name.starts_with(&parent)) {
-        let local = key_values(&format!("{dir}/memory.events.local"));
-        pick(v, &format!("{name}/memory.events.local."), EVENTS, local);
+    pick(
+        v,
+        &format!("{name}/memory.events."),
+        EVENTS,
+        events,
+        referred,
+    );
+    let (parent, local) = (format!("{name}/"), format!("{name}/memory.events.local."));
+    let asked = referred.iter().any(|k| k.starts_with(&local));
+    if cg.v1.is_none() && (asked || spec.cgroups.iter().any(|c| c.name.starts_with(&parent))) {
+        let pairs = key_values(&format!("{dir}/memory.events.local"));
+        pick(v, &local, EVENTS, pairs, referred);
     }
 }
 
-/// The pairs whose key is one of `keys`, as `<prefix><key>`.
+/// The pairs whose key is one of `keys`, or whose `<prefix><key>` the lab refers to, as
+/// `<prefix><key>`.
 fn pick(
     v: &mut BTreeMap<String, u64>,
     prefix: &str,
     keys: &[&str],
     pairs: Option<Vec<(String, u64)>>,
+    referred: &BTreeSet<String>,
 ) {
+    let wanted: Vec<&str> = (referred.range(prefix.to_string()..))
+        .map_while(|k| k.strip_prefix(prefix))
+        .collect();
     for (k, n) in pairs.into_iter().flatten() {
-        if keys.contains(&k.as_str()) {
+        if keys.contains(&k.as_str()) || wanted.contains(&k.as_str()) {
             v.insert(format!("{prefix}{k}"), n);
         }
     }
@@ -227,4 +276,56 @@ fn pick(
 
 fn key_values(path: &str) -> Option<Vec<(String, u64)>> {
     read(path).and_then(|t| parse_key_values(&t).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_labs_own_counters_of_the_files_read_anyway_join_the_timeline() {
+        let spec: LabSpec = serde_json::from_str(
+            r#"{"id": "t", "title": "T", "vm": {"memory": "256M"},
+                "cgroup": [{"name": "W", "memory_max": "32M"}],
+                "step": [{"kind": "anon", "name": "a", "cgroup": "W", "size": "64M"}],
+                "expect": [
+                  {"counter": "vmstat.pgscan_anon + vmstat.thp_fault_fallback_charge", "step": "a", "delta": "> 0", "why": "w"},
+                  {"counter": "W/memory.events.oom - W/memory.events.local.oom", "step": "a", "delta": "== 0", "why": "w"},
+                  {"counter": "W/memory.pressure.some.total", "step": "a", "delta": "> 0", "why": "w"},
+                  {"counter": "W/memory.peak", "step": "a", "delta": "> 0", "why": "w"},
+                  {"counter": "X/memory.stat.anon", "step": "a", "delta": "> 0", "why": "w"},
+                  {"counter": "trace.W.memcg_reclaim.episodes", "step": "a", "value": "> 0", "why": "w"}]}"#,
+        )
+        .unwrap();
+        // Not PSI (a read changes it), not a file the timeline does not read, not a group the
+        // lab does not have, not the trace.
+        assert_eq!(
+            referred(&spec).into_iter().collect::<Vec<_>>(),
+            [
+                "W/memory.events.local.oom",
+                "W/memory.events.oom",
+                "vmstat.pgscan_anon",
+                "vmstat.thp_fault_fallback_charge",
+            ]
+        );
+        let mut v = BTreeMap::new();
+        let pairs = |s: &[(&str, u64)]| Some(s.iter().map(|(k, n)| (k.to_string(), *n)).collect());
+        let vmstat = pairs(&[
+            ("pgscan_kswapd", 1),
+            ("thp_fault_fallback_charge", 2),
+            ("pgfree", 3),
+        ]);
+        pick(&mut v, "vmstat.", VMSTAT, vmstat, &referred(&spec));
+        let events = pairs(&[("max", 4), ("oom", 5), ("low", 6)]);
+        pick(&mut v, "W/memory.events.", EVENTS, events, &referred(&spec));
+        assert_eq!(
+            v.into_iter().collect::<Vec<_>>(),
+            [
+                ("W/memory.events.max".to_string(), 4),
+                ("W/memory.events.oom".to_string(), 5),
+                ("vmstat.pgscan_kswapd".to_string(), 1),
+                ("vmstat.thp_fault_fallback_charge".to_string(), 2),
+            ]
+        );
+    }
 }

@@ -42,8 +42,23 @@ pub fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
             read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
         }
         Source::KswapdThreads => Some(kswapd_threads()),
-        Source::V1Probe | Source::Trace => None,
+        Source::V1Probe | Source::AtBoot(..) | Source::Trace => None,
     }
+}
+
+/// The families read once as booted ([`Source::AtBoot`]), before the lab changes anything.
+pub fn at_boot() -> BTreeMap<String, u64> {
+    let mut v = BTreeMap::new();
+    for f in FAMILIES {
+        let Source::AtBoot(path, parser) = f.source else {
+            continue;
+        };
+        let pairs = read(path).and_then(|t| parser.parse(&t).ok());
+        for (k, n) in pairs.into_iter().flatten() {
+            v.insert(format!("{}{k}", f.prefix), n);
+        }
+    }
+    v
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.

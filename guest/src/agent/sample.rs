@@ -12,11 +12,6 @@ use std::fs::{self};
 /// that cannot be read is simply absent from the sample, so an expectation on it is reported as
 /// "not reported by this kernel".
 pub fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    pub fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
-        for (k, n) in pairs.into_iter().flatten() {
-            v.insert(format!("{prefix}{k}"), n);
-        }
-    }
     let mut v = probe.clone();
     // The costlier families only when the lab refers to them (small frames, quick samples).
     let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
@@ -32,6 +27,13 @@ pub fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String,
         }
     }
     v
+}
+
+/// Adds a family's pairs to a sample, each key prefixed with the family's (or the group's) prefix.
+fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
+    for (k, n) in pairs.into_iter().flatten() {
+        v.insert(format!("{prefix}{k}"), n);
+    }
 }
 
 /// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
@@ -53,10 +55,7 @@ pub fn at_boot() -> BTreeMap<String, u64> {
         let Source::AtBoot(path, parser) = f.source else {
             continue;
         };
-        let pairs = read(path).and_then(|t| parser.parse(&t).ok());
-        for (k, n) in pairs.into_iter().flatten() {
-            v.insert(format!("{}{k}", f.prefix), n);
-        }
+        add(&mut v, f.prefix, read(path).and_then(|t| parser.parse(&t).ok()));
     }
     v
 }

@@ -55,6 +55,9 @@ pub enum Source {
     KswapdThreads,
     /// Read once at set-up, before cgroup v2 takes the memory controller (`cgroup_v1_probe`).
     V1Probe,
+    /// Read once when the agent starts, before the lab writes any sysctl, sysfs file or LRU
+    /// switch: the kernel's own defaults (`boot.lru_gen.enabled`).
+    AtBoot(&'static str, Parser),
     /// Not sampled: the host derives these facts from each step's trace.
     Trace,
 }
@@ -154,6 +157,13 @@ pub const FAMILIES: &[Family] = &[
         Global,
         "lru_gen.enabled",
         File("/sys/kernel/mm/lru_gen/enabled", Hex),
+        Level,
+    ),
+    // As booted: what the kernel's config and init code chose, whatever the lab then sets.
+    family(
+        Global,
+        "boot.lru_gen.enabled",
+        AtBoot("/sys/kernel/mm/lru_gen/enabled", Hex),
         Level,
     ),
     family(Global, "trace.", Trace, PerStep),

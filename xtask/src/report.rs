@@ -285,34 +285,18 @@ pub fn fact_changes(old: &str, new: &str) -> Vec<String> {
     out
 }
 
-/// A line diff (longest common subsequence): `- ` lines only in `old`, `+ ` only in `new`,
+/// A line diff (`similar`'s Myers diff): `- ` lines only in `old`, `+ ` only in `new`,
 /// unchanged lines left out. Empty when the texts have the same lines.
 pub fn line_diff(old: &str, new: &str) -> String {
+    use similar::{ChangeTag, TextDiff};
     let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("  - {}\n", a[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("  + {}\n", b[j]));
-            j += 1;
-        }
-    }
-    out
+    let diff = TextDiff::from_slices(&a, &b);
+    let changes = diff.iter_all_changes().filter_map(|c| match c.tag() {
+        ChangeTag::Equal => None,
+        ChangeTag::Delete => Some(format!("  - {}\n", c.value())),
+        ChangeTag::Insert => Some(format!("  + {}\n", c.value())),
+    });
+    changes.collect()
 }
 
 /// The snapshot a run is compared with: `<id>.kernel-6.1.snap` when the lab keeps one for the

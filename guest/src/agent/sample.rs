@@ -12,11 +12,6 @@ use std::fs::{self};
 /// that cannot be read is simply absent from the sample, so an expectation on it is reported as
 /// "not reported by this kernel".
 pub fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    pub fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
-        for (k, n) in pairs.into_iter().flatten() {
-            v.insert(format!("{prefix}{k}"), n);
-        }
-    }
     let mut v = probe.clone();
     // The costlier families only when the lab refers to them (small frames, quick samples).
     let wanted = |f: &&Family| !f.on_demand || spec.refers_to(f.prefix);
@@ -34,6 +29,13 @@ pub fn sample(spec: &LabSpec, probe: &BTreeMap<String, u64>) -> BTreeMap<String,
     v
 }
 
+/// Adds a family's pairs to a sample, each key prefixed with the family's (or the group's) prefix.
+fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u64)>>) {
+    for (k, n) in pairs.into_iter().flatten() {
+        v.insert(format!("{prefix}{k}"), n);
+    }
+}
+
 /// One family's pairs as the kernel reports them now (`dir`: a cgroup's directory); None when
 /// it cannot be read, or is not sampled.
 pub fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
@@ -42,8 +44,20 @@ pub fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
             read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
         }
         Source::KswapdThreads => Some(kswapd_threads()),
-        Source::V1Probe | Source::Trace => None,
+        Source::V1Probe | Source::AtBoot(..) | Source::Trace => None,
     }
+}
+
+/// The families read once as booted ([`Source::AtBoot`]), before the lab changes anything.
+pub fn at_boot() -> BTreeMap<String, u64> {
+    let mut v = BTreeMap::new();
+    for f in FAMILIES {
+        let Source::AtBoot(path, parser) = f.source else {
+            continue;
+        };
+        add(&mut v, f.prefix, read(path).and_then(|t| parser.parse(&t).ok()));
+    }
+    v
 }
 
 /// `<N>.cpu_ticks` (user + system, in clock ticks) for each kswapdN thread, and `threads`.

@@ -4,6 +4,7 @@
 use crate::agent::cgroups::{
     cgroup_v1_mount, cgroup_v1_probe, cgroup_v1_unmount, cgroups_v1, cgroups_v2, v1_to_v2,
 };
+use crate::agent::sample::at_boot;
 use crate::agent::sys;
 use crate::{CGROOT, DATA, Result, TMPFS, TRACEFS, mount, read, write};
 use guest::spec::{Kind, LabSpec, SwapKind};
@@ -11,7 +12,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 
-/// Mounts, sysctls, swap, disks and cgroups; returns the v1 probe's counters (if asked for).
+/// Mounts, sysctls, swap, disks and cgroups; returns the counters read once: as booted
+/// (`boot.`, before the lab's sysctls and switches) and the v1 probe's (if asked for).
 pub fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     for dir in ["/proc", "/sys", DATA] {
         let _ = fs::create_dir_all(dir);
@@ -19,6 +21,7 @@ pub fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     mount("proc", "/proc", "proc", 0)?;
     mount("sysfs", "/sys", "sysfs", 0)?;
     mount("cgroup2", CGROOT, "cgroup2", 0)?;
+    let boot = at_boot();
     write("/proc/self/oom_score_adj", "-1000")?;
     for (key, value) in &spec.vm.sysctl {
         write(&format!("/proc/sys/{}", key.replace('.', "/")), value)?;
@@ -50,7 +53,9 @@ pub fn setup(spec: &LabSpec) -> Result<BTreeMap<String, u64>> {
     if let Some(on) = spec.vm.mglru {
         write("/sys/kernel/mm/lru_gen/enabled", if on { "y" } else { "n" })?;
     }
-    groups(spec)
+    let mut once = groups(spec)?;
+    once.extend(boot);
+    Ok(once)
 }
 
 /// Tracing as the lab needs it: the host asks for all of this on the kernel command line

@@ -240,22 +240,35 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     }
 }
 
-/// The words naming a variant run (`variant: --set reclaim_size=8M`), for its chart's title
-/// and its notebook's heading: a variant's chart is not the lab's.
-pub fn variant_words(sets: &BTreeMap<String, String>) -> String {
-    let sets: Vec<String> = sets.iter().map(|(k, v)| format!("--set {k}={v}")).collect();
-    format!("variant: {}", sets.join(" "))
+/// What a run was, beside the lab: the `--exercise` it ran, and its `--set`s.
+#[derive(Clone, Copy)]
+pub struct RunName<'a> {
+    pub exercise: Option<&'a str>,
+    pub sets: &'a BTreeMap<String, String>,
 }
 
-/// The chart of a run, its title naming the variant when the run was one.
-pub fn of_run(
-    spec: &LabSpec,
-    ev: &Evaluation,
-    variant: Option<&BTreeMap<String, String>>,
-) -> Chart {
+impl RunName<'_> {
+    /// The words naming a variant run (`exercise limit-above-file: --set memory_max=128M`,
+    /// `variant: --set reclaim_size=8M`), for its chart's title and its notebook's heading: a
+    /// variant's chart is not the lab's. `None` for the lab as written.
+    pub fn words(&self) -> Option<String> {
+        let sets: Vec<String> = (self.sets.iter())
+            .map(|(k, v)| format!("--set {k}={v}"))
+            .collect();
+        match (self.exercise, sets.is_empty()) {
+            (Some(x), true) => Some(format!("exercise {x}")),
+            (Some(x), false) => Some(format!("exercise {x}: {}", sets.join(" "))),
+            (None, false) => Some(format!("variant: {}", sets.join(" "))),
+            (None, true) => None,
+        }
+    }
+}
+
+/// The chart of a run, its title naming the exercise or variant when the run was one.
+pub fn of_run(spec: &LabSpec, ev: &Evaluation, name: RunName) -> Chart {
     let mut chart = build(spec, ev);
-    if let Some(sets) = variant.filter(|s| !s.is_empty()) {
-        chart.title = format!("{} ({})", chart.title, variant_words(sets));
+    if let Some(words) = name.words() {
+        chart.title = format!("{} ({words})", chart.title);
     }
     chart
 }
@@ -1202,17 +1215,33 @@ mod tests {
     }
 
     #[test]
-    fn a_variants_chart_names_its_settings_in_the_title() {
+    fn a_variants_chart_names_its_exercise_or_settings_in_the_title() {
         let sets = BTreeMap::from([("reclaim_size".to_string(), "8M".to_string())]);
-        let c = of_run(&spec(), &eval(), Some(&sets));
+        let name = |exercise| RunName {
+            exercise,
+            sets: &sets,
+        };
+        let c = of_run(&spec(), &eval(), name(None));
         assert!(
             c.title.ends_with("(variant: --set reclaim_size=8M)"),
             "{}",
             c.title
         );
         assert!(crate::timeline::svg(&c).contains("variant: --set reclaim_size=8M"));
+        let c = of_run(&spec(), &eval(), name(Some("small-reclaim")));
+        assert!(
+            c.title
+                .ends_with("(exercise small-reclaim: --set reclaim_size=8M)"),
+            "{}",
+            c.title
+        );
+        let none = BTreeMap::new();
+        let plain = RunName {
+            exercise: None,
+            sets: &none,
+        };
         assert_eq!(
-            of_run(&spec(), &eval(), Some(&BTreeMap::new())).title,
+            of_run(&spec(), &eval(), plain).title,
             build(&spec(), &eval()).title
         );
     }

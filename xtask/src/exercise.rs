@@ -73,6 +73,7 @@ pub fn select<'a>(spec: &'a LabSpec, names: &[String]) -> Result<Vec<&'a Exercis
 pub fn run(lab: &LabDir, opts: &RunOptions, x: &Exercise) -> Result<(RunResult, Judgement)> {
     let mut opts = opts.clone();
     opts.sets = x.set_args();
+    opts.exercise = Some(x.name.clone());
     let r = lab::execute(lab, &opts)?;
     let dir = lab.dir.join("snapshots");
     let name = report::snapshot_name(&dir, &r.spec.id, r.eval.kernel.as_deref());

@@ -73,11 +73,9 @@ pub fn render(r: &RunResult, readme: &str, extras: &Extras) -> String {
     let _ = writeln!(
         body,
         "<header><h1>{}</h1><p class=\"sub\">lab <code>{}</code> · kernel {} · <span class=\"verdict {}\">{}</span></p></header>",
-        esc(&match &r.variant {
-            Some((sets, _)) if !sets.is_empty() => {
-                format!("{} ({})", spec.title, chart::variant_words(sets))
-            }
-            _ => spec.title.clone(),
+        esc(&match r.name().words() {
+            Some(words) => format!("{} ({words})", spec.title),
+            None => spec.title.clone(),
         }),
         esc(&spec.id),
         esc(r.eval.kernel.as_deref().unwrap_or("?")),
@@ -105,7 +103,7 @@ pub fn render(r: &RunResult, readme: &str, extras: &Extras) -> String {
         }
         body.push_str("</ul></section>\n");
     }
-    let chart = chart::of_run(spec, &r.eval, r.variant.as_ref().map(|v| &v.0));
+    let chart = chart::of_run(spec, &r.eval, r.name());
     if !chart.steps.is_empty() {
         body.push_str(&chart_section(&chart));
     }

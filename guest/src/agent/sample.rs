@@ -55,7 +55,11 @@ pub fn at_boot() -> BTreeMap<String, u64> {
         let Source::AtBoot(path, parser) = f.source else {
             continue;
         };
-        add(&mut v, f.prefix, read(path).and_then(|t| parser.parse(&t).ok()));
+        add(
+            &mut v,
+            f.prefix,
+            read(path).and_then(|t| parser.parse(&t).ok()),
+        );
     }
     v
 }

@@ -25,6 +25,8 @@ pub struct RunResult {
     pub snapshot_changes: Vec<String>,
     /// For a `--set` variant: the values set and the steps left out.
     pub variant: Option<(std::collections::BTreeMap<String, String>, Vec<String>)>,
+    /// The `--exercise` the variant is, if it is one.
+    pub exercise: Option<String>,
     /// For a `--set` variant: how its facts differ from the default snapshot.
     pub variant_diff: Option<String>,
     /// A `--shell` session (no steps run, nothing judged).
@@ -43,6 +45,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The exercise or `--set`s this run was, for the chart's title and the notebook's heading.
+    pub fn name(&self) -> crate::chart::RunName<'_> {
+        static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        crate::chart::RunName {
+            exercise: self.exercise.as_deref(),
+            sets: self.variant.as_ref().map(|v| &v.0).unwrap_or(&NONE),
+        }
+    }
+
     /// A default run passes when every expectation holds and the snapshot matches; a `--set`
     /// variant when it ran to the end (its facts may rightly differ).
     pub fn passed(&self) -> bool {
@@ -121,7 +132,11 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         false => compare(lab, loaded, &spec, &eval),
     };
     phases.add("report", report_started.elapsed());
-    let timeline_svg = write_timeline(&kept, &spec, &eval, Some(&loaded.sets));
+    let named = crate::chart::RunName {
+        exercise: opts.exercise.as_deref(),
+        sets: &loaded.sets,
+    };
+    let timeline_svg = write_timeline(&kept, &spec, &eval, named);
     let result = RunResult {
         shell: opts.shell,
         health,
@@ -131,6 +146,7 @@ pub fn execute_loaded(lab: &LabDir, loaded: &Loaded, opts: &RunOptions) -> Resul
         eval,
         problems,
         variant: (!loaded.sets.is_empty()).then(|| (loaded.sets.clone(), loaded.skipped.clone())),
+        exercise: opts.exercise.clone(),
         variant_diff: compared.variant_diff,
         snapshot_matched: compared.matched,
         snapshot_changes: compared.changes,
@@ -219,13 +235,13 @@ fn write_timeline(
     kept: &Path,
     spec: &LabSpec,
     eval: &report::Evaluation,
-    variant: Option<&std::collections::BTreeMap<String, String>>,
+    named: crate::chart::RunName,
 ) -> Option<PathBuf> {
     if eval.timeline.is_empty() {
         return None;
     }
     let svg = kept.join("timeline.svg");
-    let chart = crate::chart::of_run(spec, eval, variant);
+    let chart = crate::chart::of_run(spec, eval, named);
     std::fs::write(&svg, timeline::svg(&chart)).ok()?;
     Some(svg)
 }

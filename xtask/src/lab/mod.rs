@@ -30,6 +30,8 @@ pub struct RunOptions {
     /// `--set name=value`: run a variant of the lab; its facts are compared with the default
     /// snapshot as a diff, not as a pass/fail.
     pub sets: Vec<String>,
+    /// `--exercise`: the exercise these `sets` are (its name heads the chart and notebook).
+    pub exercise: Option<String>,
     /// `--shell`: set the lab up and give the user a busybox shell instead of running steps.
     pub shell: bool,
     /// `--kernel-arg`: extra words for the guest kernel's command line.
@@ -51,6 +53,7 @@ impl Default for RunOptions {
             install: true,
             timeout: None,
             sets: vec![],
+            exercise: None,
             shell: false,
             kernel_args: vec![],
             mglru: None,

@@ -369,6 +369,7 @@ mod tests {
             snapshot_matched: Some(true),
             snapshot_changes: vec![],
             variant: None,
+            exercise: None,
             variant_diff: None,
             shell: false,
             health: Default::default(),

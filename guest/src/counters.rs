@@ -248,6 +248,18 @@ pub const FAMILIES: &[Family] = &[
     ),
 ];
 
+/// /proc/vmstat's `nr_` items that count events (node_stat_item counters that only grow: pages
+/// reclaim wrote or met dirty, pages dirtied and written, pins), not levels.
+pub const VMSTAT_NR_EVENTS: &[&str] = &[
+    "nr_vmscan_write",
+    "nr_vmscan_immediate_reclaim",
+    "nr_dirtied",
+    "nr_written",
+    "nr_throttled_written",
+    "nr_foll_pin_acquired",
+    "nr_foll_pin_released",
+];
+
 /// memory.stat keys that are sizes in bytes (levels); the others count events.
 pub const MEMORY_STAT_LEVELS: &[&str] = &[
     "anon",
@@ -301,7 +313,7 @@ impl Family {
         match self.motion {
             Cumulative => true,
             Level | PerStep => false,
-            VmstatNames => !key.starts_with("nr_"),
+            VmstatNames => !key.starts_with("nr_") || VMSTAT_NR_EVENTS.contains(&key),
             MemoryStatNames => !MEMORY_STAT_LEVELS.contains(&key),
             PsiNames => key.ends_with(".total"),
             KswapdNames => key.ends_with(".cpu_ticks"),
@@ -383,6 +395,8 @@ mod tests {
         for c in [
             "vmstat.pgscan_kswapd",
             "vmstat.pswpout",
+            "vmstat.nr_vmscan_write",
+            "vmstat.nr_written",
             "W/memory.stat.pgscan_direct",
             "W/memory.events.max",
             "pressure.some.total",

@@ -7,6 +7,7 @@
 use crate::report::Evaluation;
 use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
 use crate::units::{self, Unit};
+use guest::event::Exit;
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
 
@@ -181,7 +182,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     let data = steps(ev);
     let mut panels = Vec::new();
     if !spec.cgroups.is_empty() {
-        push(&mut panels, memory_panel(spec, &data));
+        push(&mut panels, memory_panel(spec, ev, &data));
         // What the groups hold, when more than one kind of page moves.
         let kinds = kinds_panel(spec, &data);
         if kinds.series.len() >= 2 {
@@ -194,7 +195,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
     let zoom = zoomed(&free);
     panels.push(free);
     panels.extend(zoom);
-    push(&mut panels, who_reclaims_panel(spec, &data));
+    panels.extend(who_reclaims_panels(spec, &data));
     // The watermarks themselves, when the lab is about them: as each step found and left them.
     if spec.refers_to("zoneinfo.") {
         push(&mut panels, watermark_panel(ev, &data));
@@ -235,7 +236,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
             })
             .collect(),
         panels,
-        marks: oom_marks(ev, &data),
+        marks: [oom_marks(ev, &data), exit_marks(ev, &data)].concat(),
         spans,
     }
 }
@@ -273,14 +274,21 @@ pub fn of_run(spec: &LabSpec, ev: &Evaluation, name: RunName) -> Chart {
     chart
 }
 
-/// Each group's memory in use (and in swap) against its limits.
-fn memory_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
+/// Each group's memory in use (and in swap) against its limits, and the peak (memory.peak, which
+/// the timeline does not read) of the groups the lab asks about.
+fn memory_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
     let mut p = panel("Memory each group uses, against its limits", "MiB");
     for cg in &spec.cgroups {
         if let Some(s) = in_use(data, &cg.name) {
             let j = p.series.len();
             p.series.push(s);
             p.refs.extend(limit_lines(cg, j, data.len()));
+        }
+        let peak = format!("{}/memory.peak", cg.name);
+        if spec.refers_to(&peak) {
+            let words = format!("{}: memory.peak (at the step's start and end)", cg.name);
+            p.series
+                .extend(ends_series(ev, data, &peak, words, Draw::Level(1.0 / MIB)));
         }
         if spec.vm.swap.is_some()
             && let Some(s) = in_swap(spec, data, &cg.name)
@@ -387,8 +395,31 @@ fn kinds_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     kinds
 }
 
-/// Who reclaims: kswapd and the tasks, machine-wide and in each group's pages; every reclaim's
-/// scanning of anonymous and file pages, when the lab is about it or has cgroup v1 groups.
+/// Who reclaims: one panel, or, when it would hold more lines than colours tell apart, one
+/// machine-wide and one of each group's pages.
+fn who_reclaims_panels(spec: &LabSpec, data: &[StepData]) -> Vec<Panel> {
+    let mut who = who_reclaims_panel(spec, data);
+    let groups: Vec<Series> = (spec.cgroups.iter())
+        .flat_map(|cg| group_scans(spec, data, cg))
+        .collect();
+    if who.series.len() + groups.len() <= 6 {
+        who.series.extend(groups);
+        return [who].into_iter().filter(|p| !p.series.is_empty()).collect();
+    }
+    who.title = "Who reclaims, machine-wide: pages scanned since the step began".into();
+    let mut each = panel(
+        "Whose pages were scanned, by the tasks and by kswapd, since the step began",
+        "pages",
+    );
+    each.series = groups;
+    [who, each]
+        .into_iter()
+        .filter(|p| !p.series.is_empty())
+        .collect()
+}
+
+/// Who reclaims machine-wide: kswapd and the tasks; every reclaim's scanning of anonymous and
+/// file pages, when the lab is about it or has cgroup v1 groups.
 fn who_reclaims_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     let referenced = |c: &str| spec.refers_to(c);
     let mut who = panel("Who reclaims: pages scanned since the step began", "pages");
@@ -417,13 +448,11 @@ fn who_reclaims_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
         let always = by_kind || referenced(c) || referenced("vmstat.pgscan_");
         who.series.extend(keep(s.flatten(), 0.0, always));
     }
-    for cg in &spec.cgroups {
-        who.series.extend(group_scans(spec, data, cg));
-    }
     who
 }
 
-/// The pages of one group that tasks and kswapd scanned (those the lab asks about, even at 0).
+/// The pages of one group that tasks and kswapd scanned (those the lab asks about, even at 0);
+/// a parent's, which add up its children's, only when the lab asks about them.
 /// A cgroup v1 group's memory.stat counts no pgscan: its task's limit reclaim is what every
 /// reclaim scanned (pgscan_anon + pgscan_file) less kswapd's and global direct reclaim's,
 /// drawn in the steps that run in it (a step's workload is the one task charging there).
@@ -449,6 +478,8 @@ fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> V
             .into_iter()
             .collect();
     }
+    let parent = format!("{c}/");
+    let parent = spec.cgroups.iter().any(|o| o.name.starts_with(&parent));
     [
         ("pgscan_direct", format!("{c}'s pages, scanned by tasks")),
         ("pgscan_kswapd", format!("{c}'s pages, scanned by kswapd")),
@@ -456,6 +487,9 @@ fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> V
     .into_iter()
     .filter_map(|(key, words)| {
         let counter = format!("{c}/memory.stat.{key}");
+        if parent && !spec.refers_to(&counter) {
+            return None;
+        }
         let s = series(data, &counter, words, Draw::SinceStepStart(1.0));
         keep(s, 0.0, spec.refers_to(&counter))
     })
@@ -936,6 +970,24 @@ fn watermark_levels(marks: &[&RefLine]) -> Vec<f64> {
         }
     }
     levels.into_iter().map(|(_, top)| top).collect()
+}
+
+/// A mark at the end of a step whose workload failed (`reclaim: exited 2`: a lab may check
+/// that it does) or was killed otherwise than by an OOM kill the chart marks already.
+fn exit_marks(ev: &Evaluation, data: &[StepData]) -> Vec<Mark> {
+    let oom = oom_marks(ev, data);
+    let mut marks = Vec::new();
+    for (i, s) in data.iter().enumerate() {
+        let failed = match ev.exits.get(&s.name) {
+            Some(e @ Exit::Exited { code }) if *code != 0 => Some(e),
+            Some(e @ Exit::Signaled { .. }) if !oom.iter().any(|m| m.0 == i) => Some(e),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            marks.push((i, s.secs, format!("{}: {e}", s.name)));
+        }
+    }
+    marks
 }
 
 /// A mark where the OOM killer struck: the first sample after vmstat.oom_kill went up,
@@ -1439,7 +1491,7 @@ mod tests {
             "W/memory.events.oom_kill",
             "W/memory.stat.pgscan_direct",
         ];
-        let rows = (0..5).map(|i| vec![6 * i, i / 4, i / 4, 0]).collect();
+        let rows = (0..5).map(|i| vec![i / 2, i / 4, i / 4, 0]).collect();
         let c = build(&spec, &eval_of(&spec, &keys, rows));
         // oom and oom_kill apart, beside the max events the limits panel draws too; the pages
         // scanned are drawn in "who reclaims" already, the trace as bars.
@@ -1450,6 +1502,13 @@ mod tests {
                 "W: memory.events oom_kill",
                 "W: memory.events max"
             ]
+        );
+        // Unless they would dwarf the panel's own counters.
+        let rows = (0..5).map(|i| vec![6 * i, i / 4, i / 4, 0]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "The lab checks: It differs."),
+            ["W: memory.events oom", "W: memory.events oom_kill"]
         );
         let checked = c
             .panels
@@ -1538,6 +1597,42 @@ mod tests {
                 "anonymous pages, by any reclaim",
                 "file pages, by any reclaim",
                 "V's pages, scanned by its task (cgroup v1: from /proc/vmstat)",
+            ]
+        );
+    }
+
+    #[test]
+    fn many_groups_scans_get_a_panel_of_their_own_without_a_parents_sums() {
+        let mut toml =
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"pods\"\n"
+                .to_string();
+        for c in ["A", "B", "C"] {
+            toml += &format!("[[cgroup]]\nname = \"pods/{c}\"\n");
+        }
+        toml += "[[step]]\nkind = \"anon\"\nname = \"a\"\nsize = \"64M\"\n[[expect]]\nstep = \"a\"\ncounter = \"pods/A/memory.stat.pgscan_kswapd\"\ndelta = \"== 0\"\nwhy = \"w\"\n";
+        let spec = crate::lab::parse_spec(&toml, "t").unwrap();
+        let mut keys = vec!["vmstat.pgscan_kswapd".to_string()];
+        for c in ["pods", "pods/A", "pods/B", "pods/C"] {
+            for k in ["pgscan_direct", "pgscan_kswapd"] {
+                keys.push(format!("{c}/memory.stat.{k}"));
+            }
+        }
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        let rows = (0..5).map(|i| (1..10).map(|k| i * k).collect()).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        assert_eq!(
+            labels(&c, "Who reclaims, machine-wide"),
+            ["kswapd (whole machine)"]
+        );
+        assert_eq!(
+            labels(&c, "Whose pages were scanned"),
+            [
+                "pods/A's pages, scanned by tasks",
+                "pods/A's pages, scanned by kswapd",
+                "pods/B's pages, scanned by tasks",
+                "pods/B's pages, scanned by kswapd",
+                "pods/C's pages, scanned by tasks",
+                "pods/C's pages, scanned by kswapd",
             ]
         );
     }

@@ -232,7 +232,7 @@ fn chart_section(chart: &Chart) -> String {
     // `</` cannot end the script element early.
     let data = data.to_string().replace("</", "<\\/");
     format!(
-        "<section id=\"chart\"><h2>What the kernel did, over time</h2><p class=\"hint\">Each step is a column with its own time axis; move the pointer over the chart to read every value at that moment. Dashed lines are limits, watermarks and the guest's RAM; red lines mark OOM kills.</p><div class=\"chart\">{}<div id=\"tip\" hidden></div></div><script type=\"application/json\" id=\"chart-data\">{data}</script></section>\n",
+        "<section id=\"chart\"><h2>What the kernel did, over time</h2><p class=\"hint\">Each step is a column with its own time axis; move the pointer over the chart to read every value at that moment. Dashed lines are limits, watermarks and the guest's RAM; dotted lines with dots were read only at each step's start and end (PSI, memory.peak); red lines mark OOM kills and failed steps.</p><div class=\"chart\">{}<div id=\"tip\" hidden></div></div><script type=\"application/json\" id=\"chart-data\">{data}</script></section>\n",
         timeline::svg(chart)
     )
 }

@@ -37,6 +37,7 @@ pub(super) fn headline_panels(
                     .or_else(|| ends_series(ev, data, t, words(t), draw));
                 p.series.extend(keep(s, 0.0, true));
             }
+            drop_dwarfing(&mut p, drawn);
             let same = |q: &Panel| {
                 q.series
                     .iter()
@@ -49,6 +50,18 @@ pub(super) fn headline_panels(
         }
     }
     panels
+}
+
+/// Leaves out the counters drawn elsewhere that would dwarf the panel's own (A's 36 max events
+/// beside its one oom): more than four times their peak, or than 1 when they stay at 0.
+fn drop_dwarfing(p: &mut Panel, drawn: &[&str]) {
+    let peak = |s: &crate::timeline::Series| s.points.iter().map(|q| q.2.abs()).fold(0.0, f64::max);
+    let own = (p.series.iter())
+        .filter(|s| !drawn.contains(&s.counter.as_str()))
+        .map(peak)
+        .fold(1.0, f64::max);
+    p.series
+        .retain(|s| !drawn.contains(&s.counter.as_str()) || peak(s) <= 4.0 * own);
 }
 
 /// The counters a headline's expectations name (each term of a sum or difference), in order.

@@ -521,11 +521,21 @@ fn series_svg(
                 let _ = write!(d, "L{x:.1},{yv:.1} "); // a lone sample: a dot
             }
         }
-        // Earlier series drawn wider, so that a line hidden under a later one still shows.
-        let width = (3.5 - 0.5 * j as f64).max(1.5);
+        // Earlier series drawn wider, so that a line hidden under a later one still shows; a
+        // series read at a step's start and end only is its dots, joined faintly (what it did
+        // in between is unknown).
+        let width = match s.ends_only {
+            true => 1.5,
+            false => (3.5 - 0.5 * j as f64).max(1.5),
+        };
+        let faint = if s.ends_only {
+            " stroke-opacity=\"0.5\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"{dash} stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
+            "<path class=\"series{}\" data-counter=\"{}\" data-label=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"{faint}{dash} stroke-linejoin=\"round\" stroke-linecap=\"round\"{clip} d=\"{}\"/>",
             if panel.clip { " zoomed" } else { "" },
             esc(&s.counter),
             esc(&s.label),
@@ -536,7 +546,7 @@ fn series_svg(
                 let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
                 let _ = writeln!(
                     out,
-                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{yv:.1}\" r=\"3.5\" fill=\"{color}\"{clip}/>"
+                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{yv:.1}\" r=\"4\" fill=\"{color}\"{clip}/>"
                 );
             }
         }

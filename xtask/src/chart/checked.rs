@@ -86,10 +86,12 @@ fn headline_terms<'a>(spec: &'a LabSpec, names: &[String]) -> Vec<&'a str> {
 }
 
 /// A counter's unit on the chart and how it is drawn: what it added since the step began (events,
-/// pages, stall time), or its level (a size). Trace facts (per step, drawn as bars), settings
-/// and other levels without a size are left out.
+/// pages, stall time), or its level (a size). Trace facts (per step, drawn as bars), the zones'
+/// watermarks (the free memory panel's reference lines), settings and other levels without a
+/// size are left out.
 fn how(term: &str) -> Option<(&'static str, Draw)> {
-    if term.starts_with("trace.") || term.starts_with("v1.") || term.starts_with("lru_gen.") {
+    let elsewhere = ["trace.", "v1.", "lru_gen.", "zoneinfo."];
+    if elsewhere.iter().any(|p| term.starts_with(p)) {
         return None;
     }
     let grows = guest::counters::cumulative(term);

@@ -53,15 +53,16 @@ pub(super) fn headline_panels(
 }
 
 /// Leaves out the counters drawn elsewhere that would dwarf the panel's own (A's 36 max events
-/// beside its one oom): more than four times their peak, or than 1 when they stay at 0.
+/// beside its one oom): more than four times their peak. Beside counters that stay at 0 (D's
+/// zswpout) they stay: what did move instead (pswpout) is the contrast.
 fn drop_dwarfing(p: &mut Panel, drawn: &[&str]) {
     let peak = |s: &crate::timeline::Series| s.points.iter().map(|q| q.2.abs()).fold(0.0, f64::max);
     let own = (p.series.iter())
         .filter(|s| !drawn.contains(&s.counter.as_str()))
         .map(peak)
-        .fold(1.0, f64::max);
+        .fold(0.0, f64::max);
     p.series
-        .retain(|s| !drawn.contains(&s.counter.as_str()) || peak(s) <= 4.0 * own);
+        .retain(|s| !drawn.contains(&s.counter.as_str()) || own == 0.0 || peak(s) <= 4.0 * own);
 }
 
 /// The counters a headline's expectations name (each term of a sum or difference), in order.

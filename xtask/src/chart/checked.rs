@@ -1,6 +1,6 @@
 //! The chart's panels of what a lab checks: for each of its headline claims, the counters its
-//! expectations name, one panel per unit, when the chart's other panels leave one of them out
-//! (a THP fallback, memory.events oom beside oom_kill, nr_vmscan_write beside pswpout).
+//! expectations name that the chart's other panels leave out, one panel per unit (a THP
+//! fallback, memory.events oom beside oom_kill, nr_vmscan_write). A counter is drawn once.
 
 use super::{Draw, MIB, PAGE, StepData, ends_series, keep, panel, series};
 use crate::report::Evaluation;
@@ -8,8 +8,8 @@ use crate::timeline::Panel;
 use crate::units::{self, Unit};
 use guest::spec::LabSpec;
 
-/// One panel per headline and unit, titled with the claim: every counter of that unit its
-/// expectations name, when at least one of them is not in `drawn` already.
+/// One panel per headline and unit, titled with the claim: the counters of that unit its
+/// expectations name that are not in `drawn` (nor in an earlier headline's panel).
 pub(super) fn headline_panels(
     spec: &LabSpec,
     ev: &Evaluation,
@@ -17,19 +17,20 @@ pub(super) fn headline_panels(
     drawn: &[&str],
 ) -> Vec<Panel> {
     let mut panels: Vec<Panel> = Vec::new();
+    let mut drawn: Vec<String> = drawn.iter().map(|c| c.to_string()).collect();
     for h in &spec.headlines {
         let mut by_unit: Vec<(&str, Vec<&str>)> = Vec::new();
         for t in headline_terms(spec, &h.expect) {
             let Some((unit, _)) = how(t) else { continue };
+            if drawn.iter().any(|d| d == t) {
+                continue;
+            }
             match by_unit.iter_mut().find(|(u, _)| *u == unit) {
                 Some((_, ts)) => ts.push(t),
                 None => by_unit.push((unit, vec![t])),
             }
         }
         for (unit, terms) in by_unit {
-            if terms.iter().all(|t| drawn.contains(t)) {
-                continue;
-            }
             let mut p = panel(&format!("The lab checks: {}", h.claim), unit);
             for t in terms {
                 let Some((_, draw)) = how(t) else { continue };
@@ -37,32 +38,13 @@ pub(super) fn headline_panels(
                     .or_else(|| ends_series(ev, data, t, words(t), draw));
                 p.series.extend(keep(s, 0.0, true));
             }
-            drop_dwarfing(&mut p, drawn);
-            let same = |q: &Panel| {
-                q.series
-                    .iter()
-                    .map(|s| &s.counter)
-                    .eq(p.series.iter().map(|s| &s.counter))
-            };
-            if !p.series.is_empty() && !panels.iter().any(same) {
+            drawn.extend(p.series.iter().map(|s| s.counter.clone()));
+            if !p.series.is_empty() {
                 panels.push(p);
             }
         }
     }
     panels
-}
-
-/// Leaves out the counters drawn elsewhere that would dwarf the panel's own (A's 36 max events
-/// beside its one oom): more than four times their peak. Beside counters that stay at 0 (D's
-/// zswpout) they stay: what did move instead (pswpout) is the contrast.
-fn drop_dwarfing(p: &mut Panel, drawn: &[&str]) {
-    let peak = |s: &crate::timeline::Series| s.points.iter().map(|q| q.2.abs()).fold(0.0, f64::max);
-    let own = (p.series.iter())
-        .filter(|s| !drawn.contains(&s.counter.as_str()))
-        .map(peak)
-        .fold(0.0, f64::max);
-    p.series
-        .retain(|s| !drawn.contains(&s.counter.as_str()) || own == 0.0 || peak(s) <= 4.0 * own);
 }
 
 /// The counters a headline's expectations name (each term of a sum or difference), in order.

@@ -5,7 +5,9 @@
 //! terminal's sparklines. Pure: evaluation in, [`Chart`] out; `timeline.rs` draws it.
 
 use crate::report::Evaluation;
-use crate::timeline::{Chart, Mark, Panel, RefLine, Series, Span, StepColumn, resample, sparkline};
+use crate::timeline::{
+    Chart, Mark, Panel, RefLine, Series, Span, StepColumn, group_of_who, resample, sparkline,
+};
 use crate::units::{self, Unit};
 use guest::event::Exit;
 use guest::spec::LabSpec;
@@ -111,15 +113,16 @@ fn expr_series(
             }
         }
     }
-    let counter = (terms.iter().enumerate())
+    let counter: String = (terms.iter().enumerate())
         .map(|(k, (neg, t))| match (k, neg) {
             (0, _) => t.to_string(),
             (_, true) => format!(" - {t}"),
             (_, false) => format!(" + {t}"),
         })
         .collect();
-    (!points.is_empty()).then_some(Series {
+    (!points.is_empty()).then(|| Series {
         label,
+        group: group_of(&counter),
         counter,
         points,
         ends_only: false,
@@ -157,7 +160,15 @@ fn ends_series(
         counter: counter.to_string(),
         points,
         ends_only: true,
+        group: group_of(counter),
     })
+}
+
+/// The group whose file a counter is read from (`pod/app/memory.current`: `pod/app`), or of
+/// a sum's or difference's first term; `None`: the whole machine's (`vmstat.pgscan_kswapd`).
+fn group_of(counter: &str) -> Option<String> {
+    let first = counter.split(' ').next().unwrap_or(counter);
+    first.rsplit_once('/').map(|(g, _)| g.to_string())
 }
 
 /// Whether a series changes at all (beyond `noise` in its unit).
@@ -238,6 +249,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         panels,
         marks: [oom_marks(ev, &data), exit_marks(ev, &data)].concat(),
         spans,
+        groups: spec.cgroups.iter().map(|c| c.name.clone()).collect(),
     }
 }
 
@@ -395,8 +407,8 @@ fn kinds_panel(spec: &LabSpec, data: &[StepData]) -> Panel {
     kinds
 }
 
-/// Who reclaims: one panel, or, when it would hold more lines than colours tell apart, one
-/// machine-wide and one of each group's pages.
+/// Who reclaims: one panel, or, when it would hold more than six lines, one machine-wide and
+/// one of each group's pages.
 fn who_reclaims_panels(spec: &LabSpec, data: &[StepData]) -> Vec<Panel> {
     let mut who = who_reclaims_panel(spec, data);
     let groups: Vec<Series> = (spec.cgroups.iter())
@@ -468,6 +480,7 @@ fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> V
         let words = format!("{c}'s pages, scanned by its task (cgroup v1: from /proc/vmstat)");
         let mut s = expr_series(data, &terms, words, Draw::SinceStepStart(1.0));
         if let Some(s) = s.as_mut() {
+            s.group = Some(c.clone());
             let in_c = |i: usize| {
                 let step = spec.steps.iter().find(|st| st.name() == data[i].name);
                 step.and_then(|st| st.cgroup()) == Some(c.as_str())
@@ -676,7 +689,8 @@ fn group_hits(spec: &LabSpec, data: &[StepData], c: &str, key: &str) -> Vec<Seri
 /// How long tasks were stalled: blocked in reclaim, from the trace, and the PSI stall times the
 /// lab refers to, from each step's start and end samples.
 fn stall_panel(spec: &LabSpec, ev: &Evaluation, spans: &[Span], data: &[StepData]) -> Panel {
-    let mut p = blocked_panel(spans, data);
+    let groups: Vec<String> = spec.cgroups.iter().map(|c| c.name.clone()).collect();
+    let mut p = blocked_panel(&groups, spans, data);
     let mut psi: Vec<&str> = (spec.counters())
         .flat_map(|(_, _, c)| c.terms.iter().map(|(_, t)| t.as_str()))
         .filter(|t| is_psi_total(t))
@@ -709,7 +723,7 @@ fn is_psi_total(term: &str) -> bool {
 
 /// The time each task spent blocked in reclaim since its step began, summed from the traced
 /// episodes (memcg or direct reclaim; kswapd's wakeful time blocks no task).
-fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
+fn blocked_panel(groups: &[String], spans: &[Span], data: &[StepData]) -> Panel {
     let mut p = panel(
         "Time tasks spent blocked in reclaim since the step began (vmscan trace)",
         "ms",
@@ -743,6 +757,7 @@ fn blocked_panel(spans: &[Span], data: &[StepData]) -> Panel {
             counter: format!("trace: {who}"),
             points,
             ends_only: false,
+            group: group_of_who(groups, who).map(String::from),
         });
     }
     p
@@ -907,6 +922,7 @@ fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
                 counter: format!("zoneinfo.*.{mark}"),
                 points,
                 ends_only: true,
+                group: None,
             });
         }
     }
@@ -1250,6 +1266,7 @@ mod tests {
             counter: "meminfo.MemFree".into(),
             points: vec![(0, 0.0, 200.0), (1, 0.0, 4.0), (3, 0.0, 40.0)],
             ends_only: false,
+            group: None,
         });
         // Default watermarks (min 2, low 3, high 4.5 MiB) in steps 0-1, raised ones from step 2.
         free.refs = vec![
@@ -1526,6 +1543,25 @@ mod tests {
     }
 
     #[test]
+    fn a_headlines_panels_in_two_units_are_titled_apart() {
+        let spec = headline_lab(&["W/memory.events.oom_kill", "W/memory.stat.pgsteal_direct"]);
+        let keys = ["W/memory.events.oom_kill", "W/memory.stat.pgsteal_direct"];
+        let rows = (0..5).map(|i| vec![i / 4, 100 * i]).collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        let titles: Vec<&str> = (c.panels.iter())
+            .map(|p| p.title.as_str())
+            .filter(|t| t.starts_with("The lab checks"))
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                "The lab checks, in events: It differs.",
+                "The lab checks, in pages: It differs."
+            ]
+        );
+    }
+
+    #[test]
     fn psi_the_lab_checks_is_drawn_from_the_steps_start_and_end_beside_the_trace() {
         let spec = headline_lab(&["W/memory.pressure.some.total"]);
         let keys = ["W/memory.current"];
@@ -1631,6 +1667,46 @@ mod tests {
                 "pods/C's pages, scanned by kswapd",
             ]
         );
+    }
+
+    #[test]
+    fn a_group_keeps_its_colour_in_every_panel() {
+        let spec = crate::lab::parse_spec(
+            "id = \"t\"\ntitle = \"T\"\n[vm]\nmemory = \"256M\"\n[[cgroup]]\nname = \"V\"\nmemory_max = \"32M\"\n[[cgroup]]\nname = \"W\"\nmemory_max = \"32M\"\n[[step]]\nkind = \"anon\"\nname = \"a\"\ncgroup = \"W\"\nsize = \"48M\"\n",
+            "t",
+        )
+        .unwrap();
+        // Only W moves: in the memory panel it is the first line, in the limit hits the only one.
+        let keys = [
+            "V/memory.current",
+            "W/memory.current",
+            "W/memory.stat.anon",
+            "W/memory.stat.file",
+            "W/memory.events.max",
+            "W/memory.stat.pgscan_direct",
+            "vmstat.pgscan_kswapd",
+        ];
+        let mib = 1 << 20;
+        let rows = (0..5)
+            .map(|i| vec![0, 8 * i * mib, 6 * i * mib, 2 * i * mib, i, 50 * i, 9 * i])
+            .collect();
+        let c = build(&spec, &eval_of(&spec, &keys, rows));
+        let svg = crate::timeline::svg(&c);
+        let strokes = |prefix: &str| -> Vec<String> {
+            (svg.lines())
+                .filter(|l| l.contains(&format!("data-counter=\"{prefix}")))
+                .map(|l| l.split(" stroke=\"").nth(1).unwrap()[..7].to_string())
+                .collect()
+        };
+        let (w, v, machine) = (strokes("W/"), strokes("V/"), strokes("vmstat."));
+        assert!(w.len() >= 5, "{w:?}");
+        assert!(w.iter().all(|s| *s == w[0]), "{w:?}");
+        assert!(!v.is_empty() && !machine.is_empty());
+        assert!(
+            v.iter().chain(&machine).all(|s| *s != w[0]),
+            "{v:?} {machine:?}"
+        );
+        assert_eq!(w[0], c.color(Some("W")));
     }
 
     #[test]

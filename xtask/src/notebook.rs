@@ -218,10 +218,9 @@ fn chart_section(chart: &Chart) -> String {
             let series: Vec<serde_json::Value> = p
                 .series
                 .iter()
-                .enumerate()
-                .map(|(j, s)| {
+                .map(|s| {
                     serde_json::json!({"label": s.label, "counter": s.counter,
-                    "color": timeline::COLORS[j % timeline::COLORS.len()], "points": s.points})
+                    "color": chart.color(s.group.as_deref()), "points": s.points})
                 })
                 .collect();
             serde_json::json!({"title": p.title, "unit": p.unit, "zoomed": p.clip,
@@ -232,7 +231,7 @@ fn chart_section(chart: &Chart) -> String {
     // `</` cannot end the script element early.
     let data = data.to_string().replace("</", "<\\/");
     format!(
-        "<section id=\"chart\"><h2>What the kernel did, over time</h2><p class=\"hint\">Each step is a column with its own time axis; move the pointer over the chart to read every value at that moment. Dashed lines are limits, watermarks and the guest's RAM; dotted lines with dots were read only at each step's start and end (PSI, memory.peak); red lines mark OOM kills and failed steps.</p><div class=\"chart\">{}<div id=\"tip\" hidden></div></div><script type=\"application/json\" id=\"chart-data\">{data}</script></section>\n",
+        "<section id=\"chart\"><h2>What the kernel did, over time</h2><p class=\"hint\">Each step is a column with its own time axis; move the pointer over the chart to read every value at that moment. Each group has one colour in every panel (blue: the whole machine); a group's further lines in a panel are dashed, with hollow markers. Thin dashed lines are limits, watermarks and the guest's RAM; dotted lines with dots were read only at each step's start and end (PSI, memory.peak); red lines mark OOM kills and failed steps.</p><div class=\"chart\">{}<div id=\"tip\" hidden></div></div><script type=\"application/json\" id=\"chart-data\">{data}</script></section>\n",
         timeline::svg(chart)
     )
 }

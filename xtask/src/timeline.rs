@@ -19,6 +19,9 @@ pub struct Series {
     /// Drawn from each step's start and end samples only (a counter the timeline does not
     /// read, such as PSI): dotted, with a dot at each point.
     pub ends_only: bool,
+    /// Whose it is: a group's (`W`, `pod/app`), or the whole machine's (`None`). Its colour
+    /// follows it into every panel ([`Chart::color`]).
+    pub group: Option<String>,
 }
 
 /// A horizontal reference line (a limit, a watermark), over a range of steps.
@@ -67,11 +70,24 @@ pub struct Chart {
     pub panels: Vec<Panel>,
     pub marks: Vec<Mark>,
     pub spans: Vec<Span>,
+    /// The lab's groups, in order: each has a colour of its own ([`Chart::color`]).
+    pub groups: Vec<String>,
 }
 
+/// The whole machine's colour first, then the groups'.
 pub const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+
+/// The group a trace row names (`pod/app memcg reclaim`), if it is one of `groups`.
+pub fn group_of_who<'a>(groups: &'a [String], who: &str) -> Option<&'a str> {
+    (groups.iter())
+        .find(|g| {
+            who.strip_prefix(g.as_str())
+                .is_some_and(|r| r.starts_with(' '))
+        })
+        .map(|g| g.as_str())
+}
 
 /// The layout of the SVG, shared with the notebook's hover script.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +130,16 @@ pub fn nice_max(x: f64) -> f64 {
 }
 
 impl Chart {
+    /// The colour of a line of `group` (`None`: the whole machine), the same in every panel:
+    /// the lines of one group in one panel are told apart by their dashes and markers.
+    pub fn color(&self, group: Option<&str>) -> &'static str {
+        let i = group.and_then(|g| self.groups.iter().position(|x| x == g));
+        match i {
+            Some(i) => COLORS[1 + i % (COLORS.len() - 1)],
+            None => COLORS[0],
+        }
+    }
+
     /// Where each step's column starts and how wide it is (in plot pixels): proportional to
     /// its time, but never narrower than a tenth of the plot (or an equal share) so that a
     /// 50 ms step shows its shape beside a 10 s one.
@@ -355,7 +381,7 @@ fn panel_svg(
         y: y0 + 10.0,
     };
     series_svg(out, chart, panel, scale, &clip, cols, &mut legend);
-    refs_svg(out, panel, scale, cols, &mut legend);
+    refs_svg(out, chart, panel, scale, cols, &mut legend);
     marks_svg(out, chart, y0, cols);
     let _ = writeln!(out, "</g>");
 }
@@ -450,16 +476,23 @@ struct Legend {
 }
 
 impl Legend {
-    /// An entry: a short line in the series' style, and its label (on two lines when long).
-    fn entry(&mut self, out: &mut String, style: &str, label: &str) {
+    /// An entry: a short line in the series' style with its marker (shape, colour; shape 0:
+    /// none), and its label (on two lines when long).
+    fn entry(
+        &mut self,
+        out: &mut String,
+        style: &str,
+        (marker, color): (usize, &str),
+        label: &str,
+    ) {
         let (lx, ly) = (self.x, self.y);
         let _ = write!(
             out,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\"{style}/><text x=\"{}\" y=\"{}\">",
-            lx + 20.0,
-            lx + 26.0,
-            ly + 4.0
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\"{style}/>",
+            lx + 20.0
         );
+        marker_svg(out, marker, (lx + 10.0, ly), color, "");
+        let _ = write!(out, "<text x=\"{}\" y=\"{}\">", lx + 26.0, ly + 4.0);
         // About 6.6 pixels a character: what fits right of the plot.
         let fits = ((GEOMETRY.width - lx - 30.0) / 6.6) as usize;
         let wrapped = crate::units::wrap(label, fits, "", "");
@@ -477,6 +510,128 @@ impl Legend {
     }
 }
 
+/// How the lines of one colour (one group's, or the whole machine's) in a panel are told
+/// apart: the first plain, each later one with a dash pattern and a hollow marker of its own
+/// (the marker shows even where the line lies on an earlier one of its colour).
+const DASHES: [&str; 4] = ["", "9 4", "3 3", "9 3 2 3"];
+const MARKERS: usize = 5;
+
+/// A panel line's look: its colour, dashes, marker shape (0: none) and width.
+struct Look {
+    color: &'static str,
+    dash: &'static str,
+    marker: usize,
+    width: f64,
+}
+
+/// The look of each of a panel's lines: its group's colour; among the lines of that colour,
+/// its rank picks its dashes and marker. A plain line lying on an earlier one (most of its
+/// samples within 2 px) is dashed, so that both show; earlier lines are drawn wider.
+fn looks(chart: &Chart, panel: &Panel, scale: YScale) -> Vec<Look> {
+    let mut drawn: Vec<BTreeMap<(usize, u64), f64>> = Vec::new();
+    let mut looks: Vec<Look> = Vec::new();
+    for (j, s) in panel.series.iter().enumerate() {
+        let color = chart.color(s.group.as_deref());
+        let rank = looks.iter().filter(|l| l.color == color).count();
+        let ys: BTreeMap<(usize, u64), f64> = (s.points.iter())
+            .map(|(step, t, v)| ((*step, t.to_bits()), scale.y(*v)))
+            .collect();
+        let hidden = ys.len() > 1
+            && drawn.iter().any(|e| {
+                let on = (ys.iter())
+                    .filter(|(k, y)| e.get(k).is_some_and(|ey| (ey - *y).abs() <= 2.0))
+                    .count();
+                on * 5 >= ys.len() * 4
+            });
+        drawn.push(ys);
+        let dash = match (s.ends_only, rank, hidden) {
+            (true, _, _) => "2 5",
+            (false, 0, true) => "6 5",
+            (false, r, _) => DASHES[r % DASHES.len()],
+        };
+        looks.push(Look {
+            color,
+            dash,
+            marker: rank % MARKERS,
+            width: match s.ends_only {
+                true => 1.5,
+                false => (3.5 - 0.5 * j as f64).max(1.5),
+            },
+        });
+    }
+    looks
+}
+
+/// A hollow marker of `shape` (1-4: circle, square, triangle, diamond) at (x, y).
+fn marker_svg(out: &mut String, shape: usize, (x, y): (f64, f64), color: &str, clip: &str) {
+    let d = match shape {
+        0 => return,
+        1 => format!(
+            "M{:.1},{y:.1} a3.5,3.5 0 1,0 7,0 a3.5,3.5 0 1,0 -7,0",
+            x - 3.5
+        ),
+        2 => format!("M{:.1},{:.1} h6 v6 h-6 z", x - 3.0, y - 3.0),
+        3 => format!("M{x:.1},{:.1} l4,7 h-8 z", y - 4.5),
+        _ => format!("M{x:.1},{:.1} l4,4 l-4,4 l-4,-4 z", y - 4.0),
+    };
+    let _ = writeln!(
+        out,
+        "<path class=\"marker\" d=\"{d}\" fill=\"white\" stroke=\"{color}\" stroke-width=\"1.5\"{clip}/>"
+    );
+}
+
+/// Where a line's markers go: every 48 px along each step's part of it, from an offset of its
+/// own (`phase`), so that two lines lying on each other show both their markers; a lone
+/// sample gets one.
+fn marker_spots(px: &[(usize, f64, f64)], phase: f64) -> Vec<(f64, f64)> {
+    let mut spots = Vec::new();
+    for part in px.chunk_by(|a, b| a.0 == b.0) {
+        if let [(_, x, y)] = part {
+            spots.push((*x, *y));
+        }
+        let mut next = part[0].1 + phase;
+        for w in part.windows(2) {
+            let ((_, xa, ya), (_, xb, yb)) = (w[0], w[1]);
+            while next <= xb && xb > xa {
+                let f = ((next - xa) / (xb - xa)).clamp(0.0, 1.0);
+                spots.push((next, ya + f * (yb - ya)));
+                next += 48.0;
+            }
+        }
+    }
+    spots
+}
+
+/// A line's markers: a series read at each step's start and end only has one at each sample
+/// (a dot when it is the first of its colour in the panel), another one every 48 px.
+fn markers_svg(
+    out: &mut String,
+    ends_only: bool,
+    look: &Look,
+    px: &[(usize, f64, f64)],
+    clip: &str,
+) {
+    let color = look.color;
+    if !ends_only {
+        let phase = 6.0 + 10.0 * look.marker as f64;
+        for spot in marker_spots(px, phase) {
+            marker_svg(out, look.marker, spot, color, clip);
+        }
+        return;
+    }
+    for &(_, x, y) in px {
+        match look.marker {
+            0 => {
+                let _ = writeln!(
+                    out,
+                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"{clip}/>"
+                );
+            }
+            m => marker_svg(out, m, (x, y), color, clip),
+        }
+    }
+}
+
 /// The panel's lines, each with its legend entry.
 fn series_svg(
     out: &mut String,
@@ -488,50 +643,28 @@ fn series_svg(
     legend: &mut Legend,
 ) {
     let g = GEOMETRY;
-    let mut drawn: Vec<BTreeMap<(usize, u64), f64>> = Vec::new();
-    for (j, s) in panel.series.iter().enumerate() {
-        let color = COLORS[j % COLORS.len()];
-        let ys: BTreeMap<(usize, u64), f64> = s
-            .points
-            .iter()
-            .map(|(step, t, v)| ((*step, t.to_bits()), scale.y(*v)))
+    for (s, look) in panel.series.iter().zip(looks(chart, panel, scale)) {
+        let px: Vec<(usize, f64, f64)> = (s.points.iter())
+            .map(|(step, t, v)| (*step, chart.x(cols, &g, *step, *t), scale.y(*v)))
             .collect();
-        // A line lying on an earlier one (most of its samples within 2 px) is dashed, so
-        // that both show.
-        let hidden = ys.len() > 1
-            && drawn.iter().any(|e| {
-                let on = ys
-                    .iter()
-                    .filter(|(k, y)| e.get(k).is_some_and(|ey| (ey - *y).abs() <= 2.0))
-                    .count();
-                on * 5 >= ys.len() * 4
-            });
-        drawn.push(ys);
-        let dash = match (s.ends_only, hidden) {
-            (true, _) => " stroke-dasharray=\"2 5\"",
-            (false, true) => " stroke-dasharray=\"6 5\"",
-            (false, false) => "",
-        };
         let mut d = String::new();
-        for (k, (step, t, v)) in s.points.iter().enumerate() {
-            let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
-            let first = k == 0 || s.points[k - 1].0 != *step;
+        for (k, &(step, x, yv)) in px.iter().enumerate() {
+            let first = k == 0 || px[k - 1].0 != step;
             let _ = write!(d, "{}{x:.1},{yv:.1} ", if first { 'M' } else { 'L' });
-            if first && s.points.get(k + 1).is_none_or(|n| n.0 != *step) {
+            if first && px.get(k + 1).is_none_or(|n| n.0 != step) {
                 let _ = write!(d, "L{x:.1},{yv:.1} "); // a lone sample: a dot
             }
         }
-        // Earlier series drawn wider, so that a line hidden under a later one still shows; a
-        // series read at a step's start and end only is its dots, joined faintly (what it did
-        // in between is unknown).
-        let width = match s.ends_only {
-            true => 1.5,
-            false => (3.5 - 0.5 * j as f64).max(1.5),
+        // A series read at a step's start and end only is its dots, joined faintly (what it
+        // did in between is unknown).
+        let faint = match s.ends_only {
+            true => " stroke-opacity=\"0.5\"",
+            false => "",
         };
-        let faint = if s.ends_only {
-            " stroke-opacity=\"0.5\""
-        } else {
-            ""
+        let (color, width) = (look.color, look.width);
+        let dash = match look.dash {
+            "" => String::new(),
+            d => format!(" stroke-dasharray=\"{d}\""),
         };
         let _ = writeln!(
             out,
@@ -541,17 +674,9 @@ fn series_svg(
             esc(&s.label),
             d.trim_end()
         );
-        if s.ends_only {
-            for (step, t, v) in &s.points {
-                let (x, yv) = (chart.x(cols, &g, *step, *t), scale.y(*v));
-                let _ = writeln!(
-                    out,
-                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{yv:.1}\" r=\"4\" fill=\"{color}\"{clip}/>"
-                );
-            }
-        }
+        markers_svg(out, s.ends_only, &look, &px, clip);
         let style = format!(" stroke=\"{color}\" stroke-width=\"3\"{dash}");
-        legend.entry(out, &style, &s.label);
+        legend.entry(out, &style, (look.marker, color), &s.label);
     }
 }
 
@@ -559,6 +684,7 @@ fn series_svg(
 /// legend however many steps it is drawn over.
 fn refs_svg(
     out: &mut String,
+    chart: &Chart,
     panel: &Panel,
     scale: YScale,
     cols: &[(f64, f64)],
@@ -566,10 +692,8 @@ fn refs_svg(
 ) {
     let g = GEOMETRY;
     for r in &panel.refs {
-        let color = r
-            .color
-            .or(r.series.map(|j| COLORS[j % COLORS.len()]))
-            .unwrap_or("#444");
+        let of_series = |j: usize| panel.series.get(j).map(|s| chart.color(s.group.as_deref()));
+        let color = r.color.or(r.series.and_then(of_series)).unwrap_or("#444");
         let (a, b) = r.steps;
         let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
         let (xb, wb) = cols.get(b).copied().unwrap_or((0.0, 0.0));
@@ -588,7 +712,7 @@ fn refs_svg(
         {
             let style =
                 format!(" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"");
-            legend.entry(out, &style, &r.label);
+            legend.entry(out, &style, (0, color), &r.label);
         }
     }
 }
@@ -626,7 +750,7 @@ fn spans_svg(out: &mut String, chart: &Chart, cols: &[(f64, f64)]) {
     );
     for (r, who) in rows.iter().enumerate() {
         let y = y0 + 10.0 + r as f64 * 18.0;
-        let color = COLORS[(r + 3) % COLORS.len()];
+        let color = chart.color(group_of_who(&chart.groups, who));
         let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\">{}</text>",
@@ -728,12 +852,14 @@ mod tests {
                             (1, 0.0, 32.0),
                         ],
                         ends_only: false,
+                        group: Some("W".into()),
                     },
                     Series {
                         label: "free <&>".into(),
                         counter: "meminfo.MemFree".into(),
                         points: vec![(0, 0.0, 200.0), (1, 0.01, 150.0)],
                         ends_only: false,
+                        group: None,
                     },
                 ],
                 refs: vec![RefLine {
@@ -751,6 +877,7 @@ mod tests {
                 (0, 0.1, 0.2, "W memcg reclaim".into()),
                 (0, 0.3, 0.3, "kswapd0 awake".into()),
             ],
+            groups: vec!["W".into()],
         }
     }
 
@@ -777,6 +904,8 @@ mod tests {
         assert!(!svg(&c).contains("stroke-dasharray=\"6 5\""));
         let mut copy = c.panels[0].series[0].clone();
         copy.label = "V: the same".into();
+        copy.group = Some("V".into());
+        c.groups.push("V".into());
         c.panels[0].series.push(copy);
         let s = svg(&c);
         // The copy's line and its legend entry, not the first two.
@@ -786,6 +915,42 @@ mod tests {
             .find(|l| l.contains("data-label=\"V: the same\""))
             .unwrap();
         assert!(copy_path.contains("stroke-dasharray"), "{copy_path}");
+        assert!(!s.contains("class=\"marker\""));
+    }
+
+    #[test]
+    fn a_groups_lines_share_its_colour_and_differ_in_dashes_and_markers() {
+        let mut c = chart();
+        let mut swap = c.panels[0].series[0].clone();
+        swap.label = "W: in swap".into();
+        swap.points = vec![(0, 0.0, 0.0), (0, 2.0, 0.0), (1, 0.0, 0.0)];
+        c.panels[0].series.push(swap);
+        let s = svg(&c);
+        let line = |label: &str| {
+            let l = s.lines().find(|l| l.contains(label)).unwrap();
+            let attr = |a: &str| {
+                l.split(a)
+                    .nth(1)
+                    .map(|r| r.split('"').nth(1).unwrap().to_string())
+            };
+            (attr(" stroke="), attr("stroke-dasharray="))
+        };
+        let (w, swap, free) = (line("W: memory in use"), line("W: in swap"), line("free"));
+        assert_eq!(w.0, swap.0);
+        assert_ne!(w.0, free.0);
+        assert_eq!((w.1, free.1), (None, None));
+        assert_eq!(swap.1.as_deref(), Some(DASHES[1]));
+        // The second line of W's colour has hollow markers along it and in its legend entry.
+        let markers = s.matches("class=\"marker\"").count();
+        assert!(markers >= 3, "{markers}");
+        assert!(s.contains(&format!("fill=\"white\" stroke=\"{}\"", w.0.unwrap())));
+        // Its limit's line is drawn in its colour.
+        assert_eq!(c.color(Some("W")), COLORS[1]);
+        assert!(s.contains(&format!(
+            "<line class=\"ref\" x1=\"78.0\" x2=\"718.0\" y1=\"{:.1}\" y2=\"{0:.1}\" stroke=\"{}\"",
+            58.0 + 18.0 + 170.0 - 32.0 / 256.0 * 170.0,
+            COLORS[1]
+        )));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The chart's panels of what a lab checks: for each of its headline claims, the counters its
 //! expectations name that the chart's other panels leave out, one panel per unit (a THP
-//! fallback, memory.events oom beside oom_kill, nr_vmscan_write). A counter is drawn once.
+//! fallback, memory.events oom beside oom_kill, nr_vmscan_write), each titled with the claim
+//! and, when it has more than one, with its unit. A counter is drawn once.
 
 use super::{Draw, MIB, PAGE, StepData, ends_series, keep, panel, series};
 use crate::report::Evaluation;
@@ -8,8 +9,9 @@ use crate::timeline::Panel;
 use crate::units::{self, Unit};
 use guest::spec::LabSpec;
 
-/// One panel per headline and unit, titled with the claim: the counters of that unit its
-/// expectations name that are not in `drawn` (nor in an earlier headline's panel).
+/// One panel per headline and unit, titled with the claim (after the unit when the claim has
+/// more than one panel): the counters of that unit its expectations name that are not in
+/// `drawn` (nor in an earlier headline's panel).
 pub(super) fn headline_panels(
     spec: &LabSpec,
     ev: &Evaluation,
@@ -30,8 +32,9 @@ pub(super) fn headline_panels(
                 None => by_unit.push((unit, vec![t])),
             }
         }
+        let several = by_unit.len() > 1;
         for (unit, terms) in by_unit {
-            let mut p = panel(&format!("The lab checks: {}", h.claim), unit);
+            let mut p = panel(&title(&h.claim, several.then_some(unit)), unit);
             for t in terms {
                 let Some((_, draw)) = how(t) else { continue };
                 let s = series(data, t, words(t), draw)
@@ -45,6 +48,15 @@ pub(super) fn headline_panels(
         }
     }
     panels
+}
+
+/// A headline panel's title: the claim, after its unit when the claim has panels in more than
+/// one (`The lab checks, in pages: ...`: before the claim, which a long one cuts short).
+fn title(claim: &str, unit: Option<&str>) -> String {
+    match unit {
+        Some(unit) => format!("The lab checks, in {unit}: {claim}"),
+        None => format!("The lab checks: {claim}"),
+    }
 }
 
 /// The counters a headline's expectations name (each term of a sum or difference), in order.

@@ -6,7 +6,7 @@
 
 use crate::report::Evaluation;
 use crate::timeline::{
-    Chart, Mark, Panel, RefLine, Series, Span, StepColumn, group_of_who, resample, sparkline,
+    Chart, Mark, Panel, RefLine, Series, Span, StepColumn, owner_of_who, resample, sparkline,
 };
 use crate::units::{self, Unit};
 use guest::event::Exit;
@@ -122,7 +122,7 @@ fn expr_series(
         .collect();
     (!points.is_empty()).then(|| Series {
         label,
-        group: group_of(&counter),
+        owner: owner_of(&counter),
         counter,
         points,
         ends_only: false,
@@ -160,15 +160,35 @@ fn ends_series(
         counter: counter.to_string(),
         points,
         ends_only: true,
-        group: group_of(counter),
+        owner: owner_of(counter),
     })
 }
 
-/// The group whose file a counter is read from (`pod/app/memory.current`: `pod/app`), or of
-/// a sum's or difference's first term; `None`: the whole machine's (`vmstat.pgscan_kswapd`).
-fn group_of(counter: &str) -> Option<String> {
+/// Whose a counter is: the group whose file it is read from (`pod/app/memory.current`:
+/// `pod/app`), the node of a per-node one (`node1.meminfo.MemFree`, `kswapd.1.cpu_ticks`:
+/// `node 1`), or the whole machine's (`None`); a sum's or difference's first term's.
+fn owner_of(counter: &str) -> Option<String> {
     let first = counter.split(' ').next().unwrap_or(counter);
-    first.rsplit_once('/').map(|(g, _)| g.to_string())
+    if let Some((g, _)) = first.rsplit_once('/') {
+        return Some(g.to_string());
+    }
+    let node = first
+        .strip_prefix("node")
+        .or(first.strip_prefix("kswapd."))?;
+    let (n, _) = node.split_once('.')?;
+    n.parse::<u32>().ok().map(|n| format!("node {n}"))
+}
+
+/// The groups and, on a guest of several NUMA nodes, the nodes: each line's colour is its
+/// owner's.
+fn owners(spec: &LabSpec) -> Vec<String> {
+    let nodes = match spec.vm.numa_nodes {
+        0 | 1 => 0,
+        n => n,
+    };
+    (spec.cgroups.iter().map(|c| c.name.clone()))
+        .chain((0..nodes).map(|n| format!("node {n}")))
+        .collect()
 }
 
 /// Whether a series changes at all (beyond `noise` in its unit).
@@ -249,7 +269,7 @@ pub fn build(spec: &LabSpec, ev: &Evaluation) -> Chart {
         panels,
         marks: [oom_marks(ev, &data), exit_marks(ev, &data)].concat(),
         spans,
-        groups: spec.cgroups.iter().map(|c| c.name.clone()).collect(),
+        owners: owners(spec),
     }
 }
 
@@ -480,7 +500,7 @@ fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> V
         let words = format!("{c}'s pages, scanned by its task (cgroup v1: from /proc/vmstat)");
         let mut s = expr_series(data, &terms, words, Draw::SinceStepStart(1.0));
         if let Some(s) = s.as_mut() {
-            s.group = Some(c.clone());
+            s.owner = Some(c.clone());
             let in_c = |i: usize| {
                 let step = spec.steps.iter().find(|st| st.name() == data[i].name);
                 step.and_then(|st| st.cgroup()) == Some(c.as_str())
@@ -689,8 +709,7 @@ fn group_hits(spec: &LabSpec, data: &[StepData], c: &str, key: &str) -> Vec<Seri
 /// How long tasks were stalled: blocked in reclaim, from the trace, and the PSI stall times the
 /// lab refers to, from each step's start and end samples.
 fn stall_panel(spec: &LabSpec, ev: &Evaluation, spans: &[Span], data: &[StepData]) -> Panel {
-    let groups: Vec<String> = spec.cgroups.iter().map(|c| c.name.clone()).collect();
-    let mut p = blocked_panel(&groups, spans, data);
+    let mut p = blocked_panel(&owners(spec), spans, data);
     let mut psi: Vec<&str> = (spec.counters())
         .flat_map(|(_, _, c)| c.terms.iter().map(|(_, t)| t.as_str()))
         .filter(|t| is_psi_total(t))
@@ -723,7 +742,7 @@ fn is_psi_total(term: &str) -> bool {
 
 /// The time each task spent blocked in reclaim since its step began, summed from the traced
 /// episodes (memcg or direct reclaim; kswapd's wakeful time blocks no task).
-fn blocked_panel(groups: &[String], spans: &[Span], data: &[StepData]) -> Panel {
+fn blocked_panel(owners: &[String], spans: &[Span], data: &[StepData]) -> Panel {
     let mut p = panel(
         "Time tasks spent blocked in reclaim since the step began (vmscan trace)",
         "ms",
@@ -757,7 +776,7 @@ fn blocked_panel(groups: &[String], spans: &[Span], data: &[StepData]) -> Panel 
             counter: format!("trace: {who}"),
             points,
             ends_only: false,
-            group: group_of_who(groups, who).map(String::from),
+            owner: owner_of_who(owners, who).map(String::from),
         });
     }
     p
@@ -922,7 +941,7 @@ fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
                 counter: format!("zoneinfo.*.{mark}"),
                 points,
                 ends_only: true,
-                group: None,
+                owner: None,
             });
         }
     }
@@ -1266,7 +1285,7 @@ mod tests {
             counter: "meminfo.MemFree".into(),
             points: vec![(0, 0.0, 200.0), (1, 0.0, 4.0), (3, 0.0, 40.0)],
             ends_only: false,
-            group: None,
+            owner: None,
         });
         // Default watermarks (min 2, low 3, high 4.5 MiB) in steps 0-1, raised ones from step 2.
         free.refs = vec![
@@ -1540,6 +1559,26 @@ mod tests {
                 .iter()
                 .any(|p| p.title.starts_with("The lab checks"))
         );
+    }
+
+    #[test]
+    fn a_line_is_its_groups_its_nodes_or_the_machines() {
+        assert_eq!(
+            owner_of("pod/app/memory.current").as_deref(),
+            Some("pod/app")
+        );
+        assert_eq!(owner_of("node1.meminfo.MemFree").as_deref(), Some("node 1"));
+        assert_eq!(owner_of("kswapd.1.cpu_ticks").as_deref(), Some("node 1"));
+        assert_eq!(owner_of("vmstat.pgscan_anon - vmstat.pgscan_kswapd"), None);
+        let some = ["pod".to_string(), "pod/app".into(), "node 1".into()];
+        assert_eq!(
+            owner_of_who(&some, "pod/app memcg reclaim"),
+            Some("pod/app")
+        );
+        assert_eq!(owner_of_who(&some, "kswapd1 awake"), Some("node 1"));
+        assert_eq!(owner_of_who(&some, "init-1 direct reclaim"), None);
+        // A guest of one node: its lines are the machine's.
+        assert_eq!(owners(&spec()), ["W"]);
     }
 
     #[test]

@@ -19,9 +19,9 @@ pub struct Series {
     /// Drawn from each step's start and end samples only (a counter the timeline does not
     /// read, such as PSI): dotted, with a dot at each point.
     pub ends_only: bool,
-    /// Whose it is: a group's (`W`, `pod/app`), or the whole machine's (`None`). Its colour
-    /// follows it into every panel ([`Chart::color`]).
-    pub group: Option<String>,
+    /// Whose it is: a group's (`W`, `pod/app`), a NUMA node's on a guest of several (`node 1`),
+    /// or the whole machine's (`None`). Its colour follows it into every panel ([`Chart::color`]).
+    pub owner: Option<String>,
 }
 
 /// A horizontal reference line (a limit, a watermark), over a range of steps.
@@ -70,23 +70,28 @@ pub struct Chart {
     pub panels: Vec<Panel>,
     pub marks: Vec<Mark>,
     pub spans: Vec<Span>,
-    /// The lab's groups, in order: each has a colour of its own ([`Chart::color`]).
-    pub groups: Vec<String>,
+    /// The groups and NUMA nodes lines belong to, in order: each has a colour of its own
+    /// ([`Chart::color`]).
+    pub owners: Vec<String>,
 }
 
-/// The whole machine's colour first, then the groups'.
+/// The whole machine's colour first, then the owners'.
 pub const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-/// The group a trace row names (`pod/app memcg reclaim`), if it is one of `groups`.
-pub fn group_of_who<'a>(groups: &'a [String], who: &str) -> Option<&'a str> {
-    (groups.iter())
-        .find(|g| {
-            who.strip_prefix(g.as_str())
+/// The owner a trace row names (`pod/app memcg reclaim`; `kswapd1 awake`: `node 1`), if it is
+/// one of `owners`.
+pub fn owner_of_who<'a>(owners: &'a [String], who: &str) -> Option<&'a str> {
+    let (first, _) = who.split_once(' ')?;
+    let node = (first.strip_prefix("kswapd")).map(|n| format!("node {n}"));
+    (owners.iter())
+        .find(|o| {
+            who.strip_prefix(o.as_str())
                 .is_some_and(|r| r.starts_with(' '))
         })
-        .map(|g| g.as_str())
+        .or_else(|| owners.iter().find(|o| Some(o.as_str()) == node.as_deref()))
+        .map(|o| o.as_str())
 }
 
 /// The layout of the SVG, shared with the notebook's hover script.
@@ -130,10 +135,10 @@ pub fn nice_max(x: f64) -> f64 {
 }
 
 impl Chart {
-    /// The colour of a line of `group` (`None`: the whole machine), the same in every panel:
-    /// the lines of one group in one panel are told apart by their dashes and markers.
-    pub fn color(&self, group: Option<&str>) -> &'static str {
-        let i = group.and_then(|g| self.groups.iter().position(|x| x == g));
+    /// The colour of a line of `owner` (`None`: the whole machine), the same in every panel:
+    /// the lines of one owner in one panel are told apart by their dashes and markers.
+    pub fn color(&self, owner: Option<&str>) -> &'static str {
+        let i = owner.and_then(|o| self.owners.iter().position(|x| x == o));
         match i {
             Some(i) => COLORS[1 + i % (COLORS.len() - 1)],
             None => COLORS[0],
@@ -510,9 +515,9 @@ impl Legend {
     }
 }
 
-/// How the lines of one colour (one group's, or the whole machine's) in a panel are told
-/// apart: the first plain, each later one with a dash pattern and a hollow marker of its own
-/// (the marker shows even where the line lies on an earlier one of its colour).
+/// How the lines of one colour (one group's, one node's, or the whole machine's) in a panel
+/// are told apart: the first plain, each later one with a dash pattern and a hollow marker of
+/// its own (the marker shows even where the line lies on an earlier one of its colour).
 const DASHES: [&str; 4] = ["", "9 4", "3 3", "9 3 2 3"];
 const MARKERS: usize = 5;
 
@@ -524,14 +529,14 @@ struct Look {
     width: f64,
 }
 
-/// The look of each of a panel's lines: its group's colour; among the lines of that colour,
+/// The look of each of a panel's lines: its owner's colour; among the lines of that colour,
 /// its rank picks its dashes and marker. A plain line lying on an earlier one (most of its
 /// samples within 2 px) is dashed, so that both show; earlier lines are drawn wider.
 fn looks(chart: &Chart, panel: &Panel, scale: YScale) -> Vec<Look> {
     let mut drawn: Vec<BTreeMap<(usize, u64), f64>> = Vec::new();
     let mut looks: Vec<Look> = Vec::new();
     for (j, s) in panel.series.iter().enumerate() {
-        let color = chart.color(s.group.as_deref());
+        let color = chart.color(s.owner.as_deref());
         let rank = looks.iter().filter(|l| l.color == color).count();
         let ys: BTreeMap<(usize, u64), f64> = (s.points.iter())
             .map(|(step, t, v)| ((*step, t.to_bits()), scale.y(*v)))
@@ -692,7 +697,7 @@ fn refs_svg(
 ) {
     let g = GEOMETRY;
     for r in &panel.refs {
-        let of_series = |j: usize| panel.series.get(j).map(|s| chart.color(s.group.as_deref()));
+        let of_series = |j: usize| panel.series.get(j).map(|s| chart.color(s.owner.as_deref()));
         let color = r.color.or(r.series.and_then(of_series)).unwrap_or("#444");
         let (a, b) = r.steps;
         let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
@@ -750,7 +755,7 @@ fn spans_svg(out: &mut String, chart: &Chart, cols: &[(f64, f64)]) {
     );
     for (r, who) in rows.iter().enumerate() {
         let y = y0 + 10.0 + r as f64 * 18.0;
-        let color = chart.color(group_of_who(&chart.groups, who));
+        let color = chart.color(owner_of_who(&chart.owners, who));
         let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\">{}</text>",
@@ -852,14 +857,14 @@ mod tests {
                             (1, 0.0, 32.0),
                         ],
                         ends_only: false,
-                        group: Some("W".into()),
+                        owner: Some("W".into()),
                     },
                     Series {
                         label: "free <&>".into(),
                         counter: "meminfo.MemFree".into(),
                         points: vec![(0, 0.0, 200.0), (1, 0.01, 150.0)],
                         ends_only: false,
-                        group: None,
+                        owner: None,
                     },
                 ],
                 refs: vec![RefLine {
@@ -877,7 +882,7 @@ mod tests {
                 (0, 0.1, 0.2, "W memcg reclaim".into()),
                 (0, 0.3, 0.3, "kswapd0 awake".into()),
             ],
-            groups: vec!["W".into()],
+            owners: vec!["W".into()],
         }
     }
 
@@ -904,8 +909,8 @@ mod tests {
         assert!(!svg(&c).contains("stroke-dasharray=\"6 5\""));
         let mut copy = c.panels[0].series[0].clone();
         copy.label = "V: the same".into();
-        copy.group = Some("V".into());
-        c.groups.push("V".into());
+        copy.owner = Some("V".into());
+        c.owners.push("V".into());
         c.panels[0].series.push(copy);
         let s = svg(&c);
         // The copy's line and its legend entry, not the first two.

@@ -481,22 +481,16 @@ struct Legend {
 }
 
 impl Legend {
-    /// An entry: a short line in the series' style with its marker (shape, colour; shape 0:
-    /// none), and its label (on two lines when long).
-    fn entry(
-        &mut self,
-        out: &mut String,
-        style: &str,
-        (marker, color): (usize, &str),
-        label: &str,
-    ) {
+    /// An entry: a short line in the series' style with its `mark` (an SVG element, drawn
+    /// on it at `x + 10`), and its label (on two lines when long).
+    fn entry(&mut self, out: &mut String, style: &str, mark: &str, label: &str) {
         let (lx, ly) = (self.x, self.y);
         let _ = write!(
             out,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\"{style}/>",
-            lx + 20.0
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\"{style}/>{}",
+            lx + 20.0,
+            mark.trim_end()
         );
-        marker_svg(out, marker, (lx + 10.0, ly), color, "");
         let _ = write!(out, "<text x=\"{}\" y=\"{}\">", lx + 26.0, ly + 4.0);
         // About 6.6 pixels a character: what fits right of the plot.
         let fits = ((GEOMETRY.width - lx - 30.0) / 6.6) as usize;
@@ -521,12 +515,14 @@ impl Legend {
 const DASHES: [&str; 4] = ["", "9 4", "3 3", "9 3 2 3"];
 const MARKERS: usize = 5;
 
-/// A panel line's look: its colour, dashes, marker shape (0: none) and width.
+/// A panel line's look: its colour, dashes, marker shape (0: none), width, and whether it was
+/// read at each step's start and end only.
 struct Look {
     color: &'static str,
     dash: &'static str,
     marker: usize,
     width: f64,
+    ends_only: bool,
 }
 
 /// The look of each of a panel's lines: its owner's colour; among the lines of that colour,
@@ -558,6 +554,7 @@ fn looks(chart: &Chart, panel: &Panel, scale: YScale) -> Vec<Look> {
             color,
             dash,
             marker: rank % MARKERS,
+            ends_only: s.ends_only,
             width: match s.ends_only {
                 true => 1.5,
                 false => (3.5 - 0.5 * j as f64).max(1.5),
@@ -567,22 +564,31 @@ fn looks(chart: &Chart, panel: &Panel, scale: YScale) -> Vec<Look> {
     looks
 }
 
-/// A hollow marker of `shape` (1-4: circle, square, triangle, diamond) at (x, y).
-fn marker_svg(out: &mut String, shape: usize, (x, y): (f64, f64), color: &str, clip: &str) {
-    let d = match shape {
-        0 => return,
-        1 => format!(
-            "M{:.1},{y:.1} a3.5,3.5 0 1,0 7,0 a3.5,3.5 0 1,0 -7,0",
-            x - 3.5
-        ),
-        2 => format!("M{:.1},{:.1} h6 v6 h-6 z", x - 3.0, y - 3.0),
-        3 => format!("M{x:.1},{:.1} l4,7 h-8 z", y - 4.5),
-        _ => format!("M{x:.1},{:.1} l4,4 l-4,4 l-4,-4 z", y - 4.0),
-    };
-    let _ = writeln!(
-        out,
-        "<path class=\"marker\" d=\"{d}\" fill=\"white\" stroke=\"{color}\" stroke-width=\"1.5\"{clip}/>"
-    );
+impl Look {
+    /// Its mark at (x, y), of `class`: a dot for the first line of its colour read at the step's
+    /// start and end only, else its hollow marker (1-4: circle, square, triangle, diamond;
+    /// none for the first line of its colour).
+    fn mark(&self, (x, y): (f64, f64), class: &str, clip: &str) -> String {
+        let color = self.color;
+        let d = match (self.ends_only, self.marker) {
+            (true, 0) => {
+                return format!(
+                    "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"{clip}/>\n"
+                );
+            }
+            (false, 0) => return String::new(),
+            (_, 1) => format!(
+                "M{:.1},{y:.1} a3.5,3.5 0 1,0 7,0 a3.5,3.5 0 1,0 -7,0",
+                x - 3.5
+            ),
+            (_, 2) => format!("M{:.1},{:.1} h6 v6 h-6 z", x - 3.0, y - 3.0),
+            (_, 3) => format!("M{x:.1},{:.1} l4,7 h-8 z", y - 4.5),
+            _ => format!("M{x:.1},{:.1} l4,4 l-4,4 l-4,-4 z", y - 4.0),
+        };
+        format!(
+            "<path class=\"{class}\" d=\"{d}\" fill=\"white\" stroke=\"{color}\" stroke-width=\"1.5\"{clip}/>\n"
+        )
+    }
 }
 
 /// Where a line's markers go: every 48 px along each step's part of it, from an offset of its
@@ -607,33 +613,20 @@ fn marker_spots(px: &[(usize, f64, f64)], phase: f64) -> Vec<(f64, f64)> {
     spots
 }
 
-/// A line's markers: a series read at each step's start and end only has one at each sample
-/// (a dot when it is the first of its colour in the panel), another one every 48 px.
-fn markers_svg(
-    out: &mut String,
-    ends_only: bool,
-    look: &Look,
-    px: &[(usize, f64, f64)],
-    clip: &str,
-) {
-    let color = look.color;
-    if !ends_only {
-        let phase = 6.0 + 10.0 * look.marker as f64;
-        for spot in marker_spots(px, phase) {
-            marker_svg(out, look.marker, spot, color, clip);
-        }
-        return;
-    }
-    for &(_, x, y) in px {
-        match look.marker {
-            0 => {
-                let _ = writeln!(
-                    out,
-                    "<circle class=\"end-sample\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\"{clip}/>"
-                );
-            }
-            m => marker_svg(out, m, (x, y), color, clip),
-        }
+/// A line's marks: a series read at each step's start and end only has one at each sample, another
+/// one every 48 px.
+fn markers_svg(out: &mut String, look: &Look, px: &[(usize, f64, f64)], clip: &str) {
+    let spots = match look.ends_only {
+        true => px.iter().map(|&(_, x, y)| (x, y)).collect(),
+        false => marker_spots(px, 6.0 + 10.0 * look.marker as f64),
+    };
+    let class = if look.ends_only {
+        "end-sample"
+    } else {
+        "marker"
+    };
+    for spot in spots {
+        out.push_str(&look.mark(spot, class, clip));
     }
 }
 
@@ -679,9 +672,10 @@ fn series_svg(
             esc(&s.label),
             d.trim_end()
         );
-        markers_svg(out, s.ends_only, &look, &px, clip);
+        markers_svg(out, &look, &px, clip);
         let style = format!(" stroke=\"{color}\" stroke-width=\"3\"{dash}");
-        legend.entry(out, &style, (look.marker, color), &s.label);
+        let mark = look.mark((legend.x + 10.0, legend.y), "legend-mark", "");
+        legend.entry(out, &style, &mark, &s.label);
     }
 }
 
@@ -717,7 +711,7 @@ fn refs_svg(
         {
             let style =
                 format!(" stroke=\"{color}\" stroke-width=\"1.5\" stroke-dasharray=\"7 4\"");
-            legend.entry(out, &style, (0, color), &r.label);
+            legend.entry(out, &style, "", &r.label);
         }
     }
 }
@@ -948,6 +942,7 @@ mod tests {
         // The second line of W's colour has hollow markers along it and in its legend entry.
         let markers = s.matches("class=\"marker\"").count();
         assert!(markers >= 3, "{markers}");
+        assert_eq!(s.matches("class=\"legend-mark\"").count(), 1);
         assert!(s.contains(&format!("fill=\"white\" stroke=\"{}\"", w.0.unwrap())));
         // Its limit's line is drawn in its colour.
         assert_eq!(c.color(Some("W")), COLORS[1]);

@@ -613,8 +613,8 @@ fn marker_spots(px: &[(usize, f64, f64)], phase: f64) -> Vec<(f64, f64)> {
     spots
 }
 
-/// A line's marks: a series read at each step's start and end only has one at each sample, another
-/// one every 48 px.
+/// A line's marks: one at each sample of a series read at each step's start and end only,
+/// else one every 48 px.
 fn markers_svg(out: &mut String, look: &Look, px: &[(usize, f64, f64)], clip: &str) {
     let spots = match look.ends_only {
         true => px.iter().map(|&(_, x, y)| (x, y)).collect(),

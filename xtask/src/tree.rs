@@ -200,10 +200,14 @@ pub fn in_place_build(tree: &Path) -> Option<&'static str> {
 }
 
 /// Makes `dest` a copy of the source files of `tree` (a git tree's tracked and untracked files
-/// that are not ignored; any other tree's files but `.git`), copying only what differs in size
-/// or modification time and keeping the source's times, so that make in a build directory of
-/// `dest` recompiles only what changed. Files that are gone from `tree` go from `dest`.
-/// Returns how many files were copied.
+/// that are not ignored; any other tree's files but `.git`), so that make in a build directory
+/// of `dest` recompiles only what changed: a new file keeps the source's modification time (the
+/// next sync then sees it unchanged); a file whose size or time differs is compared, and left
+/// alone when its content is the same; a file whose content differs is replaced and stamped
+/// with the time of the copy. Never the source's time there: make decides by time alone, and
+/// objects built from the old content (a mutant's, reverted in `dest` since) may be newer than
+/// the source's time. Files that are gone from `tree` go from `dest`. Returns how many files
+/// were copied.
 pub fn sync(tree: &Path, dest: &Path) -> Result<usize> {
     let files = source_files(tree)?;
     let mut copied = 0;
@@ -212,39 +216,53 @@ pub fn sync(tree: &Path, dest: &Path) -> Result<usize> {
         let Ok(meta) = fs::symlink_metadata(&from) else {
             continue; // listed by git but deleted in the work tree
         };
-        if meta.file_type().is_symlink() {
-            let target = fs::read_link(&from)?;
-            if fs::read_link(&to).ok().as_ref() != Some(&target) {
-                let _ = fs::remove_file(&to);
-                fs::create_dir_all(to.parent().unwrap_or(dest))?;
-                std::os::unix::fs::symlink(&target, &to)
-                    .with_context(|| format!("linking {}", to.display()))?;
-                copied += 1;
-            }
-            continue;
-        }
-        let same = fs::symlink_metadata(&to).is_ok_and(|m| {
-            m.len() == meta.len() && m.modified().ok() == meta.modified().ok() && m.is_file()
-        });
-        if same {
-            continue;
-        }
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let _ = fs::remove_file(&to);
-        fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
-        if let Ok(mtime) = meta.modified() {
-            fs::File::options()
-                .write(true)
-                .open(&to)?
-                .set_modified(mtime)?;
-        }
-        copied += 1;
+        let changed = if meta.file_type().is_symlink() {
+            sync_link(&from, &to)?
+        } else {
+            sync_file(&from, &meta, &to)?
+        };
+        copied += usize::from(changed);
     }
     let keep: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
     remove_others(dest, dest, &keep)?;
     Ok(copied)
+}
+
+/// Makes `to` the symlink `from` is; whether it had to.
+fn sync_link(from: &Path, to: &Path) -> Result<bool> {
+    let target = fs::read_link(from)?;
+    if fs::read_link(to).ok().as_ref() == Some(&target) {
+        return Ok(false);
+    }
+    let _ = fs::remove_file(to);
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    std::os::unix::fs::symlink(&target, to).with_context(|| format!("linking {}", to.display()))?;
+    Ok(true)
+}
+
+/// Makes `to` a copy of the file `from` (see [`sync`] for its time); whether it had to.
+fn sync_file(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<bool> {
+    let old = fs::symlink_metadata(to).ok().filter(|m| m.is_file());
+    if let Some(m) = &old {
+        let same_stamp = m.len() == meta.len() && m.modified().ok() == meta.modified().ok();
+        if same_stamp || (m.len() == meta.len() && fs::read(from)? == fs::read(to)?) {
+            return Ok(false);
+        }
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let _ = fs::remove_file(to);
+    fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    if let (None, Ok(mtime)) = (&old, meta.modified()) {
+        fs::File::options()
+            .write(true)
+            .open(to)?
+            .set_modified(mtime)?;
+    }
+    Ok(true)
 }
 
 /// The source files of a tree, relative to it.
@@ -412,13 +430,46 @@ mod tests {
         fs::remove_file(src.join("Makefile")).unwrap();
         fs::write(src.join("Makefile"), "m").unwrap();
         fs::write(dest.join("mm/vmscan.o"), "an object in the copy").unwrap();
-        assert_eq!(sync(&src, &dest).unwrap(), 2);
+        // The Makefile has a new time but the same content: left alone.
+        assert_eq!(sync(&src, &dest).unwrap(), 1);
         assert_eq!(fs::read_to_string(dest.join("mm/vmscan.c")).unwrap(), "ab");
         assert!(!dest.join("mm/vmscan.o").exists());
         assert_eq!(
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("Makefile")
         );
+    }
+
+    /// The mutants' case: a mutant edited the copy and was built, then reverted in the copy
+    /// without a build. The next sync must leave make a reason to rebuild: never a time older
+    /// than the copy's own.
+    #[test]
+    fn sync_never_moves_a_changed_files_time_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
+        fs::create_dir_all(&src).unwrap();
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let stamp = |p: &Path, secs| {
+            let f = fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(at(secs)).unwrap();
+        };
+        let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+        let (s, d) = (src.join("vmscan.c"), dest.join("vmscan.c"));
+        fs::write(&s, "clean").unwrap();
+        stamp(&s, 1_000);
+        assert_eq!(sync(&src, &dest).unwrap(), 1);
+        assert_eq!(mtime(&d), at(1_000), "a new file keeps the source's time");
+        // Reverted in the copy (same content, a later time): left as it is.
+        stamp(&d, 2_000);
+        assert_eq!(sync(&src, &dest).unwrap(), 0);
+        assert_eq!(mtime(&d), at(2_000));
+        // Still a mutant's content in the copy: replaced, and newer than the mutant.
+        fs::write(&d, "mutant").unwrap();
+        stamp(&d, 3_000);
+        assert_eq!(sync(&src, &dest).unwrap(), 1);
+        assert_eq!(fs::read_to_string(&d).unwrap(), "clean");
+        assert!(mtime(&d) > at(3_000), "{:?}", mtime(&d));
+        assert_eq!(sync(&src, &dest).unwrap(), 0, "and unchanged from then on");
     }
 
     #[test]

@@ -690,9 +690,14 @@ impl Errors {
 impl LabSpec {
     /// Whether any observed or expected counter starts with `prefix` (e.g. `zoneinfo.`).
     pub fn refers_to(&self, prefix: &str) -> bool {
+        self.terms().any(|t| t.starts_with(prefix))
+    }
+
+    /// Every counter the lab refers to ([`LabSpec::counters`]), term by term: `W/memory.current`
+    /// and `vmstat.pgscan_anon` of `W/memory.current - vmstat.pgscan_anon` (repeats included).
+    pub fn terms(&self) -> impl Iterator<Item = &str> {
         self.counters()
-            .flat_map(|(_, _, c)| &c.terms)
-            .any(|(_, t)| t.starts_with(prefix))
+            .flat_map(|(_, _, c)| c.terms.iter().map(|(_, t)| t.as_str()))
     }
 
     /// Every counter expression the lab observes or expects, or names in a fact (of an

@@ -295,14 +295,20 @@ impl RunName<'_> {
             (None, true) => None,
         }
     }
+
+    /// `title`, followed by these words in brackets when the run was a variant.
+    pub fn title(&self, title: &str) -> String {
+        match self.words() {
+            Some(words) => format!("{title} ({words})"),
+            None => title.to_string(),
+        }
+    }
 }
 
 /// The chart of a run, its title naming the exercise or variant when the run was one.
 pub fn of_run(spec: &LabSpec, ev: &Evaluation, name: RunName) -> Chart {
     let mut chart = build(spec, ev);
-    if let Some(words) = name.words() {
-        chart.title = format!("{} ({words})", chart.title);
-    }
+    chart.title = name.title(&chart.title);
     chart
 }
 
@@ -710,10 +716,7 @@ fn group_hits(spec: &LabSpec, data: &[StepData], c: &str, key: &str) -> Vec<Seri
 /// lab refers to, from each step's start and end samples.
 fn stall_panel(spec: &LabSpec, ev: &Evaluation, spans: &[Span], data: &[StepData]) -> Panel {
     let mut p = blocked_panel(&owners(spec), spans, data);
-    let mut psi: Vec<&str> = (spec.counters())
-        .flat_map(|(_, _, c)| c.terms.iter().map(|(_, t)| t.as_str()))
-        .filter(|t| is_psi_total(t))
-        .collect();
+    let mut psi: Vec<&str> = spec.terms().filter(|t| is_psi_total(t)).collect();
     psi.sort();
     psi.dedup();
     for t in psi {

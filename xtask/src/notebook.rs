@@ -73,10 +73,7 @@ pub fn render(r: &RunResult, readme: &str, extras: &Extras) -> String {
     let _ = writeln!(
         body,
         "<header><h1>{}</h1><p class=\"sub\">lab <code>{}</code> · kernel {} · <span class=\"verdict {}\">{}</span></p></header>",
-        esc(&match r.name().words() {
-            Some(words) => format!("{} ({words})", spec.title),
-            None => spec.title.clone(),
-        }),
+        esc(&r.name().title(&spec.title)),
         esc(&spec.id),
         esc(r.eval.kernel.as_deref().unwrap_or("?")),
         if r.passed() { "pass" } else { "fail" },

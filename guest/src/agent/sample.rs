@@ -2,7 +2,7 @@
 
 use crate::agent::cgroups::cgroup_dir;
 use crate::read;
-use guest::counters::{FAMILIES, Family, Scope, Source};
+use guest::counters::{FAMILIES, Family, Parser, Scope, Source};
 use guest::parse::{kswapd_node, parse_cpu_ticks};
 use guest::spec::LabSpec;
 use std::collections::BTreeMap;
@@ -40,12 +40,15 @@ fn add(v: &mut BTreeMap<String, u64>, prefix: &str, pairs: Option<Vec<(String, u
 /// it cannot be read, or is not sampled.
 pub fn read_family(f: &Family, dir: &str) -> Option<Vec<(String, u64)>> {
     match f.source {
-        Source::File(path, parser) => {
-            read(&format!("{dir}{path}")).and_then(|t| parser.parse(&t).ok())
-        }
+        Source::File(path, parser) => read_parsed(&format!("{dir}{path}"), parser),
         Source::KswapdThreads => Some(kswapd_threads()),
         Source::V1Probe | Source::AtBoot(..) | Source::Trace => None,
     }
+}
+
+/// A file's pairs, parsed; None when it cannot be read or parsed.
+fn read_parsed(path: &str, parser: Parser) -> Option<Vec<(String, u64)>> {
+    read(path).and_then(|t| parser.parse(&t).ok())
 }
 
 /// The families read once as booted ([`Source::AtBoot`]), before the lab changes anything.
@@ -55,11 +58,7 @@ pub fn at_boot() -> BTreeMap<String, u64> {
         let Source::AtBoot(path, parser) = f.source else {
             continue;
         };
-        add(
-            &mut v,
-            f.prefix,
-            read(path).and_then(|t| parser.parse(&t).ok()),
-        );
+        add(&mut v, f.prefix, read_parsed(path, parser));
     }
     v
 }

@@ -137,11 +137,9 @@ pub fn referred(spec: &LabSpec) -> BTreeSet<String> {
                     .any(|f| rest.starts_with(f))
         }
     };
-    spec.counters()
-        .flat_map(|(_, _, c)| &c.terms)
-        .map(|(_, t)| t)
+    spec.terms()
         .filter(|t| timeline_file(t))
-        .cloned()
+        .map(String::from)
         .collect()
 }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::predict::{assert_all_right, right_answers};
-use common::{git, text, xtask, xtask_cmd, xtask_stdin};
+use common::{kernel_path, run_check, text, xtask, xtask_cmd, xtask_stdin};
 use std::process::Output;
 
 /// Every lab directory under labs/, each with its test below.
@@ -478,20 +478,6 @@ fn an_agent_that_dies_without_its_end_frame_is_reported() {
     );
 }
 
-/// `check --out DIR args`: its output, check.json, junit.xml, and DIR (the run records' logs
-/// live there: kept until the caller drops it).
-fn run_check(args: &[&str]) -> (Output, serde_json::Value, String, tempfile::TempDir) {
-    let out_dir = tempfile::tempdir().unwrap();
-    let mut all = vec!["check", "--out", out_dir.path().to_str().unwrap()];
-    all.extend_from_slice(args);
-    let o = xtask(&all);
-    let json = std::fs::read_to_string(out_dir.path().join("check.json"))
-        .unwrap_or_else(|e| panic!("no check.json ({e}):\n{}", text(&o)));
-    let xml = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
-    roxmltree::Document::parse(&xml).expect("junit.xml parses as XML");
-    (o, serde_json::from_str(&json).unwrap(), xml, out_dir)
-}
-
 #[test]
 fn the_kernels_own_selftests_run_and_report_each_test() {
     let (o, json, xml, _out) = run_check(&["--lab", "selftests"]);
@@ -538,140 +524,6 @@ fn the_kernels_own_selftests_run_and_report_each_test() {
                 .is_file(),
             "{r}"
         );
-    }
-}
-
-/// Debian's other kernel (`--kernel-src 6.1`: linux-source-6.1, installed when missing): the
-/// labs run on it, and lab 5 (memory.reclaim's swappiness=, new in 6.12) is a declared skip.
-#[test]
-fn debian_6_1_runs_the_labs_and_declares_what_differs() {
-    let (o, json, _, _out) = run_check(&[
-        "--kernel-src",
-        "6.1",
-        "--lab",
-        "4",
-        "--lab",
-        "5",
-        "--lab",
-        "8",
-        "--no-selftests",
-    ]);
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
-    let result = |lab: &str| {
-        let e = json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["id"] == lab)
-            .unwrap_or_else(|| panic!("{lab} missing: {out}"));
-        assert!(e["kernel"].as_str().unwrap().starts_with("6.1."), "{e}");
-        (
-            e["result"].as_str().unwrap().to_string(),
-            e["details"].to_string(),
-        )
-    };
-    assert_eq!(result("4-memory-high").0, "passed", "{out}");
-    assert_eq!(result("8-swappiness-v1-v2").0, "passed", "{out}");
-    let (r5, why) = result("5-proactive");
-    assert_eq!(r5, "skipped", "{out}");
-    assert!(why.contains("no swappiness= argument before 6.12"), "{why}");
-}
-
-/// The path of a cached kernel (built first if it is not).
-fn kernel_path(args: &[&str]) -> String {
-    let mut all = vec!["kernel"];
-    all.extend_from_slice(args);
-    let o = xtask(&all);
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-/// `git bisect run` over a stand-in kernel tree finds the commit that planted a regression,
-/// skipping a commit that does not build. The stand-in's `make vmlinux` yields real kernels:
-/// Debian's 6.12 (whose memory.reclaim takes `swappiness=`, so lab 5 passes) until the planted
-/// commit, Debian's 6.1 after it (memory.reclaim rejects the argument: lab 5's expectations
-/// fail, exit 1), and one commit that does not compile (exit 125).
-#[test]
-fn git_bisect_run_finds_the_commit_that_broke_a_lab() {
-    let good = kernel_path(&[]);
-    let bad = kernel_path(&["--kernel-src", "6.1"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("linux");
-    std::fs::create_dir_all(tree.join("mm")).unwrap();
-    std::fs::write(
-        tree.join("Makefile"),
-        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n\
-         tinyconfig:\n\t@mkdir -p $(O) && echo '# tiny' > $(O)/.config\n\
-         olddefconfig:\n\t@true\n\
-         vmlinux:\n\t@if grep -q broken mm/vmscan.c; then echo 'mm/vmscan.c:1: error: broken' >&2; exit 2; fi; \
-         if grep -q regressed mm/vmscan.c; then cp \"$$BAD\" $(O)/vmlinux; else cp \"$$GOOD\" $(O)/vmlinux; fi\n",
-    )
-    .unwrap();
-    let mut commits = Vec::new();
-    git(&tree, &["init", "-q"]);
-    for (i, state) in [
-        "fine",
-        "broken",
-        "fine again",
-        "regressed",
-        "regressed, later",
-        "regressed, latest",
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(tree.join("mm/vmscan.c"), format!("/* {state} */\n")).unwrap();
-        std::fs::write(tree.join("mm/history.c"), format!("/* commit {i} */\n")).unwrap();
-        git(&tree, &["add", "-A"]);
-        git(&tree, &["commit", "-qm", state]);
-        commits.push(git(&tree, &["rev-parse", "HEAD"]));
-    }
-    git(&tree, &["bisect", "start", &commits[5], &commits[0]]);
-    let out_dir = tmp.path().join("out");
-    let o = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&tree)
-        .args([
-            "bisect",
-            "run",
-            env!("CARGO_BIN_EXE_xtask"),
-            "check",
-            "--lab",
-            "5",
-        ])
-        .args([
-            "--no-selftests",
-            "--no-install",
-            "--kernel-src",
-            ".",
-            "--out",
-        ])
-        .arg(&out_dir)
-        .env("KERNEL_LAB_CACHE", tmp.path().join("cache"))
-        .env("GOOD", &good)
-        .env("BAD", &bad)
-        .output()
-        .unwrap();
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
-    assert!(
-        out.contains(&format!("{} is the first bad commit", commits[3])),
-        "{out}"
-    );
-    let log = git(&tree, &["bisect", "log"]);
-    git(&tree, &["bisect", "reset"]);
-    // Every step was judged by the lab, none was an error: good and bad steps only, and the
-    // commit that does not build was skipped if the bisect reached it.
-    for line in log.lines().filter(|l| l.starts_with("git bisect ")) {
-        let sha = line.split_whitespace().last().unwrap();
-        let i = commits.iter().position(|c| c == sha);
-        match i {
-            Some(1) => assert!(line.starts_with("git bisect skip"), "{log}"),
-            Some(0 | 2) => assert!(line.starts_with("git bisect good"), "{log}"),
-            Some(_) => assert!(line.starts_with("git bisect bad"), "{log}"),
-            None => {}
-        }
     }
 }
 

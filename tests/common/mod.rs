@@ -73,3 +73,67 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
     assert!(o.status.success(), "git {args:?}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// `check --out DIR args`: its output, check.json, junit.xml, and DIR (the run records' logs
+/// live there: kept until the caller drops it).
+pub fn run_check(args: &[&str]) -> (Output, serde_json::Value, String, tempfile::TempDir) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["check", "--out", out_dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    let json = std::fs::read_to_string(out_dir.path().join("check.json"))
+        .unwrap_or_else(|e| panic!("no check.json ({e}):\n{}", text(&o)));
+    let xml = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
+    roxmltree::Document::parse(&xml).expect("junit.xml parses as XML");
+    (o, serde_json::from_str(&json).unwrap(), xml, out_dir)
+}
+
+/// The path of a cached kernel (built first if it is not).
+pub fn kernel_path(args: &[&str]) -> String {
+    let mut all = vec!["kernel"];
+    all.extend_from_slice(args);
+    let o = xtask(&all);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// `kernel --config-only` for each Debian version at once (Kconfig is mostly waiting on gcc's
+/// option probes): every fragment of kernel-configs/ holds by Kconfig itself (tinyconfig, the
+/// fragments, olddefconfig, the survival check; no build), and each fragment that is not in
+/// every kernel is configured as a kernel of its own.
+pub fn assert_fragments_survive_kconfig(versions: &[&str]) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel-configs");
+    let optional: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".config")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let every = text
+                .lines()
+                .any(|l| l.trim() == "# kernel-lab: in every kernel");
+            (name != "base" && !every).then_some(name)
+        })
+        .collect();
+    let runs: Vec<(&str, Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = versions
+            .iter()
+            .map(|&v| s.spawn(move || (v, xtask(&["kernel", "--config-only", "--kernel-src", v]))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (version, o) in runs {
+        let out = text(&o);
+        assert!(o.status.success(), "{version}: {out}");
+        assert!(
+            out.contains("every option the fragments ask for survived"),
+            "{out}"
+        );
+        for name in &optional {
+            assert!(
+                out.contains(&format!(",{name}}}.config")),
+                "{name} not configured: {out}"
+            );
+        }
+    }
+}

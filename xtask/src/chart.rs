@@ -6,7 +6,8 @@
 
 use crate::report::Evaluation;
 use crate::timeline::{
-    Chart, Mark, Panel, RefLine, Series, Span, StepColumn, owner_of_who, resample, sparkline,
+    Chart, Mark, Panel, RefColor, RefLine, Series, Span, StepColumn, Whose, owner_of_who, resample,
+    sparkline, watermark_color,
 };
 use crate::units::{self, Unit};
 use guest::event::Exit;
@@ -122,7 +123,7 @@ fn expr_series(
         .collect();
     (!points.is_empty()).then(|| Series {
         label,
-        owner: owner_of(&counter),
+        whose: Whose::of(owner_of(&counter).as_deref()),
         counter,
         points,
         ends_only: false,
@@ -160,7 +161,7 @@ fn ends_series(
         counter: counter.to_string(),
         points,
         ends_only: true,
-        owner: owner_of(counter),
+        whose: Whose::of(owner_of(counter).as_deref()),
     })
 }
 
@@ -371,8 +372,7 @@ fn limit_lines(cg: &guest::spec::Cgroup, j: usize, steps: usize) -> Vec<RefLine>
             label: format!("{c}: {name} {l}"),
             value: l.0 as f64 / MIB,
             steps: (0, steps.saturating_sub(1)),
-            series: Some(j),
-            color: None,
+            color: RefColor::Series(j),
         })
     })
     .collect()
@@ -506,7 +506,7 @@ fn group_scans(spec: &LabSpec, data: &[StepData], cg: &guest::spec::Cgroup) -> V
         let words = format!("{c}'s pages, scanned by its task (cgroup v1: from /proc/vmstat)");
         let mut s = expr_series(data, &terms, words, Draw::SinceStepStart(1.0));
         if let Some(s) = s.as_mut() {
-            s.owner = Some(c.clone());
+            s.whose = Whose::Owner(c.clone());
             let in_c = |i: usize| {
                 let step = spec.steps.iter().find(|st| st.name() == data[i].name);
                 step.and_then(|st| st.cgroup()) == Some(c.as_str())
@@ -779,7 +779,7 @@ fn blocked_panel(owners: &[String], spans: &[Span], data: &[StepData]) -> Panel 
             counter: format!("trace: {who}"),
             points,
             ends_only: false,
-            owner: owner_of_who(owners, who).map(String::from),
+            whose: Whose::of(owner_of_who(owners, who)),
         });
     }
     p
@@ -841,8 +841,7 @@ fn free_panel(spec: &LabSpec, ev: &Evaluation, data: &[StepData]) -> Panel {
         label: format!("the guest's RAM ({})", units::bytes(ram as u64)),
         value: ram / MIB,
         steps: (0, last),
-        series: None,
-        color: None,
+        color: RefColor::Grey,
     });
     watermark_refs(&mut p.refs, ev, data, nodes);
     p.y_max = Some(ram / MIB);
@@ -886,12 +885,10 @@ fn watermark_refs(refs: &mut Vec<RefLine>, ev: &Evaluation, data: &[StepData], n
                         label,
                         value,
                         steps: (i, i),
-                        series: (nodes > 1).then_some(n as usize),
-                        color: (nodes == 1).then_some(match mark {
-                            "high" => "#2a8a2a",
-                            "low" => "#e08000",
-                            _ => "#c00000",
-                        }),
+                        color: match nodes {
+                            1 => RefColor::Of(Whose::Fixed(watermark_color(mark))),
+                            _ => RefColor::Series(n as usize),
+                        },
                     }),
                 }
             }
@@ -944,7 +941,7 @@ fn watermark_panel(ev: &Evaluation, data: &[StepData]) -> Panel {
                 counter: format!("zoneinfo.*.{mark}"),
                 points,
                 ends_only: true,
-                owner: None,
+                whose: Whose::Fixed(watermark_color(mark)),
             });
         }
     }
@@ -1273,14 +1270,37 @@ mod tests {
         roxmltree::Document::parse(&svg).unwrap();
     }
 
+    /// A watermark has one colour wherever it is drawn: as the free-memory panel's reference
+    /// line and as its own line in the watermark panel (lab 7).
+    #[test]
+    fn a_watermark_has_one_colour_in_every_panel() {
+        let (c, ev) = (build(&spec(), &eval()), eval());
+        let free = (c.panels.iter())
+            .find(|p| p.title.starts_with("Free memory"))
+            .unwrap();
+        let low_ref = free
+            .refs
+            .iter()
+            .find(|r| r.label.starts_with("low"))
+            .unwrap();
+        let wm = watermark_panel(&ev, &steps(&ev));
+        let low_line = wm
+            .series
+            .iter()
+            .find(|s| s.label == "low watermark")
+            .unwrap();
+        let (a, b) = (RefColor::Of(low_line.whose.clone()), &low_ref.color);
+        assert_eq!(&a, b);
+        assert_eq!(c.color(&low_line.whose), "#e08000");
+    }
+
     #[test]
     fn the_zoom_reaches_just_above_each_level_of_watermarks() {
         let mark = |label: &str, value: f64, steps: (usize, usize)| RefLine {
             label: format!("{label} watermark (all zones)"),
             value,
             steps,
-            series: None,
-            color: None,
+            color: RefColor::Grey,
         };
         let mut free = panel("free", "MiB");
         free.series.push(Series {
@@ -1288,7 +1308,7 @@ mod tests {
             counter: "meminfo.MemFree".into(),
             points: vec![(0, 0.0, 200.0), (1, 0.0, 4.0), (3, 0.0, 40.0)],
             ends_only: false,
-            owner: None,
+            whose: Whose::Machine,
         });
         // Default watermarks (min 2, low 3, high 4.5 MiB) in steps 0-1, raised ones from step 2.
         free.refs = vec![
@@ -1748,7 +1768,7 @@ mod tests {
             v.iter().chain(&machine).all(|s| *s != w[0]),
             "{v:?} {machine:?}"
         );
-        assert_eq!(w[0], c.color(Some("W")));
+        assert_eq!(w[0], c.color(&Whose::Owner("W".into())));
     }
 
     #[test]

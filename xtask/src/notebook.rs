@@ -217,7 +217,7 @@ fn chart_section(chart: &Chart) -> String {
                 .iter()
                 .map(|s| {
                     serde_json::json!({"label": s.label, "counter": s.counter,
-                    "color": chart.color(s.owner.as_deref()), "points": s.points})
+                    "color": chart.color(&s.whose), "points": s.points})
                 })
                 .collect();
             serde_json::json!({"title": p.title, "unit": p.unit, "zoomed": p.clip,

@@ -19,9 +19,38 @@ pub struct Series {
     /// Drawn from each step's start and end samples only (a counter the timeline does not
     /// read, such as PSI): dotted, with a dot at each point.
     pub ends_only: bool,
-    /// Whose it is: a group's (`W`, `pod/app`), a NUMA node's on a guest of several (`node 1`),
-    /// or the whole machine's (`None`). Its colour follows it into every panel ([`Chart::color`]).
-    pub owner: Option<String>,
+    /// Whose it is: its colour follows it into every panel ([`Chart::color`]).
+    pub whose: Whose,
+}
+
+/// Whose a line is, which decides its colour in every panel ([`Chart::color`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Whose {
+    /// The whole machine's.
+    Machine,
+    /// A group's (`W`, `pod/app`) or a NUMA node's on a guest of several (`node 1`): one of
+    /// [`Chart::owners`].
+    Owner(String),
+    /// A quantity drawn in one colour wherever it appears: a zone watermark, as a line of its
+    /// own or as a reference line ([`watermark_color`]).
+    Fixed(&'static str),
+}
+
+impl Whose {
+    /// An owner's, or the whole machine's.
+    pub fn of(owner: Option<&str>) -> Whose {
+        owner.map_or(Whose::Machine, |o| Whose::Owner(o.to_string()))
+    }
+}
+
+/// The colour of a zone watermark (`high`, `low`, `min`) in every panel: green where kswapd
+/// stops, orange where it wakes, red below which allocations reclaim directly.
+pub fn watermark_color(mark: &str) -> &'static str {
+    match mark {
+        "high" => "#2a8a2a",
+        "low" => "#e08000",
+        _ => "#c00000",
+    }
 }
 
 /// A horizontal reference line (a limit, a watermark), over a range of steps.
@@ -31,10 +60,18 @@ pub struct RefLine {
     pub value: f64,
     /// The steps it holds for (first, last), inclusive.
     pub steps: (usize, usize),
-    /// Drawn in the colour of this series of the panel (a group's limit beside its usage).
-    pub series: Option<usize>,
-    /// Or in this colour (`None` and no series: dark grey).
-    pub color: Option<&'static str>,
+    pub color: RefColor,
+}
+
+/// The colour of a reference line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefColor {
+    /// A setting of no one's in particular: dark grey.
+    Grey,
+    /// That of this series of the panel (a group's limit beside its usage).
+    Series(usize),
+    /// That of this owner (a node's watermark) or quantity (the watermarks on a guest of one).
+    Of(Whose),
 }
 
 /// A panel: one idea, a title in words, the unit of its y axis, its series and references.
@@ -135,13 +172,16 @@ pub fn nice_max(x: f64) -> f64 {
 }
 
 impl Chart {
-    /// The colour of a line of `owner` (`None`: the whole machine), the same in every panel:
-    /// the lines of one owner in one panel are told apart by their dashes and markers.
-    pub fn color(&self, owner: Option<&str>) -> &'static str {
-        let i = owner.and_then(|o| self.owners.iter().position(|x| x == o));
-        match i {
-            Some(i) => COLORS[1 + i % (COLORS.len() - 1)],
-            None => COLORS[0],
+    /// The colour of a line, the same in every panel: the lines of one owner in one panel are
+    /// told apart by their dashes and markers.
+    pub fn color(&self, whose: &Whose) -> &'static str {
+        match whose {
+            Whose::Fixed(color) => color,
+            Whose::Owner(o) => match self.owners.iter().position(|x| x == o) {
+                Some(i) => COLORS[1 + i % (COLORS.len() - 1)],
+                None => COLORS[0],
+            },
+            Whose::Machine => COLORS[0],
         }
     }
 
@@ -532,7 +572,7 @@ fn looks(chart: &Chart, panel: &Panel, scale: YScale) -> Vec<Look> {
     let mut drawn: Vec<BTreeMap<(usize, u64), f64>> = Vec::new();
     let mut looks: Vec<Look> = Vec::new();
     for (j, s) in panel.series.iter().enumerate() {
-        let color = chart.color(s.owner.as_deref());
+        let color = chart.color(&s.whose);
         let rank = looks.iter().filter(|l| l.color == color).count();
         let ys: BTreeMap<(usize, u64), f64> = (s.points.iter())
             .map(|(step, t, v)| ((*step, t.to_bits()), scale.y(*v)))
@@ -691,8 +731,12 @@ fn refs_svg(
 ) {
     let g = GEOMETRY;
     for r in &panel.refs {
-        let of_series = |j: usize| panel.series.get(j).map(|s| chart.color(s.owner.as_deref()));
-        let color = r.color.or(r.series.and_then(of_series)).unwrap_or("#444");
+        let color = match &r.color {
+            RefColor::Grey => None,
+            RefColor::Series(j) => panel.series.get(*j).map(|s| chart.color(&s.whose)),
+            RefColor::Of(whose) => Some(chart.color(whose)),
+        }
+        .unwrap_or("#444");
         let (a, b) = r.steps;
         let (xa, _) = cols.get(a).copied().unwrap_or((0.0, 0.0));
         let (xb, wb) = cols.get(b).copied().unwrap_or((0.0, 0.0));
@@ -749,7 +793,7 @@ fn spans_svg(out: &mut String, chart: &Chart, cols: &[(f64, f64)]) {
     );
     for (r, who) in rows.iter().enumerate() {
         let y = y0 + 10.0 + r as f64 * 18.0;
-        let color = chart.color(owner_of_who(&chart.owners, who));
+        let color = chart.color(&Whose::of(owner_of_who(&chart.owners, who)));
         let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\">{}</text>",
@@ -851,22 +895,21 @@ mod tests {
                             (1, 0.0, 32.0),
                         ],
                         ends_only: false,
-                        owner: Some("W".into()),
+                        whose: Whose::Owner("W".into()),
                     },
                     Series {
                         label: "free <&>".into(),
                         counter: "meminfo.MemFree".into(),
                         points: vec![(0, 0.0, 200.0), (1, 0.01, 150.0)],
                         ends_only: false,
-                        owner: None,
+                        whose: Whose::Machine,
                     },
                 ],
                 refs: vec![RefLine {
                     label: "W: memory.max 32M".into(),
                     value: 32.0,
                     steps: (0, 1),
-                    series: Some(0),
-                    color: None,
+                    color: RefColor::Series(0),
                 }],
                 y_max: Some(256.0),
                 clip: false,
@@ -903,7 +946,7 @@ mod tests {
         assert!(!svg(&c).contains("stroke-dasharray=\"6 5\""));
         let mut copy = c.panels[0].series[0].clone();
         copy.label = "V: the same".into();
-        copy.owner = Some("V".into());
+        copy.whose = Whose::Owner("V".into());
         c.owners.push("V".into());
         c.panels[0].series.push(copy);
         let s = svg(&c);
@@ -945,7 +988,7 @@ mod tests {
         assert_eq!(s.matches("class=\"legend-mark\"").count(), 1);
         assert!(s.contains(&format!("fill=\"white\" stroke=\"{}\"", w.0.unwrap())));
         // Its limit's line is drawn in its colour.
-        assert_eq!(c.color(Some("W")), COLORS[1]);
+        assert_eq!(c.color(&Whose::Owner("W".into())), COLORS[1]);
         assert!(s.contains(&format!(
             "<line class=\"ref\" x1=\"78.0\" x2=\"718.0\" y1=\"{:.1}\" y2=\"{0:.1}\" stroke=\"{}\"",
             58.0 + 18.0 + 170.0 - 32.0 / 256.0 * 170.0,

@@ -116,6 +116,12 @@ impl KernelChoice {
                 let version = config_version(&config);
                 let set = FragmentSet::new(&fragments, version.as_deref());
                 let bz = is_bzimage(&p.image)?;
+                if !bz && kernel::BootImage::for_config(&config) == kernel::BootImage::BzImage {
+                    bad_input!(
+                        "--kernel {}: a KASAN kernel does not boot from its vmlinux (PVH's entry runs instrumented code before the KASAN shadow is mapped, and the guest resets at once); pass its bzImage (make bzImage: arch/x86/boot/bzImage)",
+                        p.image.display()
+                    );
+                }
                 set.check_built_elsewhere(&config, bz, &p.config_origin())?;
                 Ok(Kernel {
                     hz: kernel::config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok()),
@@ -125,7 +131,7 @@ impl KernelChoice {
                 })
             }
             KernelChoice::BuildDir(dir) => {
-                kernel::make_in(dir)?;
+                let image = kernel::make_in(dir)?;
                 let config_path = dir.join(".config");
                 let config = fs::read_to_string(&config_path)
                     .with_context(|| format!("reading {}", config_path.display()))?;
@@ -133,7 +139,7 @@ impl KernelChoice {
                 set.check_built_elsewhere(&config, false, &config_path.display().to_string())?;
                 Ok(Kernel {
                     hz: kernel::config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok()),
-                    image: dir.join("vmlinux"),
+                    image,
                     key: format!("build dir {}", dir.display()),
                     built: true,
                 })

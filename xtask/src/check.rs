@@ -309,6 +309,7 @@ pub struct RunRecord {
     pub retry: bool,
     pub status: RunStatus,
     pub wall_secs: f64,
+    /// The kernel was judged and found healthy (false too when it printed nothing to judge).
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<String>,
@@ -719,7 +720,7 @@ impl State {
             retry: attempt.retry,
             status,
             wall_secs: boot.wall(),
-            healthy: boot.health().healthy(),
+            healthy: boot.health().healthy() && boot.health().judged(),
             health: boot.health().findings.clone(),
             log,
         });

@@ -21,8 +21,9 @@ pub struct Health {
     pub findings: Vec<String>,
     /// /proc/sys/kernel/tainted at the end of the run (None: the agent could not report it).
     pub tainted: Option<u64>,
-    /// What was looked at: `kernel log and console`, or `console only` when the run ended
-    /// before the agent could report (a crash, a timeout).
+    /// What was looked at: `kernel log and console`, `console only` when the run ended
+    /// before the agent could report (a crash, a timeout), or `nothing` when the console is
+    /// empty too (the kernel never printed: nothing to judge it by).
     pub checked: &'static str,
     /// Kernel log records the agent could not send (overwritten or beyond its cap).
     pub dropped: u64,
@@ -36,9 +37,17 @@ impl Health {
         self.findings.is_empty()
     }
 
+    /// Whether there was anything to judge the kernel by (a kernel log or a console line).
+    pub fn judged(&self) -> bool {
+        self.checked != "nothing"
+    }
+
     /// One line for reports: `healthy` or the first findings.
     pub fn summary(&self) -> String {
         match self.findings.as_slice() {
+            [] if !self.judged() => {
+                "not judged: the kernel printed nothing (no kernel log, an empty console)".into()
+            }
             [] => format!("healthy ({} checked)", self.checked),
             [one] => format!("UNHEALTHY: {one}"),
             [first, rest @ ..] => format!("UNHEALTHY: {first} (and {} more)", rest.len()),
@@ -166,6 +175,9 @@ pub fn judge(stream: &Stream, console: &str) -> Health {
             h.findings
                 .push(format!("the kernel is tainted ({t}): {}", taint_flags(t)));
         }
+    }
+    if h.checked == "console only" && console.trim().is_empty() {
+        h.checked = "nothing";
     }
     for line in console.lines().filter(|l| is_splat(l)) {
         let text = line.trim();
@@ -298,6 +310,16 @@ mod tests {
         let line = "WARNING: CPU: 0 PID: 1 at kernel-lab injected warning";
         let h = judge(&stream(Some(0), &[(4, line)]), &format!("{line}\n"));
         assert_eq!(h.findings.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn a_silent_kernel_is_not_judged_healthy() {
+        let h = judge(&Stream::default(), " \n");
+        assert!(!h.judged(), "{h:?}");
+        assert_eq!(
+            h.summary(),
+            "not judged: the kernel printed nothing (no kernel log, an empty console)"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! build recipe version). A warm lookup only stats the source, reads its Makefile's version and
 //! the fragments: it never runs make. A cold build extracts a
 //! tarball once, runs `make tinyconfig`, merges the fragments, runs `olddefconfig`, checks that
-//! every requested option survived, builds vmlinux (booted through its PVH entry) with a
-//! progress line, and publishes it into the cache with a rename.
+//! every requested option survived, builds vmlinux (booted through its PVH entry; a KASAN
+//! kernel's bzImage, [`BootImage`]) with a progress line, and publishes it into the cache with
+//! a rename.
 
 use crate::cache::{self, KeyHasher};
 use crate::process::{Cmd, Ended, Sink};
@@ -23,6 +24,49 @@ use std::time::{Duration, Instant};
 const RECIPE: &str = "kernel-lab recipe 1: tinyconfig + fragments, vmlinux";
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 pub const SOURCE_ENV: &str = "KERNEL_LAB_SRC";
+
+/// The image kernel-lab boots from a build: vmlinux through its PVH entry (no decompression,
+/// the fastest boot under TCG), or a KASAN kernel's bzImage. PVH's entry runs C code
+/// (xen_prepare_pvh() calls xen_cpuid_base(), whose memcmp() is instrumented) before
+/// x86_64_start_kernel() calls kasan_early_init(), so a KASAN vmlinux reads a shadow that is not
+/// mapped yet: on 6.12.117 the guest triple-faulted before its first message, and QEMU exited
+/// in 0.1 s. The bzImage's decompressor enters through startup_64, which maps it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootImage {
+    Vmlinux,
+    BzImage,
+}
+
+impl BootImage {
+    /// The image a kernel of this .config boots from.
+    pub fn for_config(config: &str) -> BootImage {
+        match config_value(config, "CONFIG_KASAN").as_deref() {
+            Some("y") => BootImage::BzImage,
+            _ => BootImage::Vmlinux,
+        }
+    }
+
+    /// make's target, and the image's name in a cache entry.
+    pub fn target(self) -> &'static str {
+        match self {
+            BootImage::Vmlinux => "vmlinux",
+            BootImage::BzImage => "bzImage",
+        }
+    }
+
+    /// Where make leaves it in build directory `build`.
+    pub fn built(self, build: &Path) -> PathBuf {
+        match self {
+            BootImage::Vmlinux => build.join("vmlinux"),
+            BootImage::BzImage => build.join("arch/x86/boot/bzImage"),
+        }
+    }
+
+    /// The image of the kernel in build directory (or cache entry) `dir`, by its .config.
+    fn of_dir(dir: &Path, config: &str) -> BootImage {
+        BootImage::for_config(&fs::read_to_string(dir.join(config)).unwrap_or_default())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -523,7 +567,8 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     } else {
         Build::Incremental
     };
-    let objects = make(&tree, &build, &["vmlinux"], &log, Some(progress))?;
+    let image = BootImage::of_dir(&build, ".config");
+    let objects = make(&tree, &build, &[image.target()], &log, Some(progress))?;
     if from_scratch {
         let _ = fs::create_dir_all(cache.join("kernels"));
         for file in [hint_file, cache.join("kernels/objects-last-build")] {
@@ -535,8 +580,8 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     let _publish = cache::lock(&cache, &format!("kernel-{key}"))?;
     let staging = cache::staging_path(&entry);
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    fs::copy(build.join("vmlinux"), staging.join("vmlinux"))
-        .context("copying vmlinux into the cache")?;
+    fs::copy(image.built(&build), staging.join(image.target()))
+        .with_context(|| format!("copying {} into the cache", image.target()))?;
     fs::copy(build.join(".config"), staging.join("config"))
         .context("copying .config into the cache")?;
     fs::write(staging.join("source"), &source.identity)?;
@@ -547,7 +592,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     collect_after_build(&cache, source, &build_dir_name(&tree, &set));
     Ok(Kernel {
         hz: config_hz(&entry),
-        image: entry.join("vmlinux"),
+        image: entry.join(image.target()),
         key,
         built: true,
     })
@@ -609,7 +654,7 @@ fn collect_after_build(cache: &Path, source: &Source, build_dir: &str) {
 
 /// The published kernel in `entry`, if there is one (its use is recorded for gc).
 fn published(entry: &Path, key: &str) -> Option<Kernel> {
-    let image = entry.join("vmlinux");
+    let image = entry.join(BootImage::of_dir(entry, "config").target());
     image.is_file().then(|| {
         cache::touch(entry);
         Kernel {
@@ -737,9 +782,10 @@ pub fn config_value(config: &str, name: &str) -> Option<String> {
     })
 }
 
-/// `make vmlinux` in a developer's own configured build directory (`--build-dir`: an in-place
-/// tree, or an O= directory, whose Makefile kbuild wrote), with progress.
-pub fn make_in(dir: &Path) -> Result<()> {
+/// `make vmlinux` (a KASAN kernel: bzImage) in a developer's own configured build directory
+/// (`--build-dir`: an in-place tree, or an O= directory, whose Makefile kbuild wrote), with
+/// progress; returns the image to boot.
+pub fn make_in(dir: &Path) -> Result<PathBuf> {
     if !dir.join(".config").is_file() {
         crate::exit::bad_input!(
             "--build-dir {}: no .config there; configure it first (e.g. make defconfig, then merge kernel-configs/base.config with scripts/kconfig/merge_config.sh)",
@@ -748,8 +794,9 @@ pub fn make_in(dir: &Path) -> Result<()> {
     }
     let log = cache::target_dir()?.join("build-dir-make.log");
     fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
-    make(dir, dir, &["vmlinux"], &log, Some(Build::Incremental))?;
-    Ok(())
+    let image = BootImage::of_dir(dir, ".config");
+    make(dir, dir, &[image.target()], &log, Some(Build::Incremental))?;
+    Ok(image.built(dir))
 }
 
 /// The source's version (`6.1.192`) from its Makefile; a tarball is extracted first (once).
@@ -900,7 +947,7 @@ fn make(
     let (objects, _) = shown.compiled();
     if progress.is_some() {
         progress::status_done(&format!(
-            "kernel: built vmlinux in {} ({objects} files compiled; log: {})",
+            "kernel: built {what} in {} ({objects} files compiled; log: {})",
             progress::mmss(shown.started.elapsed()),
             log.display()
         ));
@@ -1208,6 +1255,22 @@ mod tests {
             FragmentSet::new(&[folded, v1], Some("6.12.117")).names(),
             ["base"]
         );
+    }
+
+    #[test]
+    fn a_kasan_kernel_boots_its_bzimage_and_any_other_its_vmlinux() {
+        let kasan = "CONFIG_64BIT=y\nCONFIG_KASAN=y\nCONFIG_KASAN_GENERIC=y\n";
+        assert_eq!(BootImage::for_config(kasan), BootImage::BzImage);
+        assert_eq!(
+            BootImage::for_config("CONFIG_64BIT=y\n# CONFIG_KASAN is not set\n"),
+            BootImage::Vmlinux
+        );
+        let b = Path::new("/b");
+        assert_eq!(
+            BootImage::BzImage.built(b),
+            Path::new("/b/arch/x86/boot/bzImage")
+        );
+        assert_eq!(BootImage::Vmlinux.built(b), Path::new("/b/vmlinux"));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct KernelEntry {
     pub key: String,
     /// FNV-1a 64 of `config`, checked on load.
     pub config_hash: String,
+    /// The image to boot, relative to the manifest: a vmlinux, or a KASAN kernel's bzImage
+    /// (kernel::BootImage).
     pub vmlinux: String,
     pub config: String,
 }
@@ -249,13 +251,14 @@ fn export_kernel(
     let config_src = k.image.with_file_name("config");
     let config =
         fs::read(&config_src).with_context(|| format!("reading {}", config_src.display()))?;
-    copy(&k.image, &dir.join(&sub).join("vmlinux"))?;
+    let name = k.image.file_name().unwrap_or_default().to_string_lossy();
+    copy(&k.image, &dir.join(&sub).join(name.as_ref()))?;
     fs::write(dir.join(&sub).join("config"), &config)?;
     entry.kernels.push(KernelEntry {
         fragments: names,
         key: k.key,
         config_hash: hash(&config),
-        vmlinux: format!("{sub}/vmlinux"),
+        vmlinux: format!("{sub}/{name}"),
         config: format!("{sub}/config"),
     });
     Ok(())

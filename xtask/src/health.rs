@@ -135,9 +135,10 @@ const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
 
-/// Judges a run from its result stream (the agent's `Health` event) and its console text.
-/// Pure: no I/O.
-pub fn judge(stream: &Stream, console: &str) -> Health {
+/// Judges a run from its result stream (the agent's `Health` event) and its console text
+/// (`None`: not captured, it went to a terminal, as with `--shell`). Pure: no I/O.
+pub fn judge(stream: &Stream, captured: Option<&str>) -> Health {
+    let console = captured.unwrap_or("");
     let mut h = Health {
         checked: "console only",
         ..Health::default()
@@ -176,7 +177,7 @@ pub fn judge(stream: &Stream, console: &str) -> Health {
                 .push(format!("the kernel is tainted ({t}): {}", taint_flags(t)));
         }
     }
-    if h.checked == "console only" && console.trim().is_empty() {
+    if h.checked == "console only" && captured.is_some_and(|c| c.trim().is_empty()) {
         h.checked = "nothing";
     }
     for line in console.lines().filter(|l| is_splat(l)) {
@@ -245,7 +246,7 @@ mod tests {
 
     #[test]
     fn oom_reports_are_healthy() {
-        let h = judge(&stream(Some(0), OOM), "");
+        let h = judge(&stream(Some(0), OOM), Some(""));
         assert!(h.healthy(), "{h:?}");
         assert_eq!(h.checked, "kernel log and console");
         assert!(h.summary().starts_with("healthy"));
@@ -282,7 +283,7 @@ mod tests {
                 "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [exe:55]",
             ),
         ] {
-            let h = judge(&stream(Some(0), &[(level, line)]), "");
+            let h = judge(&stream(Some(0), &[(level, line)]), Some(""));
             assert_eq!(h.findings.len(), 1, "{line}: {h:?}");
             assert!(h.findings[0].contains(line), "{h:?}");
         }
@@ -290,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_taint_is_unhealthy_and_named() {
-        let h = judge(&stream(Some(512 | 128), &[]), "");
+        let h = judge(&stream(Some(512 | 128), &[]), Some(""));
         assert_eq!(
             h.findings,
             ["the kernel is tainted (640): D (the kernel died (oops)), W (a WARN fired)"]
@@ -300,7 +301,7 @@ mod tests {
     #[test]
     fn the_console_is_scanned_when_the_agent_could_not_report() {
         let console = "Run /init as init process\n[    2.0] BUG: unable to handle page fault for address: 0\n[    2.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009\nCPU: 0 PID: 1\n";
-        let h = judge(&Stream::default(), console);
+        let h = judge(&Stream::default(), Some(console));
         assert_eq!(h.checked, "console only");
         assert_eq!(h.tainted, None);
         assert_eq!(h.findings.len(), 1, "{h:?}");
@@ -308,25 +309,27 @@ mod tests {
         assert!(h.agent_died.is_some(), "{h:?}");
         // A line in both the log and the console is one finding.
         let line = "WARNING: CPU: 0 PID: 1 at kernel-lab injected warning";
-        let h = judge(&stream(Some(0), &[(4, line)]), &format!("{line}\n"));
+        let h = judge(&stream(Some(0), &[(4, line)]), Some(&format!("{line}\n")));
         assert_eq!(h.findings.len(), 1, "{h:?}");
     }
 
     #[test]
     fn a_silent_kernel_is_not_judged_healthy() {
-        let h = judge(&Stream::default(), " \n");
+        let h = judge(&Stream::default(), Some(" \n"));
         assert!(!h.judged(), "{h:?}");
         assert_eq!(
             h.summary(),
             "not judged: the kernel printed nothing (no kernel log, an empty console)"
         );
+        // A console that went to a terminal (--shell) was not seen, not silent.
+        assert!(judge(&Stream::default(), None).judged());
     }
 
     #[test]
     fn the_agent_dying_is_no_kernel_fault() {
         // PID 1 aborted (kernel_lab=crash): the kernel's panic is the consequence, not a splat.
         let console = "[    1.5] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006\n---[ end Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000006 ]---\n";
-        let h = judge(&Stream::default(), console);
+        let h = judge(&Stream::default(), Some(console));
         assert!(h.healthy(), "{h:?}");
         assert_eq!(
             h.agent_died.as_deref(),

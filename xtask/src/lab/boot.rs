@@ -191,10 +191,14 @@ pub fn boot(
     };
     let (outcome, stream) = run_following(spec, &vm, scratch.path(), timeout, opts.shell)?;
     phases.add("qemu", outcome.wall);
-    let console = std::fs::read(&files.console_log).unwrap_or_default();
-    let health = health::judge(&stream, &String::from_utf8_lossy(&console));
+    // With --shell the console went to the terminal: there is no log of it to judge.
+    let console = (!opts.shell).then(|| {
+        let bytes = std::fs::read(&files.console_log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let health = health::judge(&stream, console.as_deref());
     let mut problems = problems(&outcome, timeout, &stream);
-    problems.extend(silent_console(&console, &outcome));
+    problems.extend(console.as_deref().and_then(|c| silent_console(c, &outcome)));
     if let Some(panic) = &health.agent_died {
         problems.push(format!(
             "the agent (PID 1) died, so the kernel panicked: {panic}"
@@ -322,12 +326,12 @@ fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<
 /// A console without one byte: the kernel never reached its first message, so the missing
 /// stream says nothing about the agent. Seen with a KASAN vmlinux booted through its PVH
 /// entry: a triple fault before the console existed, and QEMU (-no-reboot) exited 0 at once.
-fn silent_console(console: &[u8], outcome: &qemu::Outcome) -> Option<String> {
+fn silent_console(console: &str, outcome: &qemu::Outcome) -> Option<String> {
     let ran = match outcome.status {
         Some(_) => format!("QEMU exited after {:.2}s", outcome.wall.as_secs_f64()),
         None => "QEMU was killed at the timeout".to_string(),
     };
-    console.iter().all(u8::is_ascii_whitespace).then(|| {
+    console.trim().is_empty().then(|| {
         format!(
             "the kernel printed nothing on its console ({ran}): it stopped before its first message, e.g. a fault at its entry that reset the guest; add --kernel-arg earlyprintk=serial,ttyS0 to see more, or try the same kernel as a bzImage"
         )

@@ -5,7 +5,7 @@
 //! before anything boots; a missing option makes the kernel [`Untestable`], named.
 
 use crate::exit::bad_input;
-use crate::kernel::{self, FragmentSet, Kernel, Untestable};
+use crate::kernel::{self, BootImage, FragmentSet, Kernel, Untestable};
 use crate::manifest::Manifest;
 use crate::process::{Cmd, Sink};
 use anyhow::{Context, Result, bail};
@@ -115,16 +115,21 @@ impl KernelChoice {
                 let config = p.config_text()?;
                 let version = config_version(&config);
                 let set = FragmentSet::new(&fragments, version.as_deref());
-                let bz = is_bzimage(&p.image)?;
-                if !bz && kernel::BootImage::for_config(&config) == kernel::BootImage::BzImage {
+                let image = match is_bzimage(&p.image)? {
+                    true => BootImage::BzImage,
+                    false => BootImage::Vmlinux,
+                };
+                if image == BootImage::Vmlinux
+                    && BootImage::for_config(&config) == BootImage::BzImage
+                {
                     bad_input!(
                         "--kernel {}: a KASAN kernel does not boot from its vmlinux (PVH's entry runs instrumented code before the KASAN shadow is mapped, and the guest resets at once); pass its bzImage (make bzImage: arch/x86/boot/bzImage)",
                         p.image.display()
                     );
                 }
-                set.check_built_elsewhere(&config, bz, &p.config_origin())?;
+                set.check_built_elsewhere(&config, image, &p.config_origin())?;
                 Ok(Kernel {
-                    hz: kernel::config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok()),
+                    hz: kernel::config_hz(&config),
                     image: p.image.clone(),
                     key: format!("prebuilt {}", p.image.display()),
                     built: false,
@@ -136,9 +141,10 @@ impl KernelChoice {
                 let config = fs::read_to_string(&config_path)
                     .with_context(|| format!("reading {}", config_path.display()))?;
                 let set = FragmentSet::new(&fragments, config_version(&config).as_deref());
-                set.check_built_elsewhere(&config, false, &config_path.display().to_string())?;
+                let booted = BootImage::for_config(&config);
+                set.check_built_elsewhere(&config, booted, &config_path.display().to_string())?;
                 Ok(Kernel {
-                    hz: kernel::config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok()),
+                    hz: kernel::config_hz(&config),
                     image,
                     key: format!("build dir {}", dir.display()),
                     built: true,

@@ -62,9 +62,9 @@ impl BootImage {
         }
     }
 
-    /// The image of the kernel in build directory (or cache entry) `dir`, by its .config.
-    fn of_dir(dir: &Path, config: &str) -> BootImage {
-        BootImage::for_config(&fs::read_to_string(dir.join(config)).unwrap_or_default())
+    /// The image of the kernel configured in build directory `dir`, by its .config.
+    fn of_build(dir: &Path) -> BootImage {
+        BootImage::for_config(&fs::read_to_string(dir.join(".config")).unwrap_or_default())
     }
 }
 
@@ -567,7 +567,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     } else {
         Build::Incremental
     };
-    let image = BootImage::of_dir(&build, ".config");
+    let image = BootImage::of_build(&build);
     let objects = make(&tree, &build, &[image.target()], &log, Some(progress))?;
     if from_scratch {
         let _ = fs::create_dir_all(cache.join("kernels"));
@@ -590,12 +590,7 @@ pub fn ensure(source: &Source, fragments: &[Fragment], rebuild: bool) -> Result<
     cache::touch(&entry);
     drop(_publish);
     collect_after_build(&cache, source, &build_dir_name(&tree, &set));
-    Ok(Kernel {
-        hz: config_hz(&entry),
-        image: entry.join(image.target()),
-        key,
-        built: true,
-    })
+    Ok(in_entry(&entry, &key, true))
 }
 
 /// Configures the fragments for `source` in a scratch directory under target/ (tinyconfig,
@@ -654,16 +649,22 @@ fn collect_after_build(cache: &Path, source: &Source, build_dir: &str) {
 
 /// The published kernel in `entry`, if there is one (its use is recorded for gc).
 fn published(entry: &Path, key: &str) -> Option<Kernel> {
-    let image = entry.join(BootImage::of_dir(entry, "config").target());
-    image.is_file().then(|| {
+    let k = in_entry(entry, key, false);
+    k.image.is_file().then(|| {
         cache::touch(entry);
-        Kernel {
-            hz: config_hz(entry),
-            image,
-            key: key.to_string(),
-            built: false,
-        }
+        k
     })
+}
+
+/// The kernel of cache entry `entry`, as its config says: the image it boots and its HZ.
+fn in_entry(entry: &Path, key: &str, built: bool) -> Kernel {
+    let config = fs::read_to_string(entry.join("config")).unwrap_or_default();
+    Kernel {
+        hz: config_hz(&config),
+        image: entry.join(BootImage::for_config(&config).target()),
+        key: key.to_string(),
+        built,
+    }
 }
 
 /// What to tell a developer whose tree was built in place.
@@ -714,13 +715,19 @@ impl FragmentSet {
     /// A kernel built elsewhere (`--kernel`, `--build-dir`, an exported manifest): its config
     /// must honour every requested option except the build choices; a bzImage boots without
     /// the PVH entry.
-    pub fn check_built_elsewhere(&self, config: &str, bzimage: bool, origin: &str) -> Result<()> {
+    pub fn check_built_elsewhere(
+        &self,
+        config: &str,
+        image: BootImage,
+        origin: &str,
+    ) -> Result<()> {
         let needed: Vec<Requested> = self
             .requested
             .iter()
             .filter(|r| !r.choice)
             .filter(|r| {
-                !(bzimage && ["CONFIG_PVH", "CONFIG_HYPERVISOR_GUEST"].contains(&r.name.as_str()))
+                !(image == BootImage::BzImage
+                    && ["CONFIG_PVH", "CONFIG_HYPERVISOR_GUEST"].contains(&r.name.as_str()))
             })
             .cloned()
             .collect();
@@ -767,10 +774,9 @@ fn build_dir_name(tree: &Path, set: &FragmentSet) -> String {
     h.hex()
 }
 
-/// CONFIG_HZ of a cached kernel (its `config` file).
-fn config_hz(entry: &Path) -> Option<u64> {
-    let config = fs::read_to_string(entry.join("config")).ok()?;
-    config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok())
+/// CONFIG_HZ in a .config's text.
+pub fn config_hz(config: &str) -> Option<u64> {
+    config_value(config, "CONFIG_HZ").and_then(|v| v.parse().ok())
 }
 
 /// An option's value in a .config (`CONFIG_HZ` -> `250`).
@@ -794,7 +800,7 @@ pub fn make_in(dir: &Path) -> Result<PathBuf> {
     }
     let log = cache::target_dir()?.join("build-dir-make.log");
     fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
-    let image = BootImage::of_dir(dir, ".config");
+    let image = BootImage::of_build(dir);
     make(dir, dir, &[image.target()], &log, Some(Build::Incremental))?;
     Ok(image.built(dir))
 }

@@ -154,9 +154,10 @@ impl Manifest {
         let config_path = self.dir.join(&k.config);
         let config = fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
-        set.check_built_elsewhere(&config, false, &config_path.display().to_string())?;
+        let booted = kernel::BootImage::for_config(&config);
+        set.check_built_elsewhere(&config, booted, &config_path.display().to_string())?;
         Ok(Kernel {
-            hz: kernel::config_value(&config, "CONFIG_HZ").and_then(|v| v.parse().ok()),
+            hz: kernel::config_hz(&config),
             image: self.dir.join(&k.vmlinux),
             key: k.key.clone(),
             built: false,

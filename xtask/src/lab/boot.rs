@@ -198,7 +198,9 @@ pub fn boot(
     });
     let health = health::judge(&stream, console.as_deref());
     let mut problems = problems(&outcome, timeout, &stream);
-    problems.extend(console.as_deref().and_then(|c| silent_console(c, &outcome)));
+    if !health.judged() {
+        problems.push(silent_console(&outcome));
+    }
     if let Some(panic) = &health.agent_died {
         problems.push(format!(
             "the agent (PID 1) died, so the kernel panicked: {panic}"
@@ -323,19 +325,17 @@ fn problems(outcome: &qemu::Outcome, timeout: Duration, stream: &Stream) -> Vec<
     problems
 }
 
-/// A console without one byte: the kernel never reached its first message, so the missing
-/// stream says nothing about the agent. Seen with a KASAN vmlinux booted through its PVH
+/// Why a run whose kernel printed nothing (no kernel log, a captured console without one
+/// line: [`health::Health::judged`]) failed: the missing stream says nothing about the agent. Seen with a KASAN vmlinux booted through its PVH
 /// entry: a triple fault before the console existed, and QEMU (-no-reboot) exited 0 at once.
-fn silent_console(console: &str, outcome: &qemu::Outcome) -> Option<String> {
+fn silent_console(outcome: &qemu::Outcome) -> String {
     let ran = match outcome.status {
         Some(_) => format!("QEMU exited after {:.2}s", outcome.wall.as_secs_f64()),
         None => "QEMU was killed at the timeout".to_string(),
     };
-    console.trim().is_empty().then(|| {
-        format!(
-            "the kernel printed nothing on its console ({ran}): it stopped before its first message, e.g. a fault at its entry that reset the guest; add --kernel-arg earlyprintk=serial,ttyS0 to see more, or try the same kernel as a bzImage"
-        )
-    })
+    format!(
+        "the kernel printed nothing on its console ({ran}): it stopped before its first message, e.g. a fault at its entry that reset the guest; add --kernel-arg earlyprintk=serial,ttyS0 to see more, or try the same kernel as a bzImage"
+    )
 }
 
 /// `last seen: step-start read at 2.31s guest uptime[, then timeline ticks until 5.00s]`.

@@ -123,7 +123,7 @@ fn expr_series(
         .collect();
     (!points.is_empty()).then(|| Series {
         label,
-        whose: Whose::of(owner_of(&counter).as_deref()),
+        whose: owner_of(&counter).map_or(Whose::Machine, Whose::Owner),
         counter,
         points,
         ends_only: false,
@@ -161,7 +161,7 @@ fn ends_series(
         counter: counter.to_string(),
         points,
         ends_only: true,
-        whose: Whose::of(owner_of(counter).as_deref()),
+        whose: owner_of(counter).map_or(Whose::Machine, Whose::Owner),
     })
 }
 
